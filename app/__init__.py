@@ -1,0 +1,92 @@
+"""Codex application factory: config -> logging -> extensions -> blueprints -> error handlers."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from flask import Flask
+from werkzeug.middleware.proxy_fix import ProxyFix
+
+from app.config import Config
+
+
+def create_app(config: Config | dict[str, Any] | None = None, *, role: str = "web") -> Flask:
+    """Build the Flask app.
+
+    ``config``: a ``Config``, a dict of overrides applied on top of the environment, or ``None``
+    (environment only; a ``.env`` file is loaded in development). ``role`` is ``web`` or
+    ``worker`` and picks the database timeouts.
+    """
+    if config is None or isinstance(config, dict):
+        if config is None and os.environ.get("APP_ENV", "development") == "development":
+            _load_dotenv()
+        config = Config.from_env(**(config or {}))
+    config.validate()
+
+    from app.logging import configure_logging  # noqa: PLC0415 - after config is known
+
+    configure_logging(config.LOG_LEVEL, config.LOG_FORMAT)
+
+    app = Flask(__name__, template_folder=str(Path(__file__).resolve().parent.parent / "templates"))
+    app.config.update(config.as_flask_config())
+    app.config["TESTING"] = config.APP_ENV == "test"
+    app.extensions["codex_config"] = config
+    if config.TRUSTED_PROXY_COUNT:
+        n = config.TRUSTED_PROXY_COUNT
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n)  # type: ignore[method-assign]
+
+    _init_extensions(app, role)
+    _register_blueprints(app)
+
+    from app.cli import codex_cli  # noqa: PLC0415
+
+    app.cli.add_command(codex_cli)
+    return app
+
+
+def _load_dotenv() -> None:
+    try:
+        from dotenv import load_dotenv  # noqa: PLC0415
+    except ImportError:  # pragma: no cover - python-dotenv is a dependency
+        return
+    load_dotenv(Path.cwd() / ".env", override=False)
+
+
+def _init_extensions(app: Flask, role: str) -> None:
+    from app import db, errors, http, jobs, storage  # noqa: PLC0415
+    from app.api import Api, api_settings  # noqa: PLC0415
+    from app.extensions import mail, make_limiter, redis_client  # noqa: PLC0415
+
+    db.init_app(app, role=role)
+    app.extensions["redis"] = redis_client(app.config["REDIS_URL"])
+    app.extensions["broker_redis"] = redis_client(app.config["CELERY_BROKER_URL"])
+    storage.init_app(app)
+    mail.init_app(app)
+
+    http.register_request_id(app)
+    make_limiter(app)
+    http.register_request_hooks(app)
+
+    app.config.update(api_settings(app))
+    api = Api(app)
+    app.extensions["api"] = api
+    errors.register_error_handlers(app)
+
+    celery_app = jobs.celery_init_app(app)
+    app.extensions["task_sender"] = jobs.make_task_sender(celery_app)
+
+
+def _register_blueprints(app: Flask) -> None:
+    from app.system.routes import bp as system_bp  # noqa: PLC0415
+
+    app.register_blueprint(system_bp)
+    api = app.extensions["api"]
+    for blueprint in _api_blueprints():
+        api.register_blueprint(blueprint)
+
+
+def _api_blueprints() -> list[Any]:
+    """Every flask-smorest blueprint under ``/api/v1``; each domain adds its own here."""
+    return []

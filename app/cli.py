@@ -1,0 +1,47 @@
+"""``flask --app app codex …`` commands for operators."""
+
+from __future__ import annotations
+
+import time
+
+import click
+from flask import current_app
+from flask.cli import with_appcontext
+
+from app import db
+
+
+@click.group("codex")
+def codex_cli() -> None:
+    """Codex operator commands."""
+
+
+@codex_cli.command("create-db")
+@with_appcontext
+def create_db() -> None:
+    """Create the database named in DATABASE_URL when it does not exist."""
+    created = db.ensure_database(current_app.config["DATABASE_URL"])
+    click.echo("database created" if created else "database exists")
+
+
+@codex_cli.command("ping")
+@click.option("--timeout", default=30.0, show_default=True, help="Seconds to wait for the worker.")
+@with_appcontext
+def ping(timeout: float) -> None:
+    """Send a ping through the broker and wait until a worker has stamped it in Postgres."""
+    from app.system.models import WorkerPing  # noqa: PLC0415
+    from app.system.service import create_ping  # noqa: PLC0415
+
+    session = db.session
+    ping_row = create_ping(session)
+    session.commit()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        session.expire_all()
+        row = session.get(WorkerPing, ping_row.id)
+        if row is not None and row.processed_at is not None:
+            latency = (row.processed_at - row.created_at).total_seconds()
+            click.echo(f"pong from {row.worker} after {latency:.3f}s")
+            return
+        time.sleep(0.2)
+    raise click.ClickException(f"no worker answered within {timeout:.0f}s")

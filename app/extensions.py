@@ -1,0 +1,78 @@
+"""Extension objects and their set-up: Redis clients, rate limiter, mail, API, Celery."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import redis
+import structlog
+from flask import Flask, current_app, g, request
+from flask_limiter import Limiter, RequestLimit
+from flask_limiter.util import get_remote_address
+from flask_mail import Mail
+
+from app import errors
+
+log = structlog.get_logger(__name__)
+
+mail = Mail()
+
+
+def redis_client(url: str) -> redis.Redis:
+    # Short timeouts: every Redis use degrades gracefully (security.md §13/§14).
+    return redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2, health_check_interval=30)
+
+
+def get_redis() -> redis.Redis:
+    """The cache/session/rate-limit Redis (``REDIS_URL``)."""
+    client: redis.Redis = current_app.extensions["redis"]
+    return client
+
+
+def rate_limit_key() -> str:
+    """Signed-in callers are limited per user, others per client IP (security.md §3)."""
+    resolver = current_app.extensions.get("rate_limit_identity")
+    user_id = resolver() if resolver else None
+    return f"user:{user_id}" if user_id else f"ip:{get_remote_address()}"
+
+
+def ip_key() -> str:
+    return f"ip:{get_remote_address()}"
+
+
+def _on_breach(limit: RequestLimit) -> Any:
+    retry_after = max(1, int(limit.reset_at - datetime.now(UTC).timestamp()))
+    g.rate_limit_retry_after = retry_after
+    return errors.error_response(
+        429,
+        "RATE_LIMITED",
+        "Too many requests. Try again later.",
+        {"retry_after": retry_after},
+        {"Retry-After": str(retry_after)},
+    )
+
+
+def _exempt_from_global() -> bool:
+    # The shared 300/min budget covers /api/v1 except the HLS proxy, which has its own limit.
+    path = request.path
+    return request.method == "OPTIONS" or not path.startswith("/api/v1/") or path.startswith("/api/v1/stream/")
+
+
+def make_limiter(app: Flask) -> Limiter:
+    limiter = Limiter(
+        key_func=rate_limit_key,
+        application_limits=[app.config.get("RATELIMIT_API_DEFAULT", "300 per minute")],
+        application_limits_exempt_when=_exempt_from_global,
+        storage_uri=app.config["REDIS_URL"],
+        storage_options={"socket_timeout": 2, "socket_connect_timeout": 2},
+        strategy="moving-window",
+        headers_enabled=True,
+        swallow_errors=True,
+        on_breach=_on_breach,
+        key_prefix="rl",
+        enabled=app.config["RATELIMIT_ENABLED"],
+    )
+    limiter.init_app(app)
+    app.extensions["codex_limiter"] = limiter
+    return limiter

@@ -1,0 +1,210 @@
+"""Request plumbing shared by every route: request id, preflight and CORS, body checks, headers, logs.
+
+Hooks run in the spec's check order (README §3.4): the route match (404/405) and the rate limit
+(429, flask-limiter's hook) come first, then body size (413), Content-Type (415) and JSON
+parsing (400 INVALID_JSON); authentication, CSRF and schema checks follow inside the views.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import urlsplit
+
+import structlog
+from flask import Flask, Response, current_app, g, request
+from werkzeug.exceptions import BadRequest
+
+from app import errors, metrics
+from app.logging import mask_path
+
+log = structlog.get_logger("codex.request")
+
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
+UNSAFE_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
+
+API_CSP = "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
+DOCS_CSP = (
+    "default-src 'none'; script-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net; "
+    "style-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net; img-src 'self' data: https://cdn.jsdelivr.net; "
+    "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
+)
+_API_EXPOSE = "X-Request-ID, Retry-After, X-RateLimit-Limit, X-RateLimit-Remaining, X-RateLimit-Reset"
+
+
+# ---- view options -----------------------------------------------------------------------
+
+
+def body_limit(max_bytes: int) -> Callable[[Any], Any]:
+    """Per-route request body limit (413 above it), instead of ``MAX_CONTENT_LENGTH``."""
+
+    def decorator(func: Any) -> Any:
+        func._codex_body_limit = max_bytes
+        return func
+
+    return decorator
+
+
+def raw_body(func: Any) -> Any:
+    """Mark a route that reads a non-JSON body itself (multipart, form posts, raw bytes)."""
+    func._codex_raw_body = True
+    return func
+
+
+def _view_option(name: str) -> Any:
+    endpoint = request.endpoint
+    if endpoint is None:
+        return None
+    view = current_app.view_functions.get(endpoint)
+    if view is None:
+        return None
+    view_class = getattr(view, "view_class", None)
+    if view_class is not None:
+        method = getattr(view_class, request.method.lower(), None)
+        if method is not None and hasattr(method, name):
+            return getattr(method, name)
+    return getattr(view, name, None)
+
+
+# ---- hooks ------------------------------------------------------------------------------
+
+
+def _assign_request_id() -> Response | None:
+    incoming = request.headers.get("X-Request-ID", "")
+    g.request_id = incoming if _REQUEST_ID.match(incoming) else uuid.uuid4().hex
+    g.request_started = time.perf_counter()
+    structlog.contextvars.clear_contextvars()
+    structlog.contextvars.bind_contextvars(request_id=g.request_id)
+    if request.method == "OPTIONS" and request.url_rule is not None:
+        # Preflights skip authentication, CSRF and rate limits (security.md §5).
+        return Response(status=204)
+    return None
+
+
+def _check_body() -> None:
+    limit = _view_option("_codex_body_limit") or current_app.config["MAX_CONTENT_LENGTH"]
+    request.max_content_length = limit
+    length = request.content_length
+    if length is not None and length > limit:
+        raise errors.PayloadTooLarge()
+    if not request.path.startswith("/api/v1/") or request.method not in UNSAFE_METHODS:
+        return
+    if _view_option("_codex_raw_body"):
+        return
+    has_body = bool(length) or request.headers.get("Transfer-Encoding", "").lower() == "chunked"
+    if not has_body:
+        return
+    if request.mimetype != "application/json":
+        raise errors.UnsupportedMediaType("The request body must be application/json.")
+    try:
+        body = request.get_json(silent=False)
+    except BadRequest:
+        raise errors.InvalidJson() from None
+    if not isinstance(body, dict):
+        raise errors.InvalidJson()
+
+
+def _origin_allowed(origin: str | None) -> bool:
+    return bool(origin) and origin in current_app.config["CORS_ORIGINS"]
+
+
+def _apply_cors(response: Response) -> None:
+    path = request.path
+    origin = request.headers.get("Origin")
+    if path.startswith("/api/v1/stream/") or path.startswith("/storage/"):
+        response.headers["Access-Control-Allow-Origin"] = "*"
+        response.headers["Access-Control-Expose-Headers"] = "Content-Length, Content-Range, ETag"
+        if request.method == "OPTIONS":
+            response.headers["Access-Control-Allow-Methods"] = "GET, PUT, OPTIONS"
+            response.headers["Access-Control-Allow-Headers"] = "Content-Type, Range"
+            response.headers["Access-Control-Max-Age"] = "600"
+        return
+    if not (path.startswith("/api/v1") or path.startswith("/health")):
+        return
+    response.vary.add("Origin")
+    if not _origin_allowed(origin):
+        return
+    response.headers["Access-Control-Allow-Origin"] = origin or ""
+    response.headers["Access-Control-Allow-Credentials"] = "true"
+    response.headers["Access-Control-Expose-Headers"] = _API_EXPOSE
+    if request.method == "OPTIONS":
+        response.headers["Access-Control-Allow-Methods"] = "GET, POST, PUT, PATCH, DELETE, OPTIONS"
+        response.headers["Access-Control-Allow-Headers"] = "Content-Type, Authorization, X-Request-ID"
+        response.headers["Access-Control-Max-Age"] = "600"
+
+
+def _finish(response: Response) -> Response:
+    headers = response.headers
+    headers["X-Request-ID"] = g.get("request_id") or uuid.uuid4().hex
+    headers.setdefault("X-Content-Type-Options", "nosniff")
+    headers.setdefault("X-Frame-Options", "DENY")
+    headers.setdefault("Referrer-Policy", "no-referrer")
+    headers.setdefault("Permissions-Policy", "camera=(), microphone=(), geolocation=(), payment=()")
+    if request.path == "/api/v1/docs" or request.path.startswith("/api/v1/docs/"):
+        headers["Content-Security-Policy"] = DOCS_CSP
+    else:
+        headers.setdefault("Content-Security-Policy", API_CSP)
+    if current_app.config["APP_ENV"] == "production":
+        headers["Strict-Transport-Security"] = "max-age=31536000; includeSubDomains"
+    if request.path.startswith("/api/v1") and "Cache-Control" not in headers:
+        headers["Cache-Control"] = "no-store"
+    _apply_cors(response)
+    _observe(response)
+    return response
+
+
+def _observe(response: Response) -> None:
+    started = g.get("request_started")
+    duration = time.perf_counter() - started if started else 0.0
+    endpoint = request.url_rule.rule if request.url_rule is not None else "<unmatched>"
+    metrics.observe_request(request.method, endpoint, response.status_code, duration)
+    if request.path.startswith("/health") or request.path == "/metrics":
+        return
+    log.info(
+        "request",
+        method=request.method,
+        path=mask_path(request.path),
+        status=response.status_code,
+        duration_ms=round(duration * 1000, 2),
+        user_id=str(g.get("user_id")) if g.get("user_id") else None,
+        ip=request.remote_addr,
+    )
+
+
+def register_request_id(app: Flask) -> None:
+    """Must run before the rate limiter's hook so 429s carry the id and preflights skip limits."""
+    app.before_request(_assign_request_id)
+
+
+def register_request_hooks(app: Flask) -> None:
+    app.before_request(_check_body)
+    app.after_request(_finish)
+
+
+# ---- CSRF (called by the auth layer once it knows the caller used the cookie) -----------------
+
+
+def origin_of(url: str) -> str | None:
+    parts = urlsplit(url)
+    if not parts.scheme or not parts.netloc:
+        return None
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+def check_csrf() -> None:
+    """Cookie-authenticated unsafe requests need a trusted Origin, or Referer (security.md §1)."""
+    if request.method not in UNSAFE_METHODS:
+        return
+    trusted = set(current_app.config["CORS_ORIGINS"])
+    public = origin_of(current_app.config["PUBLIC_BASE_URL"])
+    if public:
+        trusted.add(public)
+    origin = request.headers.get("Origin")
+    if origin is None:
+        referer = request.headers.get("Referer")
+        origin = origin_of(referer) if referer else None
+    if not origin or origin == "null" or origin not in trusted:
+        raise errors.CsrfFailed()

@@ -1,0 +1,119 @@
+"""Celery wiring: the app, a Flask-context task base, queue routing and the hardened settings.
+
+Nothing in ``app/`` imports ``tasks/``: routes enqueue by task *name* through
+``enqueue_after_commit``, and the routing table below decides each task's queue (jobs.md §3).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import redis
+import structlog
+from celery import Celery, Task
+from flask import Flask
+
+log = structlog.get_logger(__name__)
+
+QUEUES = ("webhooks", "email", "media", "playback", "default")
+
+# Task name -> queue (jobs.md §3). Names not listed go to ``default``.
+TASK_QUEUES: dict[str, str] = {
+    "payments.process_stripe_event": "webhooks",
+    "payments.submit_refund": "webhooks",
+    "payments.reconcile_checkouts": "webhooks",
+    "email.send": "email",
+    "media.ingest": "media",
+    "playback.flush_progress": "playback",
+    "playback.rollup_daily_stats": "playback",
+}
+
+def queue_for(task_name: str) -> str:
+    return TASK_QUEUES.get(task_name, "default")
+
+
+def _route(name: str, args: Any, kwargs: Any, options: Any, task: Any = None, **kw: Any) -> dict[str, str]:
+    return {"queue": queue_for(name)}
+
+
+def celery_init_app(app: Flask) -> Celery:
+    """Create the Celery app bound to ``app`` (Flask's ``examples/celery`` pattern)."""
+
+    class FlaskTask(Task):  # type: ignore[misc]
+        def __call__(self, *args: object, **kwargs: object) -> object:
+            with app.app_context():
+                structlog.contextvars.bind_contextvars(task_id=self.request.id, task_name=self.name)
+                try:
+                    return self.run(*args, **kwargs)
+                finally:
+                    structlog.contextvars.unbind_contextvars("task_id", "task_name")
+
+    celery_app = Celery(app.name, task_cls=FlaskTask)
+    config = app.config
+    celery_app.conf.update(
+        broker_url=config["CELERY_BROKER_URL"],
+        result_backend=None,
+        task_ignore_result=True,
+        task_serializer="json",
+        accept_content=["json"],
+        result_serializer="json",
+        timezone="UTC",
+        enable_utc=True,
+        worker_prefetch_multiplier=1,
+        task_default_queue="default",
+        task_create_missing_queues=True,
+        task_routes=(_route,),
+        broker_transport_options={"visibility_timeout": app.extensions["codex_config"].broker_visibility_timeout},
+        broker_connection_retry_on_startup=True,
+        worker_hijack_root_logger=False,
+        worker_send_task_events=True,
+        task_send_sent_event=True,
+    )
+    celery_app.set_default()
+    app.extensions["celery"] = celery_app
+    _count_outcomes()
+    return celery_app
+
+
+def _count_outcomes() -> None:
+    from celery import signals  # noqa: PLC0415
+    from app.metrics import TASKS  # noqa: PLC0415
+
+    def on_success(sender: Any = None, **_: Any) -> None:
+        TASKS.labels(getattr(sender, "name", "?"), "success").inc()
+
+    def on_failure(sender: Any = None, **_: Any) -> None:
+        TASKS.labels(getattr(sender, "name", "?"), "failure").inc()
+
+    def on_retry(sender: Any = None, **_: Any) -> None:
+        TASKS.labels(getattr(sender, "name", "?"), "retry").inc()
+
+    signals.task_success.connect(on_success, weak=False, dispatch_uid="codex.task_success")
+    signals.task_failure.connect(on_failure, weak=False, dispatch_uid="codex.task_failure")
+    signals.task_retry.connect(on_retry, weak=False, dispatch_uid="codex.task_retry")
+
+
+def make_task_sender(celery_app: Celery) -> Callable[[str, tuple[Any, ...], float | None], None]:
+    """What ``enqueue_after_commit`` calls after a commit: publish by name to the task's queue."""
+
+    def send(name: str, args: tuple[Any, ...], countdown: float | None) -> None:
+        celery_app.send_task(name, args=list(args), queue=queue_for(name), countdown=countdown)
+
+    return send
+
+
+def beat_lock(redis_client: redis.Redis, task_name: str, ttl_seconds: int) -> bool:
+    """Take ``lock:beat:<task>`` (SET NX EX); False when another run holds it (jobs.md §5)."""
+    try:
+        return bool(redis_client.set(f"lock:beat:{task_name}", "1", nx=True, ex=ttl_seconds))
+    except redis.RedisError:
+        # Conditional claims make a duplicate run harmless; better run than skip.
+        return True
+
+
+def release_beat_lock(redis_client: redis.Redis, task_name: str) -> None:
+    try:
+        redis_client.delete(f"lock:beat:{task_name}")
+    except redis.RedisError:
+        pass

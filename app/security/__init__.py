@@ -1,0 +1,1 @@
+"""Signed tokens and other cross-cutting security helpers."""

@@ -1,0 +1,63 @@
+"""The storage protocol every backend implements (local filesystem, S3-compatible)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import BinaryIO, Protocol
+
+
+class StorageError(Exception):
+    """A backend failure (network, permissions). Callers treat it as transient."""
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    key: str
+    size: int
+    content_type: str | None
+    etag: str | None = None
+
+
+@dataclass(frozen=True)
+class UploadTarget:
+    """Where the client PUTs the bytes (api.md ``Upload``)."""
+
+    method: str
+    url: str
+    headers: dict[str, str]
+    expires_at: datetime
+
+
+class Storage(Protocol):
+    name: str
+
+    def put_bytes(self, key: str, data: bytes, content_type: str) -> None: ...
+
+    def put_file(self, key: str, path: Path, content_type: str) -> None: ...
+
+    def put_stream(self, key: str, stream: BinaryIO, content_type: str) -> None: ...
+
+    def get_bytes(self, key: str) -> bytes: ...
+
+    def read_range(self, key: str, start: int, length: int) -> bytes: ...
+
+    def download_file(self, key: str, path: Path) -> None: ...
+
+    def head(self, key: str) -> ObjectInfo | None: ...
+
+    def delete(self, key: str) -> None: ...
+
+    def delete_prefix(self, prefix: str) -> int: ...
+
+    def list_keys(self, prefix: str) -> Iterator[str]: ...
+
+    def presign_upload(self, key: str, content_type: str, max_bytes: int, ttl_seconds: int) -> UploadTarget: ...
+
+    def presign_download(self, key: str, ttl_seconds: int) -> str: ...
+
+    def check(self) -> None:
+        """Raise StorageError when the backend is not usable (readiness probe)."""
+        ...

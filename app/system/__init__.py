@@ -1,0 +1,1 @@
+"""Platform plumbing: health and readiness, metrics, and the worker round-trip ping."""

@@ -1,0 +1,54 @@
+"""``/health``, ``/health/ready`` and ``/metrics`` (api.md §2). Outside ``/api/v1`` and the OpenAPI doc."""
+
+from __future__ import annotations
+
+import hmac
+from typing import Any
+
+from flask import Blueprint, Response, current_app, jsonify, request
+
+from app import db, errors, metrics
+from app.jobs import QUEUES
+from app.storage import get_storage
+from app.system import service
+
+bp = Blueprint("system", __name__)
+
+
+@bp.get("/health")
+def health() -> Any:
+    return jsonify({"status": "ok"})
+
+
+@bp.get("/health/ready")
+def ready() -> Any:
+    state = current_app.extensions["db"]
+    redis_client = current_app.extensions["redis"]
+    storage = get_storage()
+    checks = service.run_checks(
+        {
+            "database": service.database_check(state.engine),
+            "redis": redis_client.ping,
+            "storage": storage.check,
+        }
+    )
+    healthy = all(value == "ok" for value in checks.values())
+    body = {"status": "ok" if healthy else "unavailable", "checks": checks}
+    return jsonify(body), 200 if healthy else 503
+
+
+@bp.get("/metrics")
+def metrics_view() -> Any:
+    token = current_app.config["METRICS_TOKEN"]
+    if not token and current_app.config["APP_ENV"] == "production":
+        raise errors.NotFound()
+    if token:
+        supplied = request.headers.get("Authorization", "")
+        if not hmac.compare_digest(supplied.encode(), f"Bearer {token}".encode()):
+            raise errors.Unauthenticated()
+    try:
+        metrics.refresh_gauges(db.session, current_app.extensions["broker_redis"], QUEUES)
+    except Exception as exc:  # a scrape must still answer when a dependency is down
+        current_app.logger.warning("metrics.gauges_unavailable: %s", type(exc).__name__)
+    body, content_type = metrics.render()
+    return Response(body, content_type=content_type, headers={"Cache-Control": "no-store"})

@@ -1,0 +1,1 @@
+"""Celery tasks: thin wrappers that load a row by id, call a service, commit once."""
