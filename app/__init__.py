@@ -79,9 +79,11 @@ def _init_extensions(app: Flask, role: str) -> None:
 
 
 def _register_blueprints(app: Flask) -> None:
+    from app.storage.routes import bp as storage_bp  # noqa: PLC0415
     from app.system.routes import bp as system_bp  # noqa: PLC0415
 
     app.register_blueprint(system_bp)
+    app.register_blueprint(storage_bp)
     api = app.extensions["api"]
     for blueprint in _api_blueprints():
         api.register_blueprint(blueprint)
