@@ -25,7 +25,7 @@ def create_app(config: Config | dict[str, Any] | None = None, *, role: str = "we
         config = Config.from_env(**(config or {}))
     config.validate()
 
-    from app.logging import configure_logging  # noqa: PLC0415 - after config is known
+    from app.logging import configure_logging
 
     configure_logging(config.LOG_LEVEL, config.LOG_FORMAT)
 
@@ -40,7 +40,7 @@ def create_app(config: Config | dict[str, Any] | None = None, *, role: str = "we
     _init_extensions(app, role)
     _register_blueprints(app)
 
-    from app.cli import codex_cli  # noqa: PLC0415
+    from app.cli import codex_cli
 
     app.cli.add_command(codex_cli)
     return app
@@ -48,16 +48,16 @@ def create_app(config: Config | dict[str, Any] | None = None, *, role: str = "we
 
 def _load_dotenv() -> None:
     try:
-        from dotenv import load_dotenv  # noqa: PLC0415
+        from dotenv import load_dotenv
     except ImportError:  # pragma: no cover - python-dotenv is a dependency
         return
     load_dotenv(Path.cwd() / ".env", override=False)
 
 
 def _init_extensions(app: Flask, role: str) -> None:
-    from app import db, errors, http, jobs, storage  # noqa: PLC0415
-    from app.api import Api, api_settings  # noqa: PLC0415
-    from app.extensions import mail, make_limiter, redis_client  # noqa: PLC0415
+    from app import db, errors, http, jobs, storage
+    from app.api import Api, api_settings
+    from app.extensions import init_limiter, mail, redis_client
 
     db.init_app(app, role=role)
     app.extensions["redis"] = redis_client(app.config["REDIS_URL"])
@@ -66,7 +66,7 @@ def _init_extensions(app: Flask, role: str) -> None:
     mail.init_app(app)
 
     http.register_request_id(app)
-    make_limiter(app)
+    init_limiter(app)
     http.register_request_hooks(app)
 
     app.config.update(api_settings(app))
@@ -79,8 +79,8 @@ def _init_extensions(app: Flask, role: str) -> None:
 
 
 def _register_blueprints(app: Flask) -> None:
-    from app.storage.routes import bp as storage_bp  # noqa: PLC0415
-    from app.system.routes import bp as system_bp  # noqa: PLC0415
+    from app.storage.routes import bp as storage_bp
+    from app.system.routes import bp as system_bp
 
     app.register_blueprint(system_bp)
     app.register_blueprint(storage_bp)

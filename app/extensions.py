@@ -59,20 +59,33 @@ def _exempt_from_global() -> bool:
     return request.method == "OPTIONS" or not path.startswith("/api/v1/") or path.startswith("/api/v1/stream/")
 
 
-def make_limiter(app: Flask) -> Limiter:
-    limiter = Limiter(
-        key_func=rate_limit_key,
-        application_limits=[app.config.get("RATELIMIT_API_DEFAULT", "300 per minute")],
-        application_limits_exempt_when=_exempt_from_global,
-        storage_uri=app.config["REDIS_URL"],
-        storage_options={"socket_timeout": 2, "socket_connect_timeout": 2},
-        strategy="moving-window",
-        headers_enabled=True,
-        swallow_errors=True,
-        on_breach=_on_breach,
-        key_prefix="rl",
-        enabled=app.config["RATELIMIT_ENABLED"],
-    )
+limiter = Limiter(
+    key_func=rate_limit_key,
+    application_limits=["300 per minute"],
+    application_limits_exempt_when=_exempt_from_global,
+    strategy="moving-window",
+    headers_enabled=True,
+    swallow_errors=True,
+    on_breach=_on_breach,
+    key_prefix="rl",
+)
+"""The one flask-limiter instance (module level, so routes can use ``@limiter.limit``).
+
+Route limits are declared where the route is: ``@limiter.limit("5 per 15 minutes", key_func=ip_key)``.
+"""
+
+
+@limiter.request_filter
+def _limits_disabled() -> bool:
+    # RATELIMIT_ENABLED=false is read per app here: the limiter object is shared between apps
+    # (tests build several), so flask-limiter's own switch must stay on.
+    return not current_app.config["CODEX_RATELIMIT_ENABLED"]
+
+
+def init_limiter(app: Flask) -> Limiter:
+    app.config["CODEX_RATELIMIT_ENABLED"] = app.config["RATELIMIT_ENABLED"]
+    app.config["RATELIMIT_ENABLED"] = True
+    app.config["RATELIMIT_STORAGE_URI"] = app.config["REDIS_URL"]
+    app.config["RATELIMIT_STORAGE_OPTIONS"] = {"socket_timeout": 2, "socket_connect_timeout": 2}
     limiter.init_app(app)
-    app.extensions["codex_limiter"] = limiter
     return limiter

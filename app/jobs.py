@@ -6,6 +6,7 @@ Nothing in ``app/`` imports ``tasks/``: routes enqueue by task *name* through
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from typing import Any
 
@@ -37,10 +38,10 @@ def _route(name: str, args: Any, kwargs: Any, options: Any, task: Any = None, **
     return {"queue": queue_for(name)}
 
 
-def celery_init_app(app: Flask) -> Celery:
+def celery_init_app(app: Flask) -> Celery[Any]:
     """Create the Celery app bound to ``app`` (Flask's ``examples/celery`` pattern)."""
 
-    class FlaskTask(Task):  # type: ignore[misc]
+    class FlaskTask(Task):
         def __call__(self, *args: object, **kwargs: object) -> object:
             with app.app_context():
                 structlog.contextvars.bind_contextvars(task_id=self.request.id, task_name=self.name)
@@ -77,8 +78,9 @@ def celery_init_app(app: Flask) -> Celery:
 
 
 def _count_outcomes() -> None:
-    from celery import signals  # noqa: PLC0415
-    from app.metrics import TASKS  # noqa: PLC0415
+    from celery import signals
+
+    from app.metrics import TASKS
 
     def on_success(sender: Any = None, **_: Any) -> None:
         TASKS.labels(getattr(sender, "name", "?"), "success").inc()
@@ -113,7 +115,5 @@ def beat_lock(redis_client: redis.Redis, task_name: str, ttl_seconds: int) -> bo
 
 
 def release_beat_lock(redis_client: redis.Redis, task_name: str) -> None:
-    try:
+    with contextlib.suppress(redis.RedisError):
         redis_client.delete(f"lock:beat:{task_name}")
-    except redis.RedisError:
-        pass

@@ -54,7 +54,7 @@ def refresh_gauges(session: Session, broker: redis.Redis, queues: tuple[str, ...
     """Read queue depths from the broker and row counts by status from Postgres."""
     for queue in queues:
         try:
-            QUEUE_LENGTH.labels(queue).set(int(broker.llen(queue)))  # type: ignore[arg-type]
+            QUEUE_LENGTH.labels(queue).set(int(broker.llen(queue)))
         except redis.RedisError:
             continue
     for table, gauge in BACKLOG_GAUGES.items():
@@ -69,6 +69,6 @@ def refresh_gauges(session: Session, broker: redis.Redis, queues: tuple[str, ...
 def render() -> tuple[bytes, str]:
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        multiprocess.MultiProcessCollector(registry)
         return generate_latest(registry), CONTENT_TYPE_LATEST
     return generate_latest(), CONTENT_TYPE_LATEST

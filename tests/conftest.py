@@ -26,8 +26,8 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
+import app.models
 from app import create_app
-import app.models  # noqa: F401 - every table is in Base.metadata
 from app.db import Base, DatabaseState
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -51,14 +51,24 @@ def free_port() -> int:
         return port
 
 
+def _drop_stale_test_databases(conn: Any) -> None:
+    """Remove databases left by runs that were killed (their process no longer exists)."""
+    names = conn.execute(text("SELECT datname FROM pg_database WHERE datname LIKE 'codex_test_%'")).scalars()
+    for stale in list(names):
+        pid = stale.rsplit("_", 1)[-1]
+        if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{stale}" WITH (FORCE)'))
+
+
 @pytest.fixture(scope="session")
 def database_url() -> Iterator[str]:
     base, _ = _base_urls()
-    name = f"codex_test_{_worker_index()}"
+    # Unique per process, so parallel runs (xdist workers, two checkouts) never share a database.
+    name = f"codex_test_{_worker_index()}_{os.getpid()}"
     url = make_url(base).set(database=name)
     admin = create_engine(url.set(database="postgres"), isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        _drop_stale_test_databases(conn)
         conn.execute(text(f'CREATE DATABASE "{name}"'))
     rendered = url.render_as_string(hide_password=False)
     cfg = AlembicConfig(str(ROOT / "alembic.ini"))
@@ -229,7 +239,7 @@ class SmtpSink:
         self.messages: list[Any] = []
         self.fail_with: str | None = None
 
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802 - aiosmtpd API
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         if self.fail_with:
             return self.fail_with
         from email import message_from_bytes, policy

@@ -1,0 +1,1 @@
+"""Org dashboard: revenue, customers, grants, refunds and the audit trail."""

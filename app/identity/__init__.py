@@ -1,0 +1,1 @@
+"""Accounts, credentials, sessions and one-time tokens."""

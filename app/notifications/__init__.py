@@ -1,0 +1,1 @@
+"""Transactional email: the outbox, templates, branding and the sending backends."""

@@ -1,0 +1,1 @@
+"""Organizations (tenants), memberships and per-org branding settings."""
