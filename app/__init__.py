@@ -91,4 +91,7 @@ def _register_blueprints(app: Flask) -> None:
 
 def _api_blueprints() -> list[Any]:
     """Every flask-smorest blueprint under ``/api/v1``; each domain adds its own here."""
-    return []
+    from app.identity.routes import blp as auth_blp
+    from app.orgs.routes import blp as orgs_blp
+
+    return [auth_blp, orgs_blp]

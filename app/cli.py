@@ -29,8 +29,8 @@ def create_db() -> None:
 @with_appcontext
 def ping(timeout: float) -> None:
     """Send a ping through the broker and wait until a worker has stamped it in Postgres."""
-    from app.system.models import WorkerPing  # noqa: PLC0415
-    from app.system.service import create_ping  # noqa: PLC0415
+    from app.system.models import WorkerPing
+    from app.system.service import create_ping
 
     session = db.session
     ping_row = create_ping(session)
@@ -45,3 +45,8 @@ def ping(timeout: float) -> None:
             return
         time.sleep(0.2)
     raise click.ClickException(f"no worker answered within {timeout:.0f}s")
+
+
+# Domain command modules add their commands to ``codex_cli`` when imported.
+from app.identity import cli as _identity_cli  # noqa: E402,F401
+from app.notifications import cli as _notifications_cli  # noqa: E402,F401

@@ -1,0 +1,1 @@
+"""Identity operator commands (registered on the ``codex`` CLI group)."""

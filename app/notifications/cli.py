@@ -1,0 +1,1 @@
+"""Email operator commands (registered on the ``codex`` CLI group)."""
