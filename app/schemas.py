@@ -61,19 +61,24 @@ class StrictBool(ma.fields.Boolean):
 
 
 class StrictInt(ma.fields.Integer):
-    """Integers: JSON numbers that are whole, or (in queries) only decimal digits."""
+    """JSON integers only: ``"12"``, ``true`` and ``1.5`` are rejected (security.md §6)."""
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(strict=True, **kwargs)
 
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> Any:
-        if isinstance(value, bool):
+        if isinstance(value, bool) or not isinstance(value, int):
             raise self.make_error("invalid")
-        if isinstance(value, str):
-            if not re.fullmatch(r"[0-9]{1,18}", value):
-                raise self.make_error("invalid")
-            value = int(value)
         return super()._deserialize(value, attr, data, **kwargs)
+
+
+class QueryInt(ma.fields.Integer):
+    """Query-string integers: decimal digits only (no sign, no spaces, no exponent)."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> Any:
+        if not isinstance(value, str) or not re.fullmatch(r"[0-9]{1,18}", value):
+            raise self.make_error("invalid")
+        return super()._deserialize(int(value), attr, data, **kwargs)
 
 
 class EmptySchema(ma.Schema):
@@ -81,8 +86,8 @@ class EmptySchema(ma.Schema):
 
 
 class PageArgsSchema(ma.Schema):
-    page = StrictInt(load_default=1, validate=ma.validate.Range(min=1))
-    per_page = StrictInt(load_default=20, validate=ma.validate.Range(min=1, max=100))
+    page = QueryInt(load_default=1, validate=ma.validate.Range(min=1))
+    per_page = QueryInt(load_default=20, validate=ma.validate.Range(min=1, max=100))
 
 
 class PageSchema(ma.Schema):
