@@ -38,7 +38,25 @@ def test_email_and_path_masks() -> None:
     assert mask_path("/api/v1/content/1") == "/api/v1/content/1"
 
 
-def test_request_log_line_masks_token_paths(client: Any, capsys: Any) -> None:
-    client.get("/storage/download/secret-token-value.sig")
-    captured = capsys.readouterr().err
-    assert "secret-token-value" not in captured
+def test_request_log_line_is_json_and_masks_token_paths(app_factory: Any) -> None:
+    import io
+    import logging
+
+    verbose = app_factory(LOG_LEVEL="INFO")
+    handler = logging.getLogger().handlers[0]
+    assert isinstance(handler, logging.StreamHandler)
+    buffer = io.StringIO()
+    original = handler.setStream(buffer)
+    try:
+        verbose.test_client().get("/storage/download/secret-token-value.sig", headers={"X-Request-ID": "rid-1"})
+    finally:
+        handler.setStream(original)
+        logging.getLogger().setLevel(logging.WARNING)
+    lines = [json.loads(line) for line in buffer.getvalue().splitlines() if line.startswith("{")]
+    request_lines = [line for line in lines if line["event"] == "request"]
+    assert len(request_lines) == 1
+    line = request_lines[0]
+    assert line["path"] == "/storage/download/[token]"
+    assert line["request_id"] == "rid-1"
+    assert {"method", "status", "duration_ms", "ip", "timestamp", "level"} <= set(line)
+    assert "secret-token-value" not in buffer.getvalue()
