@@ -1,0 +1,1 @@
+"""Entitlements, signed HLS streaming, playback progress and watch statistics."""

@@ -1,0 +1,1 @@
+"""Checkout, purchases, refunds and the Stripe event pipeline."""

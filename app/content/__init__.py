@@ -1,0 +1,1 @@
+"""Content items (sellable, publishable) and the public catalogue."""

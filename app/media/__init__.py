@@ -1,0 +1,1 @@
+"""Media library: uploads and the ffmpeg ingest pipeline to HLS."""
