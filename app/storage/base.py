@@ -13,6 +13,14 @@ class StorageError(Exception):
     """A backend failure (network, permissions). Callers treat it as transient."""
 
 
+class ObjectNotFound(StorageError):
+    """The key does not exist (reads); lets callers tell a missing object from an outage."""
+
+
+class ObjectTooLarge(StorageError):
+    """``put_stream`` read more than ``max_bytes``; nothing was stored (not transient)."""
+
+
 @dataclass(frozen=True)
 class ObjectInfo:
     key: str
@@ -38,7 +46,9 @@ class Storage(Protocol):
 
     def put_file(self, key: str, path: Path, content_type: str) -> None: ...
 
-    def put_stream(self, key: str, stream: BinaryIO, content_type: str) -> None: ...
+    def put_stream(self, key: str, stream: BinaryIO, content_type: str, max_bytes: int | None = None) -> int:
+        """Store ``stream`` and return its size; past ``max_bytes`` raise ObjectTooLarge, storing nothing."""
+        ...
 
     def get_bytes(self, key: str) -> bytes: ...
 
@@ -56,7 +66,11 @@ class Storage(Protocol):
 
     def presign_upload(self, key: str, content_type: str, max_bytes: int, ttl_seconds: int) -> UploadTarget: ...
 
-    def presign_download(self, key: str, ttl_seconds: int) -> str: ...
+    def presign_download(
+        self, key: str, ttl_seconds: int, *, content_type: str | None = None, cache_control: str | None = None
+    ) -> str:
+        """A GET URL for ``key``; ``content_type``/``cache_control`` override the served headers where supported."""
+        ...
 
     def check(self) -> None:
         """Raise StorageError when the backend is not usable (readiness probe)."""

@@ -11,13 +11,14 @@ import hashlib
 import os
 import shutil
 import time
+import uuid
 from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, BinaryIO
 
 from app.security import tokens
-from app.storage.base import ObjectInfo, StorageError, UploadTarget
+from app.storage.base import ObjectInfo, ObjectNotFound, ObjectTooLarge, StorageError, UploadTarget
 
 CHUNK = 1024 * 1024
 
@@ -46,34 +47,55 @@ class LocalStorage:
 
     # ---- writes -----------------------------------------------------------------------
 
+    @staticmethod
+    def _tmp_for(target: Path) -> Path:
+        # Unique per write: two threads of one worker uploading the same key must not share a file.
+        return target.with_name(f".{target.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp")
+
     def put_bytes(self, key: str, data: bytes, content_type: str) -> None:
-        path = self.path_for(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
+        target = self.path_for(key)
+        tmp = self._tmp_for(target)
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            tmp.write_bytes(data)
+            os.replace(tmp, target)
+        except OSError as exc:
+            raise StorageError(f"write failed: {exc.strerror or exc}") from exc
+        finally:
+            tmp.unlink(missing_ok=True)
 
     def put_file(self, key: str, path: Path, content_type: str) -> None:
         target = self.path_for(key)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-        shutil.copyfile(path, tmp)
-        os.replace(tmp, target)
+        tmp = self._tmp_for(target)
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(path, tmp)
+            os.replace(tmp, target)
+        except OSError as exc:
+            raise StorageError(f"write failed: {exc.strerror or exc}") from exc
+        finally:
+            tmp.unlink(missing_ok=True)
 
     def put_stream(self, key: str, stream: BinaryIO, content_type: str, max_bytes: int | None = None) -> int:
-        """Copy ``stream`` to ``key``; raise StorageError (and leave nothing) past ``max_bytes``."""
+        """Copy ``stream`` to ``key``; raise ObjectTooLarge (and leave nothing) past ``max_bytes``.
+
+        The object appears atomically (temporary file + rename), so a reader never sees a partial
+        upload and a failed one leaves the previous object, if any, in place.
+        """
         target = self.path_for(key)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+        tmp = self._tmp_for(target)
         written = 0
         try:
+            target.parent.mkdir(parents=True, exist_ok=True)
             with tmp.open("wb") as out:
                 while chunk := stream.read(CHUNK):
                     written += len(chunk)
                     if max_bytes is not None and written > max_bytes:
-                        raise StorageError("more bytes than allowed")
+                        raise ObjectTooLarge("more bytes than allowed")
                     out.write(chunk)
             os.replace(tmp, target)
+        except OSError as exc:
+            raise StorageError(f"write failed: {exc.strerror or exc}") from exc
         finally:
             tmp.unlink(missing_ok=True)
         return written
@@ -84,21 +106,25 @@ class LocalStorage:
         try:
             return self.path_for(key).read_bytes()
         except FileNotFoundError:
-            raise StorageError(f"missing object {key}") from None
+            raise ObjectNotFound(f"missing object {key}") from None
 
     def read_range(self, key: str, start: int, length: int) -> bytes:
+        if start < 0:
+            raise ValueError("start must not be negative")
+        if length <= 0:  # read(-1) would return the whole rest of the file
+            return b""
         try:
             with self.path_for(key).open("rb") as handle:
                 handle.seek(start)
                 return handle.read(length)
         except FileNotFoundError:
-            raise StorageError(f"missing object {key}") from None
+            raise ObjectNotFound(f"missing object {key}") from None
 
     def download_file(self, key: str, path: Path) -> None:
         try:
             shutil.copyfile(self.path_for(key), path)
         except FileNotFoundError:
-            raise StorageError(f"missing object {key}") from None
+            raise ObjectNotFound(f"missing object {key}") from None
 
     def head(self, key: str) -> ObjectInfo | None:
         path = self.path_for(key)
@@ -108,8 +134,12 @@ class LocalStorage:
             return None
         if not path.is_file():
             return None
-        etag = hashlib.md5(f"{stat.st_size}:{stat.st_mtime_ns}".encode(), usedforsecurity=False).hexdigest()
-        return ObjectInfo(key=key, size=stat.st_size, content_type=None, etag=etag)
+        return ObjectInfo(key=key, size=stat.st_size, content_type=None, etag=self.etag_of(stat))
+
+    @staticmethod
+    def etag_of(stat: os.stat_result) -> str:
+        """Changes whenever the file is replaced (every write is a rename of a new file)."""
+        return hashlib.md5(f"{stat.st_size}:{stat.st_mtime_ns}".encode(), usedforsecurity=False).hexdigest()
 
     def list_keys(self, prefix: str) -> Iterator[str]:
         base = self.path_for(prefix.rstrip("/")) if prefix.strip("/") else self.root
@@ -150,7 +180,10 @@ class LocalStorage:
             expires_at=datetime.fromtimestamp(int(expires), UTC),
         )
 
-    def presign_download(self, key: str, ttl_seconds: int) -> str:
+    def presign_download(
+        self, key: str, ttl_seconds: int, *, content_type: str | None = None, cache_control: str | None = None
+    ) -> str:
+        # The download route derives Content-Type from the key and Cache-Control from the expiry.
         self.path_for(key)
         token = tokens.sign(self.secret, "download", {"k": key}, time.time() + ttl_seconds)
         return f"{self.public_base_url}/storage/download/{token}"
