@@ -1,7 +1,276 @@
-"""Storage routes: signed upload/download for the local backend, public logos for both (api.md §6)."""
+"""Storage routes: signed upload/download for the local backend, public logos for both (api.md §6).
+
+The token in the path is the credential (security.md §7); the request logger masks it
+(``app.logging.mask_path``) and nothing here logs it. CORS ``*`` for ``/storage/*`` is applied by
+``app.http``. Errors use the app's one error shape (``AppError`` subclasses).
+"""
 
 from __future__ import annotations
 
-from flask import Blueprint
+import os
+import re
+import time
+import weakref
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Any, BinaryIO, cast
+
+from flask import Blueprint, Response, current_app, redirect, request
+from flask.blueprints import BlueprintSetupState
+from werkzeug.wrappers import Response as BaseResponse
+
+from app import errors
+from app.extensions import ip_key
+from app.http import body_limit, raw_body
+from app.security import tokens
+from app.storage import get_storage, keys
+from app.storage.base import ObjectTooLarge, StorageError
+from app.storage.local import CHUNK, LocalStorage
 
 bp = Blueprint("storage", __name__, url_prefix="/storage")
+
+RATE_LIMIT = "1200 per minute"  # security.md §3, per client IP, shared by every /storage route
+PUBLIC_CACHE_CONTROL = "public, max-age=86400"
+PUBLIC_MAX_AGE = 86400
+# The presigned logo URL outlives the cached redirect (86 400 s) by an hour, so a browser that
+# replays a cached 302 never lands on an expired signature.
+PUBLIC_REDIRECT_TTL = PUBLIC_MAX_AGE + 3600
+# Static ceiling checked from Content-Length by ``app.http._check_body`` before the view runs; the
+# real limit is the token's ``n``, enforced in the view (header and stream).
+UPLOAD_BODY_CEILING = 64 * 1024**3
+
+_RANGE = re.compile(r"bytes\s*=\s*(\d{0,19})\s*-\s*(\d{0,19})\s*", re.IGNORECASE)
+
+
+_limited_by: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
+@bp.record_once
+def _apply_rate_limit(state: BlueprintSetupState) -> None:
+    # Attach the limit to whichever flask-limiter instance the app registered (flask-limiter keeps
+    # them in app.extensions["limiter"]), once per instance: works whether the limiter is module
+    # level and shared by several apps (tests) or built per app.
+    for limiter in state.app.extensions.get("limiter", ()):
+        if limiter not in _limited_by:
+            limiter.shared_limit(RATE_LIMIT, scope="storage", key_func=ip_key)(bp)
+            _limited_by.add(limiter)
+
+
+# ---- helpers ----------------------------------------------------------------------------
+
+
+def _local_storage() -> LocalStorage:
+    """The local backend, or 404: the signed upload/download routes exist only for it."""
+    storage = get_storage()
+    if not isinstance(storage, LocalStorage):
+        raise errors.NotFound()
+    return storage
+
+
+def _claims(purpose: str, token: str) -> dict[str, Any]:
+    return tokens.verify(current_app.config["SECRET_KEY"], purpose, token)
+
+
+def _claim_str(claims: dict[str, Any], name: str) -> str:
+    value = claims.get(name)
+    if not isinstance(value, str) or not value:
+        raise errors.InvalidSignedUrl()
+    return value
+
+
+def _open_local(storage: LocalStorage, key: str) -> tuple[IO[bytes], os.stat_result]:
+    """Open the object for reading, or 404 NOT_FOUND (missing, not a file, or an invalid key).
+
+    Size and ETag come from the opened file, so they describe the bytes sent even if an upload
+    replaces the object meanwhile.
+    """
+    try:
+        path: Path = storage.path_for(key)
+    except StorageError:
+        raise errors.NotFound() from None
+    try:
+        handle = path.open("rb")
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+        raise errors.NotFound() from None
+    except OSError:
+        raise errors.ServiceUnavailable("storage") from None
+    return handle, os.fstat(handle.fileno())
+
+
+class _FileRange:
+    """WSGI body: ``length`` bytes of an open file from ``start``, in chunks.
+
+    The WSGI server calls ``close()`` on the body whether or not it was iterated (client gone,
+    error), which closes the file; a bare generator would only clean up once started.
+    """
+
+    def __init__(self, handle: IO[bytes], start: int, length: int) -> None:
+        self.handle, self.start, self.length = handle, start, length
+
+    def __iter__(self) -> Iterator[bytes]:
+        try:
+            self.handle.seek(self.start)
+            remaining = self.length
+            while remaining > 0:
+                chunk = self.handle.read(min(CHUNK, remaining))
+                if not chunk:
+                    break
+                remaining -= len(chunk)
+                yield chunk
+        finally:
+            self.handle.close()  # also when fully sent, for servers/clients that skip close()
+
+    def close(self) -> None:
+        self.handle.close()
+
+
+def _file_response(handle: IO[bytes], start: int, length: int, status: int, content_type: str) -> Response:
+    if request.method == "HEAD":
+        # werkzeug sends no body for HEAD and never closes it: release the file now.
+        handle.close()
+        response = Response(status=status, mimetype=content_type)
+    else:
+        body = _FileRange(handle, start, length)
+        response = Response(body, status=status, mimetype=content_type, direct_passthrough=True)
+    response.content_length = length
+    return response
+
+
+def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
+    """The single byte range ``(start, end_inclusive)`` to serve, or None for the whole file.
+
+    RFC 9110 §14: a missing, malformed or multi-range header is ignored (200 with everything);
+    a syntactically valid single range that cannot be satisfied raises a 416.
+    """
+    if not header:
+        return None
+    if "," in header:
+        return None
+    match = _RANGE.fullmatch(header.strip())
+    if match is None:
+        return None
+    first, last = match.group(1), match.group(2)
+    if not first and not last:
+        return None
+    if not first:  # suffix: the last n bytes
+        suffix = int(last)
+        if suffix == 0:
+            raise _unsatisfiable(size)
+        if size == 0:
+            return None
+        return max(0, size - suffix), size - 1
+    start = int(first)
+    end = int(last) if last else size - 1
+    if last and end < start:
+        return None  # invalid range-spec: ignore the header
+    if start >= size:
+        raise _unsatisfiable(size)
+    return start, min(end, size - 1)
+
+
+def _unsatisfiable(size: int) -> errors.AppError:
+    return errors.AppError(
+        "The requested range cannot be satisfied.",
+        status=416,
+        code="NOT_FOUND",
+        headers={"Content-Range": f"bytes */{size}", "Accept-Ranges": "bytes"},
+    )
+
+
+# ---- routes -----------------------------------------------------------------------------
+
+
+@bp.put("/upload/<token>")
+@raw_body
+@body_limit(UPLOAD_BODY_CEILING)
+def upload(token: str) -> Response:
+    """Receive the bytes of a signed local upload (the local stand-in for an S3 presigned PUT)."""
+    storage = _local_storage()
+    claims = _claims("upload", token)
+    key = _claim_str(claims, "k")
+    content_type = _claim_str(claims, "t")
+    max_bytes = claims.get("n")
+    if isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes < 0:
+        raise errors.InvalidSignedUrl()
+    try:
+        storage.path_for(key)
+    except StorageError:
+        raise errors.NotFound() from None
+    # Check order (README §3.4): size before Content-Type.
+    length = request.content_length
+    if length is not None and length > max_bytes:
+        raise errors.PayloadTooLarge()
+    if request.mimetype != content_type.lower():
+        raise errors.UnsupportedMediaType("The Content-Type does not match the signed upload.")
+    # Bound werkzeug's stream for chunked bodies (no Content-Length) too. One byte of slack: werkzeug
+    # raises on any read once the maximum is reached, even at the end of a body of exactly n bytes;
+    # put_stream counts the bytes and rejects the (n+1)th itself.
+    request.max_content_length = max_bytes + 1
+    try:
+        storage.put_stream(key, cast(BinaryIO, request.stream), content_type, max_bytes)
+    except ObjectTooLarge:
+        raise errors.PayloadTooLarge() from None
+    except StorageError:
+        raise errors.ServiceUnavailable("storage") from None
+    info = storage.head(key)
+    response = Response(status=200)
+    del response.headers["Content-Type"]
+    if info is not None and info.etag:
+        response.set_etag(info.etag)
+    return response
+
+
+@bp.get("/download/<token>")
+def download(token: str) -> Response:
+    """Serve a signed local object, whole or one byte range."""
+    storage = _local_storage()
+    claims = _claims("download", token)
+    key = _claim_str(claims, "k")
+    handle, stat = _open_local(storage, key)
+    size, etag = stat.st_size, LocalStorage.etag_of(stat)
+    range_header = request.headers.get("Range")
+    if_range = request.headers.get("If-Range")
+    if range_header and if_range and if_range.strip() != f'"{etag}"':
+        range_header = None  # the object changed since the client's partial copy: send it whole
+    try:
+        selected = parse_range(range_header, size)
+    except errors.AppError:
+        handle.close()
+        raise
+    if selected is None:
+        response = _file_response(handle, 0, size, 200, keys.content_type_for(key))
+    else:
+        start, end = selected
+        response = _file_response(handle, start, end - start + 1, 206, keys.content_type_for(key))
+        response.headers["Content-Range"] = f"bytes {start}-{end}/{size}"
+    remaining = max(0, int(claims["exp"]) - int(time.time()))
+    response.headers["Cache-Control"] = f"private, max-age={remaining}"
+    response.headers["Accept-Ranges"] = "bytes"
+    response.set_etag(etag)
+    return response
+
+
+@bp.get("/public/<path:key>")
+def public(key: str) -> BaseResponse:
+    """Serve an organization logo (the only public objects), or redirect to it on S3."""
+    if not keys.is_public_logo_key(key):
+        raise errors.NotFound()
+    storage = get_storage()
+    content_type = keys.content_type_for(key)
+    response: BaseResponse
+    if isinstance(storage, LocalStorage):
+        handle, stat = _open_local(storage, key)
+        response = _file_response(handle, 0, stat.st_size, 200, content_type)
+        response.set_etag(LocalStorage.etag_of(stat))
+    else:
+        try:
+            if storage.head(key) is None:
+                raise errors.NotFound()
+            url = storage.presign_download(
+                key, PUBLIC_REDIRECT_TTL, content_type=content_type, cache_control=PUBLIC_CACHE_CONTROL
+            )
+        except StorageError:
+            raise errors.ServiceUnavailable("storage") from None
+        response = redirect(url, code=302)
+    response.headers["Cache-Control"] = PUBLIC_CACHE_CONTROL
+    return response
