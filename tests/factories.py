@@ -34,3 +34,56 @@ class WorkerPingFactory(BaseFactory):
         model = WorkerPing
 
     worker = factory.Sequence(lambda n: f"worker-{n}")
+
+
+# ---- identity, orgs and the email outbox (added with the email pipeline) ---------------------------
+
+from app.identity.models import User  # noqa: E402
+from app.notifications.models import EmailOutbox  # noqa: E402
+from app.orgs.models import Organization, OrgSettings  # noqa: E402
+
+
+class UserFactory(BaseFactory):
+    class Meta:
+        model = User
+
+    email = factory.Sequence(lambda n: f"user{n}@example.com")
+    name = factory.Sequence(lambda n: f"User {n}")
+
+
+class OrgSettingsFactory(BaseFactory):
+    class Meta:
+        model = OrgSettings
+
+    platform_name = factory.Sequence(lambda n: f"Org {n}")
+    support_email = factory.Sequence(lambda n: f"support{n}@example.com")
+    timezone = "UTC"
+
+
+class OrganizationFactory(BaseFactory):
+    """An organization with its ``org_settings`` row (``settings__timezone="Europe/Paris"`` etc.)."""
+
+    class Meta:
+        model = Organization
+
+    name = factory.Sequence(lambda n: f"Org {n}")
+    slug = factory.Sequence(lambda n: f"org-{n}")
+    created_by = factory.LazyFunction(lambda: UserFactory().id)
+
+    @factory.post_generation
+    def settings(obj: Organization, create: bool, extracted: object, **kwargs: object) -> None:
+        if create:
+            kwargs.setdefault("platform_name", obj.name)
+            OrgSettingsFactory(organization_id=obj.id, **kwargs)
+
+
+class OutboxFactory(BaseFactory):
+    """An ``email_outbox`` row (a ``welcome`` email by default)."""
+
+    class Meta:
+        model = EmailOutbox
+
+    dedupe_key = factory.Sequence(lambda n: f"test:{n}")
+    template = "welcome"
+    recipient = factory.Sequence(lambda n: f"recipient{n}@example.com")
+    context = factory.LazyFunction(lambda: {"login_url": "http://localhost:3000/login"})
