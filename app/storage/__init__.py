@@ -11,11 +11,11 @@ __all__ = ["ObjectInfo", "Storage", "StorageError", "UploadTarget", "get_storage
 
 def init_app(app: Flask) -> None:
     if app.config["STORAGE_BACKEND"] == "s3":
-        from app.storage.s3 import S3Storage  # noqa: PLC0415 - boto3 only loaded when used
+        from app.storage.s3 import S3Storage  # boto3 is only imported when used
 
         app.extensions["storage"] = S3Storage.from_config(app.config)
     else:
-        from app.storage.local import LocalStorage  # noqa: PLC0415
+        from app.storage.local import LocalStorage
 
         app.extensions["storage"] = LocalStorage.from_config(app.config)
 
