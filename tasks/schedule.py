@@ -11,4 +11,6 @@ from app.config import Config
 def beat_schedule(config: Config) -> dict[str, Any]:
     """Periodic tasks; each domain adds its entries as its tasks land."""
     schedule: dict[str, Any] = {}
+    # A sweep that waited longer than its interval is superseded by the next one.
+    schedule["email.sweep_outbox"] = {"task": "email.sweep_outbox", "schedule": 60.0, "options": {"expires": 60}}
     return schedule
