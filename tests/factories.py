@@ -87,3 +87,76 @@ class OutboxFactory(BaseFactory):
     template = "welcome"
     recipient = factory.Sequence(lambda n: f"recipient{n}@example.com")
     context = factory.LazyFunction(lambda: {"login_url": "http://localhost:3000/login"})
+
+
+# ---- credentials, sessions and memberships (identity and orgs) -----------------------------------
+
+from datetime import UTC, datetime, timedelta  # noqa: E402
+
+from argon2 import PasswordHasher  # noqa: E402
+
+from app.identity.models import AuthSession, Credential  # noqa: E402
+from app.orgs.models import Membership  # noqa: E402
+
+TEST_PASSWORD = "Passw0rd-test"
+# Cheap argon2id parameters (tests/identity/helpers.py FAST_HASHER_PARAMS): verifying stays fast
+# whatever hasher is current; with the production hasher a login re-hashes it once.
+TEST_PASSWORD_HASH = PasswordHasher(time_cost=1, memory_cost=8, parallelism=1, hash_len=16, salt_len=16).hash(
+    TEST_PASSWORD
+)
+
+
+class CredentialFactory(BaseFactory):
+    class Meta:
+        model = Credential
+
+    password_hash = TEST_PASSWORD_HASH
+
+
+class AccountFactory(UserFactory):
+    """A user who can log in with ``TEST_PASSWORD``."""
+
+    @factory.post_generation
+    def credential(obj: User, create: bool, extracted: object, **kwargs: object) -> None:
+        if create:
+            CredentialFactory(user_id=obj.id, **kwargs)
+
+
+class MembershipFactory(BaseFactory):
+    class Meta:
+        model = Membership
+
+    role = "creator"
+
+
+class AuthSessionFactory(BaseFactory):
+    class Meta:
+        model = AuthSession
+
+    token_hash = factory.Sequence(lambda n: f"{n:064x}")
+    expires_at = factory.LazyFunction(lambda: datetime.now(UTC) + timedelta(hours=24))
+
+
+# ---- media (added with the media ingest pipeline) ------------------------------------------------
+
+import uuid  # noqa: E402
+
+from app.media.models import MediaItem  # noqa: E402
+from app.storage import keys as storage_keys  # noqa: E402
+
+
+class MediaItemFactory(BaseFactory):
+    """A ``media_items`` row, ``uploaded`` by default (its original is not stored: tests put it)."""
+
+    class Meta:
+        model = MediaItem
+
+    id = factory.LazyFunction(uuid.uuid4)
+    organization_id = factory.LazyFunction(lambda: OrganizationFactory().id)
+    created_by = factory.LazyFunction(lambda: UserFactory().id)
+    title = factory.Sequence(lambda n: f"Media {n}")
+    media_type = "video"
+    mime_type = factory.LazyAttribute(lambda o: "video/mp4" if o.media_type == "video" else "audio/mpeg")
+    file_size_bytes = 1024
+    status = "uploaded"
+    original_key = factory.LazyAttribute(lambda o: storage_keys.original_key(o.organization_id, o.id, o.mime_type))

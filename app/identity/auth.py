@@ -1,0 +1,505 @@
+"""Who is calling: session tokens, the Redis session cache, the guards (security.md §1, §1.1).
+
+A request presents a token as ``Authorization: Bearer <token>`` or the ``codex_session`` cookie
+(Bearer wins; a malformed Authorization header is a 401 even when a cookie is present). The
+token is resolved once per request (memoised on ``g``): Redis ``sess:{sha256}`` first, then
+Postgres; Redis being down only costs the database read. Resolution never writes: the sliding
+expiry update happens in ``after_request`` and only for successful responses, so a rejected
+request writes nothing (README §3.4).
+
+Guards are decorators; put ``require_auth`` *above* ``@blp.arguments`` so authentication (401)
+and CSRF (403) come before schema errors (400). Path ids declared with ``path_uuid`` (or by
+``require_org_role``) below it are parsed right after CSRF: an invalid UUID is a 404 with the
+resource's code, before the body is validated.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import re
+import secrets
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from functools import wraps
+from typing import Any, TypeVar, cast
+
+import redis
+import structlog
+from flask import Flask, Response, current_app, g, has_app_context, request
+from sqlalchemy import event, select, update
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session
+
+from app import db, errors
+from app.http import check_csrf
+from app.identity.models import AuthSession, User
+
+log = structlog.get_logger(__name__)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+COOKIE_NAME = "codex_session"
+CACHE_TTL_SECONDS = 300
+SLIDE_AFTER = timedelta(minutes=5)
+
+_BEARER = re.compile(r"(?i:bearer) +([A-Za-z0-9_-]{1,256})")
+_TOKEN = re.compile(r"[A-Za-z0-9_-]{1,256}")
+_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+# ---- tokens ---------------------------------------------------------------------------------
+
+
+def new_token() -> tuple[str, str]:
+    """A fresh opaque token (32 random bytes, URL-safe base64) and its hex SHA-256."""
+    token = secrets.token_urlsafe(32)
+    return token, hash_token(token)
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+def session_lifetime(remember_me: bool) -> timedelta:
+    config = current_app.config
+    if remember_me:
+        return timedelta(days=config["SESSION_REMEMBER_DAYS"])
+    return timedelta(hours=config["SESSION_TTL_HOURS"])
+
+
+def parse_uuid(value: Any) -> uuid.UUID | None:
+    """The UUID in ``value`` (hyphenated form, any case), else None. Other spellings are refused."""
+    if isinstance(value, uuid.UUID):
+        return value
+    if isinstance(value, str) and _UUID.fullmatch(value):
+        return uuid.UUID(value)
+    return None
+
+
+# ---- the principal --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Principal:
+    """The authenticated caller, as the session cache knows it (no user row loaded)."""
+
+    session_id: uuid.UUID
+    user_id: uuid.UUID
+    role: str
+    expires_at: datetime
+    last_seen_at: datetime
+    remember_me: bool
+    token_hash: str
+    token: str
+    via: str  # "bearer" | "cookie"
+
+    @property
+    def is_platform_owner(self) -> bool:
+        return self.role == "platform_owner"
+
+    def cache_value(self) -> str:
+        # The spec's {session_id, user_id, role, expires_at} plus what sliding expiry needs.
+        return json.dumps(
+            {
+                "session_id": str(self.session_id),
+                "user_id": str(self.user_id),
+                "role": self.role,
+                "expires_at": self.expires_at.isoformat(),
+                "last_seen_at": self.last_seen_at.isoformat(),
+                "remember_me": self.remember_me,
+            }
+        )
+
+
+def _from_cache(raw: bytes | str, token_hash: str, token: str, via: str) -> Principal | None:
+    try:
+        data = json.loads(raw)
+        return Principal(
+            session_id=uuid.UUID(data["session_id"]),
+            user_id=uuid.UUID(data["user_id"]),
+            role=data["role"],
+            expires_at=datetime.fromisoformat(data["expires_at"]),
+            last_seen_at=datetime.fromisoformat(data["last_seen_at"]),
+            remember_me=bool(data["remember_me"]),
+            token_hash=token_hash,
+            token=token,
+            via=via,
+        )
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+# ---- the session cache ----------------------------------------------------------------------
+
+
+def cache_key(token_hash: str) -> str:
+    return f"sess:{token_hash}"
+
+
+def index_key(user_id: uuid.UUID | str) -> str:
+    return f"sess:u:{user_id}"
+
+
+def _redis() -> redis.Redis:
+    client: redis.Redis = current_app.extensions["redis"]
+    return client
+
+
+def _cache_get(token_hash: str) -> bytes | None:
+    try:
+        value = _redis().get(cache_key(token_hash))
+    except redis.RedisError:
+        log.warning("cache.unavailable", cache="sessions")
+        return None
+    return cast(bytes | None, value)
+
+
+def _cache_put(principal: Principal, now: datetime) -> None:
+    remaining = int((principal.expires_at - now).total_seconds())
+    ttl = min(CACHE_TTL_SECONDS, remaining)
+    if ttl <= 0:
+        return
+    try:
+        pipe = _redis().pipeline(transaction=False)
+        pipe.set(cache_key(principal.token_hash), principal.cache_value(), ex=ttl)
+        pipe.sadd(index_key(principal.user_id), principal.token_hash)
+        # Every member expires within CACHE_TTL_SECONDS of being added, so the index may too.
+        pipe.expire(index_key(principal.user_id), CACHE_TTL_SECONDS)
+        pipe.execute()
+    except redis.RedisError:
+        log.warning("cache.unavailable", cache="sessions")
+
+
+def evict(user_id: uuid.UUID | str, token_hashes: Iterable[str], *, all_sessions: bool = False) -> None:
+    """Delete cache entries of revoked sessions (and, with ``all_sessions``, every entry of the user)."""
+    hashes = set(token_hashes)
+    try:
+        client = _redis()
+        if all_sessions:
+            hashes.update(h.decode() if isinstance(h, bytes) else h for h in client.smembers(index_key(user_id)))
+        pipe = client.pipeline(transaction=False)
+        for token_hash in hashes:
+            pipe.delete(cache_key(token_hash))
+        if all_sessions:
+            pipe.delete(index_key(user_id))
+        elif hashes:
+            pipe.srem(index_key(user_id), *hashes)
+        pipe.execute()
+    except redis.RedisError:
+        # Entries expire within CACHE_TTL_SECONDS on their own.
+        log.warning("cache.unavailable", cache="sessions", action="evict")
+
+
+_EVICTIONS = "codex_session_evictions"
+
+
+def evict_after_commit(
+    db_session: Session, user_id: uuid.UUID, token_hashes: Iterable[str], *, all_sessions: bool
+) -> None:
+    """Evict once the revocation is committed (evicting earlier could let a concurrent request
+    re-cache the not-yet-revoked row)."""
+    db_session.info.setdefault(_EVICTIONS, []).append((user_id, list(token_hashes), all_sessions))
+
+
+@event.listens_for(Session, "after_commit")
+def _evict_committed(db_session: Session) -> None:
+    pending = db_session.info.pop(_EVICTIONS, [])
+    if not pending or not has_app_context():
+        return
+    for user_id, hashes, all_sessions in pending:
+        evict(user_id, hashes, all_sessions=all_sessions)
+
+
+@event.listens_for(Session, "after_soft_rollback")
+def _drop_evictions(db_session: Session, previous_transaction: Any) -> None:
+    if previous_transaction.parent is None:
+        db_session.info.pop(_EVICTIONS, None)
+
+
+# ---- resolution -----------------------------------------------------------------------------
+
+
+def _presented_token() -> tuple[str | None, str | None, bool]:
+    """(token, via, malformed) for the current request."""
+    header = request.headers.get("Authorization")
+    if header is not None:
+        match = _BEARER.fullmatch(header.strip())
+        if match is None:
+            return None, None, True
+        return match.group(1), "bearer", False
+    cookie = request.cookies.get(COOKIE_NAME)
+    if cookie and _TOKEN.fullmatch(cookie):
+        return cookie, "cookie", False
+    return None, None, False
+
+
+def _load_from_db(token_hash: str, token: str, via: str, now: datetime) -> Principal | None:
+    row = db.session.execute(
+        select(
+            AuthSession.id,
+            AuthSession.user_id,
+            User.role,
+            AuthSession.expires_at,
+            AuthSession.last_seen_at,
+            AuthSession.remember_me,
+        )
+        .join(User, User.id == AuthSession.user_id)
+        .where(
+            AuthSession.token_hash == token_hash,
+            AuthSession.revoked_at.is_(None),
+            AuthSession.expires_at > now,
+        )
+    ).first()
+    if row is None:
+        return None
+    return Principal(
+        session_id=row.id,
+        user_id=row.user_id,
+        role=row.role,
+        expires_at=row.expires_at,
+        last_seen_at=row.last_seen_at,
+        remember_me=row.remember_me,
+        token_hash=token_hash,
+        token=token,
+        via=via,
+    )
+
+
+def resolve() -> Principal | None:
+    """The caller's session, or None (anonymous, unknown, expired, revoked or malformed).
+
+    Memoised for the request; reads only (cache, then database).
+    """
+    if "codex_auth_resolved" in g:
+        return cast(Principal | None, g.codex_principal)
+    g.codex_auth_resolved = True
+    g.codex_principal = None
+    token, via, malformed = _presented_token()
+    g.codex_auth_malformed = malformed
+    if token is None or via is None:
+        return None
+    now = utcnow()
+    token_hash = hash_token(token)
+    principal: Principal | None = None
+    cached = _cache_get(token_hash)
+    if cached is not None:
+        principal = _from_cache(cached, token_hash, token, via)
+        if principal is not None and principal.expires_at <= now:
+            principal = None
+    else:
+        principal = _load_from_db(token_hash, token, via, now)
+        if principal is not None:
+            _cache_put(principal, now)
+    if principal is None:
+        return None
+    g.codex_principal = principal
+    g.user_id = principal.user_id
+    structlog.contextvars.bind_contextvars(user_id=str(principal.user_id))
+    return principal
+
+
+def current_principal() -> Principal:
+    """The authenticated caller; only valid below a guard."""
+    principal = resolve()
+    if principal is None:
+        raise errors.Unauthenticated()
+    return principal
+
+
+def current_user() -> User:
+    """The caller's user row (loaded from Postgres)."""
+    principal = current_principal()
+    user = db.session.get(User, principal.user_id)
+    if user is None:
+        raise errors.Unauthenticated()
+    return user
+
+
+def mark_session_ended() -> None:
+    """The current session was revoked by this request: no sliding, no cookie re-issue."""
+    g.codex_session_ended = True
+
+
+def rate_limit_identity() -> str | None:
+    """User id for per-user rate limits (the limiter runs before any guard); None when anonymous."""
+    try:
+        principal = resolve()
+    except Exception:  # the limiter must never fail a request because of the identity lookup
+        log.warning("ratelimit.identity_unavailable")
+        return None
+    return str(principal.user_id) if principal else None
+
+
+# ---- guards ---------------------------------------------------------------------------------
+
+
+def authenticate() -> Principal:
+    """401 without a valid session; CSRF check when the cookie authenticated an unsafe request."""
+    principal = resolve()
+    if principal is None:
+        raise errors.Unauthenticated()
+    if principal.via == "cookie":
+        check_csrf()
+    return principal
+
+
+def parse_path_ids(kwargs: dict[str, Any], path_ids: dict[str, str]) -> None:
+    """Replace declared path parameters by UUIDs; an invalid one is a 404 with its code."""
+    for name, code in path_ids.items():
+        if name not in kwargs:
+            continue
+        parsed = parse_uuid(kwargs[name])
+        if parsed is None:
+            raise errors.NotFound(code=code, message=_not_found_message(code))
+        kwargs[name] = parsed
+
+
+def _not_found_message(code: str) -> str:
+    thing = code.removesuffix("_NOT_FOUND").replace("_", " ").lower()
+    return f"The {thing} was not found." if thing else "The requested resource was not found."
+
+
+def not_found(code: str) -> errors.NotFound:
+    """The 404 for ``code``; identical whether the thing is missing or belongs to someone else."""
+    return errors.NotFound(code=code, message=_not_found_message(code))
+
+
+def declare_path_ids(func: Any, path_ids: dict[str, str]) -> None:
+    # Outer declarations first: /orgs/{org_id}/members/{user_id} checks org_id before user_id.
+    func._codex_path_ids = {**path_ids, **getattr(func, "_codex_path_ids", {})}
+
+
+def path_uuid(name: str, code: str) -> Callable[[F], F]:
+    """Declare ``name`` as a UUID path parameter (404 ``code`` when malformed). Put it below
+    ``@blp.arguments``; ``require_auth`` above parses it before the body is validated."""
+
+    def decorator(func: F) -> F:
+        @wraps(func)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            parse_path_ids(kwargs, {name: code})
+            return func(*args, **kwargs)
+
+        declare_path_ids(wrapper, {name: code})
+        return cast(F, wrapper)
+
+    return decorator
+
+
+def require_auth(func: F) -> F:
+    """401 ``UNAUTHENTICATED`` without a valid session; 403 ``CSRF_FAILED`` for a cookie-authenticated
+    unsafe request from an untrusted origin; then 404 for malformed declared path ids."""
+    path_ids: dict[str, str] = dict(getattr(func, "_codex_path_ids", {}))
+
+    @wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        authenticate()
+        parse_path_ids(kwargs, path_ids)
+        return func(*args, **kwargs)
+
+    return cast(F, wrapper)
+
+
+def require_verified_email(func: F) -> F:
+    """403 ``EMAIL_NOT_VERIFIED`` unless the caller's address is verified (checkout)."""
+
+    @wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        authenticate()
+        if not current_user().email_verified:
+            raise errors.Forbidden("Verify your email address first.", code="EMAIL_NOT_VERIFIED")
+        return func(*args, **kwargs)
+
+    return cast(F, wrapper)
+
+
+def require_platform_owner(func: F) -> F:
+    """403 ``FORBIDDEN`` unless the caller is a platform_owner (Stripe events, ``all=true`` lists)."""
+    path_ids: dict[str, str] = dict(getattr(func, "_codex_path_ids", {}))
+
+    @wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        principal = authenticate()
+        parse_path_ids(kwargs, path_ids)
+        if not principal.is_platform_owner:
+            raise errors.Forbidden()
+        return func(*args, **kwargs)
+
+    return cast(F, wrapper)
+
+
+# ---- cookies --------------------------------------------------------------------------------
+
+
+def _cookie_options() -> dict[str, Any]:
+    config = current_app.config
+    return {
+        "path": "/",
+        "domain": config["SESSION_COOKIE_DOMAIN"] or None,
+        "secure": config["APP_ENV"] not in {"development", "test"},
+        "httponly": True,
+        "samesite": "Lax",
+    }
+
+
+def set_session_cookie(response: Response, token: str, remember_me: bool) -> None:
+    # Without remember_me the cookie lives for the browser session (no Max-Age).
+    max_age = int(session_lifetime(True).total_seconds()) if remember_me else None
+    response.set_cookie(COOKIE_NAME, token, max_age=max_age, **_cookie_options())
+
+
+def clear_session_cookie(response: Response) -> None:
+    response.set_cookie(COOKIE_NAME, "", max_age=0, expires=0, **_cookie_options())
+
+
+# ---- sliding expiry -------------------------------------------------------------------------
+
+
+def _slide(response: Response) -> Response:
+    principal: Principal | None = g.get("codex_principal")
+    if principal is None or g.get("codex_session_ended") or response.status_code >= 400:
+        return response
+    now = utcnow()
+    if now - principal.last_seen_at <= SLIDE_AFTER:
+        return response
+    session = db.session
+    try:
+        slid = session.execute(
+            update(AuthSession)
+            .where(AuthSession.id == principal.session_id, AuthSession.revoked_at.is_(None))
+            .values(last_seen_at=now, expires_at=now + session_lifetime(principal.remember_me))
+            .returning(AuthSession.id)
+        ).first()
+        session.commit()
+    except SQLAlchemyError:
+        session.rollback()
+        log.warning("session.slide_failed")
+        return response
+    if slid is None:
+        return response
+    # Drop the cached copy rather than rewrite it: a concurrent revocation must win.
+    with contextlib.suppress(redis.RedisError):
+        _redis().delete(cache_key(principal.token_hash))
+    if principal.remember_me and principal.via == "cookie" and "Set-Cookie" not in response.headers:
+        set_session_cookie(response, principal.token, remember_me=True)
+    return response
+
+
+def init_app(app: Flask) -> None:
+    """Register the rate-limit identity, the route pre-checks and the sliding-expiry hook.
+
+    Called after the limiter and before ``http.register_request_hooks`` so that route limits
+    (429) are checked before body size (413) and Content-Type (415), as README §3.4 orders.
+    """
+    from app.identity import prechecks
+
+    app.extensions["rate_limit_identity"] = rate_limit_identity
+    app.before_request(prechecks.before_request)
+    app.after_request(_slide)

@@ -1,0 +1,63 @@
+"""Route checks that must run before the request body is looked at (README §3.4).
+
+flask-limiter evaluates a ``@limiter.limit`` on a view only when the view is called, i.e. after
+the body hooks (413/415/INVALID_JSON), and attempts rejected there would not count. ``route_limit``
+instead records the limit on the view, and ``before_request`` (registered between the limiter's
+hook and ``app.http``'s body hooks) evaluates it first, through flask-limiter itself (same
+storage, headers, ``on_breach`` body and ``Retry-After``).
+
+``multipart`` does the same for upload routes that opt out of the JSON checks with ``raw_body``:
+body size (413) and then ``multipart/form-data`` (415), still before authentication.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Literal, TypeVar
+
+from flask import current_app, request
+
+from app import errors
+from app.extensions import ip_key, limiter, rate_limit_key
+from app.http import UNSAFE_METHODS, _view_option
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+_KEYS: dict[str, Callable[[], str]] = {"ip": ip_key, "user": rate_limit_key}
+
+
+def route_limit(limit: str, *, key: Literal["ip", "user"]) -> Callable[[F], F]:
+    """Rate-limit this route method (security.md §3); ``key``: client IP, or user when signed in."""
+
+    def decorator(func: F) -> F:
+        def check() -> None:
+            return None
+
+        # flask-limiter files limits under the callable's qualified name: make it unique per route.
+        check.__module__ = func.__module__
+        check.__name__ = f"{func.__name__}__limit"
+        check.__qualname__ = f"{func.__qualname__}.<limit {limit} by {key}>"
+        checker = limiter.limit(limit, key_func=_KEYS[key], per_method=True)(check)
+        func._codex_rate_limits = [*getattr(func, "_codex_rate_limits", []), checker]  # type: ignore[attr-defined]
+        return func
+
+    return decorator
+
+
+def multipart(func: F) -> F:
+    """The route takes ``multipart/form-data`` (415 otherwise); use with ``raw_body``/``body_limit``."""
+    func._codex_multipart = True  # type: ignore[attr-defined]
+    return func
+
+
+def before_request() -> None:
+    if request.method == "OPTIONS":
+        return
+    for checker in _view_option("_codex_rate_limits") or ():
+        checker()
+    if request.method in UNSAFE_METHODS and _view_option("_codex_multipart"):
+        limit = _view_option("_codex_body_limit") or current_app.config["MAX_CONTENT_LENGTH"]
+        if request.content_length is not None and request.content_length > limit:
+            raise errors.PayloadTooLarge()
+        if request.mimetype != "multipart/form-data":
+            raise errors.UnsupportedMediaType("The request body must be multipart/form-data.")
