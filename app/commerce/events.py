@@ -1,0 +1,1002 @@
+"""The Stripe event pipeline (jobs.md §4): ingest, claim, handlers, failures, sweeps, reconciliation.
+
+A webhook is a hint (pretix): the request path only verifies, stores and acknowledges it. The
+worker claims the stored row in its own committed transaction, then applies the event's effect
+and the ``processed`` status together in a second one, under a per-payment advisory lock, with
+every state change guarded so that replays, duplicates and out-of-order deliveries converge on
+the in-order result. Where the event alone is not enough (a refund for a payment we never saw
+complete) the object is read back from the provider.
+
+Nothing here commits: ``tasks/payments.py`` (and the webhook route) own the transactions. The
+functions take the caller's session and queue follow-up work with ``enqueue_after_commit``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import structlog
+from flask import current_app
+from sqlalchemy import and_, case, func, or_, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.orm import Session
+
+from app import errors
+from app.access.models import ContentAccess
+from app.commerce.cache import invalidate_access_after_commit
+from app.commerce.emails import queue_purchase_emails, queue_refund_email
+from app.commerce.models import CheckoutSession, Purchase, StripeEvent
+from app.content.models import Content
+from app.dashboard import audit
+from app.db import enqueue_after_commit
+from app.identity.models import User
+from app.metrics import WEBHOOK_SIGNATURE_FAILURES
+from app.payments import get_provider
+from app.payments.base import PaymentProvider, ProviderError, StripeObject
+from app.payments.signature import SignatureError, verify
+
+log = structlog.get_logger(__name__)
+
+PROCESS_TASK = "payments.process_stripe_event"
+REFUND_TASK = "payments.submit_refund"
+
+HANDLED_TYPES = frozenset(
+    {
+        "checkout.session.completed",
+        "checkout.session.async_payment_succeeded",
+        "checkout.session.async_payment_failed",
+        "checkout.session.expired",
+        "charge.refunded",
+        "charge.dispute.created",
+        "charge.dispute.closed",
+    }
+)
+CLAIM_LEASE = timedelta(minutes=10)  # a processing claim older than this belongs to a dead worker
+SWEEP_RECEIVED_AFTER = timedelta(seconds=30)  # give the after-commit message a chance first
+SWEEP_BATCH = 500
+SELF_HEAL_FROM_ATTEMPT = 3
+RECONCILE_WINDOW = timedelta(hours=72)
+EXPIRE_GRACE = timedelta(hours=1)
+BACKOFF_BASE_SECONDS = 30
+BACKOFF_MAX_SECONDS = 3600
+LAST_ERROR_MAX = 2000
+
+_EVENT_ID = re.compile(r"^[A-Za-z0-9_]{1,255}$")
+_CURRENCY = re.compile(r"^[a-z]{3}$")
+_MAX_CENTS = 10**10
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+# ---- errors -------------------------------------------------------------------------------------
+
+
+class InvalidSignature(errors.AppError):
+    status, code, message = 400, "INVALID_SIGNATURE", "The webhook signature is missing or invalid."
+
+
+class InvalidPayload(errors.AppError):
+    status, code, message = 400, "INVALID_PAYLOAD", "The webhook body is not a Stripe event."
+
+
+class EventError(Exception):
+    """Processing failed; ``permanent`` errors make the event ``dead`` at once."""
+
+    permanent = False
+
+
+class PermanentEventError(EventError):
+    """The event can never succeed as it is (invalid metadata, unknown customer or content)."""
+
+    permanent = True
+
+
+class TransientEventError(EventError):
+    """Try again later (the purchase is not recorded yet, the provider is unreachable)."""
+
+
+# ---- ingest (request path, jobs.md §4.1) ----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    event_id: str
+    status: str  # received | ignored (of the stored row when inserted, else of the delivery)
+    inserted: bool
+
+
+def expected_livemode() -> bool:
+    """``sk_live_`` keys receive live events; local and ``sk_test_`` receive test events."""
+    return get_provider().livemode
+
+
+def ingest(session: Session, body: bytes, signature: str | None, *, source: str = "webhook") -> IngestResult:
+    """Verify, parse and store one delivery; enqueue it (after commit) when it is new and handled.
+
+    Raises ``InvalidSignature`` (nothing stored, metric incremented) or ``InvalidPayload``.
+    Database errors propagate: the route answers 503 so that Stripe retries.
+    """
+    try:
+        verify(body, signature, current_app.config["STRIPE_WEBHOOK_SECRET"])
+    except SignatureError as exc:
+        WEBHOOK_SIGNATURE_FAILURES.inc()
+        # Never the body or the header: only why it failed.
+        log.warning("stripe.signature_invalid", reason=str(exc), source=source)
+        raise InvalidSignature() from None
+    event = parse_event(body)
+    status, reason = initial_status(event["type"], event["livemode"])
+    obj = event["data"]["object"]
+    stmt = (
+        pg_insert(StripeEvent)
+        .values(
+            id=event["id"],
+            type=event["type"],
+            source=source,
+            livemode=event["livemode"],
+            api_version=_short_str(event.get("api_version"), 50),
+            stripe_created_at=datetime.fromtimestamp(event["created"], UTC),
+            object_id=_short_str(obj.get("id"), 255),
+            payment_intent_id=payment_intent_of(obj),
+            payload=event,
+            status=status,
+            last_error=reason,
+        )
+        .on_conflict_do_nothing(index_elements=[StripeEvent.id])
+        .returning(StripeEvent.id)
+    )
+    inserted = session.execute(stmt).scalar_one_or_none() is not None
+    if inserted and status == "received":
+        enqueue_after_commit(session, PROCESS_TASK, event["id"])
+    log.info("stripe.event_received", event_id=event["id"], type=event["type"], status=status, duplicate=not inserted)
+    return IngestResult(event["id"], status, inserted)
+
+
+def parse_event(body: bytes) -> dict[str, Any]:
+    """The verified body as an event: ``id``, ``type``, ``created``, ``livemode``, ``data.object``."""
+    if b"\\u0000" in body:
+        # Postgres jsonb cannot store NUL; a row we cannot store would be retried forever.
+        raise InvalidPayload()
+    try:
+        event = json.loads(body)
+    except ValueError:
+        raise InvalidPayload() from None
+    if not isinstance(event, dict):
+        raise InvalidPayload()
+    event_id, event_type, created = event.get("id"), event.get("type"), event.get("created")
+    data = event.get("data")
+    if (
+        not isinstance(event_id, str)
+        or not _EVENT_ID.match(event_id)
+        or not isinstance(event_type, str)
+        or not 1 <= len(event_type) <= 100
+        or isinstance(created, bool)
+        or not isinstance(created, int)
+        or not 0 <= created < 10**11
+        or not isinstance(event.get("livemode"), bool)
+        or not isinstance(data, dict)
+        or not isinstance(data.get("object"), dict)
+    ):
+        raise InvalidPayload()
+    return event
+
+
+def initial_status(event_type: str, livemode: bool) -> tuple[str, str | None]:
+    if event_type not in HANDLED_TYPES:
+        return "ignored", "event type not handled"
+    if livemode != expected_livemode():
+        return "ignored", f"livemode {str(livemode).lower()} does not match the configured key"
+    return "received", None
+
+
+def payment_intent_of(obj: dict[str, Any]) -> str | None:
+    """``payment_intent`` of a session, charge or dispute (an id, or an expanded object)."""
+    value = obj.get("payment_intent")
+    if isinstance(value, dict):
+        value = value.get("id")
+    return _short_str(value, 255)
+
+
+def _short_str(value: Any, limit: int) -> str | None:
+    return value if isinstance(value, str) and 0 < len(value) <= limit else None
+
+
+# ---- claim and outcome (jobs.md §4.2) ----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Claim:
+    event_id: str
+    claimed_at: datetime
+    attempts: int
+
+
+def claim_event(session: Session, event_id: str) -> Claim | None:
+    """Phase 1: ``received``/``failed`` and due -> ``processing`` (attempts + 1). The caller commits."""
+    row = session.execute(
+        update(StripeEvent)
+        .where(
+            StripeEvent.id == event_id,
+            StripeEvent.status.in_(("received", "failed")),
+            StripeEvent.next_attempt_at <= func.now(),
+        )
+        .values(
+            status="processing",
+            attempts=StripeEvent.attempts + 1,
+            claimed_at=func.clock_timestamp(),
+            updated_at=func.now(),
+        )
+        .returning(StripeEvent.claimed_at, StripeEvent.attempts)
+        .execution_options(synchronize_session=False)
+    ).first()
+    if row is None:
+        return None
+    return Claim(event_id, row.claimed_at, row.attempts)
+
+
+def process_claimed(session: Session, claim: Claim) -> str | None:
+    """Phase 2: re-lock the row, run its handler, record the outcome with the effects.
+
+    Returns the new status, or None when the claim is no longer ours (the sweeper took it back
+    from a worker it believed dead, and another worker owns it now). The caller commits.
+    """
+    event = session.execute(
+        select(StripeEvent)
+        .where(StripeEvent.id == claim.event_id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    ).scalar_one_or_none()
+    if event is None or event.status != "processing" or event.claimed_at != claim.claimed_at:
+        log.info("stripe.claim_lost", event_id=claim.event_id)
+        return None
+    if event.payment_intent_id:
+        lock_payment(session, event.payment_intent_id)
+    status = handle(session, event)
+    event.status = status
+    event.processed_at = utcnow()
+    event.last_error = None
+    event.updated_at = utcnow()
+    session.flush()
+    log.info("stripe.event_processed", event_id=event.id, type=event.type, status=status, attempts=event.attempts)
+    return status
+
+
+def backoff_seconds(attempts: int) -> int:
+    return int(min(BACKOFF_BASE_SECONDS * 2 ** max(attempts - 1, 0), BACKOFF_MAX_SECONDS))
+
+
+def describe(exc: BaseException) -> str:
+    """``last_error``: the exception class and message, bounded (no payloads, no secrets)."""
+    return f"{type(exc).__name__}: {exc}"[:LAST_ERROR_MAX]
+
+
+def record_failure(session: Session, claim: Claim, exc: BaseException) -> str | None:
+    """After a rollback: ``failed`` with backoff (re-enqueued with that countdown) or ``dead``.
+
+    Returns the new status (None when the claim is no longer ours). The caller commits.
+    """
+    max_attempts = current_app.config["STRIPE_EVENT_MAX_ATTEMPTS"]
+    permanent = isinstance(exc, EventError) and exc.permanent
+    dead = permanent or claim.attempts >= max_attempts
+    delay = backoff_seconds(claim.attempts)
+    status = "dead" if dead else "failed"
+    row = session.execute(
+        update(StripeEvent)
+        .where(
+            StripeEvent.id == claim.event_id,
+            StripeEvent.status == "processing",
+            StripeEvent.claimed_at == claim.claimed_at,
+        )
+        .values(
+            status=status,
+            last_error=describe(exc),
+            next_attempt_at=func.now() if dead else func.now() + timedelta(seconds=delay),
+            updated_at=func.now(),
+        )
+        .returning(StripeEvent.type)
+        .execution_options(synchronize_session=False)
+    ).first()
+    if row is None:
+        return None
+    if dead:
+        log.error(
+            "stripe.event_dead",
+            event_id=claim.event_id,
+            type=row.type,
+            attempts=claim.attempts,
+            permanent=permanent,
+            error=describe(exc),
+        )
+    else:
+        log.warning(
+            "stripe.event_failed", event_id=claim.event_id, type=row.type, attempts=claim.attempts, retry_in=delay
+        )
+        enqueue_after_commit(session, PROCESS_TASK, claim.event_id, countdown=delay)
+    return status
+
+
+def lock_payment(session: Session, payment_intent_id: str) -> None:
+    """Serialise everything that touches one payment (events, reconciliation, status page)."""
+    session.execute(select(func.pg_advisory_xact_lock(func.hashtext(f"pi:{payment_intent_id}"))))
+
+
+# ---- handlers (jobs.md §4.3) --------------------------------------------------------------------
+
+
+@dataclass
+class EventContext:
+    session: Session
+    event: StripeEvent
+
+    @property
+    def provider(self) -> PaymentProvider:
+        return get_provider()
+
+    @property
+    def object(self) -> dict[str, Any]:
+        obj: dict[str, Any] = self.event.payload["data"]["object"]
+        return obj
+
+
+Handler = Callable[[EventContext], str]
+
+
+def handle(session: Session, event: StripeEvent) -> str:
+    handler = HANDLERS.get(event.type)
+    if handler is None:
+        return "ignored"
+    if event.livemode != expected_livemode():
+        # A replayed row stored before the key changed (or an ignored row replayed by hand).
+        return "ignored"
+    return handler(EventContext(session, event))
+
+
+def _session_completed(ctx: EventContext) -> str:
+    obj = ctx.object
+    if obj.get("mode") != "payment":
+        return "ignored"
+    if obj.get("payment_status") == "paid":
+        fulfil(ctx.session, obj)
+    else:
+        # Async payment methods: complete now, paid (or failed) in a later event.
+        record_session(ctx.session, obj)
+    return "processed"
+
+
+def _async_succeeded(ctx: EventContext) -> str:
+    obj = ctx.object
+    if obj.get("mode") != "payment":
+        return "ignored"
+    fulfil(ctx.session, obj)
+    return "processed"
+
+
+def _async_failed(ctx: EventContext) -> str:
+    ctx.session.execute(
+        update(CheckoutSession)
+        .where(CheckoutSession.id == ctx.object.get("id"), CheckoutSession.payment_status == "unpaid")
+        .values(payment_status="failed", updated_at=func.now())
+        .execution_options(synchronize_session=False)
+    )
+    return "processed"
+
+
+def _session_expired(ctx: EventContext) -> str:
+    # Guarded: a completed session is never downgraded.
+    ctx.session.execute(
+        update(CheckoutSession)
+        .where(CheckoutSession.id == ctx.object.get("id"), CheckoutSession.status == "open")
+        .values(status="expired", updated_at=func.now())
+        .execution_options(synchronize_session=False)
+    )
+    return "processed"
+
+
+def _charge_refunded(ctx: EventContext) -> str:
+    apply_refund(ctx, ctx.object)
+    return "processed"
+
+
+def _dispute_created(ctx: EventContext) -> str:
+    apply_dispute(ctx, ctx.object, closed=False)
+    return "processed"
+
+
+def _dispute_closed(ctx: EventContext) -> str:
+    apply_dispute(ctx, ctx.object, closed=True)
+    return "processed"
+
+
+HANDLERS: dict[str, Handler] = {
+    "checkout.session.completed": _session_completed,
+    "checkout.session.async_payment_succeeded": _async_succeeded,
+    "checkout.session.async_payment_failed": _async_failed,
+    "checkout.session.expired": _session_expired,
+    "charge.refunded": _charge_refunded,
+    "charge.dispute.created": _dispute_created,
+    "charge.dispute.closed": _dispute_closed,
+}
+assert set(HANDLERS) == HANDLED_TYPES
+
+
+# ---- fulfil -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SessionFacts:
+    """What a Checkout Session object says, validated against the database (fulfil step 1)."""
+
+    session_id: str
+    customer: User
+    content: Content
+    organization_id: uuid.UUID
+    amount_cents: int
+    currency: str
+
+
+def _uuid_field(meta: dict[str, Any], name: str) -> uuid.UUID:
+    value = meta.get(name)
+    try:
+        if not isinstance(value, str):
+            raise ValueError
+        return uuid.UUID(value)
+    except ValueError:
+        raise PermanentEventError(f"metadata.{name} is not a UUID") from None
+
+
+def cents(value: Any, name: str) -> int:
+    """A money figure from the provider: an integer number of cents, never a float or a string."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < _MAX_CENTS:
+        raise PermanentEventError(f"{name} is not an integer amount of cents")
+    return value
+
+
+def session_facts(session: Session, obj: StripeObject) -> SessionFacts:
+    session_id = obj.get("id")
+    if not isinstance(session_id, str) or not session_id.startswith("cs_") or len(session_id) > 255:
+        raise PermanentEventError("checkout session id missing or invalid")
+    meta = obj.get("metadata")
+    if not isinstance(meta, dict):
+        raise PermanentEventError("checkout session has no metadata")
+    customer_id = _uuid_field(meta, "customer_id")
+    content_id = _uuid_field(meta, "content_id")
+    organization_id = _uuid_field(meta, "organization_id")
+    customer = session.get(User, customer_id)
+    if customer is None:
+        raise PermanentEventError("metadata.customer_id is not a known user")
+    # Loaded whatever its status or deletion: the money was taken.
+    content = session.get(Content, content_id)
+    if content is None or content.organization_id != organization_id:
+        raise PermanentEventError("metadata.content_id is not content of metadata.organization_id")
+    currency = obj.get("currency")
+    if not isinstance(currency, str) or not _CURRENCY.match(currency.lower()):
+        raise PermanentEventError("currency missing or invalid")
+    return SessionFacts(
+        session_id=session_id,
+        customer=customer,
+        content=content,
+        organization_id=organization_id,
+        amount_cents=cents(obj.get("amount_total"), "amount_total"),
+        currency=currency.lower(),
+    )
+
+
+def _timestamp(value: Any, default: datetime) -> datetime:
+    if isinstance(value, int) and not isinstance(value, bool) and 0 < value < 10**11:
+        return datetime.fromtimestamp(value, UTC)
+    return default
+
+
+def upsert_session(session: Session, obj: StripeObject, facts: SessionFacts) -> CheckoutSession:
+    """The ``checkout_sessions`` row, inserted from the object when missing (e.g. the insert after
+    creation failed, or the session was made elsewhere), locked for this transaction."""
+    existing = session.get(CheckoutSession, facts.session_id)
+    if existing is None:
+        if facts.amount_cents < 50:
+            raise PermanentEventError("amount_total below the minimum of a checkout session")
+        now = utcnow()
+        session.execute(
+            pg_insert(CheckoutSession)
+            .values(
+                id=facts.session_id,
+                provider="local" if facts.session_id.startswith("cs_local_") else "stripe",
+                customer_id=facts.customer.id,
+                content_id=facts.content.id,
+                organization_id=facts.organization_id,
+                amount_cents=facts.amount_cents,
+                currency=facts.currency,
+                status="open",
+                payment_status="unpaid",
+                url=_short_str(obj.get("url"), 10_000) or "",
+                success_url=(_short_str(obj.get("success_url"), 10_000) or "")[:2000],
+                cancel_url=(_short_str(obj.get("cancel_url"), 10_000) or "")[:2000],
+                expires_at=_timestamp(obj.get("expires_at"), now),
+            )
+            .on_conflict_do_nothing(index_elements=[CheckoutSession.id])
+        )
+    row = session.execute(
+        select(CheckoutSession)
+        .where(CheckoutSession.id == facts.session_id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    ).scalar_one()
+    if row.customer_id != facts.customer.id or row.content_id != facts.content.id:
+        raise PermanentEventError("checkout session metadata does not match the stored session")
+    return row
+
+
+def _complete(row: CheckoutSession, *, paid: bool, payment_intent_id: str | None) -> None:
+    now = utcnow()
+    if row.status != "complete":  # open -> complete, and expired -> complete when money was taken
+        row.status = "complete"
+        row.completed_at = row.completed_at or now
+    if paid:
+        row.payment_status = "paid"
+    if payment_intent_id and row.payment_intent_id is None:
+        row.payment_intent_id = payment_intent_id
+    row.updated_at = now
+
+
+def record_session(session: Session, obj: StripeObject) -> CheckoutSession:
+    """checkout.session.completed with ``payment_status = unpaid``: complete, not (yet) paid."""
+    facts = session_facts(session, obj)
+    row = upsert_session(session, obj, facts)
+    _complete(row, paid=False, payment_intent_id=payment_intent_of(obj))
+    return row
+
+
+def fulfil(session: Session, obj: StripeObject, *, send_emails: bool = True) -> Purchase:
+    """Turn a paid Checkout Session into exactly one purchase (jobs.md §4.3 "Fulfil").
+
+    Idempotent per payment intent: the caller holds the payment's advisory lock and
+    ``UNIQUE(payment_intent_id)`` backs it, so completed + async_succeeded + reconciliation +
+    replays all end in one purchase, one grant and one receipt.
+    """
+    facts = session_facts(session, obj)
+    payment_intent_id = payment_intent_of(obj)
+    if payment_intent_id is None:
+        raise PermanentEventError("paid checkout session without payment_intent")
+    lock_payment(session, payment_intent_id)  # re-entrant; needed when called outside an event
+    row = upsert_session(session, obj, facts)
+    existing = session.scalars(select(Purchase).where(Purchase.payment_intent_id == payment_intent_id)).first()
+    if existing is not None:
+        _complete(row, paid=True, payment_intent_id=payment_intent_id)
+        return existing
+    if facts.amount_cents != row.amount_cents:
+        log.warning(
+            "stripe.amount_mismatch",
+            checkout_session_id=row.id,
+            expected_cents=row.amount_cents,
+            charged_cents=facts.amount_cents,
+        )
+    customer, content = facts.customer, facts.content
+    # Two different payments for the same item must not both become "the" purchase.
+    session.execute(select(func.pg_advisory_xact_lock(func.hashtext(f"purchase:{customer.id}:{content.id}"))))
+    original = session.scalars(
+        select(Purchase).where(
+            Purchase.customer_id == customer.id,
+            Purchase.content_id == content.id,
+            Purchase.status == "completed",
+            Purchase.is_duplicate.is_(False),
+        )
+    ).first()
+    now = utcnow()
+    _complete(row, paid=True, payment_intent_id=payment_intent_id)
+    purchase = Purchase(
+        id=uuid.uuid4(),
+        customer_id=customer.id,
+        content_id=content.id,
+        organization_id=content.organization_id,
+        provider=row.provider,
+        checkout_session_id=row.id,
+        payment_intent_id=payment_intent_id,
+        amount_cents=facts.amount_cents,
+        currency=facts.currency,
+        status="completed",
+        purchased_at=now,
+        refunded_amount_cents=0,
+    )
+    if original is not None:
+        return _duplicate(session, purchase, original, now)
+    session.add(purchase)
+    session.flush()
+    upsert_purchase_grant(session, purchase, now)
+    if send_emails:
+        queue_purchase_emails(session, purchase, content, customer)
+    invalidate_access_after_commit(session, customer.id, content.id)
+    log.info(
+        "commerce.purchase_completed",
+        purchase_id=str(purchase.id),
+        checkout_session_id=row.id,
+        amount_cents=purchase.amount_cents,
+    )
+    return purchase
+
+
+def _duplicate(session: Session, purchase: Purchase, original: Purchase, now: datetime) -> Purchase:
+    """A second paid session for content already bought: record it and refund it; access untouched."""
+    purchase.is_duplicate = True
+    purchase.refund_status = "requested"
+    purchase.refund_reason = "duplicate_purchase"
+    purchase.refund_requested_at = now
+    purchase.refund_requested_by = None
+    purchase.refund_attempts = 0
+    session.add(purchase)
+    session.flush()
+    audit.record(
+        session,
+        organization_id=purchase.organization_id,
+        actor_user_id=None,
+        actor_role="system",
+        action="refund.auto_duplicate",
+        target_type="purchase",
+        target_id=purchase.id,
+        metadata={
+            "original_purchase_id": str(original.id),
+            "amount_cents": purchase.amount_cents,
+            "currency": purchase.currency,
+        },
+    )
+    enqueue_after_commit(session, REFUND_TASK, str(purchase.id))
+    log.warning("commerce.duplicate_purchase", purchase_id=str(purchase.id), original_purchase_id=str(original.id))
+    return purchase
+
+
+def upsert_purchase_grant(session: Session, purchase: Purchase, now: datetime) -> None:
+    """One grant row per (user, content): insert, or reactivate/overwrite it for this purchase."""
+    values = {
+        "source": "purchase",
+        "purchase_id": purchase.id,
+        "granted_by": None,
+        "granted_at": now,
+        "revoked_at": None,
+        "revoke_reason": None,
+        "revoked_by": None,
+    }
+    session.execute(
+        pg_insert(ContentAccess)
+        .values(
+            id=uuid.uuid4(),
+            user_id=purchase.customer_id,
+            content_id=purchase.content_id,
+            organization_id=purchase.organization_id,
+            **values,
+        )
+        .on_conflict_do_update(
+            constraint="uq_content_access_user_id_content_id", set_={**values, "updated_at": func.now()}
+        )
+    )
+
+
+def _grant_for(session: Session, purchase: Purchase) -> ContentAccess | None:
+    """The grant row only if it points at this purchase (a later purchase or comp grant is left alone)."""
+    return session.execute(
+        select(ContentAccess)
+        .where(ContentAccess.purchase_id == purchase.id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    ).scalar_one_or_none()
+
+
+def _revoke(session: Session, purchase: Purchase, reason: str) -> bool:
+    grant = _grant_for(session, purchase)
+    if grant is None or grant.revoked_at is not None:
+        return False
+    grant.revoked_at = utcnow()
+    grant.revoke_reason = reason
+    grant.revoked_by = None
+    grant.updated_at = utcnow()
+    invalidate_access_after_commit(session, purchase.customer_id, purchase.content_id)
+    return True
+
+
+def _restore(session: Session, purchase: Purchase) -> bool:
+    grant = _grant_for(session, purchase)
+    if grant is None or grant.revoke_reason != "dispute":
+        return False
+    now = utcnow()
+    grant.revoked_at = None
+    grant.revoke_reason = None
+    grant.revoked_by = None
+    grant.granted_at = now
+    grant.updated_at = now
+    invalidate_access_after_commit(session, purchase.customer_id, purchase.content_id)
+    return True
+
+
+# ---- refunds and disputes -------------------------------------------------------------------------
+
+
+def _purchase_by_intent(session: Session, payment_intent_id: str) -> Purchase | None:
+    return session.execute(
+        select(Purchase)
+        .where(Purchase.payment_intent_id == payment_intent_id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    ).scalar_one_or_none()
+
+
+def self_heal(ctx: EventContext, payment_intent_id: str, *, send_emails: bool) -> Purchase:
+    """A refund/dispute for a payment we have no purchase for: wait (the completion event is
+    probably in flight), then from the 3rd attempt rebuild the purchase from the provider."""
+    if ctx.event.attempts < SELF_HEAL_FROM_ATTEMPT:
+        raise TransientEventError("purchase not yet recorded")
+    try:
+        obj = ctx.provider.find_session_for_payment_intent(payment_intent_id)
+    except ProviderError as exc:
+        raise TransientEventError(f"self-heal lookup failed: {exc}") from exc
+    if obj is None or obj.get("mode") != "payment" or obj.get("payment_status") != "paid":
+        raise TransientEventError("purchase not yet recorded and no paid checkout session found")
+    log.warning("stripe.self_heal", event_id=ctx.event.id, checkout_session_id=obj.get("id"))
+    fulfil(ctx.session, obj, send_emails=send_emails)
+    purchase = _purchase_by_intent(ctx.session, payment_intent_id)
+    if purchase is None:  # pragma: no cover - fulfil just inserted it
+        raise TransientEventError("purchase not yet recorded")
+    return purchase
+
+
+def apply_refund(ctx: EventContext, charge: dict[str, Any]) -> None:
+    """charge.refunded: the cumulative refunded amount only grows; full -> refunded + access revoked."""
+    session = ctx.session
+    payment_intent_id = payment_intent_of(charge)
+    if payment_intent_id is None:
+        raise PermanentEventError("charge without payment_intent")
+    amount_refunded = cents(charge.get("amount_refunded"), "amount_refunded")
+    charge_amount = cents(charge.get("amount"), "amount")
+    purchase = _purchase_by_intent(session, payment_intent_id)
+    if purchase is None:
+        fully_refunded = bool(charge.get("refunded")) or amount_refunded >= charge_amount
+        purchase = self_heal(ctx, payment_intent_id, send_emails=not fully_refunded)
+    previous = purchase.refunded_amount_cents
+    new = max(previous, min(amount_refunded, purchase.amount_cents))
+    if new == previous:
+        return
+    now = utcnow()
+    purchase.refunded_amount_cents = new
+    purchase.updated_at = now
+    if new == purchase.amount_cents:
+        if purchase.status == "completed":
+            purchase.status = "refunded"
+        purchase.refunded_at = purchase.refunded_at or now
+        purchase.refund_status = "succeeded"
+        _revoke(session, purchase, "refund")
+    session.flush()
+    queue_refund_email(session, purchase, previous, now)
+    invalidate_access_after_commit(session, purchase.customer_id, purchase.content_id)
+    log.info(
+        "commerce.refund_recorded", purchase_id=str(purchase.id), refunded_cents=new, full=new == purchase.amount_cents
+    )
+
+
+def apply_dispute(ctx: EventContext, dispute: dict[str, Any], *, closed: bool) -> None:
+    session = ctx.session
+    payment_intent_id = payment_intent_of(dispute)
+    if payment_intent_id is None:
+        charge = dispute.get("charge")
+        charge_id = charge.get("id") if isinstance(charge, dict) else charge
+        if not isinstance(charge_id, str):
+            raise PermanentEventError("dispute without payment_intent or charge")
+        try:
+            payment_intent_id = ctx.provider.payment_intent_for_charge(charge_id)
+        except ProviderError as exc:
+            raise TransientEventError(f"charge lookup failed: {exc}") from exc
+        if payment_intent_id is None:
+            raise TransientEventError("charge of the dispute not found")
+        lock_payment(session, payment_intent_id)
+    purchase = _purchase_by_intent(session, payment_intent_id)
+    if purchase is None:
+        purchase = self_heal(ctx, payment_intent_id, send_emails=True)
+    event_at = ctx.event.stripe_created_at
+    if purchase.dispute_event_at is not None and event_at <= purchase.dispute_event_at:
+        log.info("stripe.dispute_stale", event_id=ctx.event.id, purchase_id=str(purchase.id))
+        return
+    status = _short_str(dispute.get("status"), 30)
+    now = utcnow()
+    purchase.dispute_id = _short_str(dispute.get("id"), 255)
+    purchase.dispute_status = status
+    purchase.dispute_event_at = event_at
+    # Also on "closed": when closed arrives first the older "created" is stale, and the final
+    # state must still say the purchase was disputed.
+    purchase.disputed_at = purchase.disputed_at or now
+    purchase.updated_at = now
+    if not closed:
+        _revoke(session, purchase, "dispute")
+    elif status in ("won", "warning_closed"):
+        if purchase.status == "completed" and purchase.refunded_amount_cents < purchase.amount_cents:
+            _restore(session, purchase)
+    elif status == "lost":
+        if purchase.status == "completed":
+            purchase.status = "charged_back"
+        _revoke(session, purchase, "dispute")
+    session.flush()
+    log.warning(
+        "stripe.dispute",
+        event_id=ctx.event.id,
+        purchase_id=str(purchase.id),
+        dispute_status=status,
+        phase="closed" if closed else "created",
+    )
+
+
+# ---- sweeping, reconciliation, expiry (jobs.md §4.5) ---------------------------------------------
+
+
+def sweep_events(session: Session, limit: int = SWEEP_BATCH) -> tuple[int, int]:
+    """Take back stale claims, then enqueue due rows. Returns (reclaimed, enqueued). The caller commits."""
+    max_attempts = current_app.config["STRIPE_EVENT_MAX_ATTEMPTS"]
+    stale = (
+        select(StripeEvent.id)
+        .where(StripeEvent.status == "processing", StripeEvent.claimed_at < func.now() - CLAIM_LEASE)
+        .with_for_update(skip_locked=True)
+        .scalar_subquery()
+    )
+    reclaimed = _reclaim(session, stale, max_attempts)
+    due = session.scalars(
+        select(StripeEvent.id)
+        .where(
+            or_(
+                and_(StripeEvent.status == "received", StripeEvent.received_at < func.now() - SWEEP_RECEIVED_AFTER),
+                and_(StripeEvent.status == "failed", StripeEvent.next_attempt_at <= func.now()),
+            )
+        )
+        .order_by(StripeEvent.received_at)
+        .limit(limit)
+    ).all()
+    for event_id in due:
+        enqueue_after_commit(session, PROCESS_TASK, event_id)
+    if reclaimed or due:
+        log.info("stripe.sweep", reclaimed=len(reclaimed), enqueued=len(due))
+    return len(reclaimed), len(due)
+
+
+def _reclaim(session: Session, stale: Any, max_attempts: int) -> list[Any]:
+    rows = list(
+        session.execute(
+            update(StripeEvent)
+            .where(StripeEvent.id.in_(stale))
+            .values(
+                status=_dead_or_failed(max_attempts),
+                next_attempt_at=func.now(),
+                last_error="claim expired: the worker stopped before finishing",
+                updated_at=func.now(),
+            )
+            .returning(StripeEvent.id, StripeEvent.status)
+            .execution_options(synchronize_session=False)
+        ).all()
+    )
+    for row in rows:
+        if row.status == "dead":
+            log.error("stripe.event_dead", event_id=row.id, reason="claim expired with attempts exhausted")
+    return rows
+
+
+def _dead_or_failed(max_attempts: int) -> Any:
+    return case((StripeEvent.attempts >= max_attempts, "dead"), else_="failed")
+
+
+def insert_recon_event(session: Session, obj: StripeObject) -> bool:
+    """Store ``recon_{session_id}`` as a ``checkout.session.completed`` event (reconciliation and the
+    status page): the normal pipeline then fulfils it, under the same locks. True when new."""
+    session_id = obj.get("id")
+    event_id = f"recon_{session_id}"
+    if not isinstance(session_id, str) or not _EVENT_ID.match(event_id):
+        log.warning("stripe.recon_skipped", reason="session id unusable")
+        return False
+    livemode = bool(obj.get("livemode", False))
+    created = obj.get("created")
+    if isinstance(created, bool) or not isinstance(created, int):
+        created = int(utcnow().timestamp())
+    payload = {
+        "id": event_id,
+        "type": "checkout.session.completed",
+        "created": created,
+        "livemode": livemode,
+        "data": {"object": obj},
+    }
+    status, reason = initial_status("checkout.session.completed", livemode)
+    inserted = session.execute(
+        pg_insert(StripeEvent)
+        .values(
+            id=event_id,
+            type="checkout.session.completed",
+            source="reconcile",
+            livemode=livemode,
+            api_version=None,
+            stripe_created_at=datetime.fromtimestamp(created, UTC),
+            object_id=session_id,
+            payment_intent_id=payment_intent_of(obj),
+            payload=payload,
+            status=status,
+            last_error=reason,
+        )
+        .on_conflict_do_nothing(index_elements=[StripeEvent.id])
+        .returning(StripeEvent.id)
+    ).scalar_one_or_none()
+    if inserted is None:
+        return False
+    if status == "received":
+        enqueue_after_commit(session, PROCESS_TASK, event_id)
+    log.info("stripe.recon_event", event_id=event_id, status=status)
+    return True
+
+
+def has_purchase(session: Session, obj: StripeObject) -> bool:
+    conditions = [Purchase.checkout_session_id == obj.get("id")]
+    payment_intent_id = payment_intent_of(obj)
+    if payment_intent_id:
+        conditions.append(Purchase.payment_intent_id == payment_intent_id)
+    return session.scalar(select(Purchase.id).where(or_(*conditions)).limit(1)) is not None
+
+
+def reconcile_checkouts(session: Session) -> int:
+    """Paid Checkout Sessions of the last 72 h without a purchase get a ``recon_`` event.
+
+    Stripe only: the local provider's events never leave the process. Returns how many events
+    were inserted. Provider errors propagate (the next hourly run tries again).
+    """
+    provider = get_provider()
+    if provider.name != "stripe":
+        return 0
+    inserted = 0
+    for obj in provider.list_recent_complete_sessions(utcnow() - RECONCILE_WINDOW):
+        if obj.get("mode") != "payment" or obj.get("payment_status") != "paid":
+            continue
+        if has_purchase(session, obj):
+            continue
+        if insert_recon_event(session, obj):
+            inserted += 1
+    if inserted:
+        log.warning("stripe.reconciled", inserted=inserted)
+    return inserted
+
+
+def expire_checkout_sessions(session: Session) -> int:
+    """Open sessions an hour past ``expires_at`` -> ``expired`` (their expired event may never come)."""
+    result = session.execute(
+        update(CheckoutSession)
+        .where(CheckoutSession.status == "open", CheckoutSession.expires_at < func.now() - EXPIRE_GRACE)
+        .values(status="expired", updated_at=func.now())
+        .execution_options(synchronize_session=False)
+    )
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
+# ---- platform administration (api.md §12) ------------------------------------------------------
+
+
+def get_event(session: Session, event_id: str, *, for_update: bool = False) -> StripeEvent:
+    stmt = select(StripeEvent).where(StripeEvent.id == event_id)
+    if for_update:
+        stmt = stmt.with_for_update()
+    event = session.execute(stmt.execution_options(populate_existing=True)).scalar_one_or_none()
+    if event is None:
+        raise errors.NotFound("The Stripe event was not found.", code="STRIPE_EVENT_NOT_FOUND")
+    return event
+
+
+def replay_event(session: Session, event_id: str) -> StripeEvent:
+    """Any status except ``processing`` -> ``received`` with a fresh attempt budget; enqueued after commit."""
+    if not _EVENT_ID.match(event_id):
+        raise errors.NotFound("The Stripe event was not found.", code="STRIPE_EVENT_NOT_FOUND")
+    event = get_event(session, event_id, for_update=True)
+    if event.status == "processing":
+        raise errors.Conflict("The event is being processed; try again once it has finished.")
+    now = utcnow()
+    event.status = "received"
+    event.attempts = 0
+    event.next_attempt_at = now
+    event.claimed_at = None
+    event.last_error = None
+    event.processed_at = None
+    event.updated_at = now
+    session.flush()
+    enqueue_after_commit(session, PROCESS_TASK, event.id)
+    log.info("stripe.event_replayed", event_id=event.id, type=event.type)
+    return event
