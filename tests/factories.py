@@ -160,3 +160,101 @@ class MediaItemFactory(BaseFactory):
     file_size_bytes = 1024
     status = "uploaded"
     original_key = factory.LazyAttribute(lambda o: storage_keys.original_key(o.organization_id, o.id, o.mime_type))
+
+
+# ---- commerce: paid content, checkout sessions, purchases, Stripe events (issue 6) -----------------
+
+from app.access.models import ContentAccess  # noqa: E402
+from app.commerce.models import CheckoutSession, Purchase, StripeEvent  # noqa: E402
+from app.content.models import Content  # noqa: E402
+
+
+class PaidContentFactory(BaseFactory):
+    """A published content item priced 19.99 USD, with its media (``uploaded``) in the same org."""
+
+    class Meta:
+        model = Content
+
+    id = factory.LazyFunction(uuid.uuid4)
+    organization_id = factory.LazyFunction(lambda: OrganizationFactory().id)
+    created_by = factory.LazyFunction(lambda: UserFactory().id)
+    media_id = factory.LazyAttribute(
+        lambda o: MediaItemFactory(organization_id=o.organization_id, created_by=o.created_by).id
+    )
+    title = factory.Sequence(lambda n: f"Lesson {n}")
+    slug = factory.Sequence(lambda n: f"lesson-{n}")
+    content_type = "video"
+    price_cents = 1999
+    currency = "usd"
+    visibility = factory.LazyAttribute(lambda o: "purchased_only" if (o.price_cents or 0) > 0 else "public")
+    status = "published"
+    published_at = factory.LazyFunction(lambda: datetime.now(UTC))
+
+
+class CheckoutSessionFactory(BaseFactory):
+    class Meta:
+        model = CheckoutSession
+
+    id = factory.LazyFunction(lambda: f"cs_test_{uuid.uuid4().hex}")
+    provider = "stripe"
+    amount_cents = 1999
+    currency = "usd"
+    url = factory.LazyAttribute(lambda o: f"https://checkout.stripe.com/c/pay/{o.id}")
+    success_url = "http://localhost:3000/checkout/success?session_id={CHECKOUT_SESSION_ID}"
+    cancel_url = "http://localhost:3000/checkout/cancelled"
+    expires_at = factory.LazyFunction(lambda: datetime.now(UTC) + timedelta(minutes=30))
+
+
+class PurchaseFactory(BaseFactory):
+    """A completed purchase with its checkout session (pass ``customer_id`` and ``content``)."""
+
+    class Meta:
+        model = Purchase
+        exclude = ("content",)
+
+    content = factory.SubFactory(PaidContentFactory)
+    id = factory.LazyFunction(uuid.uuid4)
+    customer_id = factory.LazyFunction(lambda: UserFactory().id)
+    content_id = factory.LazyAttribute(lambda o: o.content.id)
+    organization_id = factory.LazyAttribute(lambda o: o.content.organization_id)
+    provider = "stripe"
+    checkout_session_id = factory.LazyAttribute(
+        lambda o: CheckoutSessionFactory(
+            customer_id=o.customer_id,
+            content_id=o.content_id,
+            organization_id=o.organization_id,
+            amount_cents=o.amount_cents,
+            status="complete",
+            payment_status="paid",
+            payment_intent_id=o.payment_intent_id,
+        ).id
+    )
+    payment_intent_id = factory.LazyFunction(lambda: f"pi_test_{uuid.uuid4().hex}")
+    amount_cents = factory.LazyAttribute(lambda o: o.content.price_cents)
+    currency = "usd"
+    status = "completed"
+    purchased_at = factory.LazyFunction(lambda: datetime.now(UTC))
+
+
+class GrantFactory(BaseFactory):
+    class Meta:
+        model = ContentAccess
+
+    source = "complimentary"
+    granted_at = factory.LazyFunction(lambda: datetime.now(UTC))
+
+
+class StripeEventFactory(BaseFactory):
+    class Meta:
+        model = StripeEvent
+
+    id = factory.LazyFunction(lambda: f"evt_test_{uuid.uuid4().hex}")
+    type = "checkout.session.completed"
+    livemode = False
+    stripe_created_at = factory.LazyFunction(lambda: datetime.now(UTC))
+    payload = factory.LazyAttribute(
+        lambda o: {"id": o.id, "type": o.type, "created": 0, "livemode": o.livemode, "data": {"object": {}}}
+    )
+
+
+# ---- end of commerce factories ---------------------------------------------------------------------
