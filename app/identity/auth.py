@@ -364,6 +364,7 @@ def parse_path_ids(kwargs: dict[str, Any], path_ids: dict[str, str]) -> None:
 
 def _not_found_message(code: str) -> str:
     thing = code.removesuffix("_NOT_FOUND").replace("_", " ").lower()
+    thing = {"org": "organization"}.get(thing, thing)
     return f"The {thing} was not found." if thing else "The requested resource was not found."
 
 

@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 
 from app import errors
 from app.identity import passwords
-from app.identity.auth import evict_after_commit, hash_token, new_token, session_lifetime, utcnow
+from app.identity.auth import evict_after_commit, hash_token, new_token, not_found, session_lifetime, utcnow
 from app.identity.models import AuthSession, Credential, User, VerificationToken
 from app.notifications.service import login_url, queue_email, reset_password_url, verify_email_url
 from app.orgs.models import Membership, Organization, OrgSettings
@@ -83,7 +83,7 @@ def register(session: Session, *, email: str, password: str, name: str, org_slug
             .where(Organization.slug == org_slug)
         ).first()
         if row is None:
-            raise errors.NotFound("The organization was not found.", code="ORG_NOT_FOUND")
+            raise not_found("ORG_NOT_FOUND")
         if not row.enable_signups:
             raise errors.Forbidden("This organization does not accept sign-ups.", code="SIGNUPS_DISABLED")
         signup_org_id = row.id
@@ -339,7 +339,7 @@ def revoke_session(session: Session, user_id: uuid.UUID, session_id: uuid.UUID) 
         .returning(AuthSession.token_hash)
     )
     if token_hash is None:
-        raise errors.NotFound("The session was not found.", code="SESSION_NOT_FOUND")
+        raise not_found("SESSION_NOT_FOUND")
     evict_after_commit(session, user_id, [token_hash], all_sessions=False)
 
 
