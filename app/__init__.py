@@ -82,11 +82,15 @@ def _init_extensions(app: Flask, role: str) -> None:
 
 
 def _register_blueprints(app: Flask) -> None:
+    from app.commerce.routes import webhook_bp
+    from app.payments.routes import bp as local_payments_bp
     from app.storage.routes import bp as storage_bp
     from app.system.routes import bp as system_bp
 
     app.register_blueprint(system_bp)
     app.register_blueprint(storage_bp)
+    app.register_blueprint(webhook_bp)
+    app.register_blueprint(local_payments_bp)  # answers 404 unless the provider is local
     api = app.extensions["api"]
     for blueprint in _api_blueprints():
         api.register_blueprint(blueprint)
@@ -94,7 +98,9 @@ def _register_blueprints(app: Flask) -> None:
 
 def _api_blueprints() -> list[Any]:
     """Every flask-smorest blueprint under ``/api/v1``; each domain adds its own here."""
+    from app.commerce.routes import admin_blp as stripe_events_blp
+    from app.commerce.routes import blp as commerce_blp
     from app.identity.routes import blp as auth_blp
     from app.orgs.routes import blp as orgs_blp
 
-    return [auth_blp, orgs_blp]
+    return [auth_blp, orgs_blp, commerce_blp, stripe_events_blp]

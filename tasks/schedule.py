@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from celery.schedules import crontab
+
 from app.config import Config
 
 
@@ -13,4 +15,16 @@ def beat_schedule(config: Config) -> dict[str, Any]:
     schedule: dict[str, Any] = {}
     # A sweep that waited longer than its interval is superseded by the next one.
     schedule["email.sweep_outbox"] = {"task": "email.sweep_outbox", "schedule": 60.0, "options": {"expires": 60}}
+    schedule["payments.sweep_stripe_events"] = {
+        "task": "payments.sweep_stripe_events", "schedule": 30.0, "options": {"expires": 30},
+    }
+    schedule["payments.sweep_refunds"] = {
+        "task": "payments.sweep_refunds", "schedule": 60.0, "options": {"expires": 60},
+    }
+    schedule["payments.expire_checkout_sessions"] = {
+        "task": "payments.expire_checkout_sessions", "schedule": 600.0, "options": {"expires": 600},
+    }
+    schedule["payments.reconcile_checkouts"] = {
+        "task": "payments.reconcile_checkouts", "schedule": crontab(minute=15), "options": {"expires": 3600},
+    }
     return schedule

@@ -17,6 +17,8 @@ from datetime import datetime
 from typing import Any, Protocol
 
 StripeObject = dict[str, Any]
+# The idempotency key was used before with other parameters (Stripe's ``idempotency_error``).
+IDEMPOTENCY_CONFLICT = "idempotency_error"
 
 
 class ProviderError(Exception):
@@ -40,6 +42,10 @@ class PermanentProviderError(ProviderError):
     @property
     def already_refunded(self) -> bool:
         return self.code == "charge_already_refunded"
+
+    @property
+    def idempotency_conflict(self) -> bool:
+        return self.code == IDEMPOTENCY_CONFLICT
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ import stripe
 import structlog
 
 from app.payments.base import (
+    IDEMPOTENCY_CONFLICT,
     CheckoutRequest,
     PermanentProviderError,
     ProviderError,
@@ -47,6 +48,8 @@ def classify(exc: stripe.StripeError) -> ProviderError:
     )
     if transient:
         return TransientProviderError(message, code=code, status=status)
+    if isinstance(exc, stripe.IdempotencyError):
+        code = IDEMPOTENCY_CONFLICT
     return PermanentProviderError(message, code=code, status=status)
 
 

@@ -375,13 +375,19 @@ def test_dispute_won_after_full_refund_does_not_restore(app, db_session, shop, s
     t0 = so.now()
     created = so.dispute(payment_intent=obj["payment_intent"])
     run(app, db_session, so.event("charge.dispute.created", created, created=t0))
-    run(app, db_session, so.event("charge.refunded", so.charge(payment_intent=obj["payment_intent"], amount_refunded=1999)))
+    run(
+        app,
+        db_session,
+        so.event("charge.refunded", so.charge(payment_intent=obj["payment_intent"], amount_refunded=1999)),
+    )
     run(app, db_session, so.event("charge.dispute.closed", {**created, "status": "won"}, created=t0 + 5))
     [purchase] = purchases(db_session)
     assert purchase.status == "refunded" and grant_of(db_session, shop).revoked_at is not None
 
 
-def test_dispute_without_payment_intent_uses_the_charge(app, db_session, shop, stripe_provider, fake_stripe, sent_tasks) -> None:
+def test_dispute_without_payment_intent_uses_the_charge(
+    app, db_session, shop, stripe_provider, fake_stripe, sent_tasks
+) -> None:
     obj = fake_stripe.add_session(shop.paid_session())
     run(app, db_session, so.event("checkout.session.completed", obj))
     charge = fake_stripe.charge_for(obj["payment_intent"])
@@ -454,7 +460,9 @@ def test_worker_that_lost_its_claim_writes_nothing(app, db_session, shop, sent_t
         stale = events.claim_event(db_session, event_id)
         db_session.commit()
         db_session.execute(
-            update(StripeEvent).where(StripeEvent.id == event_id).values(claimed_at=StripeEvent.claimed_at - timedelta(minutes=11))
+            update(StripeEvent)
+            .where(StripeEvent.id == event_id)
+            .values(claimed_at=StripeEvent.claimed_at - timedelta(minutes=11))
         )
         events.sweep_events(db_session)
         db_session.commit()

@@ -1,0 +1,25 @@
+"""Stripe event operator commands on the ``codex`` CLI group."""
+
+from __future__ import annotations
+
+import click
+from flask.cli import with_appcontext
+
+from app import db, errors
+from app.cli import codex_cli
+from app.commerce import events
+
+
+@codex_cli.command("stripe-replay")
+@click.argument("event_id")
+@with_appcontext
+def stripe_replay(event_id: str) -> None:
+    """Reset a stored Stripe event to received and enqueue it (like the admin replay endpoint)."""
+    session = db.session
+    try:
+        event = events.replay_event(session, event_id)
+        session.commit()
+    except errors.AppError as exc:
+        session.rollback()
+        raise click.ClickException(exc.message) from None
+    click.echo(f"{event.id} ({event.type}) queued for processing")

@@ -1,0 +1,183 @@
+"""POST /webhooks/stripe: raw-body signature check, store once, enqueue after commit (jobs.md §4.1)."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import pytest
+from sqlalchemy.exc import OperationalError
+
+from app.commerce import events
+from app.commerce.models import StripeEvent
+from app.metrics import WEBHOOK_SIGNATURE_FAILURES
+from tests.commerce.helpers import WEBHOOK, deliver, task_names
+from tests.fakes import stripe_objects as so
+from tests.identity.helpers import count
+
+
+def completed_event(shop: Any, **kwargs: Any) -> dict[str, Any]:
+    return so.event("checkout.session.completed", shop.paid_session(), **kwargs)
+
+
+def failures() -> float:
+    return WEBHOOK_SIGNATURE_FAILURES._value.get()
+
+
+def test_valid_delivery_is_stored_and_enqueued_after_commit(client, db_session, shop, sent_tasks) -> None:
+    evt = completed_event(shop)
+    r = deliver(client, evt)
+    assert r.status_code == 200 and r.json == {"received": True}
+    row = db_session.get(StripeEvent, evt["id"])
+    assert row is not None
+    assert (row.status, row.source, row.type, row.livemode, row.attempts) == (
+        "received",
+        "webhook",
+        "checkout.session.completed",
+        False,
+        0,
+    )
+    obj = evt["data"]["object"]
+    assert row.object_id == obj["id"] and row.payment_intent_id == obj["payment_intent"]
+    assert row.api_version == "2024-06-20" and row.payload == evt
+    assert int(row.stripe_created_at.timestamp()) == evt["created"]
+    assert sent_tasks == [("payments.process_stripe_event", (evt["id"],), None)]
+    assert "Access-Control-Allow-Origin" not in r.headers
+
+
+def test_duplicate_delivery_is_200_without_new_row_or_message(client, db_session, shop, sent_tasks) -> None:
+    evt = completed_event(shop)
+    for _ in range(3):
+        assert deliver(client, evt).status_code == 200
+    assert count(db_session, StripeEvent) == 1
+    assert task_names(sent_tasks) == ["payments.process_stripe_event"]
+
+
+def _assert_rejected(r: Any, db_session: Any, before: float, sent_tasks: list[Any]) -> None:
+    assert r.status_code == 400
+    assert r.json["error"]["code"] == "INVALID_SIGNATURE"
+    assert count(db_session, StripeEvent) == 0
+    assert sent_tasks == []
+    assert failures() == before + 1
+    assert b"checkout.session" not in r.data  # never echoes the payload
+
+
+def test_tampered_body_is_400_and_nothing_stored(client, db_session, shop, sent_tasks) -> None:
+    before = failures()
+    body, headers = so.signed(completed_event(shop))
+    tampered = body.replace(b'"amount_total": 1999', b'"amount_total": 1')
+    assert tampered != body
+    r = client.post(WEBHOOK, data=tampered, headers=headers)
+    _assert_rejected(r, db_session, before, sent_tasks)
+
+
+def test_wrong_secret_is_400_and_nothing_stored(client, db_session, shop, sent_tasks) -> None:
+    before = failures()
+    r = deliver(client, completed_event(shop), secret="whsec_someone_else")
+    _assert_rejected(r, db_session, before, sent_tasks)
+
+
+def test_timestamp_older_than_tolerance_is_400_and_nothing_stored(client, db_session, shop, sent_tasks) -> None:
+    before = failures()
+    r = deliver(client, completed_event(shop), timestamp=int(time.time()) - 301)
+    _assert_rejected(r, db_session, before, sent_tasks)
+
+
+def test_missing_signature_is_400_and_nothing_stored(client, db_session, shop, sent_tasks) -> None:
+    before = failures()
+    body = so.body_of(completed_event(shop))
+    r = client.post(WEBHOOK, data=body, headers={"Content-Type": "application/json"})
+    _assert_rejected(r, db_session, before, sent_tasks)
+
+
+def test_rotated_secret_is_accepted(app, client, db_session, shop, sent_tasks, monkeypatch) -> None:
+    monkeypatch.setitem(app.config, "STRIPE_WEBHOOK_SECRET", ["whsec_new", "whsec_codex_local"])
+    assert deliver(client, completed_event(shop), secret="whsec_codex_local").status_code == 200
+    assert deliver(client, completed_event(shop), secret="whsec_new").status_code == 200
+    assert count(db_session, StripeEvent) == 2
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"not json",
+        b"[1, 2]",
+        json.dumps({"id": "evt_1", "type": "charge.refunded"}).encode(),
+        json.dumps({"id": "evt_1", "type": "x", "created": "1", "livemode": False, "data": {"object": {}}}).encode(),
+        json.dumps({"id": "evt 1", "type": "x", "created": 1, "livemode": False, "data": {"object": {}}}).encode(),
+        json.dumps({"id": "evt_1", "type": "x", "created": 1, "livemode": "no", "data": {"object": {}}}).encode(),
+        json.dumps({"id": "evt_1", "type": "x", "created": 1, "livemode": False, "data": {"object": []}}).encode(),
+        json.dumps(
+            {"id": "evt_1", "type": "x", "created": 1, "livemode": False, "data": {"object": {"a": "\0"}}}
+        ).encode(),
+    ],
+)
+def test_signed_but_not_an_event_is_invalid_payload(client, db_session, body, sent_tasks) -> None:
+    before = failures()
+    r = deliver(client, body)
+    assert r.status_code == 400 and r.json["error"]["code"] == "INVALID_PAYLOAD"
+    assert count(db_session, StripeEvent) == 0 and sent_tasks == []
+    assert failures() == before
+
+
+def test_unhandled_type_is_stored_ignored_and_not_enqueued(client, db_session, sent_tasks) -> None:
+    evt = so.event("customer.created", {"id": "cus_1", "object": "customer", "livemode": False})
+    assert deliver(client, evt).status_code == 200
+    row = db_session.get(StripeEvent, evt["id"])
+    assert row.status == "ignored" and "not handled" in row.last_error
+    assert sent_tasks == []
+
+
+def test_livemode_mismatch_is_ignored(client, db_session, shop, sent_tasks) -> None:
+    # The local provider (and sk_test_ keys) expect test events; a live event is recorded, not acted on.
+    evt = so.event("checkout.session.completed", shop.paid_session(livemode=True))
+    assert deliver(client, evt).status_code == 200
+    row = db_session.get(StripeEvent, evt["id"])
+    assert row.status == "ignored" and "livemode" in row.last_error
+    assert sent_tasks == []
+
+
+def test_live_key_expects_live_events(app, db_session, shop, stripe_provider, sent_tasks, monkeypatch) -> None:
+    monkeypatch.setattr(stripe_provider, "_api_key", "sk_live_x")
+    client = app.test_client()
+    live = so.event("checkout.session.completed", shop.paid_session(livemode=True))
+    test = so.event("checkout.session.completed", shop.paid_session())
+    assert deliver(client, live).status_code == 200 and deliver(client, test).status_code == 200
+    assert db_session.get(StripeEvent, live["id"]).status == "received"
+    assert db_session.get(StripeEvent, test["id"]).status == "ignored"
+
+
+def test_database_failure_is_503_so_stripe_retries(client, db_session, shop, sent_tasks, monkeypatch) -> None:
+    def broken(*args: Any, **kwargs: Any) -> None:
+        raise OperationalError("INSERT", {}, Exception("connection lost"))
+
+    monkeypatch.setattr(events, "enqueue_after_commit", broken)
+    r = deliver(client, completed_event(shop))
+    assert r.status_code == 503
+    assert r.json["error"] == {
+        "code": "SERVICE_UNAVAILABLE",
+        "message": "The event could not be stored; retry later.",
+        "details": {"dependency": "database"},
+    }
+    assert count(db_session, StripeEvent) == 0 and sent_tasks == []
+
+
+def test_body_over_one_mib_is_413(client, db_session) -> None:
+    body = b"{" + b" " * (1024 * 1024) + b"}"
+    r = client.post(WEBHOOK, data=body, headers={"Stripe-Signature": "t=1,v1=00"})
+    assert r.status_code == 413 and r.json["error"]["code"] == "PAYLOAD_TOO_LARGE"
+
+
+def test_get_is_405(client, db_session) -> None:
+    assert client.get(WEBHOOK).status_code == 405
+
+
+def test_webhook_rate_limit_per_ip(app_factory, db_session, shop) -> None:
+    from tests.identity.conftest import bound_client
+
+    limited = app_factory(RATELIMIT_ENABLED=True)
+    with bound_client(limited, db_session) as limited_client:
+        r = deliver(limited_client, completed_event(shop))
+        assert r.status_code == 200
+        assert r.headers["X-RateLimit-Limit"] == "1000"
