@@ -38,7 +38,7 @@ def email_preview(name: str, out_dir: Path | None, org_id: uuid.UUID | None, eml
         html_path.write_text(email.html, encoding="utf-8")
         text_path.write_text(email.text, encoding="utf-8")
         if eml:
-            (target / f"{template}.eml").write_bytes(email.to_mime().as_bytes())
+            (target / f"{template}.eml").write_bytes(email.to_bytes())
         click.echo(f"== {template}")
         click.echo(f"Subject: {email.subject}")
         click.echo(f"HTML:    {html_path}")

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass
-from datetime import timedelta
+from dataclasses import dataclass, fields
+from datetime import datetime, timedelta
 from email.utils import parseaddr
 from typing import Any
 from urllib.parse import quote, urlencode
@@ -20,7 +20,7 @@ from urllib.parse import quote, urlencode
 import jinja2
 import structlog
 from flask import current_app
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import Table, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.orm import Session
 
@@ -31,6 +31,7 @@ from app.notifications.backends import (
     Delivery,
     OutgoingEmail,
     SendError,
+    classify,
     describe_error,
     get_backend,
     sender_domain,
@@ -167,26 +168,47 @@ class SendOutcome:
     error: str | None = None
 
 
-def claim_email(session: Session, outbox_id: uuid.UUID) -> EmailOutbox | None:
+@dataclass(frozen=True)
+class ClaimedEmail:
+    """The claimed row's values: what the sender needs, detached from the session."""
+
+    id: uuid.UUID
+    template: str
+    recipient: str
+    user_id: uuid.UUID | None
+    organization_id: uuid.UUID | None
+    context: dict[str, Any]
+    attempts: int
+    claimed_at: datetime
+
+
+# The sending path runs hundreds of times a second: it uses Core statements on the table
+# (no ORM unit of work or identity map), which costs a fraction of the ORM bulk-update path.
+_outbox: Table = EmailOutbox.__table__  # type: ignore[assignment]
+_CLAIMED_COLUMNS = [_outbox.c[f.name] for f in fields(ClaimedEmail)]
+
+
+def claim_email(session: Session, outbox_id: uuid.UUID) -> ClaimedEmail | None:
     """Take the row for one send attempt (``attempts += 1``); None when it is not ours to send.
 
     Not due, already sent/dead, or claimed by a live worker in the last 5 minutes -> None.
     The caller commits right away, so the attempt counts even if the worker dies mid-send.
     """
     now = func.now()
+    c = _outbox.c
     stmt = (
-        update(EmailOutbox)
+        update(_outbox)
         .where(
-            EmailOutbox.id == outbox_id,
-            EmailOutbox.status.in_(RETRYABLE),
-            EmailOutbox.next_attempt_at <= now,
-            or_(EmailOutbox.claimed_at.is_(None), EmailOutbox.claimed_at < now - CLAIM_LEASE),
+            c.id == outbox_id,
+            c.status.in_(RETRYABLE),
+            c.next_attempt_at <= now,
+            or_(c.claimed_at.is_(None), c.claimed_at < now - CLAIM_LEASE),
         )
-        .values(claimed_at=now, attempts=EmailOutbox.attempts + 1, updated_at=now)
-        .returning(EmailOutbox)
-        .execution_options(synchronize_session=False, populate_existing=True)
+        .values(claimed_at=now, attempts=c.attempts + 1, updated_at=now)
+        .returning(*_CLAIMED_COLUMNS)
     )
-    return session.execute(stmt).scalar_one_or_none()
+    row = session.execute(stmt).one_or_none()
+    return ClaimedEmail(**row._mapping) if row is not None else None
 
 
 def message_id_for(outbox_id: uuid.UUID | str) -> str:
@@ -225,12 +247,16 @@ def build_email(
     )
 
 
-def send_claimed(session: Session, row: EmailOutbox) -> SendOutcome:
+def send_claimed(session: Session, row: ClaimedEmail) -> SendOutcome:
     """Render and send a row returned by ``claim_email``, then record the outcome (not committed).
 
     Render errors are permanent (``dead``): rendering again will fail the same way. Backend
     errors are transient (``failed`` + backoff, ``dead`` once attempts run out) or permanent.
+    A row claimed more than ``EMAIL_MAX_ATTEMPTS`` times has killed its workers before they
+    could record anything (the sweeper re-claims expired claims): it is ``dead`` unsent.
     """
+    if row.attempts > current_app.config["EMAIL_MAX_ATTEMPTS"]:
+        return mark_dead(session, row, f"gave up after {row.attempts - 1} attempts without an outcome")
     try:
         email = build_email(
             session,
@@ -245,24 +271,21 @@ def send_claimed(session: Session, row: EmailOutbox) -> SendOutcome:
         return mark_dead(session, row, describe_error(exc))
     try:
         delivery = get_backend().send(email)
-    except SendError as exc:
-        if exc.transient:
-            return mark_failed(session, row, str(exc))
-        return mark_dead(session, row, str(exc))
+    except Exception as exc:
+        error = exc if isinstance(exc, SendError) else classify(exc)
+        if error.transient:
+            return mark_failed(session, row, str(error))
+        return mark_dead(session, row, str(error))
     return mark_sent(session, row, email, delivery)
 
 
-def _finish(session: Session, row: EmailOutbox, **values: Any) -> bool:
+def _finish(session: Session, row: ClaimedEmail, **values: Any) -> bool:
     """Record an outcome only if the claim is still ours (same attempt, still sendable)."""
+    c = _outbox.c
     result = session.execute(
-        update(EmailOutbox)
-        .where(
-            EmailOutbox.id == row.id,
-            EmailOutbox.attempts == row.attempts,
-            EmailOutbox.status.in_(RETRYABLE),
-        )
+        update(_outbox)
+        .where(c.id == row.id, c.attempts == row.attempts, c.status.in_(RETRYABLE))
         .values(claimed_at=None, updated_at=func.now(), **values)
-        .execution_options(synchronize_session=False)
     )
     return bool(result.rowcount)  # type: ignore[attr-defined]
 
@@ -271,7 +294,7 @@ def _without_secrets(context: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in context.items() if k not in SECRET_VARIABLES}
 
 
-def mark_sent(session: Session, row: EmailOutbox, email: OutgoingEmail, delivery: Delivery) -> SendOutcome:
+def mark_sent(session: Session, row: ClaimedEmail, email: OutgoingEmail, delivery: Delivery) -> SendOutcome:
     _finish(
         session,
         row,
@@ -299,7 +322,7 @@ def backoff_seconds(attempts: int) -> int:
     return min(BACKOFF_BASE_SECONDS * 2 ** max(attempts - 1, 0), BACKOFF_MAX_SECONDS)
 
 
-def mark_failed(session: Session, row: EmailOutbox, error: str) -> SendOutcome:
+def mark_failed(session: Session, row: ClaimedEmail, error: str) -> SendOutcome:
     """A transient failure: retry after the backoff, or ``dead`` once EMAIL_MAX_ATTEMPTS is reached."""
     if row.attempts >= current_app.config["EMAIL_MAX_ATTEMPTS"]:
         return mark_dead(session, row, error)
@@ -324,7 +347,7 @@ def mark_failed(session: Session, row: EmailOutbox, error: str) -> SendOutcome:
     return SendOutcome("failed", delay=delay, error=error)
 
 
-def mark_dead(session: Session, row: EmailOutbox, error: str) -> SendOutcome:
+def mark_dead(session: Session, row: ClaimedEmail, error: str) -> SendOutcome:
     """Give up: keep the row (and the reason) for operators; drop the secret links."""
     _finish(session, row, status="dead", last_error=error, context=_without_secrets(row.context))
     log.error(

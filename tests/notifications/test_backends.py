@@ -55,8 +55,20 @@ def test_mime_message_is_multipart_alternative_with_stable_headers() -> None:
     assert msg["From"].addresses[0].display_name == "Bäckerei, Ltd"  # quoted/encoded, not split
     assert msg["Reply-To"] == "help@example.com"
     assert msg["Auto-Submitted"] == "auto-generated"
-    raw = msg.as_bytes()
-    assert b"\r\n" in raw and b"Bcc" not in raw
+    assert msg["Subject"] == "Welcome to Bäckerei"
+    raw = outgoing().to_bytes()
+    assert b"\r\n" in raw and b"\n" not in raw.replace(b"\r\n", b"")  # CRLF only, as SMTP wants
+    assert b"Bcc" not in raw and raw.isascii()  # non-ASCII only inside encoded words / base64
+
+
+def test_mime_bodies_are_7bit_when_possible_and_base64_otherwise() -> None:
+    plain = outgoing().to_bytes()
+    assert plain.count(b"Content-Transfer-Encoding: 7bit") == 2
+    long_line = outgoing(text="x" * 2000 + "\n", html="<p>Café</p>").to_bytes()
+    assert long_line.count(b"Content-Transfer-Encoding: base64") == 2
+    assert max(len(line) for line in long_line.split(b"\r\n")) <= 998
+    parsed = outgoing(text="x" * 2000 + "\n", html="<p>Café</p>").to_mime()
+    assert parsed.get_body(preferencelist=("html",)).get_content() == "<p>Café</p>"
 
 
 def test_sender_parts() -> None:
@@ -164,3 +176,24 @@ def test_backend_selection_follows_config(make_mail_app: Callable[..., MailConte
     backend.send(outgoing(8))
     assert [m["To"] for m in memory_outbox(memory_ctx.app)] == ["user8@example.com"]
     assert get_backend(memory_ctx.app) is backend
+
+
+def test_header_injection_is_refused_permanently(make_mail_app: Callable[..., MailContext], smtp_server: Any) -> None:
+    with pytest.raises(ValueError, match="single-line"):
+        outgoing(recipient="a@example.com\r\nBcc: victim@example.com").to_bytes()
+    make_mail_app(MAIL_BACKEND="smtp", MAIL_SERVER=smtp_server.hostname, MAIL_PORT=smtp_server.port)
+    with pytest.raises(PermanentSendError):
+        get_backend().send(outgoing(reply_to="help@example.com\nBcc: victim@example.com"))
+    assert smtp_server.handler.messages == []
+
+
+def test_bodies_survive_smtp_unchanged(make_mail_app: Callable[..., MailContext], smtp_server: Any) -> None:
+    make_mail_app(MAIL_BACKEND="smtp", MAIL_SERVER=smtp_server.hostname, MAIL_PORT=smtp_server.port)
+    text = "first\n.\n..two dots\r\nlast line\n"
+    html = "<p>Crème brûlée — 19,99 €</p>\n.\n"
+    get_backend().send(outgoing(text=text, html=html, subject="Crème brûlée " + "é" * 150))
+    [msg] = smtp_server.handler.messages
+    assert msg.get_body(preferencelist=("plain",)).get_content().replace("\r\n", "\n") == text.replace("\r\n", "\n")
+    assert msg.get_body(preferencelist=("html",)).get_content().replace("\r\n", "\n") == html
+    assert msg["Subject"] == "Crème brûlée " + "é" * 150
+    assert not msg.defects and not any(part.defects for part in msg.iter_parts())

@@ -260,6 +260,26 @@ def test_a_worker_killed_after_claiming_is_resent_exactly_once_by_the_sweeper(
     assert row.status == "sent" and row.attempts == 2
 
 
+def test_a_row_that_keeps_killing_its_worker_ends_dead_instead_of_looping(
+    smtp_app: MailContext, smtp_server: Any, db_session: Session
+) -> None:
+    outbox_id = queue_verification(smtp_app)
+    smtp_app.send_ids()
+    # Five claims, each by a worker that died before recording anything (hard time limit, OOM...).
+    db_session.execute(
+        update(EmailOutbox)
+        .where(EmailOutbox.id == outbox_id)
+        .values(attempts=5, claimed_at=text("now() - interval '6 minutes'")),
+        execution_options={"synchronize_session": False},
+    )
+    assert send_outbox_email(db_session, outbox_id) == "dead"
+    row = load(db_session, outbox_id)
+    assert (row.status, row.attempts) == ("dead", 6)
+    assert row.last_error == "gave up after 5 attempts without an outcome"
+    assert "verification_url" not in row.context
+    assert smtp_server.handler.messages == []
+
+
 def test_a_lost_wake_up_is_swept_after_a_minute(smtp_app: MailContext, smtp_server: Any, db_session: Session) -> None:
     outbox_id = queue_verification(smtp_app)
     smtp_app.send_ids()  # e.g. Redis was flushed
