@@ -27,4 +27,8 @@ def beat_schedule(config: Config) -> dict[str, Any]:
     schedule["payments.reconcile_checkouts"] = {
         "task": "payments.reconcile_checkouts", "schedule": crontab(minute=15), "options": {"expires": 3600},
     }
+    schedule["media.recover_stuck"] = {"task": "media.recover_stuck", "schedule": 300.0, "options": {"expires": 300}}
+    schedule["media.reap_abandoned_uploads"] = {
+        "task": "media.reap_abandoned_uploads", "schedule": crontab(minute=45), "options": {"expires": 3600},
+    }
     return schedule

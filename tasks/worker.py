@@ -9,5 +9,7 @@ celery.conf.beat_schedule = beat_schedule(flask_app.extensions["codex_config"])
 
 # Importing the task modules registers their tasks on ``celery``.
 import tasks.email  # noqa: E402
+import tasks.media  # noqa: E402
 import tasks.payments  # noqa: E402
+import tasks.storage  # noqa: E402
 import tasks.system  # noqa: E402,F401
