@@ -336,10 +336,11 @@ class MemoryBackend:
     name = "memory"
 
     def __init__(self, app: Flask) -> None:
-        self.messages: list[EmailMessage] = app.extensions.setdefault("mail_memory", [])
+        self.app = app
 
     def send(self, email: OutgoingEmail) -> Delivery:
-        self.messages.append(email.to_mime())
+        # Looked up on every send: tests may replace or clear the list between sends.
+        memory_outbox(self.app).append(email.to_mime())
         return Delivery(self.name)
 
     def close_all(self) -> None:

@@ -40,7 +40,7 @@ def _pushed(flask_app: Flask, session: Session) -> Iterator[MailContext]:
     ctx = MailContext(flask_app, session)
     original = flask_app.extensions["task_sender"]
     flask_app.extensions["task_sender"] = lambda name, args, countdown: ctx.sent.append((name, args, countdown))
-    flask_app.extensions.pop("mail_memory", None)
+    flask_app.extensions.setdefault("mail_memory", []).clear()
     try:
         with flask_app.app_context():
             yield ctx
