@@ -8,10 +8,10 @@ from typing import Any
 from flask import Response, jsonify, request
 from flask.views import MethodView
 
-from app import db
+from app import db, errors
 from app.api import Blueprint, error_responses
 from app.identity import auth, service
-from app.identity.auth import current_principal, current_user, path_uuid, require_auth
+from app.identity.auth import current_principal, path_uuid, require_auth
 from app.identity.prechecks import route_limit
 from app.identity.schemas import (
     EmailRequestSchema,
@@ -101,7 +101,7 @@ class Logout(MethodView):
         if principal is not None:
             if principal.via == "cookie":
                 auth.authenticate()  # CSRF: a foreign page must not end the session
-            service.revoke_session(db.session, principal.user_id, principal.session_id)
+            service.end_session(db.session, principal.user_id, principal.session_id)
             db.session.commit()
             auth.mark_session_ended()
         response = _empty(204)
@@ -116,8 +116,10 @@ class Me(MethodView):
     @require_auth
     def get(self) -> Any:
         """The signed-in user with its organization memberships"""
-        user = current_user()
-        return {**user_view(user), "memberships": service.memberships_of(db.session, user.id)}
+        view = service.me(db.session, current_principal().user_id)  # one query (hot path)
+        if view is None:
+            raise errors.Unauthenticated()
+        return view
 
 
 @blp.route("/verify-email")

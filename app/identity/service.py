@@ -105,6 +105,51 @@ def memberships_of(session: Session, user_id: uuid.UUID) -> list[dict[str, Any]]
     ]
 
 
+def me(session: Session, user_id: uuid.UUID) -> dict[str, Any] | None:
+    """The Me object in one round trip: the user's columns, outer-joined to its memberships."""
+    rows = session.execute(
+        select(
+            User.id,
+            User.email,
+            User.name,
+            User.role,
+            User.email_verified_at,
+            User.created_at,
+            Organization.id.label("organization_id"),
+            Organization.name.label("organization_name"),
+            Organization.slug.label("organization_slug"),
+            Membership.role.label("membership_role"),
+        )
+        .select_from(User)
+        .outerjoin(Membership, Membership.user_id == User.id)
+        .outerjoin(Organization, Organization.id == Membership.organization_id)
+        .where(User.id == user_id)
+        .order_by(Organization.name, Organization.id)
+    ).all()
+    if not rows:
+        return None
+    first = rows[0]
+    return {
+        "id": first.id,
+        "email": first.email,
+        "name": first.name,
+        "role": first.role,
+        "email_verified": first.email_verified_at is not None,
+        "email_verified_at": first.email_verified_at,
+        "created_at": first.created_at,
+        "memberships": [
+            {
+                "organization_id": r.organization_id,
+                "organization_name": r.organization_name,
+                "organization_slug": r.organization_slug,
+                "role": r.membership_role,
+            }
+            for r in rows
+            if r.organization_id is not None
+        ],
+    }
+
+
 # ---- one-time tokens --------------------------------------------------------------------------
 
 
@@ -341,6 +386,20 @@ def revoke_session(session: Session, user_id: uuid.UUID, session_id: uuid.UUID) 
     if token_hash is None:
         raise not_found("SESSION_NOT_FOUND")
     evict_after_commit(session, user_id, [token_hash], all_sessions=False)
+
+
+def end_session(session: Session, user_id: uuid.UUID, session_id: uuid.UUID) -> bool:
+    """Logout: revoke the presented session if it is still active; never an error (api.md §3)."""
+    token_hash = session.scalar(
+        update(AuthSession)
+        .where(AuthSession.id == session_id, AuthSession.user_id == user_id, AuthSession.revoked_at.is_(None))
+        .values(revoked_at=utcnow())
+        .returning(AuthSession.token_hash)
+    )
+    if token_hash is None:
+        return False
+    evict_after_commit(session, user_id, [token_hash], all_sessions=False)
+    return True
 
 
 def list_sessions(session: Session, user_id: uuid.UUID, page: int, per_page: int) -> dict[str, Any]:

@@ -244,3 +244,14 @@ def test_session_fields_recorded(client, db_session) -> None:
     sessions = client.get("/api/v1/auth/sessions", headers=auth(r.json["token"])).json["items"]
     assert len(sessions[0]["user_agent"]) == 255
     assert session_row(db_session, sessions[0]["id"]).ip_address == "127.0.0.1"
+
+
+def test_logout_of_a_session_revoked_meanwhile_is_still_204(client, db_session, redis) -> None:
+    user = make_user()
+    token = signed_in(user)
+    client.get(ME, headers=auth(token))  # cached
+    row = db_session.scalar(select(AuthSession).where(AuthSession.token_hash == hash_token(token)))
+    row.revoked_at = datetime.now(UTC)  # revoked elsewhere; the cache still says active
+    db_session.flush()
+    r = client.post(LOGOUT, headers=auth(token))
+    assert r.status_code == 204

@@ -322,3 +322,18 @@ def test_upload_rate_limited_per_user(limited_client, db_session, org_and_admin)
         assert r.status_code == 415
     r = upload(limited_client, org, PNG, headers)
     assert r.status_code == 429 and "Retry-After" in r.headers
+
+
+def test_email_branding_follows_settings_writes(client, app, db_session, org_and_admin) -> None:
+    from app.orgs.branding import branding_for
+
+    org, admin = org_and_admin
+    with app.app_context():
+        assert branding_for(db_session, org.id).platform_name == "Bakery"  # now cached
+    client.put(settings_url(org), json=DOCUMENT, headers=auth(signed_in(admin)))
+    upload(client, org, PNG, auth(signed_in(admin)))
+    with app.app_context():
+        branding = branding_for(db_session, org.id)
+    assert branding.platform_name == "Best Bakery" and branding.primary_color == "#FF8800"
+    assert branding.timezone == "Europe/Paris" and branding.logo_url.endswith(".png")
+    app.extensions["storage"].delete(branding.logo_url.split("/storage/public/", 1)[1])

@@ -1,0 +1,205 @@
+"""Authenticated ``GET /api/v1/auth/me`` (Bearer, session cache warm) versus the trivial Flask endpoint.
+
+Both run under gunicorn with the Procfile's settings (2 workers x 4 threads), one after the other in the
+same run, driven by the same closed-loop load generator (bench/common.py). The real app runs against a
+dedicated database ``codex_bench`` (created and migrated with Alembic) and Redis DB 13 (cache, flushed
+first) / 12 (broker). A user with two memberships and one session is set up directly in the database;
+the 2 s warm-up fills the Redis session cache (``sess:{sha256}``), so the measured requests take the
+cache path: one Redis GET to authenticate, then one Postgres query for the user and its memberships
+(memberships are never cached: removals must act at once). The app's own ``GET /health`` is measured too,
+as the floor: the same plumbing without authentication or database.
+
+    python -m bench.bench_auth          # or: make bench (every benchmark + bench/RESULTS.md)
+
+Knobs: BENCH_DURATION (s, default 10), BENCH_WARMUP (s, 2), BENCH_CONCURRENCY (16).
+Goal (issue 4): /me serves at least 0.6 x the trivial endpoint's requests/s.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import create_engine, delete, select
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session
+
+from bench.common import LoadResult, env_float, load, percentile, start_gunicorn
+
+ROOT = Path(__file__).resolve().parent.parent
+TRIVIAL_APP = "bench.trivial_app:app"
+REAL_APP = "app:create_app()"
+GOAL_RATIO = 0.6
+BENCH_EMAIL = "bench-auth@example.com"
+
+
+def bench_env() -> dict[str, str]:
+    base_db = os.environ.get("DATABASE_URL", "postgresql+psycopg://localhost:5432/codex")
+    base_redis = os.environ.get("REDIS_URL", "redis://localhost:6379/0")
+    redis_root = base_redis.rsplit("/", 1)[0] if base_redis.count("/") >= 3 else base_redis.rstrip("/")
+    return {
+        "APP_ENV": "development",  # production refuses the local defaults
+        "LOG_LEVEL": "WARNING",  # no request log line, as in bench_http
+        "RATELIMIT_ENABLED": "false",  # 300/min per user would throttle the load itself
+        "DATABASE_URL": make_url(base_db).set(database="codex_bench").render_as_string(hide_password=False),
+        "REDIS_URL": f"{redis_root}/13",
+        "CELERY_BROKER_URL": f"{redis_root}/12",
+    }
+
+
+def migrate(db_url: str) -> None:
+    from alembic import command
+    from alembic.config import Config as AlembicConfig
+
+    from app.db import ensure_database
+
+    ensure_database(db_url)
+    cfg = AlembicConfig(str(ROOT / "alembic.ini"))
+    cfg.set_main_option("script_location", str(ROOT / "migrations"))
+    cfg.attributes["url"] = db_url
+    cfg.attributes["skip_logging"] = True
+    command.upgrade(cfg, "head")
+
+
+def prepare(env: dict[str, str]) -> str:
+    """Migrate, flush the bench Redis DBs, (re)create the bench user with two orgs; return a session token."""
+    import redis
+
+    from app.identity import passwords
+    from app.identity.auth import new_token
+    from app.identity.models import AuthSession, Credential, User
+    from app.orgs.models import Membership, Organization, OrgSettings
+
+    migrate(env["DATABASE_URL"])
+    for url in (env["REDIS_URL"], env["CELERY_BROKER_URL"]):
+        client = redis.Redis.from_url(url)
+        client.flushdb()
+        client.close()
+    engine = create_engine(env["DATABASE_URL"])
+    now = datetime.now(UTC)
+    try:
+        with Session(engine) as session, session.begin():
+            user = session.scalar(select(User).where(User.email == BENCH_EMAIL))
+            if user is None:
+                user = User(email=BENCH_EMAIL, name="Bench User", email_verified_at=now)
+                session.add(user)
+                session.flush()
+                session.add(Credential(user_id=user.id, password_hash=passwords.hash_password("Bench-passw0rd")))
+                for slug, role in (("bench-auth-a", "owner"), ("bench-auth-b", "creator")):
+                    org = Organization(name=f"Bench {slug[-1].upper()}", slug=slug, created_by=user.id)
+                    session.add(org)
+                    session.flush()
+                    session.add(OrgSettings(organization_id=org.id, platform_name=org.name, support_email=BENCH_EMAIL))
+                    session.add(Membership(organization_id=org.id, user_id=user.id, role=role))
+            session.execute(delete(AuthSession).where(AuthSession.user_id == user.id))
+            token, token_hash = new_token()
+            # last_seen_at = now: no sliding-expiry write during a run shorter than 5 minutes.
+            session.add(
+                AuthSession(
+                    user_id=user.id,
+                    token_hash=token_hash,
+                    expires_at=now + timedelta(hours=24),
+                    last_seen_at=now,
+                    created_at=now,
+                )
+            )
+    finally:
+        engine.dispose()
+    return token
+
+
+def cache_is_warm(env: dict[str, str], token: str) -> bool:
+    import redis
+
+    from app.identity.auth import hash_token
+
+    client = redis.Redis.from_url(env["REDIS_URL"])
+    try:
+        return bool(client.exists(f"sess:{hash_token(token)}"))
+    finally:
+        client.close()
+
+
+def measure(app_spec: str, env: dict[str, str], path: str, headers: dict[str, str] | None = None) -> LoadResult:
+    duration = env_float("BENCH_DURATION", 10.0)
+    warmup = env_float("BENCH_WARMUP", 2.0)
+    concurrency = int(env_float("BENCH_CONCURRENCY", 16))
+    with start_gunicorn(app_spec, env) as server:
+        return load(server.url + path, headers=headers, duration=duration, concurrency=concurrency, warmup=warmup)
+
+
+def rows_for(me: LoadResult, trivial: LoadResult, health: LoadResult) -> list[dict[str, Any]]:
+    ratio = me.rps / trivial.rps if trivial.rps else 0.0
+    me_p99, trivial_p99 = percentile(me.latencies, 99) * 1000, percentile(trivial.latencies, 99) * 1000
+    return [
+        {
+            "name": "GET /api/v1/auth/me (Bearer, cache warm) throughput",
+            "value": round(me.rps, 1),
+            "unit": "req/s",
+            "baseline": round(trivial.rps, 1),
+            "ratio": round(ratio, 2),
+            "goal": f">= {GOAL_RATIO} x trivial ({'met' if ratio >= GOAL_RATIO else 'NOT met'})",
+        },
+        {
+            "name": "GET /api/v1/auth/me p99 latency",
+            "value": round(me_p99, 2),
+            "unit": "ms",
+            "baseline": round(trivial_p99, 2),
+            "ratio": round(me_p99 / trivial_p99, 2) if trivial_p99 else 0.0,
+            "goal": "-",
+        },
+        {
+            "name": "GET /api/v1/auth/me p50 latency",
+            "value": round(percentile(me.latencies, 50) * 1000, 2),
+            "unit": "ms",
+            "baseline": round(percentile(trivial.latencies, 50) * 1000, 2),
+            "ratio": "",
+            "goal": "-",
+        },
+        {
+            # Context: the same app without auth or database (bench_http's target), the floor for /me.
+            "name": "Codex GET /health (no auth, no database) throughput",
+            "value": round(health.rps, 1),
+            "unit": "req/s",
+            "baseline": round(trivial.rps, 1),
+            "ratio": round(health.rps / trivial.rps, 2) if trivial.rps else 0.0,
+            "goal": "-",
+        },
+        {
+            "name": "requests measured (errors)",
+            "value": f"{me.requests} ({me.errors})",
+            "unit": "requests",
+            "baseline": f"{trivial.requests} ({trivial.errors})",
+            "ratio": "",
+            "goal": "no errors",
+        },
+    ]
+
+
+def main() -> list[dict[str, Any]]:
+    env = bench_env()
+    token = prepare(env)
+    trivial = measure(TRIVIAL_APP, {}, "/health")
+    me = measure(REAL_APP, env, "/api/v1/auth/me", {"Authorization": f"Bearer {token}"})
+    health = measure(REAL_APP, env, "/health")
+    if me.statuses.get(200, 0) != me.requests:
+        raise RuntimeError(f"unexpected statuses for /me: {dict(me.statuses)}")
+    if not cache_is_warm(env, token):
+        raise RuntimeError("the session cache entry is missing after the run")
+    rows = rows_for(me, trivial, health)
+    print_table(rows)
+    return rows
+
+
+def print_table(rows: list[dict[str, Any]]) -> None:
+    columns = list(rows[0])
+    widths = [max(len(c), *(len(str(r[c])) for r in rows)) for c in columns]
+    print("  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)))
+    for r in rows:
+        print("  ".join(str(r[c]).ljust(w) for c, w in zip(columns, widths, strict=True)))
+
+
+if __name__ == "__main__":
+    main()
