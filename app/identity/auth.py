@@ -288,16 +288,14 @@ def resolve() -> Principal | None:
         return None
     now = utcnow()
     token_hash = hash_token(token)
-    principal: Principal | None = None
     cached = _cache_get(token_hash)
-    if cached is not None:
-        principal = _from_cache(cached, token_hash, token, via)
-        if principal is not None and principal.expires_at <= now:
-            principal = None
-    else:
+    principal = _from_cache(cached, token_hash, token, via) if cached is not None else None
+    if principal is None:  # miss (or an unreadable entry): the database decides
         principal = _load_from_db(token_hash, token, via, now)
         if principal is not None:
             _cache_put(principal, now)
+    elif principal.expires_at <= now:
+        principal = None
     if principal is None:
         return None
     g.codex_principal = principal

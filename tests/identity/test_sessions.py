@@ -187,3 +187,19 @@ def test_delete_other_session_keeps_cookie(client, db_session) -> None:
     r = client.delete(f"{SESSIONS}/{other}", headers=auth(token))
     assert r.status_code == 204 and "Set-Cookie" not in r.headers
     assert session_row(db_session, other).revoked_at is not None
+
+
+def test_unreadable_cache_entry_falls_back_to_the_database(client, db_session, redis) -> None:
+    token = signed_in(make_user())
+    redis.set(f"sess:{hash_token(token)}", b"not json", ex=60)
+    assert client.get(ME, headers=auth(token)).status_code == 200
+    assert json.loads(redis.get(f"sess:{hash_token(token)}"))["role"] == "customer"
+
+
+def test_expired_cache_entry_is_rejected(client, db_session, redis) -> None:
+    token = signed_in(make_user(), expires_in=timedelta(seconds=2))
+    client.get(ME, headers=auth(token))
+    cached = json.loads(redis.get(f"sess:{hash_token(token)}"))
+    cached["expires_at"] = (datetime.now(UTC) - timedelta(seconds=1)).isoformat()
+    redis.set(f"sess:{hash_token(token)}", json.dumps(cached), ex=60)
+    assert client.get(ME, headers=auth(token)).status_code == 401
