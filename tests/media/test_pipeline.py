@@ -133,6 +133,20 @@ def test_rotated_phone_video_is_portrait(media_env: MediaEnv, clips: Clips, tmp_
     assert probed.video is not None and (probed.video.width, probed.video.height) == (720, 1280)
 
 
+def test_small_silent_video_gets_one_video_only_source_rendition(media_env: MediaEnv, clips: Clips) -> None:
+    media = MediaItemFactory()
+    media_env.put_original(media, clips.video(320, 240, 2, audio=False))
+
+    assert ingest(media_env, media) == "ready"
+
+    row = media_env.refresh(media)
+    assert row.renditions == ["source"] and (row.width, row.height, row.duration_seconds) == (320, 240, 2)
+    master = playlist(media_env, row.hls_master_key or "")
+    assert "RESOLUTION=320x240" in master and "source/index.m3u8" in master and "mp4a" not in master
+    assert_rendition_complete(media_env, media, 1, "source", 2.0)
+    assert_rendition_complete(media_env, media, 1, "preview", 2.0)
+
+
 def test_audio_ingest_normalises_and_draws_a_waveform(media_env: MediaEnv, clips: Clips) -> None:
     media = MediaItemFactory(media_type="audio", mime_type="audio/mpeg")
     media_env.put_original(media, clips.tone(3.5))
