@@ -52,6 +52,10 @@ class ProbeError(FFmpegError):
     """ffprobe could not read the file."""
 
 
+class FFmpegUnavailable(FFmpegError):
+    """The binary could not be started (missing, not executable): the machine's fault, not the file's."""
+
+
 class FFmpegCancelled(Exception):
     """The progress callback asked to stop; ffmpeg was killed."""
 
@@ -108,7 +112,7 @@ def probe(path: Path, ffprobe: str = "ffprobe", *, timeout: float = PROBE_TIMEOU
     except subprocess.TimeoutExpired as exc:
         raise ProbeError("ffprobe timed out") from exc
     except OSError as exc:
-        raise ProbeError(f"ffprobe could not run: {exc.strerror or exc}") from exc
+        raise FFmpegUnavailable(f"ffprobe could not run: {exc.strerror or exc}") from exc
     stderr = completed.stderr.decode(errors="replace")[-STDERR_TAIL_BYTES:]
     if completed.returncode != 0:
         raise ProbeError("ffprobe failed", returncode=completed.returncode, stderr=stderr)
@@ -241,7 +245,7 @@ def run(
             list(args), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, close_fds=True
         )
     except OSError as exc:
-        raise FFmpegError(f"ffmpeg could not run: {exc.strerror or exc}") from exc
+        raise FFmpegUnavailable(f"ffmpeg could not run: {exc.strerror or exc}") from exc
     assert proc.stdout is not None and proc.stderr is not None
     stderr = bytearray()
     pending = b""

@@ -278,6 +278,8 @@ def check_probe(media_type: str, source: Path, settings: MediaSettings) -> ffmpe
     """ffprobe + the checks of jobs.md §6.1 step 2, each with its user-facing message."""
     try:
         probed = ffmpeg.probe(source, settings.ffprobe)
+    except ffmpeg.FFmpegUnavailable as exc:
+        raise TransientIngestError(INTERRUPTED) from exc
     except ffmpeg.ProbeError as exc:
         raise IngestFailure(UNREADABLE, exc.stderr[-500:]) from exc
     if not probed.has_stream:
@@ -303,6 +305,8 @@ def _run(args: list[str], beat: Callable[[ffmpeg.Progress | None], bool], settin
         raise IngestCancelled() from exc
     except ffmpeg.FFmpegStalled as exc:
         raise TransientIngestError(STALLED) from exc
+    except ffmpeg.FFmpegUnavailable as exc:
+        raise TransientIngestError(INTERRUPTED) from exc
     except ffmpeg.FFmpegError as exc:
         raise IngestFailure(TRANSCODE_FAILED, exc.stderr[-1000:]) from exc
 

@@ -48,7 +48,7 @@ def test_probe_fails_on_bytes_that_only_look_like_mp4(clips: Clips) -> None:
 
 
 def test_probe_fails_cleanly_when_ffprobe_is_missing(clips: Clips) -> None:
-    with pytest.raises(ffmpeg.ProbeError, match="could not run"):
+    with pytest.raises(ffmpeg.FFmpegUnavailable, match="could not run"):
         ffmpeg.probe(clips.garbage(), "/nonexistent/ffprobe")
 
 
@@ -121,7 +121,7 @@ def test_run_raises_with_the_stderr_tail_on_failure(tmp_path: Path) -> None:
         ffmpeg.run(base("-i", str(tmp_path / "missing.mp4"), "-f", "null", "-"))
     assert info.value.returncode != 0
     assert "missing.mp4" in info.value.stderr
-    with pytest.raises(ffmpeg.FFmpegError, match="could not run"):
+    with pytest.raises(ffmpeg.FFmpegUnavailable, match="could not run"):
         ffmpeg.run(["/nonexistent/ffmpeg", "-version"])
 
 

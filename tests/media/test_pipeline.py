@@ -259,6 +259,16 @@ def test_ffmpeg_failure_is_transcoding_failed(media_env: MediaEnv, clips: Clips)
     assert stored(media_env, media) == [media.original_key]
 
 
+def test_missing_ffmpeg_is_transient(media_env: MediaEnv, clips: Clips) -> None:
+    media = MediaItemFactory()
+    media_env.put_original(media, clips.video(640, 360))
+    missing = pipeline.MediaSettings(**{**media_env.settings.__dict__, "ffprobe": "/nonexistent/ffprobe"})
+
+    assert run_ingest(media_env.session, media.id, "job-m", settings=missing) == "retry"
+    row = media_env.refresh(media)
+    assert (row.status, row.error_message) == ("uploaded", "Processing was interrupted and will be retried.")
+
+
 def test_soft_time_limit_is_processing_took_too_long(media_env: MediaEnv, clips: Clips) -> None:
     class Slow(Wrapped):
         def download_file(self, key: str, path: Path) -> None:
