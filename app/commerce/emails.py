@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 
 import structlog
-from sqlalchemy import select
+from sqlalchemy import and_, select
 from sqlalchemy.orm import Session
 
 from app.commerce.models import Purchase
@@ -24,8 +24,13 @@ log = structlog.get_logger(__name__)
 
 def queue_purchase_emails(session: Session, purchase: Purchase, content: Content, customer: User) -> None:
     """Receipt to the customer and new-sale to the org owner (never for duplicates)."""
-    organization = session.get(Organization, content.organization_id)
-    assert organization is not None  # composite FK
+    # The org and its owner in one round trip (the owner row is missing only in broken data).
+    organization, owner = session.execute(
+        select(Organization, User)
+        .outerjoin(Membership, and_(Membership.organization_id == Organization.id, Membership.role == "owner"))
+        .outerjoin(User, User.id == Membership.user_id)
+        .where(Organization.id == content.organization_id)
+    ).one()
     amount = Money(purchase.amount_cents, purchase.currency)
     notifications.queue_email(
         session,
@@ -44,11 +49,6 @@ def queue_purchase_emails(session: Session, purchase: Purchase, content: Content
         },
         f"purchase-receipt:{purchase.id}",
     )
-    owner = session.scalars(
-        select(User)
-        .join(Membership, Membership.user_id == User.id)
-        .where(Membership.organization_id == organization.id, Membership.role == "owner")
-    ).first()
     if owner is None:
         log.warning("commerce.no_org_owner", organization_id=str(organization.id))
         return

@@ -23,7 +23,7 @@ from typing import Any
 
 import structlog
 from flask import current_app
-from sqlalchemy import and_, case, func, or_, select, update
+from sqlalchemy import and_, case, event, func, literal, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.orm import Session
 
@@ -152,7 +152,8 @@ def ingest(session: Session, body: bytes, signature: str | None, *, source: str 
         .on_conflict_do_nothing(index_elements=[StripeEvent.id])
         .returning(StripeEvent.id)
     )
-    inserted = session.execute(stmt).scalar_one_or_none() is not None
+    # Core execution on the session's connection: the ORM's bulk-insert layer adds nothing here.
+    inserted = session.connection().execute(stmt).scalar_one_or_none() is not None
     if inserted and status == "received":
         enqueue_after_commit(session, PROCESS_TASK, event["id"])
     log.info("stripe.event_received", event_id=event["id"], type=event["type"], status=status, duplicate=not inserted)
@@ -247,17 +248,20 @@ def process_claimed(session: Session, claim: Claim) -> str | None:
     Returns the new status, or None when the claim is no longer ours (the sweeper took it back
     from a worker it believed dead, and another worker owns it now). The caller commits.
     """
-    event = session.execute(
-        select(StripeEvent)
+    # The row lock and the payment's advisory lock in one round trip (NULL payment intent: no lock,
+    # the function is strict). Everything else that touches the payment takes the same lock.
+    found = session.execute(
+        select(StripeEvent, func.pg_advisory_xact_lock(func.hashtext(literal("pi:") + StripeEvent.payment_intent_id)))
         .where(StripeEvent.id == claim.event_id)
-        .with_for_update()
+        .with_for_update(of=StripeEvent)
         .execution_options(populate_existing=True)
-    ).scalar_one_or_none()
+    ).first()
+    event = found[0] if found is not None else None
     if event is None or event.status != "processing" or event.claimed_at != claim.claimed_at:
         log.info("stripe.claim_lost", event_id=claim.event_id)
         return None
     if event.payment_intent_id:
-        lock_payment(session, event.payment_intent_id)
+        session.info.setdefault(_LOCKS, set()).add(f"pi:{event.payment_intent_id}")
     status = handle(session, event)
     event.status = status
     event.processed_at = utcnow()
@@ -322,9 +326,28 @@ def record_failure(session: Session, claim: Claim, exc: BaseException) -> str | 
     return status
 
 
+_LOCKS = "codex_advisory_locks"
+
+
+def advisory_lock(session: Session, key: str) -> None:
+    """``pg_advisory_xact_lock(hashtext(key))``, once per transaction (the set is dropped at its end)."""
+    held: set[str] = session.info.setdefault(_LOCKS, set())
+    if key in held:
+        return
+    session.execute(select(func.pg_advisory_xact_lock(func.hashtext(key))))
+    held.add(key)
+
+
+@event.listens_for(Session, "after_commit")
+@event.listens_for(Session, "after_soft_rollback")
+def _locks_released(db_session: Session, *args: Any) -> None:
+    # Forgetting is always safe: taking a held transaction-level lock again is a no-op.
+    db_session.info.pop(_LOCKS, None)
+
+
 def lock_payment(session: Session, payment_intent_id: str) -> None:
     """Serialise everything that touches one payment (events, reconciliation, status page)."""
-    session.execute(select(func.pg_advisory_xact_lock(func.hashtext(f"pi:{payment_intent_id}"))))
+    advisory_lock(session, f"pi:{payment_intent_id}")
 
 
 # ---- handlers (jobs.md §4.3) --------------------------------------------------------------------
@@ -458,7 +481,7 @@ def cents(value: Any, name: str) -> int:
     return value
 
 
-def session_facts(session: Session, obj: StripeObject) -> SessionFacts:
+def session_facts(session: Session, obj: StripeObject, *, lock_purchase: bool = False) -> SessionFacts:
     session_id = obj.get("id")
     if not isinstance(session_id, str) or not session_id.startswith("cs_") or len(session_id) > 255:
         raise PermanentEventError("checkout session id missing or invalid")
@@ -468,13 +491,25 @@ def session_facts(session: Session, obj: StripeObject) -> SessionFacts:
     customer_id = _uuid_field(meta, "customer_id")
     content_id = _uuid_field(meta, "content_id")
     organization_id = _uuid_field(meta, "organization_id")
-    customer = session.get(User, customer_id)
-    if customer is None:
-        raise PermanentEventError("metadata.customer_id is not a known user")
-    # Loaded whatever its status or deletion: the money was taken.
-    content = session.get(Content, content_id)
-    if content is None or content.organization_id != organization_id:
+    # One round trip for both rows; content is loaded whatever its status or deletion (money was taken).
+    # ``lock_purchase`` takes the (customer, content) advisory lock in the same statement.
+    lock_key = f"purchase:{customer_id}:{content_id}"
+    columns: list[Any] = [User, Content]
+    if lock_purchase:
+        columns.append(func.pg_advisory_xact_lock(func.hashtext(lock_key)))
+    row = session.execute(
+        select(*columns)
+        .select_from(User)
+        .join(Content, and_(Content.id == content_id, Content.organization_id == organization_id))
+        .where(User.id == customer_id)
+    ).first()
+    if row is None:
+        if session.get(User, customer_id) is None:
+            raise PermanentEventError("metadata.customer_id is not a known user")
         raise PermanentEventError("metadata.content_id is not content of metadata.organization_id")
+    customer, content = row[0], row[1]
+    if lock_purchase:
+        session.info.setdefault(_LOCKS, set()).add(lock_key)
     currency = obj.get("currency")
     if not isinstance(currency, str) or not _CURRENCY.match(currency.lower()):
         raise PermanentEventError("currency missing or invalid")
@@ -494,62 +529,59 @@ def _timestamp(value: Any, default: datetime) -> datetime:
     return default
 
 
-def upsert_session(session: Session, obj: StripeObject, facts: SessionFacts) -> CheckoutSession:
+def complete_session(
+    session: Session, obj: StripeObject, facts: SessionFacts, *, paid: bool, payment_intent_id: str | None
+) -> CheckoutSession:
     """The ``checkout_sessions`` row, inserted from the object when missing (e.g. the insert after
-    creation failed, or the session was made elsewhere), locked for this transaction."""
-    existing = session.get(CheckoutSession, facts.session_id)
-    if existing is None:
-        if facts.amount_cents < 50:
-            raise PermanentEventError("amount_total below the minimum of a checkout session")
-        now = utcnow()
-        session.execute(
-            pg_insert(CheckoutSession)
-            .values(
-                id=facts.session_id,
-                provider="local" if facts.session_id.startswith("cs_local_") else "stripe",
-                customer_id=facts.customer.id,
-                content_id=facts.content.id,
-                organization_id=facts.organization_id,
-                amount_cents=facts.amount_cents,
-                currency=facts.currency,
-                status="open",
-                payment_status="unpaid",
-                url=_short_str(obj.get("url"), 10_000) or "",
-                success_url=(_short_str(obj.get("success_url"), 10_000) or "")[:2000],
-                cancel_url=(_short_str(obj.get("cancel_url"), 10_000) or "")[:2000],
-                expires_at=_timestamp(obj.get("expires_at"), now),
-            )
-            .on_conflict_do_nothing(index_elements=[CheckoutSession.id])
-        )
-    row = session.execute(
-        select(CheckoutSession)
-        .where(CheckoutSession.id == facts.session_id)
-        .with_for_update()
-        .execution_options(populate_existing=True)
-    ).scalar_one()
+    creation failed, or the session was made elsewhere), now ``complete`` (and ``paid``), locked
+    for this transaction.
+
+    One statement, ``INSERT … ON CONFLICT (id) DO UPDATE … RETURNING``: ``open``/``expired`` ->
+    ``complete`` (money was taken, so an expiry recorded first yields), ``completed_at`` and
+    ``payment_intent_id`` kept once set, ``payment_status`` only ever raised to ``paid``.
+    """
+    if facts.amount_cents < 50 and session.get(CheckoutSession, facts.session_id) is None:
+        raise PermanentEventError("amount_total below the minimum of a checkout session")
+    now = utcnow()
+    insert = pg_insert(
+        CheckoutSession
+    ).values(
+        id=facts.session_id,
+        provider="local" if facts.session_id.startswith("cs_local_") else "stripe",
+        customer_id=facts.customer.id,
+        content_id=facts.content.id,
+        organization_id=facts.organization_id,
+        amount_cents=max(facts.amount_cents, 50),  # only used when the row is new (checked above)
+        currency=facts.currency,
+        status="complete",
+        payment_status="paid" if paid else "unpaid",
+        payment_intent_id=payment_intent_id,
+        url=_short_str(obj.get("url"), 10_000) or "",
+        success_url=(_short_str(obj.get("success_url"), 10_000) or "")[:2000],
+        cancel_url=(_short_str(obj.get("cancel_url"), 10_000) or "")[:2000],
+        expires_at=_timestamp(obj.get("expires_at"), now),
+        completed_at=now,
+    )
+    stmt = insert.on_conflict_do_update(
+        index_elements=[CheckoutSession.id],
+        set_={
+            "status": "complete",
+            "completed_at": func.coalesce(CheckoutSession.completed_at, insert.excluded.completed_at),
+            "payment_status": "paid" if paid else CheckoutSession.payment_status,
+            "payment_intent_id": func.coalesce(CheckoutSession.payment_intent_id, insert.excluded.payment_intent_id),
+            "updated_at": func.now(),
+        },
+    )
+    row = session.execute(stmt.returning(CheckoutSession), execution_options={"populate_existing": True}).scalar_one()
     if row.customer_id != facts.customer.id or row.content_id != facts.content.id:
         raise PermanentEventError("checkout session metadata does not match the stored session")
     return row
 
 
-def _complete(row: CheckoutSession, *, paid: bool, payment_intent_id: str | None) -> None:
-    now = utcnow()
-    if row.status != "complete":  # open -> complete, and expired -> complete when money was taken
-        row.status = "complete"
-        row.completed_at = row.completed_at or now
-    if paid:
-        row.payment_status = "paid"
-    if payment_intent_id and row.payment_intent_id is None:
-        row.payment_intent_id = payment_intent_id
-    row.updated_at = now
-
-
 def record_session(session: Session, obj: StripeObject) -> CheckoutSession:
     """checkout.session.completed with ``payment_status = unpaid``: complete, not (yet) paid."""
     facts = session_facts(session, obj)
-    row = upsert_session(session, obj, facts)
-    _complete(row, paid=False, payment_intent_id=payment_intent_of(obj))
-    return row
+    return complete_session(session, obj, facts, paid=False, payment_intent_id=payment_intent_of(obj))
 
 
 def fulfil(session: Session, obj: StripeObject, *, send_emails: bool = True) -> Purchase:
@@ -559,16 +591,32 @@ def fulfil(session: Session, obj: StripeObject, *, send_emails: bool = True) -> 
     ``UNIQUE(payment_intent_id)`` backs it, so completed + async_succeeded + reconciliation +
     replays all end in one purchase, one grant and one receipt.
     """
-    facts = session_facts(session, obj)
     payment_intent_id = payment_intent_of(obj)
     if payment_intent_id is None:
         raise PermanentEventError("paid checkout session without payment_intent")
-    lock_payment(session, payment_intent_id)  # re-entrant; needed when called outside an event
-    row = upsert_session(session, obj, facts)
-    existing = session.scalars(select(Purchase).where(Purchase.payment_intent_id == payment_intent_id)).first()
+    lock_payment(session, payment_intent_id)  # held already when called for an event of this payment
+    # Two different payments for the same item must not both become "the" purchase: the facts
+    # query also takes the (customer, content) lock, always after the payment's lock.
+    facts = session_facts(session, obj, lock_purchase=True)
+    customer, content = facts.customer, facts.content
+    row = complete_session(session, obj, facts, paid=True, payment_intent_id=payment_intent_id)
+    found = session.scalars(
+        select(Purchase).where(
+            or_(
+                Purchase.payment_intent_id == payment_intent_id,
+                and_(
+                    Purchase.customer_id == customer.id,
+                    Purchase.content_id == content.id,
+                    Purchase.status == "completed",
+                    Purchase.is_duplicate.is_(False),
+                ),
+            )
+        )
+    ).all()
+    existing = next((p for p in found if p.payment_intent_id == payment_intent_id), None)
     if existing is not None:
-        _complete(row, paid=True, payment_intent_id=payment_intent_id)
         return existing
+    original = found[0] if found else None
     if facts.amount_cents != row.amount_cents:
         log.warning(
             "stripe.amount_mismatch",
@@ -576,19 +624,7 @@ def fulfil(session: Session, obj: StripeObject, *, send_emails: bool = True) -> 
             expected_cents=row.amount_cents,
             charged_cents=facts.amount_cents,
         )
-    customer, content = facts.customer, facts.content
-    # Two different payments for the same item must not both become "the" purchase.
-    session.execute(select(func.pg_advisory_xact_lock(func.hashtext(f"purchase:{customer.id}:{content.id}"))))
-    original = session.scalars(
-        select(Purchase).where(
-            Purchase.customer_id == customer.id,
-            Purchase.content_id == content.id,
-            Purchase.status == "completed",
-            Purchase.is_duplicate.is_(False),
-        )
-    ).first()
     now = utcnow()
-    _complete(row, paid=True, payment_intent_id=payment_intent_id)
     purchase = Purchase(
         id=uuid.uuid4(),
         customer_id=customer.id,

@@ -1,0 +1,577 @@
+"""Signed Stripe webhook deliveries: accepted/s and p99 next to GET /health, and delivery-to-fulfilled latency.
+
+Setup: a database of its own (``codex_bench_webhooks`` on ``DATABASE_URL``'s server, created, migrated
+with Alembic and dropped afterwards), Redis DB 10 (broker) and 11 (cache), both flushed. Seeded: one org
+with its owner, one published 19.99 USD item, ``BENCH_WEBHOOK_CUSTOMERS`` (3000) verified customers.
+The app runs under gunicorn with the Procfile's web settings (2 workers x 4 threads), ``APP_ENV=development``,
+``LOG_LEVEL=WARNING``, ``RATELIMIT_ENABLED=false`` (as bench_http), the local provider (no Stripe key).
+
+1. Throughput (closed loop, 16 connections, 2 s warm-up, ``BENCH_DURATION`` 10 s measured), in the same
+   run: the trivial Flask app's ``GET /health``, Codex's ``GET /health``, then ``POST /webhooks/stripe``
+   with real ``checkout.session.completed`` bodies (3 KB, Stripe's shape) signed ``t=…,v1=HMAC-SHA256``;
+   every request is a new event id, so each one is verified, parsed, INSERTed, committed and its
+   ``payments.process_stripe_event`` message published to the broker. No worker runs in this phase.
+2. Latency (open loop): ``BENCH_WEBHOOK_RATE`` (200) deliveries/s for ``BENCH_LATENCY_DURATION`` (10) s,
+   each for a different customer, while one Celery worker process (``-Q webhooks``, prefork,
+   ``BENCH_WEBHOOK_WORKER_CONCURRENCY`` 4, as the Procfile's worker) fulfils them. Latency = the event's
+   ``processed_at`` (set in the transaction that inserts the purchase and the grant) minus the moment the
+   client started sending it.
+
+    python -m bench.bench_webhooks        # or: python bench/run.py webhooks (writes bench/RESULTS.md)
+"""
+
+from __future__ import annotations
+
+import http.client
+import itertools
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import redis
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import Engine, make_url
+
+from app.payments.signature import sign
+from bench.common import LoadResult, env_float, load, percentile, start_gunicorn
+
+ROOT = Path(__file__).resolve().parent.parent
+OUT = ROOT / "bench" / "out"
+DB_NAME = "codex_bench_webhooks"
+SECRET = "whsec_codex_local"
+GOAL_RATIO = 0.5
+GOAL_P95_SECONDS = 2.0
+
+
+def settings() -> dict[str, str]:
+    base_db = os.environ.get("DATABASE_URL", "postgresql+psycopg://localhost:5432/codex")
+    base_redis = os.environ.get("REDIS_URL", "redis://localhost:6379/0")
+    redis_root = base_redis.rsplit("/", 1)[0] if base_redis.count("/") >= 3 else base_redis.rstrip("/")
+    return {
+        "APP_ENV": "development",
+        "LOG_LEVEL": "WARNING",
+        "RATELIMIT_ENABLED": "false",
+        "DATABASE_URL": make_url(base_db).set(database=DB_NAME).render_as_string(hide_password=False),
+        "CELERY_BROKER_URL": f"{redis_root}/10",
+        "REDIS_URL": f"{redis_root}/11",
+        "PAYMENT_PROVIDER": "local",
+        "STRIPE_WEBHOOK_SECRET": SECRET,
+        "MAIL_BACKEND": "memory",
+    }
+
+
+# ---- database ------------------------------------------------------------------------------------
+
+
+def _admin_engine(db_url: str) -> Engine:
+    return create_engine(make_url(db_url).set(database="postgres"), isolation_level="AUTOCOMMIT")
+
+
+@contextmanager
+def bench_database(db_url: str) -> Iterator[Engine]:
+    from alembic import command
+    from alembic.config import Config as AlembicConfig
+
+    admin = _admin_engine(db_url)
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{DB_NAME}" WITH (FORCE)'))
+        conn.execute(text(f'CREATE DATABASE "{DB_NAME}"'))
+    cfg = AlembicConfig(str(ROOT / "alembic.ini"))
+    cfg.set_main_option("script_location", str(ROOT / "migrations"))
+    cfg.attributes["url"] = db_url
+    cfg.attributes["skip_logging"] = True
+    command.upgrade(cfg, "head")
+    engine = create_engine(db_url)
+    try:
+        yield engine
+    finally:
+        engine.dispose()
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{DB_NAME}" WITH (FORCE)'))
+        admin.dispose()
+
+
+def seed(engine: Engine, customers: int) -> dict[str, Any]:
+    owner, org, media, content = (uuid.uuid4() for _ in range(4))
+    now = datetime.now(UTC)
+    customer_ids = [uuid.uuid4() for _ in range(customers)]
+    with engine.begin() as conn:
+        conn.execute(
+            text("INSERT INTO users (id, email, name, email_verified_at) VALUES (:id, :email, :name, :now)"),
+            [{"id": owner, "email": "owner@bench.example", "name": "Bench Owner", "now": now}]
+            + [
+                {"id": cid, "email": f"customer{n}@bench.example", "name": f"Customer {n}", "now": now}
+                for n, cid in enumerate(customer_ids)
+            ],
+        )
+        conn.execute(
+            text(
+                "INSERT INTO organizations (id, name, slug, created_by)"
+                " VALUES (:id, 'Bench Bakery', 'bench-bakery', :o)"
+            ),
+            {"id": org, "o": owner},
+        )
+        conn.execute(
+            text(
+                "INSERT INTO org_settings (organization_id, platform_name, support_email) "
+                "VALUES (:id, 'Bench Bakery', 'help@bench.example')"
+            ),
+            {"id": org},
+        )
+        conn.execute(
+            text("INSERT INTO memberships (organization_id, user_id, role) VALUES (:org, :o, 'owner')"),
+            {"org": org, "o": owner},
+        )
+        conn.execute(
+            text(
+                "INSERT INTO media_items (id, organization_id, created_by, title, media_type, mime_type,"
+                " file_size_bytes, status, original_key) VALUES (:id, :org, :o, 'Lesson', 'video', 'video/mp4',"
+                " 1024, 'uploaded', :key)"
+            ),
+            {"id": media, "org": org, "o": owner, "key": f"orgs/{org}/media/{media}/original.mp4"},
+        )
+        conn.execute(
+            text(
+                "INSERT INTO content (id, organization_id, created_by, media_id, title, slug, content_type,"
+                " visibility, price_cents, currency, status, published_at) VALUES (:id, :org, :o, :m,"
+                " 'Mastering Sourdough', 'mastering-sourdough', 'video', 'purchased_only', 1999, 'usd',"
+                " 'published', :now)"
+            ),
+            {"id": content, "org": org, "o": owner, "m": media, "now": now},
+        )
+    return {"org": str(org), "content": str(content), "customers": [str(c) for c in customer_ids]}
+
+
+# ---- Stripe-shaped bodies --------------------------------------------------------------------------
+
+
+def event_body(event_id: str, customer_id: str, data: dict[str, Any]) -> bytes:
+    """A ``checkout.session.completed`` delivery as Stripe sends it (pretty-printed, ~3 KB)."""
+    hex_id = uuid.uuid4().hex
+    created = int(time.time())
+    session = {
+        "id": f"cs_test_a1{hex_id}{hex_id[:24]}",
+        "object": "checkout.session",
+        "after_expiration": None,
+        "allow_promotion_codes": None,
+        "amount_subtotal": 1999,
+        "amount_total": 1999,
+        "automatic_tax": {"enabled": False, "liability": None, "status": None},
+        "billing_address_collection": None,
+        "cancel_url": f"http://localhost:3000/checkout/cancelled?content_id={data['content']}",
+        "client_reference_id": customer_id,
+        "client_secret": None,
+        "consent": None,
+        "consent_collection": None,
+        "created": created - 60,
+        "currency": "usd",
+        "currency_conversion": None,
+        "custom_fields": [],
+        "custom_text": {
+            "after_submit": None,
+            "shipping_address": None,
+            "submit": None,
+            "terms_of_service_acceptance": None,
+        },
+        "customer": None,
+        "customer_creation": "if_required",
+        "customer_details": {
+            "address": {
+                "city": None,
+                "country": "FR",
+                "line1": None,
+                "line2": None,
+                "postal_code": None,
+                "state": None,
+            },
+            "email": "customer@bench.example",
+            "name": "Bench Customer",
+            "phone": None,
+            "tax_exempt": "none",
+            "tax_ids": [],
+        },
+        "customer_email": "customer@bench.example",
+        "expires_at": created + 1740,
+        "invoice": None,
+        "invoice_creation": {
+            "enabled": False,
+            "invoice_data": {
+                "account_tax_ids": None,
+                "custom_fields": None,
+                "description": None,
+                "footer": None,
+                "issuer": None,
+                "metadata": {},
+                "rendering_options": None,
+            },
+        },
+        "livemode": False,
+        "locale": None,
+        "metadata": {"customer_id": customer_id, "content_id": data["content"], "organization_id": data["org"]},
+        "mode": "payment",
+        "payment_intent": f"pi_3Q{hex_id}",
+        "payment_link": None,
+        "payment_method_collection": "if_required",
+        "payment_method_configuration_details": None,
+        "payment_method_options": {"card": {"request_three_d_secure": "automatic"}},
+        "payment_method_types": ["card"],
+        "payment_status": "paid",
+        "phone_number_collection": {"enabled": False},
+        "recovered_from": None,
+        "saved_payment_method_options": None,
+        "setup_intent": None,
+        "shipping_address_collection": None,
+        "shipping_cost": None,
+        "shipping_details": None,
+        "shipping_options": [],
+        "status": "complete",
+        "submit_type": None,
+        "subscription": None,
+        "success_url": "http://localhost:3000/checkout/success?session_id={CHECKOUT_SESSION_ID}",
+        "total_details": {"amount_discount": 0, "amount_shipping": 0, "amount_tax": 0},
+        "ui_mode": "hosted",
+        "url": None,
+    }
+    event = {
+        "id": event_id,
+        "object": "event",
+        "api_version": "2024-06-20",
+        "created": created,
+        "data": {"object": session},
+        "livemode": False,
+        "pending_webhooks": 1,
+        "request": {"id": None, "idempotency_key": None},
+        "type": "checkout.session.completed",
+    }
+    return json.dumps(event, indent=2).encode("utf-8")
+
+
+class Deliveries:
+    """Thread-safe supply of distinct signed deliveries for the closed-loop load."""
+
+    def __init__(self, data: dict[str, Any], prefix: str) -> None:
+        self.data = data
+        self.prefix = prefix
+        self.counter = itertools.count()
+        self.customers = data["customers"]
+        # One body template; each request gets its own event id (the signature covers the final bytes).
+        self.template = event_body("evt_@@@@@@@@@@@@@@@@@@@@@@@@", self.customers[0], data)
+
+    def __call__(self) -> tuple[bytes, dict[str, str]]:
+        n = next(self.counter)
+        body = self.template.replace(b"evt_@@@@@@@@@@@@@@@@@@@@@@@@", f"evt_{self.prefix}{n:022d}".encode())
+        return body, {"Stripe-Signature": sign(body, SECRET), "Content-Type": "application/json"}
+
+
+# ---- phase 1: throughput ------------------------------------------------------------------------
+
+
+def measure(app_spec: str, env: dict[str, str], path: str, **kwargs: Any) -> LoadResult:
+    duration = env_float("BENCH_DURATION", 10.0)
+    warmup = env_float("BENCH_WARMUP", 2.0)
+    concurrency = int(env_float("BENCH_CONCURRENCY", 16))
+    with start_gunicorn(app_spec, env) as server:
+        return load(server.url + path, duration=duration, concurrency=concurrency, warmup=warmup, **kwargs)
+
+
+def measure_webhooks(env: dict[str, str], data: dict[str, Any]) -> tuple[LoadResult, float]:
+    """The webhook load, plus the gunicorn workers' CPU milliseconds per accepted delivery."""
+    duration = env_float("BENCH_DURATION", 10.0)
+    warmup = env_float("BENCH_WARMUP", 2.0)
+    concurrency = int(env_float("BENCH_CONCURRENCY", 16))
+    with start_gunicorn("app:create_app()", env) as server:
+        pids = process_tree(server.proc.pid)
+        before = cpu_seconds(pids)
+        result = load(
+            server.url + "/webhooks/stripe",
+            method="POST",
+            body_factory=Deliveries(data, "thr"),
+            duration=duration,
+            concurrency=concurrency,
+            warmup=warmup,
+        )
+        used = cpu_seconds(pids) - before
+    total = sum(result.statuses.values())
+    # CPU covers the warm-up too: divide by every answered request of the window and the warm-up.
+    return result, used / max(total, 1) * 1000 * (result.elapsed / (result.elapsed + warmup))
+
+
+# ---- phase 2: latency ---------------------------------------------------------------------------
+
+
+@contextmanager
+def celery_worker(env: dict[str, str], concurrency: int) -> Iterator[subprocess.Popen[bytes]]:
+    OUT.mkdir(parents=True, exist_ok=True)
+    cmd = [
+        sys.executable, "-m", "celery", "-A", "tasks.worker", "worker", "-Q", "webhooks",
+        "--pool", "prefork", "--concurrency", str(concurrency), "--prefetch-multiplier", "1",
+        "-n", "bench-webhooks@%h", "--without-gossip", "--without-mingle", "-l", "WARNING",
+    ]  # fmt: skip
+    with (OUT / "celery-bench-webhooks.log").open("wb") as log:
+        proc = subprocess.Popen(
+            cmd, cwd=ROOT, env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=5)
+
+
+def wait_processed(engine: Engine, ids: list[str], timeout: float) -> int:
+    deadline = time.monotonic() + timeout
+    done = 0
+    while time.monotonic() < deadline:
+        with engine.connect() as conn:
+            done = conn.execute(
+                text("SELECT count(*) FROM stripe_events WHERE id = ANY(:ids) AND status = 'processed'"), {"ids": ids}
+            ).scalar_one()
+        if done >= len(ids):
+            break
+        time.sleep(0.1)
+    return int(done)
+
+
+def paced_deliveries(url: str, bodies: list[tuple[str, bytes]], rate: float, senders: int = 16) -> dict[str, float]:
+    """Open loop: delivery i starts at t0 + i / rate (late senders do not slow the schedule down)."""
+    port = int(url.rsplit(":", 1)[1])
+    sent_at: dict[str, float] = {}
+    statuses: list[int] = []
+    next_index = itertools.count()
+    t0 = time.time() + 0.5
+
+    def sender() -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        while True:
+            i = next(next_index)
+            if i >= len(bodies):
+                break
+            event_id, body = bodies[i]
+            delay = t0 + i / rate - time.time()
+            if delay > 0:
+                time.sleep(delay)
+            headers = {"Stripe-Signature": sign(body, SECRET), "Content-Type": "application/json"}
+            started = time.time()
+            try:
+                conn.request("POST", "/webhooks/stripe", body=body, headers=headers)
+                response = conn.getresponse()
+                response.read()
+                statuses.append(response.status)
+            except (OSError, http.client.HTTPException):
+                statuses.append(0)
+                conn.close()
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+                continue
+            sent_at[event_id] = started
+        conn.close()
+
+    threads = [threading.Thread(target=sender, daemon=True) for _ in range(senders)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    bad = sum(1 for s in statuses if s != 200)
+    if bad:
+        print(f"  {bad} deliveries were not answered 200")
+    return sent_at
+
+
+def process_tree(root: int) -> list[int]:
+    """``root`` and all its descendants (Linux ``/proc``)."""
+    parents: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parents[int(stat.parent.name)] = int(fields[1])
+    found, frontier = {root}, [root]
+    while frontier:
+        current = frontier.pop()
+        for pid, ppid in parents.items():
+            if ppid == current and pid not in found:
+                found.add(pid)
+                frontier.append(pid)
+    return sorted(found)
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU time of these processes; 0.0 for those that are gone."""
+    total = 0.0
+    tick = os.sysconf("SC_CLK_TCK")
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / tick
+    return total
+
+
+def latency_run(
+    server_url: str, worker_pid: int, engine: Engine, data: dict[str, Any], rate: float, duration: float, first: int
+) -> dict[str, Any]:
+    """Deliver ``rate`` x ``duration`` events (customers from index ``first``) and time each to ``processed``."""
+    count = int(rate * duration)
+    customers = data["customers"]
+    if first + count > len(customers):
+        raise RuntimeError("not enough seeded customers for this rate x duration (BENCH_WEBHOOK_CUSTOMERS)")
+    prefix = f"evt_lat{int(rate)}x"
+    bodies = [(f"{prefix}{n:020d}", event_body(f"{prefix}{n:020d}", customers[first + n], data)) for n in range(count)]
+    workers = process_tree(worker_pid)
+    cpu_before = cpu_seconds(workers)
+    started = time.time()
+    sent_at = paced_deliveries(server_url, bodies, rate=rate)
+    send_seconds = time.time() - started
+    ids = list(sent_at)
+    done = wait_processed(engine, ids, timeout=180)
+    worker_cpu = cpu_seconds(workers) - cpu_before
+    with engine.connect() as conn:
+        rows = conn.execute(
+            text(
+                "SELECT id, extract(epoch FROM processed_at) FROM stripe_events"
+                " WHERE id = ANY(:ids) AND status = 'processed'"
+            ),
+            {"ids": ids},
+        ).all()
+        purchases = conn.execute(
+            text(
+                "SELECT count(*) FROM purchases WHERE checkout_session_id IN"
+                " (SELECT object_id FROM stripe_events WHERE id = ANY(:ids))"
+            ),
+            {"ids": ids},
+        ).scalar_one()
+    latencies = [float(processed) - sent_at[event_id] for event_id, processed in rows]
+    return {
+        "rate": count / send_seconds if send_seconds else 0.0,
+        "sent": len(ids),
+        "processed": done,
+        "purchases": int(purchases),
+        "p50": percentile(latencies, 50),
+        "p95": percentile(latencies, 95),
+        "p99": percentile(latencies, 99),
+        "max": max(latencies, default=0.0),
+        "worker_cpu_ms": worker_cpu / done * 1000 if done else 0.0,
+    }
+
+
+def latency_runs(env: dict[str, str], engine: Engine, data: dict[str, Any]) -> list[dict[str, Any]]:
+    rate = env_float("BENCH_WEBHOOK_RATE", 200.0)
+    low_rate = env_float("BENCH_WEBHOOK_RATE_LOW", 50.0)
+    duration = env_float("BENCH_LATENCY_DURATION", 10.0)
+    concurrency = int(env_float("BENCH_WEBHOOK_WORKER_CONCURRENCY", 4))
+    warm = ("evt_warmup0000000000000000000", event_body("evt_warmup0000000000000000000", data["customers"][0], data))
+    with start_gunicorn("app:create_app()", env) as server, celery_worker(env, concurrency) as worker:
+        # Warm-up: one event end to end also proves the worker is consuming.
+        paced_deliveries(server.url, [warm], rate=1.0, senders=1)
+        if wait_processed(engine, [warm[0]], timeout=60) != 1:
+            raise RuntimeError("the worker did not process the warm-up event (see bench/out/celery-bench-webhooks.log)")
+        low = latency_run(server.url, worker.pid, engine, data, low_rate, duration, first=1)
+        high = latency_run(server.url, worker.pid, engine, data, rate, duration, first=1 + int(low_rate * duration))
+        if worker.poll() is not None:
+            raise RuntimeError("the worker died (see bench/out/celery-bench-webhooks.log)")
+    return [low, high]
+
+
+# ---- main ------------------------------------------------------------------------------------------
+
+
+def _flush_redis(env: dict[str, str]) -> None:
+    for key in ("CELERY_BROKER_URL", "REDIS_URL"):
+        redis.Redis.from_url(env[key]).flushdb()
+
+
+def main() -> list[dict[str, Any]]:
+    env = settings()
+    customers = int(env_float("BENCH_WEBHOOK_CUSTOMERS", 3000))
+    with bench_database(env["DATABASE_URL"]) as engine:
+        data = seed(engine, customers)
+        _flush_redis(env)
+        trivial = measure("bench.trivial_app:app", {}, "/health")
+        health = measure("app:create_app()", env, "/health")
+        webhooks, web_cpu_ms = measure_webhooks(env, data)
+        with engine.connect() as conn:
+            stored = conn.execute(text("SELECT count(*) FROM stripe_events")).scalar_one()
+        broker = redis.Redis.from_url(env["CELERY_BROKER_URL"])
+        queued = broker.llen("webhooks")
+        # Phase 2 starts from a clean backlog: no leftovers of phase 1 for the worker.
+        with engine.begin() as conn:
+            conn.execute(text("TRUNCATE stripe_events"))
+        _flush_redis(env)
+        low, latency = latency_runs(env, engine, data)
+        _flush_redis(env)
+
+    return report(trivial, health, webhooks, web_cpu_ms, stored, queued, low, latency)
+
+
+def _row(name: str, value: Any, unit: str = "", baseline: Any = "", ratio: Any = "", goal: str = "") -> dict[str, Any]:
+    return {"name": name, "value": value, "unit": unit, "baseline": baseline, "ratio": ratio, "goal": goal}
+
+
+def _met(ok: bool) -> str:
+    return "met" if ok else "NOT met"
+
+
+def report(
+    trivial: LoadResult,
+    health: LoadResult,
+    webhooks: LoadResult,
+    web_cpu_ms: float,
+    stored: int,
+    queued: int,
+    low: dict[str, Any],
+    high: dict[str, Any],
+) -> list[dict[str, Any]]:
+    ratio = webhooks.rps / trivial.rps if trivial.rps else 0.0
+    ratio_health = webhooks.rps / health.rps if health.rps else 0.0
+    p99, trivial_p99 = percentile(webhooks.latencies, 99), percentile(trivial.latencies, 99)
+    high_ok = high["processed"] == high["sent"] == high["purchases"] and high["p95"] < GOAL_P95_SECONDS
+    rows = [
+        _row("trivial Flask GET /health", round(trivial.rps, 1), "req/s", goal="baseline"),
+        _row("Codex GET /health (same run)", round(health.rps, 1), "req/s", round(trivial.rps, 1),
+             round(health.rps / trivial.rps, 2) if trivial.rps else ""),
+        _row("POST /webhooks/stripe accepted (verified, stored, enqueued)", round(webhooks.rps, 1), "req/s",
+             round(trivial.rps, 1), round(ratio, 2), f">= {GOAL_RATIO} x trivial: {_met(ratio >= GOAL_RATIO)}"),
+        _row("  same, against Codex GET /health", round(webhooks.rps, 1), "req/s", round(health.rps, 1),
+             round(ratio_health, 2), f">= {GOAL_RATIO} x: {_met(ratio_health >= GOAL_RATIO)}"),
+        _row("POST /webhooks/stripe p99", round(p99 * 1000, 2), "ms", round(trivial_p99 * 1000, 2),
+             round(p99 / trivial_p99, 2) if trivial_p99 else ""),
+        _row("POST /webhooks/stripe p50", round(percentile(webhooks.latencies, 50) * 1000, 2), "ms",
+             round(percentile(trivial.latencies, 50) * 1000, 2)),
+        _row("web CPU per accepted delivery (gunicorn workers)", round(web_cpu_ms, 2), "ms"),
+        _row("errors / rows stored / messages queued", f"{webhooks.errors} / {stored} / {queued}",
+             goal="0 errors; one message per stored row"),
+        _row(f"delivery-to-fulfilled p95 @ {high['rate']:.0f} events/s", round(high["p95"], 3), "s",
+             goal=f"< {GOAL_P95_SECONDS:.0f} s at 200/s: {_met(high_ok)}"),
+        _row("  p50 / p99 / max", f"{high['p50']:.3f} / {high['p99']:.3f} / {high['max']:.3f}", "s"),
+        _row("  events sent / processed / purchases", f"{high['sent']} / {high['processed']} / {high['purchases']}",
+             goal="all equal"),
+        _row("  worker CPU per fulfilled event", round(high["worker_cpu_ms"], 2), "ms"),
+        _row(f"delivery-to-fulfilled p95 @ {low['rate']:.0f} events/s", round(low["p95"], 3), "s",
+             goal="(reference: below capacity)"),
+        _row("  p50 / p99 / max", f"{low['p50']:.3f} / {low['p99']:.3f} / {low['max']:.3f}", "s"),
+        _row("  events sent / processed / purchases", f"{low['sent']} / {low['processed']} / {low['purchases']}",
+             goal="all equal"),
+    ]  # fmt: skip
+    for row in rows:
+        print(f"{row['name']:<62} {row['value']!s:>24} {row['unit']:<6} {row['goal']}")
+    return rows
+
+
+if __name__ == "__main__":
+    main()
