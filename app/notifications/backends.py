@@ -14,6 +14,7 @@ import re
 import smtplib
 import ssl
 import threading
+import time
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -32,6 +33,7 @@ from flask import Flask, current_app
 from app.logging import scrub
 
 SMTP_TIMEOUT_SECONDS = 30  # security.md §14
+STALE_CONNECTION_SECONDS = 5
 LAST_ERROR_MAX = 1000
 
 
@@ -226,12 +228,16 @@ class SmtpBackend:
         try:
             message = email.to_bytes()
             if conn is not None:
+                started = time.monotonic()
                 try:
                     self._send_on(conn, message, email)
                     return Delivery(self.name)
                 except smtplib.SMTPServerDisconnected:
-                    # The kept connection went stale (server idle timeout, restart): one fresh try.
                     self.close()
+                    # A kept connection the server closed while idle fails at once: one fresh try.
+                    # One that timed out says the server is unwell: no second 30 s wait.
+                    if time.monotonic() - started > STALE_CONNECTION_SECONDS:
+                        raise
             conn = _Connection(self.state).__enter__()
             self._local.conn = conn
             with self._open_lock:
