@@ -25,6 +25,7 @@ import structlog
 from flask import current_app
 from sqlalchemy import and_, case, event, func, literal, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.exc import StatementError
 from sqlalchemy.orm import Session
 
 from app import errors
@@ -277,7 +278,14 @@ def backoff_seconds(attempts: int) -> int:
 
 
 def describe(exc: BaseException) -> str:
-    """``last_error``: the exception class and message, bounded (no payloads, no secrets)."""
+    """``last_error``: the exception class and message, bounded (no payloads, no secrets).
+
+    Database errors keep only the driver's first message line: SQLAlchemy's own text carries the
+    SQL and its parameters, which may hold the event payload (customer email and the like).
+    """
+    if isinstance(exc, StatementError):
+        first = str(exc.orig).strip().splitlines()[0] if exc.orig is not None else ""
+        return f"{type(exc).__name__}: {type(exc.orig).__name__}: {first}"[:LAST_ERROR_MAX]
     return f"{type(exc).__name__}: {exc}"[:LAST_ERROR_MAX]
 
 

@@ -16,7 +16,7 @@ import structlog
 from flask import Response, jsonify, request
 from flask.views import MethodView
 from sqlalchemy import select
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import DataError, SQLAlchemyError
 
 from app import db, errors
 from app.api import Blueprint, error_responses
@@ -224,6 +224,12 @@ def stripe_webhook() -> Response:
     try:
         events.ingest(session, body, signature)
         session.commit()
+    except DataError:
+        # Signed, parsed, but Postgres refuses a value (e.g. a lone surrogate in a string): retrying
+        # cannot help, so this is the sender's error, not a 503 that Stripe would retry for days.
+        session.rollback()
+        log.warning("stripe.event_unstorable")
+        raise events.InvalidPayload() from None
     except SQLAlchemyError:
         session.rollback()
         log.error("stripe.event_store_failed", exc_info=True)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import uuid
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -154,10 +153,3 @@ class StripeEventDetailSchema(StripeEventSchema):
 class StripeEventListArgsSchema(PageArgsSchema):
     status = ma.fields.String(validate=ma.validate.OneOf(STRIPE_EVENT_STATUSES))
     type = Str(validate=ma.validate.Length(min=1, max=100))
-
-
-def is_uuid(value: str) -> bool:
-    try:
-        return str(uuid.UUID(value)) == value.lower()
-    except ValueError:
-        return False

@@ -441,6 +441,17 @@ def test_transient_errors_back_off_then_go_dead(app, db_session, shop, sent_task
     assert process(app, db_session, event_id) is None  # dead rows are never claimed again
 
 
+def test_last_error_never_carries_sql_parameters() -> None:
+    from sqlalchemy.exc import OperationalError
+
+    exc = OperationalError(
+        "INSERT INTO x VALUES (%(email)s)", {"email": "ana@example.com"}, Exception("server closed\nmore")
+    )
+    text = events.describe(exc)
+    assert text == "OperationalError: Exception: server closed"
+    assert "ana@example.com" not in text
+
+
 def test_backoff_formula() -> None:
     assert [events.backoff_seconds(n) for n in (1, 2, 3, 7, 8, 9, 10)] == [30, 60, 120, 1920, 3600, 3600, 3600]
 

@@ -121,6 +121,15 @@ def test_signed_but_not_an_event_is_invalid_payload(client, db_session, body, se
     assert failures() == before
 
 
+def test_signed_value_postgres_cannot_store_is_invalid_payload(client, db_session, shop, sent_tasks) -> None:
+    evt = completed_event(shop)
+    body = so.body_of(evt).replace(b'"customer_email": "ana@example.com"', b'"customer_email": "\\ud800"')
+    assert b"\\ud800" in body
+    r = deliver(client, body)
+    assert r.status_code == 400 and r.json["error"]["code"] == "INVALID_PAYLOAD"
+    assert count(db_session, StripeEvent) == 0 and sent_tasks == []
+
+
 def test_unhandled_type_is_stored_ignored_and_not_enqueued(client, db_session, sent_tasks) -> None:
     evt = so.event("customer.created", {"id": "cus_1", "object": "customer", "livemode": False})
     assert deliver(client, evt).status_code == 200
