@@ -283,7 +283,10 @@ def render_email(template: str, context: Mapping[str, Any], branding: Branding) 
     values: dict[str, Any] = {}
     for name, value in context.items():
         kind = kinds.get(name)
-        values[name] = _display(kind, value, branding.timezone) if kind else value
+        try:
+            values[name] = _display(kind, value, branding.timezone) if kind else value
+        except (TypeError, ValueError) as exc:
+            raise TemplateContextError(f"{template}: stored variable {name}: {exc}") from None
     user_name = values.pop("user_name", None)
     variables = {**values, **common_variables(branding, user_name=user_name)}
     env = environment()

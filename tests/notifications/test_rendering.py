@@ -213,6 +213,13 @@ def test_common_variables_cannot_be_left_undefined(mail_app: MailContext) -> Non
         render_email("welcome", stored, platform_branding())
 
 
+def test_a_stored_value_that_no_longer_fits_is_a_render_error(mail_app: MailContext) -> None:
+    stored = prepare_context("new-sale", sample_context("new-sale"))
+    stored["amount"] = 1999  # not {"cents", "currency"}
+    with pytest.raises(TemplateContextError, match="amount"):
+        render_email("new-sale", stored, platform_branding())
+
+
 def test_greeting_without_a_user_name(mail_app: MailContext) -> None:
     context = {k: v for k, v in sample_context("welcome").items() if k != "user_name"}
     assert "Hi there," in render("welcome", context).text
