@@ -4,6 +4,7 @@ flushed Redis, and the whole local buy flow down to the receipt file."""
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -70,13 +71,20 @@ def together(n: int, target: Callable[[int], Any]) -> list[Any]:
     return results
 
 
-def wait_for(check: Callable[[], bool], timeout: float = 20.0) -> None:
+def wait_for(check: Callable[[], bool], timeout: float = 20.0, app: Flask | None = None) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if check():
             return
         time.sleep(0.05)
-    raise AssertionError("condition not reached in time")
+    state = ""
+    if app is not None:  # what the pipeline looked like, to tell a slow worker from a lost message
+        with app.app_context():
+            rows = db.session.execute(select(StripeEvent.id, StripeEvent.status, StripeEvent.attempts)).all()
+            state = f"; events: {[tuple(r) for r in rows]}; broker queues: " + str(
+                {q: app.extensions["broker_redis"].llen(q) for q in ("webhooks", "email")}
+            )
+    raise AssertionError(f"condition not reached in time{state}")
 
 
 def worker_process(flask_app: Flask, event_id: str) -> str | None:
@@ -87,6 +95,40 @@ def worker_process(flask_app: Flask, event_id: str) -> str | None:
 @pytest.fixture()
 def shop_committed(committed_db: Flask) -> Shop:
     with committed_session(committed_db):
+        return make_shop()
+
+
+BROKER_PREFIX = f"codex-e2e-{os.getpid()}:"
+
+
+@pytest.fixture(scope="module")
+def worker_app(app_factory: Any, app: Flask) -> Flask:
+    """An app whose broker keys carry a per-process prefix (kombu ``global_keyprefix``).
+
+    The test harness gives every concurrent pytest run the same Redis DB indexes; a real worker
+    of another run would otherwise take this test's messages (and this worker theirs).
+    """
+    flask_app: Flask = app_factory()
+    celery_app = flask_app.extensions["celery"]
+    celery_app.conf.broker_transport_options = {
+        **celery_app.conf.broker_transport_options,
+        "global_keyprefix": BROKER_PREFIX,
+    }
+    app.extensions["celery"].set_default()  # the session's app stays the default Celery app
+    return flask_app
+
+
+@pytest.fixture()
+def committed_worker_app(worker_app: Flask, committed_db: Flask) -> Iterator[Flask]:
+    """``worker_app`` on committed data (``committed_db`` truncates the shared test database)."""
+    yield worker_app
+    for key in worker_app.extensions["broker_redis"].scan_iter(f"{BROKER_PREFIX}*"):
+        worker_app.extensions["broker_redis"].delete(key)
+
+
+@pytest.fixture()
+def shop_for_worker(committed_worker_app: Flask) -> Shop:
+    with committed_session(committed_worker_app):
         return make_shop()
 
 
@@ -165,8 +207,8 @@ def _start_worker(flask_app: Flask) -> Any:
     )
 
 
-def test_worker_dying_mid_transaction_is_recovered_by_the_sweeper(committed_db, shop_committed) -> None:
-    app, shop = committed_db, shop_committed
+def test_worker_dying_mid_transaction_is_recovered_by_the_sweeper(committed_worker_app, shop_for_worker) -> None:
+    app, shop = committed_worker_app, shop_for_worker
     evt = so.event("checkout.session.completed", shop.paid_session())
     body, headers = so.signed(evt)
     app.extensions["task_sender"], sender = (lambda *a: None), app.extensions["task_sender"]
@@ -197,14 +239,14 @@ def test_worker_dying_mid_transaction_is_recovered_by_the_sweeper(committed_db, 
         with app.app_context():
             events.sweep_events(db.session)  # stale claim -> failed -> enqueued to the real worker
             db.session.commit()
-        wait_for(lambda: count(app, StripeEvent, StripeEvent.status == "processed") == 1)
+        wait_for(lambda: count(app, StripeEvent, StripeEvent.status == "processed") == 1, app=app)
     assert count(app, Purchase) == 1 and count(app, ContentAccess) == 1
     with app.app_context():
         assert db.session.get(StripeEvent, evt["id"]).attempts == 2
 
 
-def test_flushed_redis_loses_nothing(committed_db, shop_committed) -> None:
-    app, shop = committed_db, shop_committed
+def test_flushed_redis_loses_nothing(committed_worker_app, shop_for_worker) -> None:
+    app, shop = committed_worker_app, shop_for_worker
     customers = []
     with committed_session(app):
         customers = [factories.UserFactory(email_verified_at=datetime.now(UTC)) for _ in range(4)]
@@ -212,8 +254,10 @@ def test_flushed_redis_loses_nothing(committed_db, shop_committed) -> None:
     for evt in evts:  # stored and acknowledged; their messages go to the broker...
         body, headers = so.signed(evt)
         assert app.test_client().post(WEBHOOK, data=body, headers=headers).status_code == 200
-    app.extensions["broker_redis"].flushdb()  # ...which loses them
-    app.extensions["redis"].flushdb()
+    broker = app.extensions["broker_redis"]
+    lost = list(broker.scan_iter(f"{BROKER_PREFIX}*"))
+    assert lost
+    broker.delete(*lost)  # ...which loses them (this run's keys only: other runs share the DB)
     with app.app_context():
         db.session.execute(update(StripeEvent).values(received_at=func.now() - timedelta(seconds=31)))
         db.session.commit()
@@ -224,13 +268,13 @@ def test_flushed_redis_loses_nothing(committed_db, shop_committed) -> None:
         with app.app_context():
             assert events.sweep_events(db.session) == (0, 4)
             db.session.commit()
-        wait_for(lambda: count(app, Purchase) == 4)
+        wait_for(lambda: count(app, Purchase) == 4, app=app)
     assert count(app, StripeEvent, StripeEvent.status == "processed") == 4
 
 
-def test_local_buy_flow_down_to_the_receipt_file(committed_db, tmp_path: Path, monkeypatch) -> None:
+def test_local_buy_flow_down_to_the_receipt_file(committed_worker_app, tmp_path: Path, monkeypatch) -> None:
     """checkout -> test page -> Pay -> (worker) purchase completed -> (worker) receipt in the mail dir."""
-    app = committed_db
+    app = committed_worker_app
     monkeypatch.setitem(app.config, "MAIL_BACKEND", "file")
     monkeypatch.setitem(app.config, "MAIL_OUTBOX_DIR", str(tmp_path))
     app.extensions.pop("payment_provider", None)  # the default: local (no Stripe key)
@@ -248,8 +292,8 @@ def test_local_buy_flow_down_to_the_receipt_file(committed_db, tmp_path: Path, m
         paid = client.post(f"{page_url}/pay", content_type="application/x-www-form-urlencoded")
         assert paid.status_code == 303 and r.json["session_id"] in paid.headers["Location"]
 
-        wait_for(lambda: count(app, Purchase, Purchase.status == "completed") == 1)
-        wait_for(lambda: count(app, EmailOutbox, EmailOutbox.status == "sent") == 2)
+        wait_for(lambda: count(app, Purchase, Purchase.status == "completed") == 1, app=app)
+        wait_for(lambda: count(app, EmailOutbox, EmailOutbox.status == "sent") == 2, app=app)
 
     status = client.get(f"/api/v1/checkout/sessions/{r.json['session_id']}", headers=auth(token)).json
     assert status["status"] == "complete" and status["purchase"]["status"] == "completed"
