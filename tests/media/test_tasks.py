@@ -203,12 +203,12 @@ def test_ingest_task_skips_a_finished_item_and_bad_ids(
 # ---- end to end: a real worker ------------------------------------------------------------------
 
 
-def wait_for(flask_app: Flask, media_id: uuid.UUID, status: str, timeout: float = 60) -> MediaItem:
+def wait_for(flask_app: Flask, media_id: uuid.UUID, status: str, timeout: float = 90) -> MediaItem:
     """Poll until the row reaches ``status``. Like the recover_stuck sweeper, send the ingest again
     when a row sits in ``uploaded`` for a while (the test broker's Redis DB is shared with any
     concurrent test run, which may flush it)."""
     deadline = time.monotonic() + timeout
-    resend_at = time.monotonic() + 15
+    resend_at = time.monotonic() + 5
     row = None
     while time.monotonic() < deadline:
         with flask_app.app_context():
@@ -217,7 +217,7 @@ def wait_for(flask_app: Flask, media_id: uuid.UUID, status: str, timeout: float 
                 return row
         if row is not None and row.status == "uploaded" and time.monotonic() > resend_at:
             flask_app.extensions["task_sender"]("media.ingest", (str(media_id),), None)
-            resend_at = time.monotonic() + 15
+            resend_at = time.monotonic() + 5
         time.sleep(0.1)
     raise AssertionError(f"media is {row.status if row else None} ({row and row.error_message}), expected {status}")
 
