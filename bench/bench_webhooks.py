@@ -13,9 +13,11 @@ The app runs under gunicorn with the Procfile's web settings (2 workers x 4 thre
    ``payments.process_stripe_event`` message published to the broker. No worker runs in this phase.
 2. Latency (open loop): ``BENCH_WEBHOOK_RATE`` (200) deliveries/s for ``BENCH_LATENCY_DURATION`` (10) s,
    each for a different customer, while one Celery worker process (``-Q webhooks``, prefork,
-   ``BENCH_WEBHOOK_WORKER_CONCURRENCY`` 4, as the Procfile's worker) fulfils them. Latency = the event's
-   ``processed_at`` (set in the transaction that inserts the purchase and the grant) minus the moment the
-   client started sending it.
+   ``BENCH_WEBHOOK_WORKER_CONCURRENCY`` 4, as the Procfile's worker; ``BENCH_WEBHOOK_WORKER_POOL=threads``
+   to compare) fulfils them. Latency = the event's ``processed_at`` (set in the transaction that inserts
+   the purchase and the grant) minus the moment the client started sending it. The same is measured at
+   ``BENCH_WEBHOOK_RATE_LOW`` (50/s) first, as a below-capacity reference; the CPU time of the web and
+   worker processes per event is reported because it is the figure that carries across machines.
 
     python -m bench.bench_webhooks        # or: python bench/run.py webhooks (writes bench/RESULTS.md)
 """
@@ -314,7 +316,8 @@ def celery_worker(env: dict[str, str], concurrency: int) -> Iterator[subprocess.
     OUT.mkdir(parents=True, exist_ok=True)
     cmd = [
         sys.executable, "-m", "celery", "-A", "tasks.worker", "worker", "-Q", "webhooks",
-        "--pool", "prefork", "--concurrency", str(concurrency), "--prefetch-multiplier", "1",
+        "--pool", os.environ.get("BENCH_WEBHOOK_WORKER_POOL", "prefork"), "--concurrency", str(concurrency),
+        "--prefetch-multiplier", "1",
         "-n", "bench-webhooks@%h", "--without-gossip", "--without-mingle", "-l", "WARNING",
     ]  # fmt: skip
     with (OUT / "celery-bench-webhooks.log").open("wb") as log:
