@@ -8,6 +8,7 @@ verify -> store -> 200 (jobs.md §4.1); the processing happens in the worker.
 
 from __future__ import annotations
 
+import functools
 import uuid
 from typing import Any
 
@@ -36,7 +37,7 @@ from app.commerce.schemas import (
     StripeEventSchema,
 )
 from app.http import body_limit
-from app.identity.auth import current_principal, current_user, path_uuid, require_auth, require_platform_owner
+from app.identity.auth import current_principal, current_user, path_uuid, require_auth
 from app.identity.prechecks import route_limit
 from app.orgs.access import OrgAccess, require_org_role
 from app.schemas import EmptySchema, list_schema, paginate
@@ -164,14 +165,33 @@ def _event_not_found() -> errors.NotFound:
     return errors.NotFound("The Stripe event was not found.", code="STRIPE_EVENT_NOT_FOUND")
 
 
+def _event_id_path(func: Any) -> Any:
+    """404 for an ``event_id`` that is not ``^[A-Za-z0-9_]{1,255}$``, before the body is validated."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        if not EVENT_ID.match(kwargs.get("event_id", "")):
+            raise _event_not_found()
+        return func(*args, **kwargs)
+
+    return wrapper
+
+
+def _require_platform_owner() -> None:
+    # After the schema (README §3.4) and before any lookup: others never learn whether an event exists.
+    if not current_principal().is_platform_owner:
+        raise errors.Forbidden()
+
+
 @admin_blp.route("/stripe-events")
 class StripeEvents(MethodView):
     @admin_blp.response(200, list_schema(StripeEventSchema))
     @error_responses(admin_blp, 400, 401, 403, *COMMON)
-    @require_platform_owner
+    @require_auth
     @admin_blp.arguments(StripeEventListArgsSchema, location="query")
     def get(self, args: dict[str, Any]) -> Any:
         """List stored Stripe events, newest first"""
+        _require_platform_owner()
         stmt = select(StripeEvent).order_by(StripeEvent.received_at.desc(), StripeEvent.id)
         if args.get("status"):
             stmt = stmt.where(StripeEvent.status == args["status"])
@@ -186,11 +206,11 @@ class StripeEvents(MethodView):
 class StripeEventItem(MethodView):
     @admin_blp.response(200, StripeEventDetailSchema)
     @error_responses(admin_blp, 401, 403, 404, *COMMON)
-    @require_platform_owner
+    @require_auth
+    @_event_id_path
     def get(self, event_id: str) -> Any:
         """A stored Stripe event with its payload"""
-        if not EVENT_ID.match(event_id):
-            raise _event_not_found()
+        _require_platform_owner()
         return _event_view(events.get_event(db.session, event_id), payload=True)
 
 
@@ -198,12 +218,12 @@ class StripeEventItem(MethodView):
 class StripeEventReplay(MethodView):
     @admin_blp.response(202, StripeEventSchema)
     @error_responses(admin_blp, *JSON_BODY, 401, 403, 404, 409, *COMMON)
-    @require_platform_owner
+    @require_auth
+    @_event_id_path
     @admin_blp.arguments(EmptySchema)
     def post(self, _data: dict[str, Any], event_id: str) -> Any:
         """Process a Stripe event again (any status except processing)"""
-        if not EVENT_ID.match(event_id):
-            raise _event_not_found()
+        _require_platform_owner()
         event = events.replay_event(db.session, event_id)
         db.session.commit()
         log.info("stripe.event_replay_requested", event_id=event_id)

@@ -70,6 +70,15 @@ def test_replay_while_processing_is_409(app, client, db_session, shop, owner_tok
     assert r.status_code == 409 and r.json["error"]["code"] == "STATE_CONFLICT"
 
 
+def test_check_order_for_others(client, db_session, shop) -> None:
+    token = signed_in(shop.customer)
+    assert client.get(f"{ADMIN}?status=bogus", headers=auth(token)).status_code == 400  # schema before role
+    assert client.get(f"{ADMIN}/bad-id!", headers=auth(token)).status_code == 404  # path format first
+    r = client.post(f"{ADMIN}/evt_1/replay", json={"x": 1}, headers=auth(token))
+    assert r.status_code == 400
+    assert client.get(f"{ADMIN}/evt_missing", headers=auth(token)).status_code == 403  # never a lookup
+
+
 def test_only_platform_owner(client, db_session, shop) -> None:
     for user in (shop.customer, shop.owner):
         token = signed_in(user)
