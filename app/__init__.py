@@ -98,9 +98,17 @@ def _register_blueprints(app: Flask) -> None:
 
 def _api_blueprints() -> list[Any]:
     """Every flask-smorest blueprint under ``/api/v1``; each domain adds its own here."""
+    from app.access.routes import blp as access_blp
+    from app.catalog.routes import blp as catalog_blp
     from app.commerce.routes import admin_blp as stripe_events_blp
     from app.commerce.routes import blp as commerce_blp
+    from app.content.routes import blp as content_blp
+    from app.dashboard.routes import blp as dashboard_blp
     from app.identity.routes import blp as auth_blp
+    from app.media.routes import blp as media_blp
     from app.orgs.routes import blp as orgs_blp
 
-    return [auth_blp, orgs_blp, commerce_blp, stripe_events_blp]
+    return [
+        auth_blp, orgs_blp, media_blp, content_blp, catalog_blp,
+        commerce_blp, access_blp, dashboard_blp, stripe_events_blp,
+    ]

@@ -1,0 +1,1 @@
+"""Public catalogue (api.md §8)."""
