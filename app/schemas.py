@@ -37,6 +37,12 @@ class Str(ma.fields.String):
             return None
         return text
 
+    def _validate(self, value: Any) -> None:
+        # A blank that became None is "absent": length/pattern validators apply to text only.
+        if value is None and self.blank_as_none:
+            return
+        super()._validate(value)
+
 
 class Timestamp(ma.fields.DateTime):
     """ISO-8601 UTC with milliseconds and ``Z`` (``2025-03-01T12:00:00.000Z``)."""
