@@ -3,15 +3,19 @@
 - One database per run (per xdist worker), created fresh and migrated once with Alembic.
 - Each test runs inside a transaction that is rolled back; the app's own commits become
   savepoints (SQLAlchemy's ``join_transaction_mode="create_savepoint"``).
-- Redis: a pair of DB indexes per xdist worker (cache, broker), flushed for every test.
+- Redis: a pair of DB indexes per test process (cache, broker), claimed with a lock file so
+  concurrent runs on one machine never share one, flushed for every test.
 - ``committed_db`` + ``celery_worker`` for end-to-end tests where a real worker thread must see
   committed rows; tables are truncated afterwards.
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
 import socket
+import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -82,13 +86,36 @@ def database_url() -> Iterator[str]:
     admin.dispose()
 
 
+def _claim_redis_pair(host: str, port: int) -> tuple[int, Any]:
+    """Pick a pair of Redis databases no other test process on this machine is using.
+
+    Tests flush their databases, so two concurrent runs (xdist workers, two checkouts, a
+    developer's run next to CI) must never share one. A pair is owned while this process
+    holds an flock on its lock file; the kernel releases it when the process dies.
+    """
+    deadline = time.monotonic() + 600
+    while True:
+        for pair in range(1, 8):  # databases 2..15; 0 and 1 are left to `make run`
+            lock = open(Path(tempfile.gettempdir()) / f"codex-test-redis-{host}-{port}-{pair}.lock", "w")  # noqa: SIM115
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                lock.close()
+                continue
+            return pair, lock
+        if time.monotonic() > deadline:
+            raise RuntimeError("no free Redis database pair for tests (7 concurrent test processes?)")
+        time.sleep(0.5)
+
+
 @pytest.fixture(scope="session")
-def redis_urls() -> tuple[str, str]:
+def redis_urls() -> Iterator[tuple[str, str]]:
     _, base = _base_urls()
-    n = _worker_index()
     url = make_url(base.replace("redis://", "postgresql://", 1))  # reuse the URL parser for host/port
     host, port = url.host or "localhost", url.port or 6379
-    return f"redis://{host}:{port}/{2 + 2 * n}", f"redis://{host}:{port}/{3 + 2 * n}"
+    pair, lock = _claim_redis_pair(host, port)
+    yield f"redis://{host}:{port}/{2 * pair}", f"redis://{host}:{port}/{2 * pair + 1}"
+    lock.close()
 
 
 @pytest.fixture(scope="session")
