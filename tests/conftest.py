@@ -95,7 +95,7 @@ def _claim_redis_pair(host: str, port: int) -> tuple[int, Any]:
     """
     deadline = time.monotonic() + 600
     while True:
-        for pair in range(1, 8):  # databases 2..15; 0 and 1 are left to `make run`
+        for pair in range(1, 5):  # databases 2..9: 0-1 are `make run`'s, 10-15 the benchmarks'
             lock = open(Path(tempfile.gettempdir()) / f"codex-test-redis-{host}-{port}-{pair}.lock", "w")  # noqa: SIM115
             try:
                 fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -104,7 +104,7 @@ def _claim_redis_pair(host: str, port: int) -> tuple[int, Any]:
                 continue
             return pair, lock
         if time.monotonic() > deadline:
-            raise RuntimeError("no free Redis database pair for tests (7 concurrent test processes?)")
+            raise RuntimeError("no free Redis database pair for tests (4 test processes already running?)")
         time.sleep(0.5)
 
 
