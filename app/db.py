@@ -82,7 +82,10 @@ def make_engine(url: str, *, pool_size: int = 10, role: str = "web") -> Engine:
         url,
         pool_size=pool_size,
         max_overflow=5,
-        pool_pre_ping=True,
+        # A ping per checkout is a round trip on every request; web requests skip it. After a
+        # database restart the first request on a dead connection fails (503) and SQLAlchemy
+        # then invalidates the whole pool; workers, whose tasks are long, keep the ping.
+        pool_pre_ping=role != "web",
         connect_args={
             "connect_timeout": 5,
             "options": f"-c statement_timeout={statement_ms} -c lock_timeout={lock_ms} -c timezone=UTC",

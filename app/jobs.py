@@ -68,8 +68,11 @@ def celery_init_app(app: Flask) -> Celery[Any]:
         broker_transport_options={"visibility_timeout": app.extensions["codex_config"].broker_visibility_timeout},
         broker_connection_retry_on_startup=True,
         worker_hijack_root_logger=False,
-        worker_send_task_events=True,
-        task_send_sent_event=True,
+        # Task events cost a Redis publish per state change on every task; they are off by default
+        # and Flower switches them on in the workers it watches (its --enable_events default), so
+        # monitoring costs nothing when nobody is looking.
+        worker_send_task_events=False,
+        task_send_sent_event=False,
     )
     celery_app.set_default()
     app.extensions["celery"] = celery_app
