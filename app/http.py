@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 
 import structlog
 from flask import Flask, Response, current_app, g, request
+from flask.sessions import SessionInterface
 from werkzeug.exceptions import BadRequest
 
 from app import errors, metrics
@@ -139,21 +140,30 @@ def _apply_cors(response: Response) -> None:
 def _finish(response: Response) -> Response:
     headers = response.headers
     headers["X-Request-ID"] = g.get("request_id") or uuid.uuid4().hex
-    headers.setdefault("X-Content-Type-Options", "nosniff")
-    headers.setdefault("X-Frame-Options", "DENY")
-    headers.setdefault("Referrer-Policy", "no-referrer")
-    headers.setdefault("Permissions-Policy", "camera=(), microphone=(), geolocation=(), payment=()")
-    if request.path == "/api/v1/docs" or request.path.startswith("/api/v1/docs/"):
+    path = request.path
+    present = {key.lower() for key, _ in headers.items()}  # one pass instead of a scan per header
+    for name, value in _SECURITY_HEADERS:
+        if name.lower() not in present:
+            headers[name] = value
+    if path == "/api/v1/docs" or path.startswith("/api/v1/docs/"):
         headers["Content-Security-Policy"] = DOCS_CSP
-    else:
-        headers.setdefault("Content-Security-Policy", API_CSP)
+    elif "content-security-policy" not in present:
+        headers["Content-Security-Policy"] = API_CSP
     if current_app.config["APP_ENV"] == "production":
         headers["Strict-Transport-Security"] = "max-age=31536000; includeSubDomains"
-    if request.path.startswith("/api/v1") and "Cache-Control" not in headers:
+    if path.startswith("/api/v1") and "cache-control" not in present:
         headers["Cache-Control"] = "no-store"
     _apply_cors(response)
     _observe(response)
     return response
+
+
+_SECURITY_HEADERS = (
+    ("X-Content-Type-Options", "nosniff"),
+    ("X-Frame-Options", "DENY"),
+    ("Referrer-Policy", "no-referrer"),
+    ("Permissions-Policy", "camera=(), microphone=(), geolocation=(), payment=()"),
+)
 
 
 def _observe(response: Response) -> None:
@@ -182,6 +192,17 @@ def register_request_id(app: Flask) -> None:
 def register_request_hooks(app: Flask) -> None:
     app.before_request(_check_body)
     app.after_request(_finish)
+    # Codex authenticates with its own session table; Flask's signed-cookie session is never
+    # used, so do not parse and re-sign a cookie on every request.
+    app.session_interface = _NoSessions()
+
+
+class _NoSessions(SessionInterface):
+    def open_session(self, app: Flask, request: Any) -> None:
+        return None
+
+    def save_session(self, app: Flask, session: Any, response: Any) -> None:
+        return None
 
 
 # ---- CSRF (called by the auth layer once it knows the caller used the cookie) -----------------
