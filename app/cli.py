@@ -47,6 +47,24 @@ def ping(timeout: float) -> None:
     raise click.ClickException(f"no worker answered within {timeout:.0f}s")
 
 
+@codex_cli.command("seed")
+@with_appcontext
+def seed() -> None:
+    """Create the demo org, accounts, media (ingested now) and content; idempotent.
+
+    The accounts' password is CODEX_SEED_PASSWORD when set, else the printed default.
+    """
+    from app.seed import SeedError, describe, run_seed
+
+    try:
+        report = run_seed(db.session)
+    except SeedError as exc:
+        db.session.rollback()
+        raise click.ClickException(str(exc)) from None
+    for line in describe(report):
+        click.echo(line)
+
+
 # Domain command modules add their commands to ``codex_cli`` when imported.
 from app.commerce import cli as _commerce_cli  # noqa: E402,F401
 from app.identity import cli as _identity_cli  # noqa: E402,F401

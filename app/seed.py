@@ -1,0 +1,460 @@
+"""Demo data for ``make run``: ``flask --app app codex seed`` (idempotent).
+
+Creates, when missing, a branded demo organization with an owner, a creator and a customer
+(verified emails, one known password), a ~4 s 640x360 video and a ~4 s tone generated with
+ffmpeg, stored at their server-built original keys and ingested to ``ready`` synchronously
+through the real pipeline (``tasks.media.run_ingest``; no worker needed), and two published
+content items: a free audio item and a paid video item.
+
+Re-running changes nothing on a seeded database and reports the same accounts and ids. Rows are
+found again by fixed emails, the org slug, and ids derived from the org id (``uuid5``), so the
+demo media and content keep their ids. A demo media item that is not ready (a failed or
+interrupted earlier run, or storage emptied under the database) is ingested again.
+
+Every step goes through the domain services (identity, orgs) or the media pipeline; this module
+owns the commits, like a route or a task.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import tempfile
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from flask import current_app
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from app import errors
+from app.content.models import Content
+from app.identity import passwords
+from app.identity import service as identity
+from app.identity.auth import Principal
+from app.identity.models import Credential, User
+from app.media.models import MediaItem
+from app.media.pipeline import MediaSettings
+from app.orgs import branding
+from app.orgs import service as orgs
+from app.orgs.access import OrgAccess, membership_role
+from app.orgs.models import Organization
+from app.storage import get_storage, keys
+from app.storage.base import Storage
+
+#: Used when ``CODEX_SEED_PASSWORD`` is not set; meets the password policy (security.md §2).
+DEFAULT_PASSWORD = "CodexDemo-2024"  # noqa: S105 - a published demo password, printed by the command
+PASSWORD_ENV = "CODEX_SEED_PASSWORD"  # noqa: S105 - the variable's name
+
+ORG_SLUG = "demo-studio"
+ORG_NAME = "Demo Studio"
+ORG_DESCRIPTION = "A demo organization created by `flask --app app codex seed`."
+
+#: Namespace of the ids derived from the org id (media and content keep their ids across runs).
+SEED_NAMESPACE = uuid.UUID("6a1d3f3e-2c1b-4f0e-9a57-0c0de5eed001")
+
+# A stalled ingest (a seed killed mid-run) is taken over after this long without a heartbeat.
+STALE_PROCESSING = timedelta(minutes=2)
+
+
+@dataclass(frozen=True)
+class Account:
+    key: str  # owner | creator | customer
+    email: str
+    name: str
+    description: str
+
+
+ACCOUNTS = (
+    Account("owner", "owner@demo.codex.local", "Olivia Owner", "org owner: dashboard, settings, members"),
+    Account("creator", "creator@demo.codex.local", "Cole Creator", "org creator: media and content"),
+    Account("customer", "customer@demo.codex.local", "Casey Customer", "customer: buys and streams"),
+)
+
+BRANDING: dict[str, Any] = {
+    "platform_name": ORG_NAME,
+    "primary_color": "#7C3AED",
+    "secondary_color": "#F59E0B",
+    "support_email": "support@demo.codex.local",
+    "contact_url": "https://demo.codex.local/contact",
+    "business_name": "Demo Studio Ltd.",
+    "timezone": "America/New_York",
+    "enable_signups": True,
+    "enable_purchases": True,
+}
+LOGO_COLOR = "0x7C3AED"
+
+
+@dataclass(frozen=True)
+class DemoMedia:
+    key: str  # video | audio
+    title: str
+    media_type: str
+    mime_type: str
+    ffmpeg_args: tuple[str, ...]  # inputs and codecs; the output path is appended
+
+
+@dataclass(frozen=True)
+class DemoContent:
+    key: str
+    media_key: str
+    title: str
+    slug: str
+    description: str
+    price_cents: int | None
+    category: str
+    tags: tuple[str, ...]
+
+
+CLIP_SECONDS = "4"
+MEDIA = (
+    DemoMedia(
+        "video",
+        "Demo test pattern (video)",
+        "video",
+        "video/mp4",
+        (
+            "-f", "lavfi", "-i", "testsrc2=size=640x360:rate=25",
+            "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000",
+            "-t", CLIP_SECONDS,
+            "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", "-c:a", "aac", "-shortest",
+        ),
+    ),
+    DemoMedia(
+        "audio",
+        "Demo tone (audio)",
+        "audio",
+        "audio/mpeg",
+        ("-f", "lavfi", "-i", f"sine=frequency=660:duration={CLIP_SECONDS}", "-c:a", "libmp3lame", "-b:a", "128k"),
+    ),
+)  # fmt: skip
+
+CONTENT = (
+    DemoContent(
+        "free",
+        "audio",
+        "Welcome tone (free)",
+        "welcome-tone",
+        "A four-second tone anyone signed in can play: the free item of the demo.",
+        None,
+        "demo",
+        ("demo", "free"),
+    ),
+    DemoContent(
+        "paid",
+        "video",
+        "Test pattern masterclass (paid)",
+        "test-pattern-masterclass",
+        "Four seconds of colour bars with a 440 Hz tone: buy it with the local payment page.",
+        1999,
+        "demo",
+        ("demo", "paid"),
+    ),
+)
+
+
+class SeedError(Exception):
+    """The seed could not finish (bad password setting, ffmpeg or ingest failure)."""
+
+
+@dataclass
+class SeededAccount:
+    account: Account
+    user_id: uuid.UUID
+    password_ok: bool  # False: the account's password was changed since it was seeded
+
+
+@dataclass
+class SeedReport:
+    password: str
+    accounts: list[SeededAccount] = field(default_factory=list)
+    organization_id: uuid.UUID | None = None
+    organization_slug: str = ORG_SLUG
+    media: dict[str, MediaItem] = field(default_factory=dict)
+    content: dict[str, Content] = field(default_factory=dict)
+    created: list[str] = field(default_factory=list)  # what this run added or repaired
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.created)
+
+
+def seed_password() -> str:
+    password = os.environ.get(PASSWORD_ENV) or DEFAULT_PASSWORD
+    problems = passwords.policy_errors(password)
+    if problems:
+        raise SeedError(f"{PASSWORD_ENV} does not meet the password policy: {' '.join(problems)}")
+    return password
+
+
+def derived_id(org_id: uuid.UUID, kind: str, key: str) -> uuid.UUID:
+    return uuid.uuid5(SEED_NAMESPACE, f"{org_id}:{kind}:{key}")
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _ffmpeg(args: tuple[str, ...], out: Path) -> None:
+    binary = current_app.config["FFMPEG_PATH"]
+    command = [binary, "-hide_banner", "-loglevel", "error", "-nostdin", "-y", *args, str(out)]
+    try:
+        subprocess.run(command, check=True, capture_output=True, timeout=120)  # noqa: S603 - fixed arguments
+    except FileNotFoundError:
+        raise SeedError(f"ffmpeg not found ({binary!r}); install the ffmpeg package or set FFMPEG_PATH") from None
+    except subprocess.CalledProcessError as exc:
+        raise SeedError(f"ffmpeg failed: {exc.stderr.decode(errors='replace').strip()[-500:]}") from None
+
+
+# ---- accounts and the organization ------------------------------------------------------------
+
+
+def _principal(user: User) -> Principal:
+    """The owner acting from the command line (no login session exists or is needed)."""
+    now = _now()
+    return Principal(
+        session_id=uuid.UUID(int=0),
+        user_id=user.id,
+        role=user.role,
+        expires_at=now,
+        last_seen_at=now,
+        remember_me=False,
+        token_hash="",
+        token="",
+        via="cli",
+    )
+
+
+def _account(
+    session: Session, report: SeedReport, account: Account, signup_org: uuid.UUID | None
+) -> tuple[User, bool]:
+    user = identity.get_user_by_email(session, account.email)
+    if user is None:
+        user = identity.create_user(
+            session,
+            email=account.email,
+            password=report.password,
+            name=account.name,
+            verified_at=_now(),
+            signup_organization_id=signup_org,
+        )
+        report.created.append(f"user {account.email}")
+        return user, True
+    if user.email_verified_at is None:  # registered through the API meanwhile: the demo needs it verified
+        user.email_verified_at = _now()
+        session.flush()
+        report.created.append(f"verified {account.email}")
+    credential = session.get(Credential, user.id)
+    ok = credential is not None and passwords.verify_password(credential.password_hash, report.password)
+    return user, ok
+
+
+def _organization(session: Session, report: SeedReport, owner: User, storage: Storage) -> Organization:
+    org = session.scalar(select(Organization).where(Organization.slug == ORG_SLUG))
+    if org is not None:
+        return org
+    org = orgs.create_org(session, owner, name=ORG_NAME, slug=ORG_SLUG, description=ORG_DESCRIPTION)
+    access = OrgAccess(organization=org, principal=_principal(owner), membership_role="owner", role="owner")
+    orgs.update_settings(session, access, BRANDING)
+    with tempfile.TemporaryDirectory(prefix="codex-seed-") as workdir:
+        logo = Path(workdir) / "logo.png"
+        _ffmpeg(("-f", "lavfi", "-i", f"color=c={LOGO_COLOR}:s=128x128", "-frames:v", "1"), logo)
+        key = keys.logo_key(org.id, uuid.uuid4(), "png")
+        storage.put_file(key, logo, "image/png")
+    orgs.set_logo(session, access, key)
+    report.created.append(f"organization {ORG_SLUG} with branding and logo")
+    return org
+
+
+def _creator_membership(session: Session, report: SeedReport, org: Organization, owner: User, creator: User) -> None:
+    if membership_role(session, org.id, creator.id) is not None:
+        return
+    access = OrgAccess(organization=org, principal=_principal(owner), membership_role="owner", role="owner")
+    orgs.add_member(session, access, email=creator.email, role="creator")
+    report.created.append(f"membership {creator.email} as creator")
+
+
+# ---- media ------------------------------------------------------------------------------------
+
+
+def _store_original(storage: Storage, spec: DemoMedia, key: str) -> int:
+    with tempfile.TemporaryDirectory(prefix="codex-seed-") as workdir:
+        clip = Path(workdir) / key.rsplit("/", 1)[-1]
+        _ffmpeg(spec.ffmpeg_args, clip)
+        storage.put_file(key, clip, spec.mime_type)
+        return clip.stat().st_size
+
+
+def _outputs_present(storage: Storage, media: MediaItem) -> bool:
+    outputs = [media.hls_master_key, media.hls_preview_key, media.thumbnail_key or media.waveform_key]
+    return all(key is not None and storage.head(key) is not None for key in outputs)
+
+
+def _prepare_media(
+    session: Session, report: SeedReport, org: Organization, creator: User, spec: DemoMedia, storage: Storage
+) -> tuple[uuid.UUID, bool]:
+    """Make sure the demo media row exists with its original stored; True when it needs an ingest."""
+    media_id = derived_id(org.id, "media", spec.key)
+    media = session.get(MediaItem, media_id)
+    if media is None:
+        key = keys.original_key(org.id, media_id, spec.mime_type)
+        size = _store_original(storage, spec, key)
+        session.add(
+            MediaItem(
+                id=media_id,
+                organization_id=org.id,
+                created_by=creator.id,
+                title=spec.title,
+                description="Generated by ffmpeg's lavfi test sources for the demo.",
+                media_type=spec.media_type,
+                mime_type=spec.mime_type,
+                file_size_bytes=size,
+                status="uploaded",
+                original_key=key,
+                uploaded_at=_now(),
+            )
+        )
+        session.flush()
+        report.created.append(f"{spec.key} media {media_id}")
+        return media_id, True
+    if media.deleted_at is not None:
+        raise SeedError(f"the demo {spec.key} media {media_id} was deleted; drop the demo org to seed again")
+    if media.status == "ready" and _outputs_present(storage, media):
+        return media_id, False
+    if media.status == "processing" and media.heartbeat_at and media.heartbeat_at > _now() - STALE_PROCESSING:
+        raise SeedError(f"the demo {spec.key} media {media_id} is being processed; run the seed again shortly")
+    # Failed, interrupted, or ready with its files gone: store the original if needed and start over.
+    previous = media.status
+    values: dict[str, Any] = {"status": "uploaded", "attempts": 0, "job_id": None, "error_message": None}
+    if storage.head(media.original_key) is None:
+        values["file_size_bytes"] = _store_original(storage, spec, media.original_key)
+    session.execute(update(MediaItem).where(MediaItem.id == media_id).values(**values))
+    report.created.append(f"{spec.key} media {media_id} re-ingested (was {previous})")
+    return media_id, True
+
+
+def _ingest(session: Session, media_id: uuid.UUID, storage: Storage, settings: MediaSettings | None) -> MediaItem:
+    from tasks.media import run_ingest  # the task body, run here synchronously
+
+    outcome = run_ingest(session, media_id, f"seed-{uuid.uuid4()}", storage=storage, settings=settings)
+    session.expire_all()
+    media = session.get(MediaItem, media_id)
+    assert media is not None
+    if outcome != "ready" or media.status != "ready":
+        raise SeedError(f"ingest of {media_id} ended {outcome!r}: {media.error_message or media.status}")
+    return media
+
+
+# ---- content ----------------------------------------------------------------------------------
+
+
+def _content(
+    session: Session, report: SeedReport, org: Organization, creator: User, spec: DemoContent, media: MediaItem
+) -> Content:
+    content_id = derived_id(org.id, "content", spec.key)
+    content = session.get(Content, content_id)
+    if content is not None:
+        return content
+    price = spec.price_cents or None
+    content = Content(
+        id=content_id,
+        organization_id=org.id,
+        created_by=creator.id,
+        media_id=media.id,
+        title=spec.title,
+        slug=spec.slug,
+        description=spec.description,
+        content_type=media.media_type,
+        visibility="purchased_only" if price else "public",
+        price_cents=price,
+        currency=current_app.config["DEFAULT_CURRENCY"],
+        category=spec.category,
+        tags=list(spec.tags),
+        status="published",
+        published_at=_now(),
+    )
+    session.add(content)
+    session.flush()
+    report.created.append(f"{spec.key} content {content_id}")
+    return content
+
+
+# ---- the whole seed ---------------------------------------------------------------------------
+
+
+def run_seed(
+    session: Session,
+    *,
+    password: str | None = None,
+    storage: Storage | None = None,
+    media_settings: MediaSettings | None = None,
+) -> SeedReport:
+    """Create whatever of the demo data is missing; commits. Needs an app context."""
+    storage = storage or get_storage()
+    report = SeedReport(password=password or seed_password())
+    try:
+        by_key = {account.key: account for account in ACCOUNTS}
+        owner, owner_ok = _account(session, report, by_key["owner"], None)
+        org = _organization(session, report, owner, storage)
+        creator, creator_ok = _account(session, report, by_key["creator"], org.id)
+        customer, customer_ok = _account(session, report, by_key["customer"], org.id)
+        _creator_membership(session, report, org, owner, creator)
+        session.commit()
+    except errors.AppError as exc:
+        session.rollback()
+        raise SeedError(f"{exc.message} {exc.details or ''}".strip()) from None
+    branding.invalidate(org.id)
+    report.organization_id = org.id
+    for user, account, ok in ((owner, "owner", owner_ok), (creator, "creator", creator_ok),
+                              (customer, "customer", customer_ok)):  # fmt: skip
+        report.accounts.append(SeededAccount(by_key[account], user.id, ok))
+
+    for spec in MEDIA:
+        media_id, needs_ingest = _prepare_media(session, report, org, creator, spec, storage)
+        session.commit()  # the ingest claims the committed row
+        if needs_ingest:
+            report.media[spec.key] = _ingest(session, media_id, storage, media_settings)
+        else:
+            media = session.get(MediaItem, media_id)
+            assert media is not None
+            report.media[spec.key] = media
+
+    for item in CONTENT:
+        report.content[item.key] = _content(session, report, org, creator, item, report.media[item.media_key])
+    session.commit()
+    return report
+
+
+def describe(report: SeedReport) -> list[str]:
+    """The lines the command prints: where to go and how to sign in."""
+    base = current_app.config["PUBLIC_BASE_URL"].rstrip("/")
+    lines = [
+        "Codex demo data " + ("created: " + "; ".join(report.created) if report.changed else "already present"),
+        "",
+        f"API base     {base}/api/v1",
+        f"API docs     {base}/api/v1/docs",
+        f"Organization {ORG_NAME}  id {report.organization_id}  slug {report.organization_slug}",
+        f"Catalogue    {base}/api/v1/orgs/{report.organization_slug}/catalog",
+        "",
+        f"Accounts (password for all: {report.password})",
+    ]
+    for seeded in report.accounts:
+        note = "" if seeded.password_ok else "  [password changed since seeding; left as is]"
+        lines.append(f"  {seeded.account.key:<9} {seeded.account.email:<28} {seeded.account.description}{note}")
+    lines.append("")
+    lines.append("Content (published)")
+    for spec in CONTENT:
+        content = report.content[spec.key]
+        price = "free" if not content.price_cents else f"{content.price_cents / 100:.2f} {content.currency.upper()}"
+        lines.append(f"  {spec.key:<5} {content.id}  {content.content_type:<5} {price:<9} {content.title}")
+    lines.append("")
+    lines.append("Media (ready)")
+    for key, media in report.media.items():
+        renditions = ", ".join(media.renditions)
+        lines.append(f"  {key:<5} {media.id}  {media.status}  {media.duration_seconds} s  {renditions}")
+    lines.append("")
+    lines.append("Walkthrough: README.md, 'Demo walkthrough' (or scripts/demo-walkthrough.sh).")
+    return lines
