@@ -1,7 +1,129 @@
-"""Media routes (api.md §6): create with upload target, list/get/patch/delete, upload-complete, retry."""
+"""Media routes (api.md §6): create with upload target, list/get/patch/delete, upload-complete, retry.
+
+Decorator order (README §3.4): ``require_auth`` (401, CSRF, malformed path id -> 404) above
+``@blp.arguments`` (400); the org/role checks run inside (``require_org_role`` below the
+arguments, or ``service.load_*`` for ``/media/{id}``): 404 before 403 before business rules.
+"""
 
 from __future__ import annotations
 
-from app.api import Blueprint
+import uuid
+from typing import Any
+
+from flask import Response
+from flask.views import MethodView
+
+from app import db
+from app.api import Blueprint, error_responses
+from app.db import enqueue_after_commit
+from app.identity.auth import path_uuid, require_auth
+from app.identity.prechecks import route_limit
+from app.media import service
+from app.media.pipeline import INGEST_TASK, PURGE_TASK
+from app.media.schemas import (
+    MediaCreatedSchema,
+    MediaCreateSchema,
+    MediaListArgsSchema,
+    MediaSchema,
+    MediaUpdateSchema,
+)
+from app.orgs.access import OrgAccess, require_org_role
+from app.schemas import EmptySchema, list_schema
+from app.storage import get_storage
 
 blp = Blueprint("media", __name__, url_prefix="/api/v1", description="Media library and uploads")
+
+COMMON = (429, 500, 503)
+JSON_BODY = (400, 413, 415)
+SIGNED_IN = (401, 403)
+
+
+@blp.route("/orgs/<org_id>/media")
+class OrgMedia(MethodView):
+    @blp.response(200, list_schema(MediaSchema))
+    @error_responses(blp, 400, 401, 404, *COMMON)
+    @require_auth
+    @blp.arguments(MediaListArgsSchema, location="query")
+    @require_org_role("creator")
+    def get(self, args: dict[str, Any], org: OrgAccess) -> Any:
+        """List the organization's media (all statuses)"""
+        return service.list_media(db.session, org.organization_id, args)
+
+    @blp.response(201, MediaCreatedSchema)
+    @error_responses(blp, *JSON_BODY, *SIGNED_IN, 404, *COMMON)
+    @route_limit("30 per hour", key="user")
+    @require_auth
+    @blp.arguments(MediaCreateSchema)
+    @require_org_role("creator")
+    def post(self, data: dict[str, Any], org: OrgAccess) -> Any:
+        """Create a media item and get its upload URL"""
+        media, target = service.create_media(db.session, org, data, get_storage())
+        db.session.commit()
+        return {**service.media_view(media), "upload": service.upload_view(target)}
+
+
+@blp.route("/media/<media_id>")
+class MediaItemResource(MethodView):
+    @blp.response(200, MediaSchema)
+    @error_responses(blp, 401, 404, *COMMON)
+    @require_auth
+    @path_uuid("media_id", service.MEDIA_NOT_FOUND)
+    def get(self, media_id: uuid.UUID) -> Any:
+        """Get a media item"""
+        return service.media_view(service.load_media(db.session, media_id).media)
+
+    @blp.response(200, MediaSchema)
+    @error_responses(blp, *JSON_BODY, *SIGNED_IN, 404, *COMMON)
+    @require_auth
+    @blp.arguments(MediaUpdateSchema)
+    @path_uuid("media_id", service.MEDIA_NOT_FOUND)
+    def patch(self, data: dict[str, Any], media_id: uuid.UUID) -> Any:
+        """Change a media item's title or description"""
+        media = service.update_media(db.session, service.load_for_change(db.session, media_id), data)
+        db.session.commit()
+        return service.media_view(media)
+
+    @blp.response(204)
+    @error_responses(blp, *JSON_BODY, *SIGNED_IN, 404, 409, *COMMON)
+    @require_auth
+    @blp.arguments(EmptySchema)
+    @path_uuid("media_id", service.MEDIA_NOT_FOUND)
+    def delete(self, _data: dict[str, Any], media_id: uuid.UUID) -> Any:
+        """Delete a media item (its stored files are purged in the background)"""
+        media = service.load_for_change(db.session, media_id)
+        service.delete_media(db.session, media)
+        enqueue_after_commit(db.session, PURGE_TASK, str(media.id))
+        db.session.commit()
+        return Response(status=204)
+
+
+@blp.route("/media/<media_id>/upload-complete")
+class UploadComplete(MethodView):
+    @blp.response(202, MediaSchema)
+    @error_responses(blp, *JSON_BODY, *SIGNED_IN, 404, 409, 422, *COMMON)
+    @require_auth
+    @blp.arguments(EmptySchema)
+    @path_uuid("media_id", service.MEDIA_NOT_FOUND)
+    def post(self, _data: dict[str, Any], media_id: uuid.UUID) -> Any:
+        """Confirm the upload: checks the stored file, then queues processing"""
+        media = service.load_for_change(db.session, media_id)
+        service.upload_complete(db.session, media, get_storage())
+        # Also for an ``uploaded`` row: a lost message is re-sent (the claim makes duplicates harmless).
+        enqueue_after_commit(db.session, INGEST_TASK, str(media.id))
+        db.session.commit()
+        return service.media_view(media)
+
+
+@blp.route("/media/<media_id>/retry")
+class Retry(MethodView):
+    @blp.response(202, MediaSchema)
+    @error_responses(blp, *JSON_BODY, *SIGNED_IN, 404, 409, 422, *COMMON)
+    @require_auth
+    @blp.arguments(EmptySchema)
+    @path_uuid("media_id", service.MEDIA_NOT_FOUND)
+    def post(self, _data: dict[str, Any], media_id: uuid.UUID) -> Any:
+        """Retry processing of a failed media item"""
+        media = service.retry_media(db.session, service.load_for_change(db.session, media_id))
+        enqueue_after_commit(db.session, INGEST_TASK, str(media.id))
+        db.session.commit()
+        return service.media_view(media)

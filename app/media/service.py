@@ -1,0 +1,291 @@
+"""Media library rules (api.md §6, data-model.md media_items, security.md §8).
+
+Takes a session, flushes, raises ``AppError``; never commits and never touches Celery (routes
+enqueue ``media.ingest`` / ``media.purge_storage`` after the commit). State changes lock the row
+(``SELECT … FOR UPDATE``) so concurrent upload-complete/retry/delete requests and content
+attach/publish (which take ``FOR SHARE`` on the media row) run one after the other.
+
+``media_view`` and ``presigned_url`` are the dump helpers other domains (content, catalogue,
+access/library) reuse for ``thumbnail_url`` / ``waveform_url``.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, cast
+
+import structlog
+from flask import current_app
+from sqlalchemy import Select, exists, select
+from sqlalchemy.orm import Session
+
+from app import errors
+from app.content.models import Content
+from app.identity.auth import not_found
+from app.media.models import MediaItem
+from app.orgs.access import OrgAccess, resource_access
+from app.schemas import paginate
+from app.storage import Storage, StorageError, UploadTarget
+from app.storage import keys as storage_keys
+
+log = structlog.get_logger(__name__)
+
+MEDIA_NOT_FOUND = "MEDIA_NOT_FOUND"
+MAGIC_BYTES = 4096  # security.md §8: the first 4 KiB are checked at upload-complete
+
+_QUICKTIME_ATOMS = {b"ftyp", b"moov", b"mdat", b"wide", b"free", b"skip"}
+
+
+# ---- magic bytes (security.md §8) ---------------------------------------------------------------
+
+
+def magic_matches(mime_type: str, head: bytes) -> bool:
+    """True when ``head`` (the object's leading bytes) fits the declared MIME type."""
+    if mime_type in ("video/mp4", "audio/mp4"):
+        return head[4:8] == b"ftyp"
+    if mime_type == "video/quicktime":
+        return head[4:8] in _QUICKTIME_ATOMS
+    if mime_type in ("video/webm", "audio/webm"):
+        return head.startswith(b"\x1a\x45\xdf\xa3")
+    if mime_type == "audio/mpeg":
+        return head.startswith(b"ID3") or (len(head) >= 2 and head[0] == 0xFF and head[1] & 0xE0 == 0xE0)
+    if mime_type == "audio/wav":
+        return head[:4] == b"RIFF" and head[8:12] == b"WAVE"
+    if mime_type == "audio/ogg":
+        return head.startswith(b"OggS")
+    return False
+
+
+# ---- views ----------------------------------------------------------------------------------
+
+
+def presigned_url(key: str | None, storage: Storage | None = None) -> str | None:
+    """A GET URL for a thumbnail/waveform valid ``DOWNLOAD_URL_TTL_SECONDS``; None when absent.
+
+    A storage failure while signing degrades to None (the rest of the response is still right).
+    """
+    if not key:
+        return None
+    from app.storage import get_storage
+
+    try:
+        return (storage or get_storage()).presign_download(key, int(current_app.config["DOWNLOAD_URL_TTL_SECONDS"]))
+    except StorageError:
+        log.warning("storage.presign_failed", exc_info=True)
+        return None
+
+
+def media_urls(media: MediaItem) -> tuple[str | None, str | None]:
+    """``(thumbnail_url, waveform_url)`` of a media item."""
+    return presigned_url(media.thumbnail_key), presigned_url(media.waveform_key)
+
+
+def media_view(media: MediaItem) -> dict[str, Any]:
+    """The Media object (api.md §1)."""
+    thumbnail_url, waveform_url = media_urls(media)
+    return {
+        "id": media.id,
+        "organization_id": media.organization_id,
+        "created_by": media.created_by,
+        "title": media.title,
+        "description": media.description,
+        "media_type": media.media_type,
+        "mime_type": media.mime_type,
+        "file_size_bytes": media.file_size_bytes,
+        "status": media.status,
+        "attempts": media.attempts,
+        "max_attempts": int(current_app.config["MEDIA_MAX_ATTEMPTS"]),
+        "error_message": media.error_message,
+        "duration_seconds": media.duration_seconds,
+        "width": media.width,
+        "height": media.height,
+        "renditions": list(media.renditions or []),
+        "has_preview": media.hls_preview_key is not None,
+        "thumbnail_url": thumbnail_url,
+        "waveform_url": waveform_url,
+        "uploaded_at": media.uploaded_at,
+        "ready_at": media.ready_at,
+        "created_at": media.created_at,
+        "updated_at": media.updated_at,
+    }
+
+
+def upload_view(target: UploadTarget) -> dict[str, Any]:
+    return {
+        "method": target.method,
+        "url": target.url,
+        "headers": dict(target.headers),
+        "expires_at": target.expires_at,
+    }
+
+
+# ---- loading and guards ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LoadedMedia:
+    media: MediaItem
+    access: OrgAccess
+
+
+def load_media(session: Session, media_id: uuid.UUID, *, lock: bool = False) -> LoadedMedia:
+    """A non-deleted media item visible to the caller (staff of its org), else 404 MEDIA_NOT_FOUND."""
+    stmt = select(MediaItem).where(MediaItem.id == media_id, MediaItem.deleted_at.is_(None))
+    if lock:
+        stmt = stmt.with_for_update()
+    media = session.scalar(stmt)
+    if media is None:
+        raise not_found(MEDIA_NOT_FOUND)
+    return LoadedMedia(media, resource_access(session, media.organization_id, MEDIA_NOT_FOUND, "creator"))
+
+
+def require_creator_or_manager(access: OrgAccess, created_by: uuid.UUID) -> None:
+    """ "creator of it, manager" (README §5): admins/owners always, creators only for their own rows."""
+    if access.has_role("admin") or created_by == access.user_id:
+        return
+    raise errors.Forbidden("Only the creator of this item or an org manager may do this.")
+
+
+def load_for_change(session: Session, media_id: uuid.UUID) -> MediaItem:
+    """Load with a row lock, then check "creator of it, manager" (404 before 403)."""
+    loaded = load_media(session, media_id, lock=True)
+    require_creator_or_manager(loaded.access, loaded.media.created_by)
+    return loaded.media
+
+
+# ---- create, list, update, delete -----------------------------------------------------------
+
+
+def create_media(
+    session: Session, access: OrgAccess, data: dict[str, Any], storage: Storage
+) -> tuple[MediaItem, UploadTarget]:
+    """Insert an ``uploading`` row with a server-built key and sign its upload target."""
+    media_id = uuid.uuid4()
+    key = storage_keys.original_key(access.organization_id, media_id, data["mime_type"])
+    try:
+        target = storage.presign_upload(
+            key, data["mime_type"], data["file_size_bytes"], int(current_app.config["UPLOAD_URL_TTL_SECONDS"])
+        )
+    except StorageError:
+        log.warning("media.presign_upload_failed", organization_id=str(access.organization_id))
+        raise errors.ServiceUnavailable("storage") from None
+    media = MediaItem(
+        id=media_id,
+        organization_id=access.organization_id,
+        created_by=access.user_id,
+        title=data["title"],
+        description=data["description"],
+        media_type=data["media_type"],
+        mime_type=data["mime_type"],
+        file_size_bytes=data["file_size_bytes"],
+        status="uploading",
+        original_key=key,
+    )
+    session.add(media)
+    session.flush()
+    session.refresh(media)
+    return media, target
+
+
+_SORT_COLUMNS = {"created_at": MediaItem.created_at, "updated_at": MediaItem.updated_at, "title": MediaItem.title}
+
+
+def list_media(session: Session, organization_id: uuid.UUID, args: dict[str, Any]) -> dict[str, Any]:
+    stmt = select(MediaItem).where(MediaItem.organization_id == organization_id, MediaItem.deleted_at.is_(None))
+    if args.get("status"):
+        stmt = stmt.where(MediaItem.status == args["status"])
+    if args.get("media_type"):
+        stmt = stmt.where(MediaItem.media_type == args["media_type"])
+    column = _SORT_COLUMNS[args["sort"]]
+    ordering = column.asc() if args["order"] == "asc" else column.desc()
+    tie = MediaItem.id.asc() if args["order"] == "asc" else MediaItem.id.desc()
+    stmt = stmt.order_by(ordering, tie)
+    envelope = paginate(session, cast("Select[Any]", stmt), args["page"], args["per_page"])
+    envelope["items"] = [media_view(media) for media in envelope["items"]]
+    return envelope
+
+
+def update_media(session: Session, media: MediaItem, data: dict[str, Any]) -> MediaItem:
+    """Title/description only (the schema refuses every other field)."""
+    changed = {key: value for key, value in data.items() if getattr(media, key) != value}
+    if not changed:
+        return media
+    for key, value in changed.items():
+        setattr(media, key, value)
+    session.flush()
+    session.refresh(media)
+    return media
+
+
+def media_in_use(session: Session, media_id: uuid.UUID) -> bool:
+    return bool(session.scalar(select(exists().where(Content.media_id == media_id, Content.deleted_at.is_(None)))))
+
+
+def delete_media(session: Session, media: MediaItem) -> None:
+    """Soft delete (status unchanged); 409 MEDIA_IN_USE while non-deleted content points at it.
+
+    The caller holds the row lock; content attach takes FOR SHARE on the same row, so a
+    concurrent attach either finishes first (and we see it) or waits and then finds no media.
+    """
+    if media_in_use(session, media.id):
+        raise errors.Conflict(
+            "This media item is used by content; delete or re-point that content first.", code="MEDIA_IN_USE"
+        )
+    media.deleted_at = datetime.now(UTC)
+    session.flush()
+
+
+# ---- upload-complete and retry ----------------------------------------------------------------
+
+
+def upload_complete(session: Session, media: MediaItem, storage: Storage) -> bool:
+    """Check the stored object and move ``uploading -> uploaded``.
+
+    Returns True when the row changed, False for an ``uploaded`` row (the route re-enqueues
+    ingest either way). 409 STATE_CONFLICT for any other status; 422 UPLOAD_MISSING /
+    UPLOAD_SIZE_MISMATCH / UPLOAD_TYPE_MISMATCH when the bytes do not fit; 503 on storage errors.
+    """
+    if media.status == "uploaded":
+        return False
+    if media.status != "uploading":
+        raise errors.Conflict(f"The upload is already complete (status {media.status}).")
+    try:
+        info = storage.head(media.original_key)
+        if info is None:
+            raise errors.Unprocessable("The uploaded file was not found in storage.", code="UPLOAD_MISSING")
+        if info.size != media.file_size_bytes:
+            raise errors.Unprocessable(
+                f"The stored file has {info.size} bytes, but {media.file_size_bytes} were declared.",
+                code="UPLOAD_SIZE_MISMATCH",
+            )
+        head = storage.read_range(media.original_key, 0, min(MAGIC_BYTES, info.size))
+    except StorageError:
+        log.warning("media.upload_check_failed", media_id=str(media.id))
+        raise errors.ServiceUnavailable("storage") from None
+    if not magic_matches(media.mime_type, head):
+        raise errors.Unprocessable(
+            f"The file's contents do not match its declared type {media.mime_type}.", code="UPLOAD_TYPE_MISMATCH"
+        )
+    media.status = "uploaded"
+    media.uploaded_at = datetime.now(UTC)
+    session.flush()
+    session.refresh(media)
+    return True
+
+
+def retry_media(session: Session, media: MediaItem) -> MediaItem:
+    """``failed -> uploaded`` within the attempt limit (the route enqueues ingest after commit)."""
+    if media.status != "failed":
+        raise errors.Conflict(f"Only failed media can be retried (status {media.status}).")
+    limit = int(current_app.config["MEDIA_MAX_ATTEMPTS"])
+    if media.attempts >= limit:
+        raise errors.Unprocessable(
+            f"This media item has used all {limit} processing attempts.", code="RETRY_LIMIT_REACHED"
+        )
+    media.status = "uploaded"
+    media.error_message = None
+    session.flush()
+    session.refresh(media)
+    return media
