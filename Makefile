@@ -64,12 +64,9 @@ test: install ## services (with ffmpeg), lint, then the test suite
 bench: install services migrate ## run bench/bench_*.py and write bench/RESULTS.md
 	$(BIN)/python bench/run.py
 
-chaos: install services ## failure-injection tests (tests/chaos), when there are any
-	@if [ -d tests/chaos ]; then \
-		$(BIN)/pytest tests/chaos -q; \
-	else \
-		echo "chaos: no chaos tests yet (tests/chaos does not exist)"; \
-	fi
+chaos: install services ## failure-injection tests at full scale (tests/chaos; make test runs a short version)
+	scripts/ensure-services.sh --with-ffmpeg
+	CHAOS_SCALE=full $(BIN)/pytest -p no:xdist tests/chaos -m chaos -q -s
 
 clean: ## remove caches and build leftovers (keeps .venv and var/ data)
 	rm -rf .pytest_cache .mypy_cache .ruff_cache build dist bench/out var/celerybeat-schedule*
