@@ -1,0 +1,131 @@
+"""The public catalogue (api.md §8): published, non-deleted content only.
+
+Queries select only the columns the CatalogItem needs and follow ``ix_content_catalog``
+(organization_id, status, published_at DESC) WHERE deleted_at IS NULL; the tag filter uses the
+GIN index (``tags @> '["tag"]'``). Nothing here exposes originals, rendition or full-media URLs:
+the only playable thing is the preview, through the HLS proxy with a ``preview`` token.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any, cast
+
+from flask import current_app
+from sqlalchemy import Select, func, or_, select
+from sqlalchemy.orm import Session
+
+from app.content.models import Content
+from app.content.service import CONTENT_NOT_FOUND, contains
+from app.identity.auth import not_found
+from app.media.models import MediaItem
+from app.media.service import presigned_url
+from app.orgs.models import Organization
+from app.orgs.service import resolve_public_org_id
+from app.schemas import paginate
+from app.security.hls_tokens import hls_master_url, mint_hls_token
+
+_ITEM_COLUMNS = (
+    Content.id,
+    Content.organization_id,
+    Content.title,
+    Content.slug,
+    Content.description,
+    Content.content_type,
+    Content.price_cents,
+    Content.currency,
+    Content.category,
+    Content.tags,
+    Content.published_at,
+    MediaItem.duration_seconds,
+    MediaItem.thumbnail_key,
+)
+
+_SORTS: dict[str, Any] = {
+    "published_at": Content.published_at,
+    "title": Content.title,
+    "price_cents": func.coalesce(Content.price_cents, 0),  # free items sort as 0
+}
+
+
+def _published() -> list[Any]:
+    return [Content.status == "published", Content.deleted_at.is_(None)]
+
+
+def catalog_item_view(row: Any) -> dict[str, Any]:
+    """CatalogItem from a row carrying ``_ITEM_COLUMNS`` (or any object with those attributes)."""
+    return {
+        "id": row.id,
+        "organization_id": row.organization_id,
+        "title": row.title,
+        "slug": row.slug,
+        "description": row.description,
+        "content_type": row.content_type,
+        "price_cents": row.price_cents,
+        "currency": row.currency,
+        "is_free": not row.price_cents,
+        "category": row.category,
+        "tags": list(row.tags or []),
+        "duration_seconds": row.duration_seconds,
+        "thumbnail_url": presigned_url(row.thumbnail_key),
+        "published_at": row.published_at,
+    }
+
+
+def list_catalog(session: Session, org_id_or_slug: str, args: dict[str, Any]) -> dict[str, Any]:
+    organization_id = resolve_public_org_id(session, org_id_or_slug)
+    stmt = (
+        select(*_ITEM_COLUMNS)
+        .join(MediaItem, MediaItem.id == Content.media_id)
+        .where(Content.organization_id == organization_id, *_published())
+    )
+    if args.get("q"):
+        pattern = contains(args["q"])
+        stmt = stmt.where(
+            or_(Content.title.ilike(pattern, escape="\\"), Content.description.ilike(pattern, escape="\\"))
+        )
+    if args.get("content_type"):
+        stmt = stmt.where(Content.content_type == args["content_type"])
+    if args.get("category"):
+        stmt = stmt.where(Content.category == args["category"])
+    if args.get("tag"):
+        stmt = stmt.where(Content.tags.contains([args["tag"]]))
+    column = _SORTS[args["sort"]]
+    if args["order"] == "asc":
+        stmt = stmt.order_by(column.asc(), Content.id.asc())
+    else:
+        stmt = stmt.order_by(column.desc(), Content.id.desc())
+    envelope = paginate(session, cast("Select[Any]", stmt), args["page"], args["per_page"])
+    envelope["items"] = [catalog_item_view(row) for row in envelope["items"]]
+    return envelope
+
+
+def preview_view(content_id: uuid.UUID, media_id: uuid.UUID, preview_key: str | None) -> dict[str, Any] | None:
+    """``{manifest_url, expires_at}`` with a fresh preview token, or None without a preview."""
+    if not preview_key:
+        return None
+    expires_at = datetime.now(UTC).replace(microsecond=0) + timedelta(
+        seconds=int(current_app.config["PREVIEW_TOKEN_TTL_SECONDS"])
+    )
+    token = mint_hls_token(
+        content_id=content_id, media_id=media_id, user_id=None, scope="preview", expires_at=expires_at
+    )
+    return {"manifest_url": hls_master_url(token), "expires_at": expires_at}
+
+
+def catalog_detail(session: Session, content_id: uuid.UUID) -> dict[str, Any]:
+    row = session.execute(
+        select(*_ITEM_COLUMNS, Content.media_id, MediaItem.hls_preview_key, Organization.name, Organization.slug)
+        .join(MediaItem, MediaItem.id == Content.media_id)
+        .join(Organization, Organization.id == Content.organization_id)
+        .where(Content.id == content_id, *_published())
+    ).one_or_none()
+    if row is None:
+        raise not_found(CONTENT_NOT_FOUND)
+    org_name, org_slug = row[-2], row[-1]
+    return {
+        **catalog_item_view(row),
+        "organization": {"id": row.organization_id, "name": org_name, "slug": org_slug},
+        "preview": preview_view(row.id, row.media_id, row.hls_preview_key),
+    }
