@@ -42,6 +42,8 @@ class ContentAccess(TimestampMixin, Base):
         CheckConstraint("(revoked_at IS NULL) = (revoke_reason IS NULL)", name="revoked"),
         UniqueConstraint("user_id", "content_id", name="uq_content_access_user_id_content_id"),
         Index("ix_content_access_org_granted", "organization_id", "granted_at"),
+        # Dashboard customers (migration 0005): the org's grantees and their active grants.
+        Index("ix_content_access_org_user", "organization_id", "user_id", postgresql_include=["revoked_at"]),
         Index(
             "ix_content_access_user_active",
             "user_id",

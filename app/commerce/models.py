@@ -95,6 +95,22 @@ class Purchase(TimestampMixin, Base):
         Index("ix_purchases_org_purchased", "organization_id", "purchased_at"),
         Index("ix_purchases_customer", "customer_id", text("purchased_at DESC")),
         Index("ix_purchases_content_id", "content_id"),
+        # Dashboard (migration 0005): every revenue query filters org + currency + purchased_at and
+        # reads only these columns, so it is answered by an index-only scan.
+        Index(
+            "ix_purchases_org_currency_purchased",
+            "organization_id",
+            "currency",
+            "purchased_at",
+            postgresql_include=[
+                "amount_cents",
+                "refunded_amount_cents",
+                "status",
+                "is_duplicate",
+                "content_id",
+                "customer_id",
+            ],
+        ),
         Index(
             "ix_purchases_refund_requested",
             "refund_requested_at",

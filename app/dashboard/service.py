@@ -1,0 +1,481 @@
+"""Dashboard figures (api.md §11), computed in SQL over one org and one currency. Never commits.
+
+Definitions (api.md §11): gross = Σ amount; refunded = Σ refunded_amount + the unrefunded rest of
+``charged_back`` rows; net = gross - refunded; purchase_count = ``completed`` and not duplicate;
+customer = a user with at least one purchase or grant of the org's content (any currency).
+Money is attributed to the UTC day of ``purchased_at``, refunds included (they reduce the day
+of the sale, so a past day can change). Every purchase query filters on
+``(organization_id, currency, purchased_at)`` so the covering index
+``ix_purchases_org_currency_purchased`` answers it with an index-only scan.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
+
+from sqlalchemy import (
+    Date,
+    Select,
+    and_,
+    case,
+    cast,
+    func,
+    literal,
+    literal_column,
+    or_,
+    select,
+    union,
+)
+from sqlalchemy.orm import Session
+
+from app.access.models import ContentAccess, ContentDailyStats
+from app.commerce.models import Purchase
+from app.commerce.service import purchase_view
+from app.content.models import Content
+from app.dashboard.models import AdminAuditEvent
+from app.identity.auth import not_found
+from app.identity.models import User
+from app.schemas import page_envelope, paginate
+
+TOP_SUMMARY = 5
+RECENT = 10
+
+# ---- the money expressions (one place) -------------------------------------------------------------
+
+_refunded = Purchase.refunded_amount_cents + case(
+    (Purchase.status == "charged_back", Purchase.amount_cents - Purchase.refunded_amount_cents), else_=0
+)
+_counted = and_(Purchase.status == "completed", Purchase.is_duplicate.is_(False))
+
+
+def _gross(where: Any = None) -> Any:
+    total = func.sum(Purchase.amount_cents)
+    return func.coalesce(total.filter(where) if where is not None else total, 0)
+
+
+def _refunded_sum(where: Any = None) -> Any:
+    total = func.sum(_refunded)
+    return func.coalesce(total.filter(where) if where is not None else total, 0)
+
+
+def _count(where: Any = None) -> Any:
+    condition = _counted if where is None else and_(_counted, where)
+    return func.count().filter(condition)
+
+
+def totals(gross: int, refunded: int, count: int) -> dict[str, int]:
+    return {
+        "gross_cents": int(gross),
+        "refunded_cents": int(refunded),
+        "net_cents": int(gross) - int(refunded),
+        "purchase_count": int(count),
+    }
+
+
+def _org_currency(organization_id: uuid.UUID, currency: str) -> Any:
+    return and_(Purchase.organization_id == organization_id, Purchase.currency == currency)
+
+
+def day_bounds(start: date, end: date) -> tuple[datetime, datetime]:
+    """``[start 00:00 UTC, end + 1 day 00:00 UTC)``: a range the purchased_at index can seek."""
+    return datetime.combine(start, time.min, UTC), datetime.combine(end + timedelta(days=1), time.min, UTC)
+
+
+def utc_day(column: Any) -> Any:
+    return cast(func.timezone("UTC", column), Date)
+
+
+def month_start(now: datetime) -> datetime:
+    now = now.astimezone(UTC)
+    return datetime(now.year, now.month, 1, tzinfo=UTC)
+
+
+# ---- summary -----------------------------------------------------------------------------------------
+
+
+def summary(session: Session, organization_id: uuid.UUID, currency: str, now: datetime | None = None) -> dict[str, Any]:
+    now = now or datetime.now(UTC)
+    in_month = Purchase.purchased_at >= month_start(now)
+    # One pass over the org's purchases: per content, all-time and this month. Totals and the top
+    # content both come from it (the CTE is materialised once).
+    per_content = (
+        select(
+            Purchase.content_id,
+            _gross().label("gross"),
+            _refunded_sum().label("refunded"),
+            _count().label("count"),
+            _gross(in_month).label("m_gross"),
+            _refunded_sum(in_month).label("m_refunded"),
+            _count(in_month).label("m_count"),
+        )
+        .where(_org_currency(organization_id, currency))
+        .group_by(Purchase.content_id)
+        .cte("per_content")
+    )
+    pc = per_content.c
+    sums = session.execute(
+        select(
+            func.coalesce(func.sum(pc.gross), 0),
+            func.coalesce(func.sum(pc.refunded), 0),
+            func.coalesce(func.sum(pc.count), 0),
+            func.coalesce(func.sum(pc.m_gross), 0),
+            func.coalesce(func.sum(pc.m_refunded), 0),
+            func.coalesce(func.sum(pc.m_count), 0),
+        )
+    ).one()
+    net = (pc.gross - pc.refunded).label("net")
+    top_rows = session.execute(
+        select(pc.content_id, Content.title, net, pc.count)
+        .join(Content, Content.id == pc.content_id)
+        .where(pc.gross - pc.refunded != 0)
+        .order_by(net.desc(), Content.title, pc.content_id)
+        .limit(TOP_SUMMARY)
+    ).all()
+    return {
+        "currency": currency,
+        "all_time": totals(sums[0], sums[1], sums[2]),
+        "this_month": totals(sums[3], sums[4], sums[5]),
+        "customer_count": customer_count(session, organization_id),
+        "top_content": [
+            {"content_id": row[0], "title": row[1], "net_cents": int(row[2]), "purchase_count": int(row[3])}
+            for row in top_rows
+        ],
+        "recent_purchases": recent_purchases(session, organization_id, currency),
+    }
+
+
+def _customer_ids(organization_id: uuid.UUID) -> Any:
+    return union(
+        select(Purchase.customer_id.label("user_id")).where(Purchase.organization_id == organization_id),
+        select(ContentAccess.user_id.label("user_id")).where(ContentAccess.organization_id == organization_id),
+    )
+
+
+def customer_count(session: Session, organization_id: uuid.UUID) -> int:
+    ids = _customer_ids(organization_id).subquery()
+    return int(session.scalar(select(func.count()).select_from(ids)) or 0)
+
+
+def recent_purchases(session: Session, organization_id: uuid.UUID, currency: str) -> list[dict[str, Any]]:
+    rows = session.execute(
+        select(Purchase, Content.title, User.name, User.email)
+        .join(Content, Content.id == Purchase.content_id)
+        .join(User, User.id == Purchase.customer_id)
+        .where(_org_currency(organization_id, currency))
+        .order_by(Purchase.purchased_at.desc(), Purchase.id.desc())
+        .limit(RECENT)
+    ).all()
+    return [
+        {
+            "purchase_id": p.id,
+            "content_id": p.content_id,
+            "content_title": title,
+            "customer_id": p.customer_id,
+            "customer_name": name,
+            "customer_email": email,
+            "amount_cents": p.amount_cents,
+            "currency": p.currency,
+            "status": p.status,
+            "purchased_at": p.purchased_at,
+        }
+        for p, title, name, email in rows
+    ]
+
+
+# ---- revenue over a range ----------------------------------------------------------------------------
+
+
+def daily_revenue(
+    session: Session, organization_id: uuid.UUID, currency: str, start: date, end: date
+) -> list[dict[str, Any]]:
+    """One row per UTC day of ``[start, end]``, zero-filled by ``generate_series``."""
+    lower, upper = day_bounds(start, end)
+    day = utc_day(Purchase.purchased_at).label("day")
+    per_day = (
+        select(day, _gross().label("gross"), _refunded_sum().label("refunded"), _count().label("count"))
+        .where(
+            _org_currency(organization_id, currency),
+            Purchase.purchased_at >= lower,
+            Purchase.purchased_at < upper,
+        )
+        .group_by(day)
+        .subquery("per_day")
+    )
+    days = (
+        select(
+            cast(
+                func.generate_series(
+                    cast(literal(start), Date), cast(literal(end), Date), literal_column("interval '1 day'")
+                ),
+                Date,
+            ).label("day")
+        )
+    ).subquery("days")
+    rows = session.execute(
+        select(
+            days.c.day,
+            func.coalesce(per_day.c.gross, 0),
+            func.coalesce(per_day.c.refunded, 0),
+            func.coalesce(per_day.c.count, 0),
+        )
+        .select_from(days.outerjoin(per_day, per_day.c.day == days.c.day))
+        .order_by(days.c.day)
+    ).all()
+    return [{"date": row[0], **totals(row[1], row[2], row[3])} for row in rows]
+
+
+def revenue(session: Session, organization_id: uuid.UUID, currency: str, start: date, end: date) -> dict[str, Any]:
+    daily = daily_revenue(session, organization_id, currency, start, end)
+    gross = sum(d["gross_cents"] for d in daily)
+    refunded = sum(d["refunded_cents"] for d in daily)
+    count = sum(d["purchase_count"] for d in daily)
+    return {"currency": currency, "start": start, "end": end, "totals": totals(gross, refunded, count), "daily": daily}
+
+
+# ---- top content ---------------------------------------------------------------------------------------
+
+
+def top_content(
+    session: Session,
+    organization_id: uuid.UUID,
+    *,
+    metric: str,
+    currency: str,
+    start: date,
+    end: date,
+    limit: int,
+) -> dict[str, Any]:
+    """Content ranked by ``metric`` over the range (net revenue, purchase count or seconds watched)."""
+    lower, upper = day_bounds(start, end)
+    sales = (
+        select(
+            Purchase.content_id.label("content_id"),
+            (_gross() - _refunded_sum()).label("net"),
+            _count().label("count"),
+        )
+        .where(_org_currency(organization_id, currency), Purchase.purchased_at >= lower, Purchase.purchased_at < upper)
+        .group_by(Purchase.content_id)
+        .subquery("sales")
+    )
+    watched = (
+        select(
+            ContentDailyStats.content_id.label("content_id"),
+            func.sum(ContentDailyStats.seconds_watched).label("seconds"),
+        )
+        .where(
+            ContentDailyStats.organization_id == organization_id,
+            ContentDailyStats.day >= start,
+            ContentDailyStats.day <= end,
+        )
+        .group_by(ContentDailyStats.content_id)
+        .subquery("watched")
+    )
+    net = func.coalesce(sales.c.net, 0)
+    count = func.coalesce(sales.c.count, 0)
+    seconds = func.coalesce(watched.c.seconds, 0)
+    key = {"revenue": net, "purchases": count, "watch_time": seconds}[metric]
+    driver = watched if metric == "watch_time" else sales
+    other = sales if metric == "watch_time" else watched
+    rows = session.execute(
+        select(Content.id, Content.title, Content.slug, net, count, seconds)
+        .select_from(driver)
+        .join(Content, and_(Content.id == driver.c.content_id, Content.organization_id == organization_id))
+        .outerjoin(other, other.c.content_id == driver.c.content_id)
+        .where(key != 0)
+        .order_by(key.desc(), Content.title, Content.id)
+        .limit(limit)
+    ).all()
+    return {
+        "metric": metric,
+        "currency": currency,
+        "start": start,
+        "end": end,
+        "items": [
+            {
+                "content_id": row[0],
+                "title": row[1],
+                "slug": row[2],
+                "net_cents": int(row[3]),
+                "purchase_count": int(row[4]),
+                "seconds_watched": int(row[5]),
+            }
+            for row in rows
+        ],
+    }
+
+
+# ---- customers -----------------------------------------------------------------------------------------
+
+
+def _like_pattern(q: str) -> str:
+    escaped = q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
+
+
+def _completed_stats(organization_id: uuid.UUID, currency: str) -> Select[uuid.UUID, int, int, datetime, datetime]:
+    """Per customer, completed purchases in ``currency``: the figures of the list and the detail page.
+
+    Only ``completed`` rows: a fully refunded or charged-back purchase nets to zero anyway, so the
+    total is the org's net for that customer.
+    """
+    completed = Purchase.status == "completed"
+    return (
+        select(
+            Purchase.customer_id.label("user_id"),
+            func.count().filter(Purchase.is_duplicate.is_(False)).label("purchase_count"),
+            func.sum(Purchase.amount_cents - Purchase.refunded_amount_cents).label("total_spent"),
+            func.min(Purchase.purchased_at).label("first_purchase_at"),
+            func.max(Purchase.purchased_at).label("last_purchase_at"),
+        )
+        .where(_org_currency(organization_id, currency), completed)
+        .group_by(Purchase.customer_id)
+    )
+
+
+def list_customers(
+    session: Session,
+    organization_id: uuid.UUID,
+    *,
+    currency: str,
+    q: str | None,
+    sort: str,
+    order: str,
+    page: int,
+    per_page: int,
+) -> dict[str, Any]:
+    ids = _customer_ids(organization_id).subquery("ids")
+    stats = _completed_stats(organization_id, currency).subquery("stats")
+    grants = (
+        select(ContentAccess.user_id, func.count().label("active"))
+        .where(ContentAccess.organization_id == organization_id, ContentAccess.revoked_at.is_(None))
+        .group_by(ContentAccess.user_id)
+        .subquery("grants")
+    )
+    purchase_count = func.coalesce(stats.c.purchase_count, 0)
+    total_spent = func.coalesce(stats.c.total_spent, 0)
+    stmt = (
+        select(
+            User.id,
+            User.name,
+            User.email,
+            purchase_count,
+            total_spent,
+            stats.c.first_purchase_at,
+            stats.c.last_purchase_at,
+            func.coalesce(grants.c.active, 0),
+        )
+        .select_from(ids)
+        .join(User, User.id == ids.c.user_id)
+        .outerjoin(stats, stats.c.user_id == ids.c.user_id)
+        .outerjoin(grants, grants.c.user_id == ids.c.user_id)
+    )
+    if q is not None:
+        pattern = _like_pattern(q)
+        stmt = stmt.where(or_(User.name.ilike(pattern, escape="\\"), User.email.ilike(pattern, escape="\\")))
+    column = {"total_spent_cents": total_spent, "last_purchase_at": stats.c.last_purchase_at, "name": User.name}[sort]
+    primary = column.asc() if order == "asc" else column.desc()
+    stmt = stmt.order_by(primary.nulls_last(), User.name, User.id)
+    total = int(session.scalar(select(func.count()).select_from(stmt.order_by(None).subquery())) or 0)
+    rows = session.execute(stmt.limit(per_page).offset((page - 1) * per_page)).all()
+    items = [
+        {
+            "user_id": row[0],
+            "name": row[1],
+            "email": row[2],
+            "purchase_count": int(row[3]),
+            "total_spent_cents": int(row[4]),
+            "first_purchase_at": row[5],
+            "last_purchase_at": row[6],
+            "active_grant_count": int(row[7]),
+        }
+        for row in rows
+    ]
+    return page_envelope(items, page, per_page, total)
+
+
+def grant_view(grant: ContentAccess, content_title: str | None = None) -> dict[str, Any]:
+    view: dict[str, Any] = {
+        "id": grant.id,
+        "user_id": grant.user_id,
+        "content_id": grant.content_id,
+        "organization_id": grant.organization_id,
+        "source": grant.source,
+        "purchase_id": grant.purchase_id,
+        "granted_by": grant.granted_by,
+        "granted_at": grant.granted_at,
+        "revoked_at": grant.revoked_at,
+        "revoke_reason": grant.revoke_reason,
+    }
+    if content_title is not None:
+        view["content_title"] = content_title
+    return view
+
+
+def is_customer(session: Session, organization_id: uuid.UUID, user_id: uuid.UUID) -> bool:
+    bought = select(Purchase.id).where(Purchase.organization_id == organization_id, Purchase.customer_id == user_id)
+    granted = select(ContentAccess.id).where(
+        ContentAccess.organization_id == organization_id, ContentAccess.user_id == user_id
+    )
+    return bool(session.scalar(select(or_(bought.exists(), granted.exists()))))
+
+
+def customer_detail(session: Session, organization_id: uuid.UUID, user_id: uuid.UUID, currency: str) -> dict[str, Any]:
+    """Every purchase (any status and currency) and grant of the org; stats over completed ones."""
+    user = session.get(User, user_id)
+    if user is None or not is_customer(session, organization_id, user_id):
+        raise not_found("CUSTOMER_NOT_FOUND")
+    purchases = session.execute(
+        select(Purchase, Content.title)
+        .join(Content, Content.id == Purchase.content_id)
+        .where(Purchase.organization_id == organization_id, Purchase.customer_id == user_id)
+        .order_by(Purchase.purchased_at.desc(), Purchase.id.desc())
+    ).all()
+    grants = session.execute(
+        select(ContentAccess, Content.title)
+        .join(Content, Content.id == ContentAccess.content_id)
+        .where(ContentAccess.organization_id == organization_id, ContentAccess.user_id == user_id)
+        .order_by(ContentAccess.granted_at.desc(), ContentAccess.id.desc())
+    ).all()
+    stats = _completed_stats(organization_id, currency).where(Purchase.customer_id == user_id).subquery()
+    row = session.execute(
+        select(
+            func.coalesce(func.sum(stats.c.purchase_count), 0),
+            func.coalesce(func.sum(stats.c.total_spent), 0),
+            func.min(stats.c.first_purchase_at),
+            func.max(stats.c.last_purchase_at),
+        )
+    ).one()
+    return {
+        "customer": {"user_id": user.id, "name": user.name, "email": user.email, "created_at": user.created_at},
+        "purchases": [{**purchase_view(p), "content_title": title} for p, title in purchases],
+        "grants": [grant_view(g, title) for g, title in grants],
+        "stats": {
+            "purchase_count": int(row[0]),
+            "total_spent_cents": int(row[1]),
+            "first_purchase_at": row[2],
+            "last_purchase_at": row[3],
+        },
+    }
+
+
+# ---- audit log ------------------------------------------------------------------------------------------
+
+
+def list_audit(
+    session: Session,
+    organization_id: uuid.UUID,
+    *,
+    action: str | None,
+    actor_user_id: uuid.UUID | None,
+    page: int,
+    per_page: int,
+) -> dict[str, Any]:
+    stmt = select(AdminAuditEvent).where(AdminAuditEvent.organization_id == organization_id)
+    if action is not None:
+        stmt = stmt.where(AdminAuditEvent.action == action)
+    if actor_user_id is not None:
+        stmt = stmt.where(AdminAuditEvent.actor_user_id == actor_user_id)
+    stmt = stmt.order_by(AdminAuditEvent.created_at.desc(), AdminAuditEvent.id.desc())
+    return paginate(session, stmt, page, per_page)
