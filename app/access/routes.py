@@ -1,7 +1,194 @@
-"""Access, streaming, HLS proxy, progress and library routes (api.md §10)."""
+"""Access, streaming, HLS proxy, progress and library routes (api.md §10).
+
+Check order (README §3.4): auth (401) -> path UUID (404) -> query/body schema (400) -> content
+lookup and visibility (404) -> access (403 ``ACCESS_DENIED``) -> business rules (422). The HLS
+proxy is not session-based: the signed token in the path is the credential.
+"""
 
 from __future__ import annotations
 
-from app.api import Blueprint
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from flask import Response, current_app
+from flask.views import MethodView
+
+from app import db
+from app.access import hls, library, progress, service
+from app.access.schemas import (
+    AccessSchema,
+    LibraryArgsSchema,
+    LibraryItemSchema,
+    ProgressSchema,
+    ProgressUpdateSchema,
+    StreamArgsSchema,
+    StreamSchema,
+)
+from app.api import Blueprint, error_responses
+from app.identity.auth import current_principal, path_uuid, require_auth
+from app.identity.prechecks import route_limit
+from app.media.service import media_urls
+from app.schemas import list_schema
+from app.security.hls_tokens import hls_master_url, mint_hls_token
 
 blp = Blueprint("access", __name__, url_prefix="/api/v1", description="Access, playback and library")
+
+COMMON = (429, 500, 503)
+CONTENT = "CONTENT_NOT_FOUND"
+
+
+def _redis() -> Any:
+    return current_app.extensions["redis"]
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+@blp.route("/content/<content_id>/access")
+class ContentAccessCheck(MethodView):
+    @blp.response(200, AccessSchema)
+    @error_responses(blp, 401, 404, *COMMON)
+    @require_auth
+    @path_uuid("content_id", CONTENT)
+    def get(self, content_id: uuid.UUID) -> Any:
+        """Whether the caller may stream a content item, and why"""
+        visible = service.visible_content(db.session, current_principal().user_id, content_id)
+        decision = visible.decision
+        return {"content_id": content_id, "has_access": decision.has_access, "reason": decision.reason}
+
+
+@blp.route("/content/<content_id>/stream")
+class ContentStream(MethodView):
+    @blp.response(200, StreamSchema)
+    @error_responses(blp, 400, 401, 403, 404, 422, *COMMON)
+    @route_limit("60 per minute", key="user")
+    @require_auth
+    @blp.arguments(StreamArgsSchema, location="query")
+    @path_uuid("content_id", CONTENT)
+    def get(self, args: dict[str, Any], content_id: uuid.UUID) -> Any:
+        """A signed HLS manifest URL for content the caller may access"""
+        principal = current_principal()
+        visible = service.visible_content(db.session, principal.user_id, content_id)
+        service.require_access(visible)
+        media = visible.media
+        service.require_ready(media)
+        expires_at = (_now() + timedelta(seconds=args["expires_in"])).replace(microsecond=0)
+        token = mint_hls_token(
+            content_id=visible.content.id,
+            media_id=media.id,
+            user_id=principal.user_id,
+            scope="full",
+            expires_at=expires_at,
+        )
+        thumbnail_url, waveform_url = media_urls(media)
+        return {
+            "manifest_url": hls_master_url(token),
+            "expires_at": expires_at,
+            "content_type": visible.content.content_type,
+            "preview": False,
+            "duration_seconds": media.duration_seconds,
+            "renditions": list(media.renditions),
+            "thumbnail_url": thumbnail_url,
+            "waveform_url": waveform_url,
+        }
+
+
+def _playlist(body: str) -> Response:
+    response = Response(body, status=200, mimetype=hls.MPEGURL)
+    response.headers["Cache-Control"] = hls.CACHE_CONTROL
+    return response
+
+
+_PLAYLIST_DOC = {"description": "HLS playlist", "content_type": hls.MPEGURL}
+
+
+@blp.route("/stream/<token>/master.m3u8")
+class StreamMaster(MethodView):
+    @blp.response(200, **_PLAYLIST_DOC)
+    @error_responses(blp, 403, 404, *COMMON)
+    @route_limit("600 per minute", key="ip")
+    def get(self, token: str) -> Any:
+        """HLS master playlist for a stream or preview token"""
+        playback = hls.authorize(db.session, token)
+        return _playlist(hls.master_playlist(playback))
+
+
+@blp.route("/stream/<token>/<rendition>/index.m3u8")
+class StreamRendition(MethodView):
+    @blp.response(200, **_PLAYLIST_DOC)
+    @error_responses(blp, 403, 404, *COMMON)
+    @route_limit("600 per minute", key="ip")
+    def get(self, token: str, rendition: str) -> Any:
+        """HLS media playlist of one rendition, every segment a signed URL"""
+        playback = hls.authorize(db.session, token)
+        return _playlist(hls.media_playlist(playback, rendition))
+
+
+@blp.route("/content/<content_id>/progress")
+class ContentProgress(MethodView):
+    @blp.response(204)
+    @error_responses(blp, 400, 401, 403, 404, 413, 415, *COMMON)
+    @route_limit("120 per minute", key="user")
+    @require_auth
+    @blp.arguments(ProgressUpdateSchema)
+    @path_uuid("content_id", CONTENT)
+    def put(self, data: dict[str, Any], content_id: uuid.UUID) -> Any:
+        """Record a playback heartbeat (buffered in Redis; older client_ts ignored)"""
+        user_id = current_principal().user_id
+        visible = service.visible_content(db.session, user_id, content_id)
+        service.require_access(visible)
+        now = _now()
+        heartbeat = progress.normalise(
+            data["position_seconds"], data["duration_seconds"], data["completed"], data["client_ts"], now
+        )
+        outcome = progress.record(
+            db.session,
+            _redis(),
+            user_id=user_id,
+            content_id=content_id,
+            organization_id=visible.content.organization_id,
+            heartbeat=heartbeat,
+            now=now,
+        )
+        if outcome == "database":  # Redis was down: the write went straight to Postgres
+            db.session.commit()
+        return Response(status=204)
+
+    @blp.response(200, ProgressSchema)
+    @error_responses(blp, 401, 404, *COMMON)
+    @require_auth
+    @path_uuid("content_id", CONTENT)
+    def get(self, content_id: uuid.UUID) -> Any:
+        """The caller's progress on a content item, or null"""
+        user_id = current_principal().user_id
+        service.visible_content(db.session, user_id, content_id)
+        entry = progress.read(db.session, _redis(), user_id, content_id)
+        if entry is None:
+            return Response("null\n", status=200, mimetype="application/json")
+        return entry.as_progress()
+
+
+@blp.route("/me/library")
+class Library(MethodView):
+    @blp.response(200, list_schema(LibraryItemSchema))
+    @error_responses(blp, 400, 401, *COMMON)
+    @require_auth
+    @blp.arguments(LibraryArgsSchema, location="query")
+    def get(self, args: dict[str, Any]) -> Any:
+        """The caller's library: granted content and started free content, with progress"""
+        user_id = current_principal().user_id
+        client = _redis()
+        flushed = progress.flush_user(db.session, client, user_id)
+        if flushed:
+            db.session.commit()
+            progress.forget_user_flushed(client, user_id, flushed)
+        return library.list_library(
+            db.session,
+            user_id,
+            filter_=args["filter"],
+            sort=args["sort"],
+            page=args["page"],
+            per_page=args["per_page"],
+        )

@@ -1,0 +1,463 @@
+"""Playback progress: buffered in Redis, flushed to Postgres (jobs.md §7.1, §7.2).
+
+Write path (``PUT /content/{id}/progress``): one Lua script applies the heartbeat atomically —
+newest ``client_ts`` wins, ``completed`` is sticky (sent, or position >= 95 % of duration),
+the entry is marked dirty (``pb:dirty`` and the per-user ``pb:dirty:u:{user_id}``) and the day's
+watch counters are bumped. A missing hash is first initialised from the Postgres row, so a
+flushed or restarted Redis never lets an older heartbeat replace newer stored progress; the
+script asks for that row only when it needs it (the common case is one Redis round trip and no
+database write). If Redis is down the write goes straight to Postgres with the same guards.
+
+Flush: ``claim_batch`` (``SPOP pb:dirty 500``) -> ``read_entries`` -> ``write_batch`` (one
+``INSERT … ON CONFLICT DO UPDATE … WHERE playback_progress.client_ts <= EXCLUDED.client_ts``)
+-> commit -> ``forget_flushed``; on a database error ``release_batch`` puts the members back.
+The loop itself lives in ``tasks/playback.py`` (services never commit).
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+import redis
+import structlog
+from redis.commands.core import Script
+from sqlalchemy import text
+from sqlalchemy.orm import Session
+
+from app.access.models import PlaybackProgress
+
+log = structlog.get_logger(__name__)
+
+DIRTY = "pb:dirty"
+STATS_DIRTY = "pb:stats:dirty"
+HASH_TTL_SECONDS = 7 * 86400
+SEEN_TTL_SECONDS = 48 * 3600
+FUTURE_SLACK = timedelta(minutes=5)
+COMPLETE_RATIO = 0.95
+BATCH_SIZE = 500
+
+
+def progress_key(user_id: uuid.UUID | str, content_id: uuid.UUID | str) -> str:
+    return f"pb:p:{user_id}:{content_id}"
+
+
+def user_dirty_key(user_id: uuid.UUID | str) -> str:
+    return f"pb:dirty:u:{user_id}"
+
+
+def member(user_id: uuid.UUID | str, content_id: uuid.UUID | str) -> str:
+    return f"{user_id}:{content_id}"
+
+
+def day_stamp(day: date) -> str:
+    return day.strftime("%Y%m%d")
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MS = timedelta(milliseconds=1)
+
+
+def to_ms(value: datetime) -> int:
+    """Exact integer milliseconds (float timestamps could be off by one after a round trip)."""
+    return (value - _EPOCH) // _MS
+
+
+def from_ms(value: int) -> datetime:
+    return _EPOCH + value * _MS
+
+
+@dataclass(frozen=True, slots=True)
+class Heartbeat:
+    """A validated, normalised write: whole seconds, position clamped, client_ts bounded."""
+
+    position: int
+    duration: int
+    completed: bool
+    client_ts: datetime
+
+
+def normalise(
+    position: float, duration: float, completed: bool, client_ts: datetime | None, now: datetime
+) -> Heartbeat:
+    """api.md §10: fractions truncated; position > duration clamped; client_ts > 5 min ahead -> now."""
+    dur = int(duration)
+    pos = min(int(position), dur)
+    ts = client_ts or now
+    if ts.tzinfo is None:
+        ts = ts.replace(tzinfo=UTC)
+    if ts > now + FUTURE_SLACK:
+        ts = now
+    ts = ts.replace(microsecond=ts.microsecond // 1000 * 1000)  # Redis keeps milliseconds
+    return Heartbeat(pos, dur, bool(completed), ts)
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One (user, content) progress, from the Redis hash or the Postgres row."""
+
+    user_id: uuid.UUID
+    content_id: uuid.UUID
+    position: int
+    duration: int
+    completed: bool
+    completed_at: datetime | None
+    client_ts: datetime
+    updated_at: datetime | None
+
+    @property
+    def percent_complete(self) -> int:
+        return min(100, round(100 * self.position / self.duration)) if self.duration else 0
+
+    def as_progress(self) -> dict[str, Any]:
+        """The api.md §1 Progress object."""
+        return {
+            "content_id": self.content_id,
+            "position_seconds": self.position,
+            "duration_seconds": self.duration,
+            "completed": self.completed,
+            "percent_complete": self.percent_complete,
+            "client_ts": self.client_ts,
+            "updated_at": self.updated_at,
+        }
+
+
+def entry_from_row(row: PlaybackProgress) -> Entry:
+    return Entry(
+        row.user_id,
+        row.content_id,
+        row.position_seconds,
+        row.duration_seconds,
+        row.completed,
+        row.completed_at,
+        row.client_ts,
+        row.updated_at,
+    )
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def entry_from_hash(user_id: uuid.UUID, content_id: uuid.UUID, raw: dict[Any, Any]) -> Entry | None:
+    """Parse ``pb:p:…``; None for a missing or unreadable hash (it is then skipped, never guessed)."""
+    if not raw:
+        return None
+    data = {_text(k): _text(v) for k, v in raw.items()}
+    try:
+        completed_at = data.get("completed_at") or ""
+        updated = data.get("upd") or ""
+        return Entry(
+            user_id,
+            content_id,
+            int(float(data["pos"])),
+            int(float(data["dur"])),
+            data.get("completed") == "1",
+            from_ms(int(completed_at)) if completed_at else None,
+            from_ms(int(data["ts"])),
+            from_ms(int(updated)) if updated else None,
+        )
+    except (KeyError, ValueError):
+        log.warning("playback.bad_entry", user_id=str(user_id), content_id=str(content_id))
+        return None
+
+
+# ---- write path ---------------------------------------------------------------------------------
+
+# KEYS: 1 hash, 2 pb:dirty, 3 pb:dirty:u:{user}, 4 pb:seen:{day}:{content}:{user},
+#       5 pb:stats:{day}:{content}, 6 pb:stats:dirty
+# ARGV: 1 pos, 2 dur, 3 completed (0|1), 4 ts ms, 5 org, 6 now ms, 7 member, 8 content id,
+#       9 stats member, 10 hash ttl, 11 seen ttl,
+#       12 init: "need" (ask the caller) | "none" (no row) | "row", then 13 pos, 14 dur,
+#       15 completed, 16 completed_at ms or "", 17 ts ms (the Postgres row)
+# Returns -1 (initialise from Postgres and call again), 0 (older than stored: ignored), 1 (applied).
+_WRITE_LUA = """
+local h = KEYS[1]
+if redis.call('EXISTS', h) == 0 then
+  if ARGV[12] == 'need' then return -1 end
+  if ARGV[12] == 'row' then
+    redis.call('HSET', h, 'pos', ARGV[13], 'dur', ARGV[14], 'completed', ARGV[15],
+               'completed_at', ARGV[16], 'ts', ARGV[17], 'org', ARGV[5])
+  end
+end
+local pos = tonumber(ARGV[1])
+local dur = tonumber(ARGV[2])
+local ts = tonumber(ARGV[4])
+local stored_ts = tonumber(redis.call('HGET', h, 'ts'))
+if stored_ts and ts < stored_ts then return 0 end
+local stored_pos = tonumber(redis.call('HGET', h, 'pos'))
+local was_completed = redis.call('HGET', h, 'completed') == '1'
+local completed = was_completed or ARGV[3] == '1' or pos >= 0.95 * dur
+local completed_at = redis.call('HGET', h, 'completed_at') or ''
+if completed and not was_completed then completed_at = ARGV[6] end
+local delta = 0
+if stored_pos and stored_ts then
+  local d = pos - stored_pos
+  if d > 0 and d <= (ts - stored_ts) / 1000 + 10 then delta = d end
+end
+redis.call('HSET', h, 'pos', pos, 'dur', dur, 'completed', completed and '1' or '0',
+           'completed_at', completed_at, 'ts', ARGV[4], 'org', ARGV[5], 'upd', ARGV[6])
+redis.call('EXPIRE', h, ARGV[10])
+redis.call('SADD', KEYS[2], ARGV[7])
+redis.call('SADD', KEYS[3], ARGV[8])
+redis.call('EXPIRE', KEYS[3], ARGV[10])
+local counted = false
+if redis.call('SET', KEYS[4], '1', 'NX', 'EX', ARGV[11]) then
+  redis.call('HINCRBY', KEYS[5], 'views_started', 1)
+  counted = true
+end
+if delta > 0 then
+  redis.call('HINCRBY', KEYS[5], 'seconds_watched', delta)
+  counted = true
+end
+if completed and not was_completed then
+  redis.call('HINCRBY', KEYS[5], 'completions', 1)
+  counted = true
+end
+if counted then
+  redis.call('HSET', KEYS[5], 'org', ARGV[5])
+  redis.call('SADD', KEYS[6], ARGV[9])
+end
+return 1
+"""
+
+
+def _script(client: redis.Redis, source: str) -> Script:
+    return client.register_script(source)
+
+
+def record(
+    session: Session,
+    client: redis.Redis,
+    *,
+    user_id: uuid.UUID,
+    content_id: uuid.UUID,
+    organization_id: uuid.UUID,
+    heartbeat: Heartbeat,
+    now: datetime,
+) -> str:
+    """Apply one heartbeat; returns ``applied``, ``ignored`` or ``database`` (Redis was down)."""
+    day = day_stamp(now.date())
+    keys = [
+        progress_key(user_id, content_id),
+        DIRTY,
+        user_dirty_key(user_id),
+        f"pb:seen:{day}:{content_id}:{user_id}",
+        f"pb:stats:{day}:{content_id}",
+        STATS_DIRTY,
+    ]
+    args: list[Any] = [
+        heartbeat.position,
+        heartbeat.duration,
+        1 if heartbeat.completed else 0,
+        to_ms(heartbeat.client_ts),
+        str(organization_id),
+        to_ms(now),
+        member(user_id, content_id),
+        str(content_id),
+        f"{day}:{content_id}",
+        HASH_TTL_SECONDS,
+        SEEN_TTL_SECONDS,
+    ]
+    try:
+        script = _script(client, _WRITE_LUA)
+        result = script(keys=keys, args=[*args, "need"])
+        if result == -1:
+            row = session.get(PlaybackProgress, (user_id, content_id))
+            if row is None:
+                result = script(keys=keys, args=[*args, "none"])
+            else:
+                init = [
+                    row.position_seconds,
+                    row.duration_seconds,
+                    1 if row.completed else 0,
+                    to_ms(row.completed_at) if row.completed_at else "",
+                    to_ms(row.client_ts),
+                ]
+                result = script(keys=keys, args=[*args, "row", *init])
+    except redis.RedisError:
+        log.warning("cache.unavailable", cache="playback", action="progress_write")
+        completed = heartbeat.completed or heartbeat.position >= COMPLETE_RATIO * heartbeat.duration
+        write_batch(
+            session,
+            [
+                Entry(
+                    user_id,
+                    content_id,
+                    heartbeat.position,
+                    heartbeat.duration,
+                    completed,
+                    now if completed else None,
+                    heartbeat.client_ts,
+                    now,
+                )
+            ],
+        )
+        return "database"
+    return "applied" if result == 1 else "ignored"
+
+
+def read(session: Session, client: redis.Redis, user_id: uuid.UUID, content_id: uuid.UUID) -> Entry | None:
+    """Redis first (it holds anything not yet flushed), then Postgres."""
+    try:
+        raw = client.hgetall(progress_key(user_id, content_id))
+    except redis.RedisError:
+        log.warning("cache.unavailable", cache="playback", action="progress_read")
+        raw = {}
+    entry = entry_from_hash(user_id, content_id, raw)
+    if entry is not None:
+        return entry
+    row = session.get(PlaybackProgress, (user_id, content_id))
+    return entry_from_row(row) if row is not None else None
+
+
+# ---- flush --------------------------------------------------------------------------------------
+
+_UPSERT = text(
+    """
+    INSERT INTO playback_progress AS p
+        (user_id, content_id, position_seconds, duration_seconds, completed, completed_at, client_ts,
+         created_at, updated_at)
+    SELECT v.user_id, v.content_id, v.position_seconds, v.duration_seconds, v.completed, v.completed_at,
+           v.client_ts, now(), now()
+    FROM unnest(
+        CAST(:user_ids AS uuid[]), CAST(:content_ids AS uuid[]), CAST(:positions AS integer[]),
+        CAST(:durations AS integer[]), CAST(:completed AS boolean[]), CAST(:completed_at AS timestamptz[]),
+        CAST(:client_ts AS timestamptz[])
+    ) AS v(user_id, content_id, position_seconds, duration_seconds, completed, completed_at, client_ts)
+    WHERE EXISTS (SELECT 1 FROM content c WHERE c.id = v.content_id)
+      AND EXISTS (SELECT 1 FROM users u WHERE u.id = v.user_id)
+    ON CONFLICT (user_id, content_id) DO UPDATE SET
+        position_seconds = EXCLUDED.position_seconds,
+        duration_seconds = EXCLUDED.duration_seconds,
+        client_ts = EXCLUDED.client_ts,
+        completed = p.completed OR EXCLUDED.completed,
+        completed_at = COALESCE(p.completed_at, EXCLUDED.completed_at),
+        updated_at = now()
+    WHERE p.client_ts <= EXCLUDED.client_ts
+    """
+)
+
+
+def write_batch(session: Session, entries: list[Entry]) -> int:
+    """One statement for the whole batch; an older entry never replaces a newer stored one.
+
+    Rows whose content or user no longer exists are skipped. Returns the rows written."""
+    if not entries:
+        return 0
+    result = session.execute(
+        _UPSERT,
+        {
+            "user_ids": [e.user_id for e in entries],
+            "content_ids": [e.content_id for e in entries],
+            "positions": [e.position for e in entries],
+            "durations": [e.duration for e in entries],
+            "completed": [e.completed for e in entries],
+            "completed_at": [e.completed_at for e in entries],
+            "client_ts": [e.client_ts for e in entries],
+        },
+    )
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
+def parse_member(value: bytes | str) -> tuple[uuid.UUID, uuid.UUID] | None:
+    try:
+        user, content = _text(value).split(":", 1)
+        return uuid.UUID(user), uuid.UUID(content)
+    except ValueError:
+        return None
+
+
+def claim_batch(client: redis.Redis, size: int = BATCH_SIZE) -> list[str]:
+    """``SPOP pb:dirty <size>``: these members are ours until flushed or released."""
+    popped = client.spop(DIRTY, size) or []
+    return [_text(m) for m in popped]
+
+
+def read_entries(client: redis.Redis, members: list[str]) -> list[Entry]:
+    """HGETALL every member in one pipeline; expired or unreadable hashes are skipped."""
+    parsed = [(m, parse_member(m)) for m in members]
+    pipe = client.pipeline(transaction=False)
+    for _, ids in parsed:
+        if ids is not None:
+            pipe.hgetall(progress_key(*ids))
+    hashes = iter(pipe.execute())
+    entries: list[Entry] = []
+    for _, ids in parsed:
+        if ids is None:
+            continue
+        entry = entry_from_hash(ids[0], ids[1], next(hashes))
+        if entry is not None:
+            entries.append(entry)
+    return entries
+
+
+def release_batch(client: redis.Redis, members: list[str]) -> None:
+    """The database write failed: the members are dirty again for the next run."""
+    if members:
+        client.sadd(DIRTY, *members)
+
+
+# After a committed batch: drop each content id from its user's dirty set unless a newer
+# heartbeat has marked the member dirty again meanwhile.
+_FORGET_LUA = """
+for i = 1, #ARGV do
+  local m = ARGV[i]
+  if redis.call('SISMEMBER', KEYS[1], m) == 0 then
+    local sep = string.find(m, ':', 1, true)
+    if sep then
+      redis.call('SREM', 'pb:dirty:u:' .. string.sub(m, 1, sep - 1), string.sub(m, sep + 1))
+    end
+  end
+end
+return 1
+"""
+
+
+def forget_flushed(client: redis.Redis, members: list[str]) -> None:
+    if members:
+        _script(client, _FORGET_LUA)(keys=[DIRTY], args=members)
+
+
+# ---- one user's entries (the library flushes the caller's buffer first, api.md §10) ---------
+
+# ARGV: user id, then (content id, flushed ts) pairs. Only entries still at the flushed ts are
+# marked clean; a heartbeat that arrived meanwhile keeps its entry dirty.
+_FORGET_USER_LUA = """
+local user = ARGV[1]
+for i = 2, #ARGV, 2 do
+  local c = ARGV[i]
+  if redis.call('HGET', 'pb:p:' .. user .. ':' .. c, 'ts') == ARGV[i + 1] then
+    redis.call('SREM', KEYS[1], user .. ':' .. c)
+    redis.call('SREM', KEYS[2], c)
+  end
+end
+return 1
+"""
+
+
+def flush_user(session: Session, client: redis.Redis, user_id: uuid.UUID) -> list[Entry]:
+    """Write the user's buffered entries (no commit); pass the result to ``forget_user_flushed``
+    after the commit. Redis down: nothing to flush from here."""
+    try:
+        content_ids = [_text(c) for c in client.smembers(user_dirty_key(user_id))]
+        entries = read_entries(client, [member(user_id, c) for c in content_ids])
+    except redis.RedisError:
+        log.warning("cache.unavailable", cache="playback", action="flush_user")
+        return []
+    write_batch(session, entries)
+    return entries
+
+
+def forget_user_flushed(client: redis.Redis, user_id: uuid.UUID, entries: list[Entry]) -> None:
+    if not entries:
+        return
+    args: list[str] = [str(user_id)]
+    for e in entries:
+        args += [str(e.content_id), str(to_ms(e.client_ts))]
+    try:
+        _script(client, _FORGET_USER_LUA)(keys=[DIRTY, user_dirty_key(user_id)], args=args)
+    except redis.RedisError:
+        log.warning("cache.unavailable", cache="playback", action="forget_user")
