@@ -83,8 +83,8 @@ def rollup(
     run_id = uuid.uuid4().hex
     deadline = time.monotonic() + max_seconds
     while report.batches < max_batches and time.monotonic() < deadline:
-        members = stats.claim(client, run_id, batch_size)
-        if not members:
+        popped, members = stats.claim(client, run_id, batch_size)
+        if not popped:
             break
         try:
             counters = stats.read_counters(client, run_id, members)

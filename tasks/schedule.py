@@ -31,4 +31,12 @@ def beat_schedule(config: Config) -> dict[str, Any]:
     schedule["media.reap_abandoned_uploads"] = {
         "task": "media.reap_abandoned_uploads", "schedule": crontab(minute=45), "options": {"expires": 3600},
     }
+    schedule["playback.flush_progress"] = {
+        "task": "playback.flush_progress",
+        "schedule": float(config.PLAYBACK_FLUSH_INTERVAL_SECONDS),
+        "options": {"expires": config.PLAYBACK_FLUSH_INTERVAL_SECONDS},
+    }
+    schedule["playback.rollup_daily_stats"] = {
+        "task": "playback.rollup_daily_stats", "schedule": 300.0, "options": {"expires": 300},
+    }
     return schedule

@@ -11,5 +11,6 @@ celery.conf.beat_schedule = beat_schedule(flask_app.extensions["codex_config"])
 import tasks.email  # noqa: E402
 import tasks.media  # noqa: E402
 import tasks.payments  # noqa: E402
+import tasks.playback  # noqa: E402
 import tasks.storage  # noqa: E402
 import tasks.system  # noqa: E402,F401

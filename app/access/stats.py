@@ -46,7 +46,8 @@ def inflight_key(run_id: str, stats_member: str) -> str:
     return f"{INFLIGHT_PREFIX}{run_id}:{stats_member}"
 
 
-# KEYS[1] = pb:stats:dirty; ARGV: 1 count, 2 run id. Returns the claimed members.
+# KEYS[1] = pb:stats:dirty; ARGV: 1 count, 2 run id. Returns {number popped, claimed members…}
+# (a popped member whose counters are gone is dropped, so "none claimed" is not "set empty").
 _CLAIM_LUA = """
 local members = redis.call('SPOP', KEYS[1], tonumber(ARGV[1]))
 local claimed = {}
@@ -57,6 +58,7 @@ for _, m in ipairs(members) do
     table.insert(claimed, m)
   end
 end
+table.insert(claimed, 1, #members)
 return claimed
 """
 
@@ -83,9 +85,10 @@ return 1
 """
 
 
-def claim(client: redis.Redis, run_id: str, size: int = BATCH_SIZE) -> list[str]:
-    claimed = client.register_script(_CLAIM_LUA)(keys=[STATS_DIRTY], args=[size, run_id])
-    return [m.decode() if isinstance(m, bytes) else str(m) for m in claimed]
+def claim(client: redis.Redis, run_id: str, size: int = BATCH_SIZE) -> tuple[int, list[str]]:
+    """(members popped from ``pb:stats:dirty``, the ones whose counters were renamed for this run)."""
+    popped, *claimed = client.register_script(_CLAIM_LUA)(keys=[STATS_DIRTY], args=[size, run_id])
+    return int(popped), [m.decode() if isinstance(m, bytes) else str(m) for m in claimed]
 
 
 def parse_stats_member(value: str) -> tuple[date, uuid.UUID] | None:
