@@ -79,6 +79,7 @@ class Revenue(MethodView):
 @blp.route("/orgs/<org_id>/dashboard/revenue.svg")
 class RevenueChart(MethodView):
     @blp.response(200, content_type="image/svg+xml", description="The daily series as an SVG bar chart")
+    @blp.doc(responses={"200": {"content": {"image/svg+xml": {"schema": {"type": "string"}}}}})
     @error_responses(blp, *READ)
     @require_auth
     @blp.arguments(ChartArgsSchema, location="query")
