@@ -101,12 +101,14 @@ def _playlist(body: str) -> Response:
     return response
 
 
-_PLAYLIST_DOC = {"description": "HLS playlist", "content_type": hls.MPEGURL}
+_PLAYLIST_DOC = {
+    "responses": {"200": {"description": "HLS playlist", "content": {hls.MPEGURL: {"schema": {"type": "string"}}}}}
+}
 
 
 @blp.route("/stream/<token>/master.m3u8")
 class StreamMaster(MethodView):
-    @blp.response(200, **_PLAYLIST_DOC)
+    @blp.doc(**_PLAYLIST_DOC)
     @error_responses(blp, 403, 404, *COMMON)
     @route_limit("600 per minute", key="ip")
     def get(self, token: str) -> Any:
@@ -117,7 +119,7 @@ class StreamMaster(MethodView):
 
 @blp.route("/stream/<token>/<rendition>/index.m3u8")
 class StreamRendition(MethodView):
-    @blp.response(200, **_PLAYLIST_DOC)
+    @blp.doc(**_PLAYLIST_DOC)
     @error_responses(blp, 403, 404, *COMMON)
     @route_limit("600 per minute", key="ip")
     def get(self, token: str, rendition: str) -> Any:
