@@ -10,20 +10,19 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime, timedelta
-from typing import Any, cast
+from typing import Any
 
 from flask import current_app
-from sqlalchemy import Select, func, or_, select
+from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
 from app.content.models import Content
 from app.content.service import CONTENT_NOT_FOUND, contains
-from app.identity.auth import not_found
+from app.identity.auth import not_found, parse_uuid
 from app.media.models import MediaItem
 from app.media.service import presigned_url
 from app.orgs.models import Organization
-from app.orgs.service import resolve_public_org_id
-from app.schemas import paginate
+from app.schemas import page_envelope
 from app.security.hls_tokens import hls_master_url, mint_hls_token
 
 _ITEM_COLUMNS = (
@@ -73,32 +72,53 @@ def catalog_item_view(row: Any) -> dict[str, Any]:
     }
 
 
-def list_catalog(session: Session, org_id_or_slug: str, args: dict[str, Any]) -> dict[str, Any]:
-    organization_id = resolve_public_org_id(session, org_id_or_slug)
-    stmt = (
-        select(*_ITEM_COLUMNS)
-        .join(MediaItem, MediaItem.id == Content.media_id)
-        .where(Content.organization_id == organization_id, *_published())
+def _org_and_total(session: Session, org_id_or_slug: str, filters: list[Any]) -> tuple[uuid.UUID, int]:
+    """The org (id or slug; 404 ORG_NOT_FOUND) and the number of matching items, in one round trip.
+
+    The count reads content alone (every row has its media: composite FK), so with the default
+    filters it is an index-only scan of ix_content_catalog.
+    """
+    org_id = parse_uuid(org_id_or_slug)
+    match = Organization.id == org_id if org_id is not None else Organization.slug == org_id_or_slug
+    total = (
+        select(func.count())
+        .select_from(Content)
+        .where(Content.organization_id == Organization.id, *_published(), *filters)
+        .scalar_subquery()
     )
+    row = session.execute(select(Organization.id, total).where(match)).one_or_none()
+    if row is None:
+        raise not_found("ORG_NOT_FOUND")
+    return row[0], int(row[1] or 0)
+
+
+def list_catalog(session: Session, org_id_or_slug: str, args: dict[str, Any]) -> dict[str, Any]:
+    filters: list[Any] = []
     if args.get("q"):
         pattern = contains(args["q"])
-        stmt = stmt.where(
-            or_(Content.title.ilike(pattern, escape="\\"), Content.description.ilike(pattern, escape="\\"))
-        )
+        filters.append(or_(Content.title.ilike(pattern, escape="\\"), Content.description.ilike(pattern, escape="\\")))
     if args.get("content_type"):
-        stmt = stmt.where(Content.content_type == args["content_type"])
+        filters.append(Content.content_type == args["content_type"])
     if args.get("category"):
-        stmt = stmt.where(Content.category == args["category"])
+        filters.append(Content.category == args["category"])
     if args.get("tag"):
-        stmt = stmt.where(Content.tags.contains([args["tag"]]))
-    column = _SORTS[args["sort"]]
-    if args["order"] == "asc":
-        stmt = stmt.order_by(column.asc(), Content.id.asc())
-    else:
-        stmt = stmt.order_by(column.desc(), Content.id.desc())
-    envelope = paginate(session, cast("Select[Any]", stmt), args["page"], args["per_page"])
-    envelope["items"] = [catalog_item_view(row) for row in envelope["items"]]
-    return envelope
+        filters.append(Content.tags.contains([args["tag"]]))
+    organization_id, total = _org_and_total(session, org_id_or_slug, filters)
+    page, per_page = args["page"], args["per_page"]
+    items: list[dict[str, Any]] = []
+    if (page - 1) * per_page < total:
+        column = _SORTS[args["sort"]]
+        ordering = (column.asc(), Content.id.asc()) if args["order"] == "asc" else (column.desc(), Content.id.desc())
+        stmt = (
+            select(*_ITEM_COLUMNS)
+            .join(MediaItem, MediaItem.id == Content.media_id)
+            .where(Content.organization_id == organization_id, *_published(), *filters)
+            .order_by(*ordering)
+            .limit(per_page)
+            .offset((page - 1) * per_page)
+        )
+        items = [catalog_item_view(row) for row in session.execute(stmt)]
+    return page_envelope(items, page, per_page, total)
 
 
 def preview_view(content_id: uuid.UUID, media_id: uuid.UUID, preview_key: str | None) -> dict[str, Any] | None:

@@ -11,6 +11,7 @@ access/library) reuse for ``thumbnail_url`` / ``waveform_url``.
 
 from __future__ import annotations
 
+import time
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -61,6 +62,15 @@ def magic_matches(mime_type: str, head: bytes) -> bool:
 # ---- views ----------------------------------------------------------------------------------
 
 
+# Signed URLs are reused for up to a minute (the catalogue's own max-age): a hot catalogue page
+# would otherwise sign the same thumbnails on every request (a path check plus an HMAC locally,
+# a botocore signature on S3). A reused URL is still valid for TTL - 60 s at least.
+PRESIGN_REUSE_SECONDS = 60.0
+_PRESIGN_CACHE_MAX = 4096
+# (id(storage), key, ttl) -> (signed at, url, storage); holding the storage keeps its id unique.
+_presign_cache: dict[tuple[int, str, int], tuple[float, str, Storage]] = {}
+
+
 def presigned_url(key: str | None, storage: Storage | None = None) -> str | None:
     """A GET URL for a thumbnail/waveform valid ``DOWNLOAD_URL_TTL_SECONDS``; None when absent.
 
@@ -70,11 +80,22 @@ def presigned_url(key: str | None, storage: Storage | None = None) -> str | None
         return None
     from app.storage import get_storage
 
+    backend = storage or get_storage()
+    ttl = int(current_app.config["DOWNLOAD_URL_TTL_SECONDS"])
+    cache_key = (id(backend), key, ttl)
+    now = time.monotonic()
+    cached = _presign_cache.get(cache_key)
+    if cached is not None and cached[2] is backend and now - cached[0] < min(PRESIGN_REUSE_SECONDS, ttl / 2):
+        return cached[1]
     try:
-        return (storage or get_storage()).presign_download(key, int(current_app.config["DOWNLOAD_URL_TTL_SECONDS"]))
+        url = backend.presign_download(key, ttl)
     except StorageError:
         log.warning("storage.presign_failed", exc_info=True)
         return None
+    if len(_presign_cache) >= _PRESIGN_CACHE_MAX:
+        _presign_cache.clear()  # crude but bounded; entries are cheap to rebuild
+    _presign_cache[cache_key] = (now, url, backend)
+    return url
 
 
 def media_urls(media: MediaItem) -> tuple[str | None, str | None]:
