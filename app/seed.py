@@ -7,12 +7,13 @@ through the real pipeline (``tasks.media.run_ingest``; no worker needed), and tw
 content items: a free audio item and a paid video item.
 
 Re-running changes nothing on a seeded database and reports the same accounts and ids. Rows are
-found again by fixed emails, the org slug, and ids derived from the org id (``uuid5``), so the
-demo media and content keep their ids. A demo media item that is not ready (a failed or
-interrupted earlier run, or storage emptied under the database) is ingested again.
+found again by their fixed emails, the org slug, the demo media titles and the content slugs. A
+demo media item that is not ready (a failed or interrupted earlier run, or storage emptied under
+the database) is ingested again.
 
-Every step goes through the domain services (identity, orgs) or the media pipeline; this module
-owns the commits, like a route or a task.
+Every step goes through the domain services (identity, orgs, media, content) or the media
+pipeline, acting as the owner or the creator; this module owns the commits, like a route or a
+task.
 """
 
 from __future__ import annotations
@@ -31,11 +32,13 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from app import errors
+from app.content import service as content_service
 from app.content.models import Content
 from app.identity import passwords
 from app.identity import service as identity
 from app.identity.auth import Principal
 from app.identity.models import Credential, User
+from app.media import service as media_service
 from app.media.models import MediaItem
 from app.media.pipeline import MediaSettings
 from app.orgs import branding
@@ -52,9 +55,6 @@ PASSWORD_ENV = "CODEX_SEED_PASSWORD"  # noqa: S105 - the variable's name
 ORG_SLUG = "demo-studio"
 ORG_NAME = "Demo Studio"
 ORG_DESCRIPTION = "A demo organization created by `flask --app app codex seed`."
-
-#: Namespace of the ids derived from the org id (media and content keep their ids across runs).
-SEED_NAMESPACE = uuid.UUID("6a1d3f3e-2c1b-4f0e-9a57-0c0de5eed001")
 
 # A stalled ingest (a seed killed mid-run) is taken over after this long without a heartbeat.
 STALE_PROCESSING = timedelta(minutes=2)
@@ -190,10 +190,6 @@ def seed_password() -> str:
     return password
 
 
-def derived_id(org_id: uuid.UUID, kind: str, key: str) -> uuid.UUID:
-    return uuid.uuid5(SEED_NAMESPACE, f"{org_id}:{kind}:{key}")
-
-
 def _now() -> datetime:
     return datetime.now(UTC)
 
@@ -228,6 +224,11 @@ def _principal(user: User) -> Principal:
     )
 
 
+def _acting(org: Organization, user: User, role: str) -> OrgAccess:
+    """``user`` acting inside ``org`` with its membership ``role``, as the routes would pass it."""
+    return OrgAccess(organization=org, principal=_principal(user), membership_role=role, role=role)
+
+
 def _account(
     session: Session, report: SeedReport, account: Account, signup_org: uuid.UUID | None
 ) -> tuple[User, bool]:
@@ -257,7 +258,7 @@ def _organization(session: Session, report: SeedReport, owner: User, storage: St
     if org is not None:
         return org
     org = orgs.create_org(session, owner, name=ORG_NAME, slug=ORG_SLUG, description=ORG_DESCRIPTION)
-    access = OrgAccess(organization=org, principal=_principal(owner), membership_role="owner", role="owner")
+    access = _acting(org, owner, "owner")
     orgs.update_settings(session, access, BRANDING)
     with tempfile.TemporaryDirectory(prefix="codex-seed-") as workdir:
         logo = Path(workdir) / "logo.png"
@@ -272,20 +273,17 @@ def _organization(session: Session, report: SeedReport, owner: User, storage: St
 def _creator_membership(session: Session, report: SeedReport, org: Organization, owner: User, creator: User) -> None:
     if membership_role(session, org.id, creator.id) is not None:
         return
-    access = OrgAccess(organization=org, principal=_principal(owner), membership_role="owner", role="owner")
-    orgs.add_member(session, access, email=creator.email, role="creator")
+    orgs.add_member(session, _acting(org, owner, "owner"), email=creator.email, role="creator")
     report.created.append(f"membership {creator.email} as creator")
 
 
 # ---- media ------------------------------------------------------------------------------------
 
 
-def _store_original(storage: Storage, spec: DemoMedia, key: str) -> int:
-    with tempfile.TemporaryDirectory(prefix="codex-seed-") as workdir:
-        clip = Path(workdir) / key.rsplit("/", 1)[-1]
-        _ffmpeg(spec.ffmpeg_args, clip)
-        storage.put_file(key, clip, spec.mime_type)
-        return clip.stat().st_size
+def _make_clip(spec: DemoMedia, workdir: Path) -> Path:
+    clip = workdir / f"demo-{spec.key}.{keys.ORIGINAL_EXTENSIONS[spec.mime_type]}"
+    _ffmpeg(spec.ffmpeg_args, clip)
+    return clip
 
 
 def _outputs_present(storage: Storage, media: MediaItem) -> bool:
@@ -293,47 +291,59 @@ def _outputs_present(storage: Storage, media: MediaItem) -> bool:
     return all(key is not None and storage.head(key) is not None for key in outputs)
 
 
-def _prepare_media(
-    session: Session, report: SeedReport, org: Organization, creator: User, spec: DemoMedia, storage: Storage
-) -> tuple[uuid.UUID, bool]:
-    """Make sure the demo media row exists with its original stored; True when it needs an ingest."""
-    media_id = derived_id(org.id, "media", spec.key)
-    media = session.get(MediaItem, media_id)
-    if media is None:
-        key = keys.original_key(org.id, media_id, spec.mime_type)
-        size = _store_original(storage, spec, key)
-        session.add(
-            MediaItem(
-                id=media_id,
-                organization_id=org.id,
-                created_by=creator.id,
-                title=spec.title,
-                description="Generated by ffmpeg's lavfi test sources for the demo.",
-                media_type=spec.media_type,
-                mime_type=spec.mime_type,
-                file_size_bytes=size,
-                status="uploaded",
-                original_key=key,
-                uploaded_at=_now(),
-            )
+def _find_media(session: Session, org: Organization, spec: DemoMedia) -> MediaItem | None:
+    return session.scalar(
+        select(MediaItem)
+        .where(
+            MediaItem.organization_id == org.id,
+            MediaItem.title == spec.title,
+            MediaItem.media_type == spec.media_type,
+            MediaItem.deleted_at.is_(None),
         )
-        session.flush()
-        report.created.append(f"{spec.key} media {media_id}")
-        return media_id, True
-    if media.deleted_at is not None:
-        raise SeedError(f"the demo {spec.key} media {media_id} was deleted; drop the demo org to seed again")
+        .order_by(MediaItem.created_at)
+        .limit(1)
+    )
+
+
+def _prepare_media(
+    session: Session, report: SeedReport, creator: OrgAccess, spec: DemoMedia, storage: Storage
+) -> tuple[uuid.UUID, bool]:
+    """Make sure the demo media item exists with its original stored; True when it needs an ingest.
+
+    A new item goes the way an upload does: ``create_media`` (server-built key), the bytes are
+    stored at that key, ``upload_complete`` checks size and magic bytes and marks it uploaded.
+    """
+    media = _find_media(session, creator.organization, spec)
+    if media is None:
+        with tempfile.TemporaryDirectory(prefix="codex-seed-") as workdir:
+            clip = _make_clip(spec, Path(workdir))
+            data = {
+                "title": spec.title,
+                "description": "Generated with ffmpeg's lavfi test sources by the demo seed.",
+                "media_type": spec.media_type,
+                "mime_type": spec.mime_type,
+                "file_size_bytes": clip.stat().st_size,
+            }
+            media, _upload = media_service.create_media(session, creator, data, storage)
+            storage.put_file(media.original_key, clip, spec.mime_type)
+        media_service.upload_complete(session, media, storage)
+        report.created.append(f"{spec.key} media {media.id}")
+        return media.id, True
     if media.status == "ready" and _outputs_present(storage, media):
-        return media_id, False
+        return media.id, False
     if media.status == "processing" and media.heartbeat_at and media.heartbeat_at > _now() - STALE_PROCESSING:
-        raise SeedError(f"the demo {spec.key} media {media_id} is being processed; run the seed again shortly")
-    # Failed, interrupted, or ready with its files gone: store the original if needed and start over.
+        raise SeedError(f"the demo {spec.key} media {media.id} is being processed; run the seed again shortly")
+    # Failed, interrupted, or ready with its files gone: store the original again if needed and start over.
     previous = media.status
     values: dict[str, Any] = {"status": "uploaded", "attempts": 0, "job_id": None, "error_message": None}
     if storage.head(media.original_key) is None:
-        values["file_size_bytes"] = _store_original(storage, spec, media.original_key)
-    session.execute(update(MediaItem).where(MediaItem.id == media_id).values(**values))
-    report.created.append(f"{spec.key} media {media_id} re-ingested (was {previous})")
-    return media_id, True
+        with tempfile.TemporaryDirectory(prefix="codex-seed-") as workdir:
+            clip = _make_clip(spec, Path(workdir))
+            storage.put_file(media.original_key, clip, spec.mime_type)
+            values["file_size_bytes"] = clip.stat().st_size
+    session.execute(update(MediaItem).where(MediaItem.id == media.id).values(**values))
+    report.created.append(f"{spec.key} media {media.id} re-ingested (was {previous})")
+    return media.id, True
 
 
 def _ingest(session: Session, media_id: uuid.UUID, storage: Storage, settings: MediaSettings | None) -> MediaItem:
@@ -352,33 +362,32 @@ def _ingest(session: Session, media_id: uuid.UUID, storage: Storage, settings: M
 
 
 def _content(
-    session: Session, report: SeedReport, org: Organization, creator: User, spec: DemoContent, media: MediaItem
+    session: Session, report: SeedReport, creator: OrgAccess, spec: DemoContent, media: MediaItem
 ) -> Content:
-    content_id = derived_id(org.id, "content", spec.key)
-    content = session.get(Content, content_id)
+    """The demo item with this slug, or a new one created and published through the content service."""
+    content = session.scalar(
+        select(Content).where(
+            Content.organization_id == creator.organization_id,
+            Content.slug == spec.slug,
+            Content.deleted_at.is_(None),
+        )
+    )
     if content is not None:
         return content
-    price = spec.price_cents or None
-    content = Content(
-        id=content_id,
-        organization_id=org.id,
-        created_by=creator.id,
-        media_id=media.id,
-        title=spec.title,
-        slug=spec.slug,
-        description=spec.description,
-        content_type=media.media_type,
-        visibility="purchased_only" if price else "public",
-        price_cents=price,
-        currency=current_app.config["DEFAULT_CURRENCY"],
-        category=spec.category,
-        tags=list(spec.tags),
-        status="published",
-        published_at=_now(),
-    )
-    session.add(content)
-    session.flush()
-    report.created.append(f"{spec.key} content {content_id}")
+    data = {
+        "title": spec.title,
+        "slug": spec.slug,
+        "description": spec.description,
+        "content_type": media.media_type,
+        "media_id": media.id,
+        "price_cents": spec.price_cents,
+        "visibility": None,  # derived from the price
+        "currency": None,  # DEFAULT_CURRENCY
+        "category": spec.category,
+        "tags": list(spec.tags),
+    }
+    content = content_service.publish(session, content_service.create_content(session, creator, data))
+    report.created.append(f"{spec.key} content {content.id}")
     return content
 
 
@@ -412,8 +421,13 @@ def run_seed(
                               (customer, "customer", customer_ok)):  # fmt: skip
         report.accounts.append(SeededAccount(by_key[account], user.id, ok))
 
+    as_creator = _acting(org, creator, "creator")
     for spec in MEDIA:
-        media_id, needs_ingest = _prepare_media(session, report, org, creator, spec, storage)
+        try:
+            media_id, needs_ingest = _prepare_media(session, report, as_creator, spec, storage)
+        except errors.AppError as exc:
+            session.rollback()
+            raise SeedError(f"demo {spec.key} media: {exc.message}") from None
         session.commit()  # the ingest claims the committed row
         if needs_ingest:
             report.media[spec.key] = _ingest(session, media_id, storage, media_settings)
@@ -422,8 +436,12 @@ def run_seed(
             assert media is not None
             report.media[spec.key] = media
 
-    for item in CONTENT:
-        report.content[item.key] = _content(session, report, org, creator, item, report.media[item.media_key])
+    try:
+        for item in CONTENT:
+            report.content[item.key] = _content(session, report, as_creator, item, report.media[item.media_key])
+    except errors.AppError as exc:
+        session.rollback()
+        raise SeedError(f"demo content: {exc.message}") from None
     session.commit()
     return report
 
