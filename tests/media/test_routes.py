@@ -15,7 +15,10 @@ from app.media.models import MediaItem
 from app.media.service import magic_matches
 from app.storage import keys
 from tests.content.helpers import Staff, caller, make_content, make_media, make_staff
+from tests.identity.conftest import limited_app, limited_client
 from tests.media.conftest import FTYP_GARBAGE, Sent
+
+__all__ = ["limited_app", "limited_client"]  # fixtures used below
 
 MP4_HEAD = b"\x00\x00\x00\x18ftypisom" + b"\x00" * 100
 
@@ -354,3 +357,30 @@ def test_every_media_operation_is_documented(client: FlaskClient) -> None:
         for method, statuses in methods.items():
             operation = paths[path][method]
             assert operation["summary"] and statuses <= set(operation["responses"]), (path, method)
+
+
+def test_signed_thumbnail_urls_are_reused_briefly(
+    client: FlaskClient, db_session: Session, staff: Staff, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from app.media import service
+
+    media = make_media(staff.org.id, staff.creator.id)
+    first = client.get(f"/api/v1/media/{media.id}", headers=staff.creator.headers).json["thumbnail_url"]
+    assert client.get(f"/api/v1/media/{media.id}", headers=staff.creator.headers).json["thumbnail_url"] == first
+    monkeypatch.setattr(service, "PRESIGN_REUSE_SECONDS", 0.0)
+    fresh = client.get(f"/api/v1/media/{media.id}", headers=staff.creator.headers).json["thumbnail_url"]
+    assert fresh.startswith("http://localhost:5000/storage/download/")
+    # A valid token for a key whose file is absent here: 404 NOT_FOUND (a bad token would be 403).
+    r = client.get(urlsplit(fresh).path)
+    assert r.status_code == 404 and r.json["error"]["code"] == "NOT_FOUND"
+
+
+def test_create_is_rate_limited_per_user(limited_client: FlaskClient, db_session: Session, staff: Staff) -> None:
+    url = media_url(staff.org.id)
+    for _ in range(30):
+        assert limited_client.post(url, json=create_body(), headers=staff.creator.headers).status_code == 201
+    r = limited_client.post(url, json=create_body(), headers=staff.creator.headers)
+    assert r.status_code == 429 and r.json["error"]["code"] == "RATE_LIMITED" and r.headers["Retry-After"]
+    # Another user of the same org has its own budget.
+    assert limited_client.post(url, json=create_body(), headers=staff.admin.headers).status_code == 201
+    assert count_media(db_session) == 31
