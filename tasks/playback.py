@@ -43,27 +43,26 @@ def flush(
     max_batches: int = MAX_BATCHES,
     max_seconds: float = MAX_SECONDS,
 ) -> RunReport:
-    """Up to ``max_batches`` batches or ``max_seconds``: SPOP, HGETALL, one upsert, commit, SREM."""
+    """Up to ``max_batches`` batches or ``max_seconds``: SPOP + fields (one script), one upsert, commit, SREM."""
     report = RunReport()
     deadline = time.monotonic() + max_seconds
     while report.batches < max_batches and time.monotonic() < deadline:
-        members = progress.claim_batch(client, batch_size)
-        if not members:
+        batch = progress.claim_batch(client, batch_size)
+        if not batch.members:
             break
         try:
-            entries = progress.read_entries(client, members)
-            progress.write_batch(session, entries)
+            progress.write_rows(session, batch.rows)
             session.commit()
-        except (SQLAlchemyError, redis.RedisError):
+        except SQLAlchemyError:
             session.rollback()
-            log.warning("playback.flush_failed", batch=len(members), exc_info=True)
-            progress.release_batch(client, members)
+            log.warning("playback.flush_failed", batch=len(batch.members), exc_info=True)
+            progress.release_batch(client, batch.members)
             report.failed = True
             break
         report.batches += 1
-        report.entries += len(entries)
+        report.entries += len(batch.rows)
         try:
-            progress.forget_flushed(client, members)
+            progress.forget_flushed(client, batch.members)
         except redis.RedisError:  # per-user sets only speed up the library's own flush
             log.warning("cache.unavailable", cache="playback", action="forget")
     return report

@@ -16,8 +16,9 @@ The loop itself lives in ``tasks/playback.py`` (services never commit).
 
 from __future__ import annotations
 
+import re
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -320,13 +321,14 @@ _UPSERT = text(
     INSERT INTO playback_progress AS p
         (user_id, content_id, position_seconds, duration_seconds, completed, completed_at, client_ts,
          created_at, updated_at)
-    SELECT v.user_id, v.content_id, v.position_seconds, v.duration_seconds, v.completed, v.completed_at,
-           v.client_ts, now(), now()
+    SELECT v.user_id, v.content_id, v.position_seconds, v.duration_seconds, v.completed,
+           timestamptz 'epoch' + v.completed_at_ms * interval '1 millisecond',
+           timestamptz 'epoch' + v.client_ts_ms * interval '1 millisecond', now(), now()
     FROM unnest(
         CAST(:user_ids AS uuid[]), CAST(:content_ids AS uuid[]), CAST(:positions AS integer[]),
-        CAST(:durations AS integer[]), CAST(:completed AS boolean[]), CAST(:completed_at AS timestamptz[]),
-        CAST(:client_ts AS timestamptz[])
-    ) AS v(user_id, content_id, position_seconds, duration_seconds, completed, completed_at, client_ts)
+        CAST(:durations AS integer[]), CAST(:completed AS boolean[]), CAST(:completed_at_ms AS bigint[]),
+        CAST(:client_ts_ms AS bigint[])
+    ) AS v(user_id, content_id, position_seconds, duration_seconds, completed, completed_at_ms, client_ts_ms)
     WHERE EXISTS (SELECT 1 FROM content c WHERE c.id = v.content_id)
       AND EXISTS (SELECT 1 FROM users u WHERE u.id = v.user_id)
     ON CONFLICT (user_id, content_id) DO UPDATE SET
@@ -341,57 +343,116 @@ _UPSERT = text(
 )
 
 
-def write_batch(session: Session, entries: list[Entry]) -> int:
+@dataclass
+class Rows:
+    """A batch in columns, as the upsert binds them (ids as canonical strings, times as ms)."""
+
+    user_ids: list[str] = field(default_factory=list)
+    content_ids: list[str] = field(default_factory=list)
+    positions: list[int] = field(default_factory=list)
+    durations: list[int] = field(default_factory=list)
+    completed: list[bool] = field(default_factory=list)
+    completed_at_ms: list[int | None] = field(default_factory=list)
+    client_ts_ms: list[int] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.user_ids)
+
+    def add(self, user_id: str, content_id: str, pos: int, dur: int, done: bool, done_ms: int | None, ts: int) -> None:
+        self.user_ids.append(user_id)
+        self.content_ids.append(content_id)
+        self.positions.append(pos)
+        self.durations.append(dur)
+        self.completed.append(done)
+        self.completed_at_ms.append(done_ms)
+        self.client_ts_ms.append(ts)
+
+
+def write_rows(session: Session, rows: Rows) -> int:
     """One statement for the whole batch; an older entry never replaces a newer stored one.
 
     Rows whose content or user no longer exists are skipped. Returns the rows written."""
-    if not entries:
+    if not rows:
         return 0
-    result = session.execute(
-        _UPSERT,
-        {
-            "user_ids": [e.user_id for e in entries],
-            "content_ids": [e.content_id for e in entries],
-            "positions": [e.position for e in entries],
-            "durations": [e.duration for e in entries],
-            "completed": [e.completed for e in entries],
-            "completed_at": [e.completed_at for e in entries],
-            "client_ts": [e.client_ts for e in entries],
-        },
-    )
+    result = session.execute(_UPSERT, vars(rows))
     return int(getattr(result, "rowcount", 0) or 0)
 
 
-def parse_member(value: bytes | str) -> tuple[uuid.UUID, uuid.UUID] | None:
-    try:
-        user, content = _text(value).split(":", 1)
-        return uuid.UUID(user), uuid.UUID(content)
-    except ValueError:
-        return None
+def write_batch(session: Session, entries: list[Entry]) -> int:
+    rows = Rows()
+    for e in entries:
+        done_ms = to_ms(e.completed_at) if e.completed_at else None
+        rows.add(str(e.user_id), str(e.content_id), e.position, e.duration, e.completed, done_ms, to_ms(e.client_ts))
+    return write_rows(session, rows)
 
 
-def claim_batch(client: redis.Redis, size: int = BATCH_SIZE) -> list[str]:
-    """``SPOP pb:dirty <size>``: these members are ours until flushed or released."""
-    popped = client.spop(DIRTY, size) or []
-    return [_text(m) for m in popped]
+_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+# One string per member, "user:content|pos|dur|completed|completed_at|ts" ("" for a missing field):
+# a few hundred short replies parse far faster than eight bulk strings per entry.
+_FETCH = """
+local function line(m)
+  local v = redis.call('HMGET', 'pb:p:' .. m, 'pos', 'dur', 'completed', 'completed_at', 'ts')
+  return m .. '|' .. (v[1] or '') .. '|' .. (v[2] or '') .. '|' .. (v[3] or '') .. '|' .. (v[4] or '') .. '|' ..
+         (v[5] or '')
+end
+"""
+# KEYS[1] = pb:dirty; ARGV[1] = batch size. SPOP and fetch in one round trip.
+_CLAIM_LUA = (
+    _FETCH
+    + """
+local out = {}
+for i, m in ipairs(redis.call('SPOP', KEYS[1], tonumber(ARGV[1]))) do out[i] = line(m) end
+return out
+"""
+)
+# ARGV: members to fetch (nothing is popped).
+_READ_LUA = (
+    _FETCH
+    + """
+local out = {}
+for i = 1, #ARGV do out[i] = line(ARGV[i]) end
+return out
+"""
+)
 
 
-def read_entries(client: redis.Redis, members: list[str]) -> list[Entry]:
-    """HGETALL every member in one pipeline; expired or unreadable hashes are skipped."""
-    parsed = [(m, parse_member(m)) for m in members]
-    pipe = client.pipeline(transaction=False)
-    for _, ids in parsed:
-        if ids is not None:
-            pipe.hgetall(progress_key(*ids))
-    hashes = iter(pipe.execute())
-    entries: list[Entry] = []
-    for _, ids in parsed:
-        if ids is None:
+@dataclass
+class Batch:
+    members: list[str]  # as popped (all of them, readable or not): what to put back on failure
+    rows: Rows
+
+
+def _parse_lines(lines: list[Any]) -> Batch:
+    members: list[str] = []
+    rows = Rows()
+    for raw in lines:
+        line = _text(raw)
+        member_, _, rest = line.partition("|")
+        members.append(member_)
+        user_id, _, content_id = member_.partition(":")
+        parts = rest.split("|")
+        if len(parts) != 5 or not _UUID.fullmatch(user_id) or not _UUID.fullmatch(content_id):
+            log.warning("playback.bad_entry", member=member_[:100])
             continue
-        entry = entry_from_hash(ids[0], ids[1], next(hashes))
-        if entry is not None:
-            entries.append(entry)
-    return entries
+        pos, dur, done, done_at, ts = parts
+        try:
+            rows.add(user_id, content_id, int(float(pos)), int(float(dur)), done == "1",
+                     int(done_at) if done_at else None, int(ts))  # fmt: skip
+        except ValueError:  # an expired or unreadable hash: skipped, never guessed
+            continue
+    return Batch(members, rows)
+
+
+def claim_batch(client: redis.Redis, size: int = BATCH_SIZE) -> Batch:
+    """``SPOP pb:dirty <size>`` with every entry's fields: the members are ours until flushed or released."""
+    return _parse_lines(_script(client, _CLAIM_LUA)(keys=[DIRTY], args=[size]))
+
+
+def read_rows(client: redis.Redis, members: list[str]) -> Batch:
+    if not members:
+        return Batch([], Rows())
+    return _parse_lines(_script(client, _READ_LUA)(keys=[], args=members))
 
 
 def release_batch(client: redis.Redis, members: list[str]) -> None:
@@ -438,25 +499,25 @@ return 1
 """
 
 
-def flush_user(session: Session, client: redis.Redis, user_id: uuid.UUID) -> list[Entry]:
+def flush_user(session: Session, client: redis.Redis, user_id: uuid.UUID) -> Rows:
     """Write the user's buffered entries (no commit); pass the result to ``forget_user_flushed``
     after the commit. Redis down: nothing to flush from here."""
     try:
         content_ids = [_text(c) for c in client.smembers(user_dirty_key(user_id))]
-        entries = read_entries(client, [member(user_id, c) for c in content_ids])
+        rows = read_rows(client, [member(user_id, c) for c in content_ids]).rows
     except redis.RedisError:
         log.warning("cache.unavailable", cache="playback", action="flush_user")
-        return []
-    write_batch(session, entries)
-    return entries
+        return Rows()
+    write_rows(session, rows)
+    return rows
 
 
-def forget_user_flushed(client: redis.Redis, user_id: uuid.UUID, entries: list[Entry]) -> None:
-    if not entries:
+def forget_user_flushed(client: redis.Redis, user_id: uuid.UUID, rows: Rows) -> None:
+    if not rows:
         return
     args: list[str] = [str(user_id)]
-    for e in entries:
-        args += [str(e.content_id), str(to_ms(e.client_ts))]
+    for content_id, ts in zip(rows.content_ids, rows.client_ts_ms, strict=True):
+        args += [content_id, str(ts)]
     try:
         _script(client, _FORGET_USER_LUA)(keys=[DIRTY, user_dirty_key(user_id)], args=args)
     except redis.RedisError:

@@ -231,11 +231,10 @@ def test_flush_batches_and_limits(world: World, db_session: Session, redis: Any)
 def test_an_older_flush_never_overwrites_newer_data(world: World, db_session: Session, redis: Any) -> None:
     user = world.buyer
     _heartbeat(db_session, redis, user.id, world.content, 100, T0)
-    stale_members = progress.claim_batch(redis)  # a slow flusher took the old value …
-    stale = progress.read_entries(redis, stale_members)
+    stale = progress.claim_batch(redis)  # a slow flusher took the old value …
     _heartbeat(db_session, redis, user.id, world.content, 200, T0 + timedelta(seconds=30))
     assert flush(db_session, redis).entries == 1  # … a faster one writes the new value first
-    progress.write_batch(db_session, stale)  # … then the slow one commits
+    progress.write_rows(db_session, stale.rows)  # … then the slow one commits
     db_session.commit()
     [row] = rows(db_session)
     assert row.position_seconds == 200 and row.client_ts == T0 + timedelta(seconds=30)
@@ -261,7 +260,7 @@ def test_a_failed_database_write_puts_the_batch_back(
     def broken(session: Session, entries: Any) -> int:
         raise OperationalError("INSERT", {}, Exception("server closed the connection"))
 
-    monkeypatch.setattr(progress, "write_batch", broken)
+    monkeypatch.setattr(progress, "write_rows", broken)
     report = flush(db_session, redis)
     assert report.failed and report.entries == 0
     assert redis.smembers("pb:dirty") == {f"{world.buyer.id}:{world.content.id}".encode()}
