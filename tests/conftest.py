@@ -17,6 +17,7 @@ import socket
 import tempfile
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -234,15 +235,15 @@ def committed_db(app: Flask, redis: redis_lib.Redis) -> Iterator[Flask]:
     _truncate_all(app)
 
 
-@pytest.fixture()
-def celery_worker(committed_db: Flask) -> Iterator[Any]:
-    """A real Celery worker (thread pool) consuming every queue from the test broker."""
+@contextmanager
+def running_worker(flask_app: Flask) -> Iterator[Any]:
+    """A real Celery worker (thread pool) of ``flask_app`` consuming every queue from the test broker."""
     from celery.contrib.testing.worker import start_worker
 
     import tasks.worker  # noqa: F401 - registers every task module
     from app.jobs import QUEUES
 
-    celery_app = committed_db.extensions["celery"]
+    celery_app = flask_app.extensions["celery"]
     celery_app.loader.import_default_modules()
     with start_worker(
         celery_app,
@@ -253,6 +254,13 @@ def celery_worker(committed_db: Flask) -> Iterator[Any]:
         shutdown_timeout=10,
         loglevel="WARNING",
     ) as worker:
+        yield worker
+
+
+@pytest.fixture()
+def celery_worker(committed_db: Flask) -> Iterator[Any]:
+    """A real Celery worker (thread pool) consuming every queue from the test broker."""
+    with running_worker(committed_db) as worker:
         yield worker
 
 

@@ -26,8 +26,8 @@ from app.content.models import Content
 from app.content.slugs import first_free_slug, slug_taken, slugify
 from app.identity.auth import not_found
 from app.media.models import MediaItem
-from app.media.service import MEDIA_NOT_FOUND, presigned_url, require_creator_or_manager
-from app.orgs.access import OrgAccess, resource_access
+from app.media.service import MEDIA_NOT_FOUND, load_live, presigned_url, require_creator_or_manager
+from app.orgs.access import OrgAccess
 from app.schemas import paginate
 
 CONTENT_NOT_FOUND = "CONTENT_NOT_FOUND"
@@ -94,13 +94,7 @@ class LoadedContent:
 
 def load_content(session: Session, content_id: uuid.UUID, *, lock: bool = False) -> LoadedContent:
     """Non-deleted content visible to the caller (staff of its org), else 404 CONTENT_NOT_FOUND."""
-    stmt = select(Content).where(Content.id == content_id, Content.deleted_at.is_(None))
-    if lock:
-        stmt = stmt.with_for_update()
-    content = session.scalar(stmt)
-    if content is None:
-        raise not_found(CONTENT_NOT_FOUND)
-    return LoadedContent(content, resource_access(session, content.organization_id, CONTENT_NOT_FOUND, "creator"))
+    return LoadedContent(*load_live(session, Content, content_id, CONTENT_NOT_FOUND, lock=lock))
 
 
 def load_for_change(session: Session, content_id: uuid.UUID) -> Content:

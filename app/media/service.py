@@ -15,7 +15,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, cast
+from typing import Any, Protocol, TypeVar, cast
 
 import structlog
 from flask import current_app
@@ -145,6 +145,31 @@ def upload_view(target: UploadTarget) -> dict[str, Any]:
 # ---- loading and guards ---------------------------------------------------------------------
 
 
+class SoftDeletable(Protocol):
+    id: Any
+    organization_id: Any
+    deleted_at: Any
+
+
+Row = TypeVar("Row", bound=SoftDeletable)
+
+
+def load_live(
+    session: Session, model: type[Row], row_id: uuid.UUID, not_found_code: str, *, lock: bool = False
+) -> tuple[Row, OrgAccess]:
+    """A non-deleted org-owned row (media, content) and the caller's access as staff of its org.
+
+    Missing, soft-deleted or another tenant's row: the same 404 ``not_found_code`` (security.md §10).
+    """
+    stmt = select(model).where(model.id == row_id, model.deleted_at.is_(None))
+    if lock:
+        stmt = stmt.with_for_update()
+    row = session.scalar(stmt)
+    if row is None:
+        raise not_found(not_found_code)
+    return row, resource_access(session, row.organization_id, not_found_code, "creator")
+
+
 @dataclass(frozen=True)
 class LoadedMedia:
     media: MediaItem
@@ -153,13 +178,7 @@ class LoadedMedia:
 
 def load_media(session: Session, media_id: uuid.UUID, *, lock: bool = False) -> LoadedMedia:
     """A non-deleted media item visible to the caller (staff of its org), else 404 MEDIA_NOT_FOUND."""
-    stmt = select(MediaItem).where(MediaItem.id == media_id, MediaItem.deleted_at.is_(None))
-    if lock:
-        stmt = stmt.with_for_update()
-    media = session.scalar(stmt)
-    if media is None:
-        raise not_found(MEDIA_NOT_FOUND)
-    return LoadedMedia(media, resource_access(session, media.organization_id, MEDIA_NOT_FOUND, "creator"))
+    return LoadedMedia(*load_live(session, MediaItem, media_id, MEDIA_NOT_FOUND, lock=lock))
 
 
 def require_creator_or_manager(access: OrgAccess, created_by: uuid.UUID) -> None:

@@ -28,6 +28,7 @@ from app.media import ffmpeg
 from app.media.pipeline import UNREADABLE
 from app.notifications.models import EmailOutbox
 from app.storage import keys
+from tests.conftest import running_worker
 from tests.identity.helpers import auth, make_org, make_user, signed_in
 from tests.media.conftest import Clips
 from tests.media.test_tasks import committed, emails, wait_for
@@ -212,22 +213,7 @@ def s3_app(committed_db: Flask, app_factory: Any, s3_server: str) -> Flask:
 
 @pytest.fixture()
 def s3_worker(s3_app: Flask) -> Iterator[Any]:
-    from celery.contrib.testing.worker import start_worker
-
-    import tasks.worker  # noqa: F401 - registers every task module
-    from app.jobs import QUEUES
-
-    celery_app = s3_app.extensions["celery"]
-    celery_app.loader.import_default_modules()
-    with start_worker(
-        celery_app,
-        pool="threads",
-        concurrency=2,
-        perform_ping_check=False,
-        queues=list(QUEUES),
-        shutdown_timeout=10,
-        loglevel="WARNING",
-    ) as worker:
+    with running_worker(s3_app) as worker:
         yield worker
 
 
