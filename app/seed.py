@@ -229,9 +229,7 @@ def _acting(org: Organization, user: User, role: str) -> OrgAccess:
     return OrgAccess(organization=org, principal=_principal(user), membership_role=role, role=role)
 
 
-def _account(
-    session: Session, report: SeedReport, account: Account, signup_org: uuid.UUID | None
-) -> tuple[User, bool]:
+def _account(session: Session, report: SeedReport, account: Account, signup_org: uuid.UUID | None) -> tuple[User, bool]:
     user = identity.get_user_by_email(session, account.email)
     if user is None:
         user = identity.create_user(
@@ -361,9 +359,7 @@ def _ingest(session: Session, media_id: uuid.UUID, storage: Storage, settings: M
 # ---- content ----------------------------------------------------------------------------------
 
 
-def _content(
-    session: Session, report: SeedReport, creator: OrgAccess, spec: DemoContent, media: MediaItem
-) -> Content:
+def _content(session: Session, report: SeedReport, creator: OrgAccess, spec: DemoContent, media: MediaItem) -> Content:
     """The demo item with this slug, or a new one created and published through the content service."""
     content = session.scalar(
         select(Content).where(
@@ -447,11 +443,18 @@ def run_seed(
 
 
 def describe(report: SeedReport) -> list[str]:
-    """The lines the command prints: where to go and how to sign in."""
+    """The lines the command prints: what this run changed, then ``summary``."""
+    if report.changed:
+        changes = ["Codex demo data: this run added or repaired", *(f"  + {item}" for item in report.created)]
+    else:
+        changes = ["Codex demo data already present (nothing changed)"]
+    return [*changes, "", *summary(report)]
+
+
+def summary(report: SeedReport) -> list[str]:
+    """Where to go and how to sign in (the same on every run over the same data)."""
     base = current_app.config["PUBLIC_BASE_URL"].rstrip("/")
     lines = [
-        "Codex demo data " + ("created: " + "; ".join(report.created) if report.changed else "already present"),
-        "",
         f"API base     {base}/api/v1",
         f"API docs     {base}/api/v1/docs",
         f"Organization {ORG_NAME}  id {report.organization_id}  slug {report.organization_slug}",

@@ -74,8 +74,13 @@ def test_seed_creates_the_demo_and_a_second_run_changes_nothing(
         (a.account.email, a.user_id, True) for a in seeded.accounts
     ]
     with app.app_context():
-        assert seed.describe(again)[0] == "Codex demo data already present"
-        assert seed.describe(again)[1:] == seed.describe(seeded)[1:]
+        assert seed.describe(again)[0] == "Codex demo data already present (nothing changed)"
+        assert seed.summary(again) == seed.summary(seeded)
+        assert seed.describe(seeded)[1:4] == [
+            f"  + user {seed.ACCOUNTS[0].email}",
+            "  + organization demo-studio with branding and logo",
+            f"  + user {seed.ACCOUNTS[1].email}",
+        ]
 
 
 def test_org_accounts_and_branding(db_session: Session, seeded: seed.SeedReport) -> None:
@@ -169,7 +174,7 @@ def test_a_broken_demo_media_is_ingested_again(
 def test_the_cli_command_prints_the_credentials(app: Flask, db_session: Session, seeded: seed.SeedReport) -> None:
     result: Result = app.test_cli_runner().invoke(args=["codex", "seed"])
     assert result.exit_code == 0, result.output
-    assert "Codex demo data already present" in result.output
+    assert "Codex demo data already present (nothing changed)" in result.output
     assert f"password for all: {seed.DEFAULT_PASSWORD}" in result.output
     for account in seed.ACCOUNTS:
         assert account.email in result.output
