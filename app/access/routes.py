@@ -28,7 +28,7 @@ from app.access.schemas import (
 from app.api import Blueprint, error_responses
 from app.identity.auth import current_principal, path_uuid, require_auth
 from app.identity.prechecks import route_limit
-from app.media.service import media_urls
+from app.media.service import presigned_url
 from app.schemas import list_schema
 from app.security.hls_tokens import hls_master_url, mint_hls_token
 
@@ -70,28 +70,25 @@ class ContentStream(MethodView):
     def get(self, args: dict[str, Any], content_id: uuid.UUID) -> Any:
         """A signed HLS manifest URL for content the caller may access"""
         principal = current_principal()
-        visible = service.visible_content(db.session, principal.user_id, content_id)
-        service.require_access(visible)
-        media = visible.media
-        service.require_ready(media)
+        playable = service.playable(db.session, principal.user_id, content_id)
+        if not playable.decision.has_access:
+            raise service.AccessDenied()
+        meta = playable.meta
+        if not meta.media_ready:
+            raise service.MediaNotReady()
         expires_at = (_now() + timedelta(seconds=args["expires_in"])).replace(microsecond=0)
         token = mint_hls_token(
-            content_id=visible.content.id,
-            media_id=media.id,
-            user_id=principal.user_id,
-            scope="full",
-            expires_at=expires_at,
+            content_id=meta.id, media_id=meta.media_id, user_id=principal.user_id, scope="full", expires_at=expires_at
         )
-        thumbnail_url, waveform_url = media_urls(media)
         return {
             "manifest_url": hls_master_url(token),
             "expires_at": expires_at,
-            "content_type": visible.content.content_type,
+            "content_type": meta.content_type,
             "preview": False,
-            "duration_seconds": media.duration_seconds,
-            "renditions": list(media.renditions),
-            "thumbnail_url": thumbnail_url,
-            "waveform_url": waveform_url,
+            "duration_seconds": meta.duration_seconds,
+            "renditions": meta.renditions,
+            "thumbnail_url": presigned_url(meta.thumbnail_key),
+            "waveform_url": presigned_url(meta.waveform_key),
         }
 
 
@@ -139,8 +136,9 @@ class ContentProgress(MethodView):
     def put(self, data: dict[str, Any], content_id: uuid.UUID) -> Any:
         """Record a playback heartbeat (buffered in Redis; older client_ts ignored)"""
         user_id = current_principal().user_id
-        visible = service.visible_content(db.session, user_id, content_id)
-        service.require_access(visible)
+        playable = service.playable(db.session, user_id, content_id)
+        if not playable.decision.has_access:
+            raise service.AccessDenied()
         now = _now()
         heartbeat = progress.normalise(
             data["position_seconds"], data["duration_seconds"], data["completed"], data["client_ts"], now
@@ -150,7 +148,7 @@ class ContentProgress(MethodView):
             _redis(),
             user_id=user_id,
             content_id=content_id,
-            organization_id=visible.content.organization_id,
+            organization_id=playable.meta.organization_id,
             heartbeat=heartbeat,
             now=now,
         )

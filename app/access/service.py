@@ -14,9 +14,10 @@ loaded, so a price change is never hidden by the cache. Redis being down costs o
 
 from __future__ import annotations
 
+import json
 import uuid
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal, Protocol
 
 import redis
 import structlog
@@ -62,7 +63,20 @@ class MediaNotReady(errors.AppError):
     status, code, message = 422, "MEDIA_NOT_READY", "The media of this content is not ready."
 
 
-def is_free(content: Content) -> bool:
+class Priced(Protocol):
+    """What the access rule reads of a content item (a ``Content`` row or a cached ``ContentMeta``)."""
+
+    @property
+    def id(self) -> uuid.UUID: ...
+
+    @property
+    def organization_id(self) -> uuid.UUID: ...
+
+    @property
+    def price_cents(self) -> int | None: ...
+
+
+def is_free(content: Priced) -> bool:
     return not content.price_cents
 
 
@@ -71,7 +85,7 @@ def _redis() -> redis.Redis:
     return client
 
 
-def _entitlement_from_db(session: Session, user_id: uuid.UUID, content: Content) -> Reason:
+def _entitlement_from_db(session: Session, user_id: uuid.UUID, content: Priced) -> Reason:
     """staff / purchased / complimentary / none in one round trip."""
     staff = exists().where(
         Membership.organization_id == content.organization_id, Membership.user_id == user_id
@@ -95,31 +109,43 @@ def _entitlement_from_db(session: Session, user_id: uuid.UUID, content: Content)
     return "none"
 
 
-def _cached_entitlement(session: Session, user_id: uuid.UUID, content: Content) -> Reason:
-    key = access_cache_key(user_id, content.id)
+def _decode_reason(raw: Any) -> Reason | None:
+    if raw is None:
+        return None
+    cached = raw.decode() if isinstance(raw, bytes) else str(raw)
+    return cached if cached in _CACHEABLE else None  # type: ignore[return-value]
+
+
+def _store_reason(client: redis.Redis, user_id: uuid.UUID, content_id: uuid.UUID, reason: Reason) -> None:
+    try:
+        client.set(access_cache_key(user_id, content_id), reason, ex=ACCESS_CACHE_TTL_SECONDS)
+    except redis.RedisError:
+        log.warning("cache.unavailable", cache="access")
+
+
+def _cached_entitlement(session: Session, user_id: uuid.UUID, content: Priced) -> Reason:
     client = _redis()
     try:
-        raw = client.get(key)
+        raw = client.get(access_cache_key(user_id, content.id))
     except redis.RedisError:
         log.warning("cache.unavailable", cache="access")
         return _entitlement_from_db(session, user_id, content)
-    if raw is not None:
-        cached = raw.decode() if isinstance(raw, bytes) else str(raw)
-        if cached in _CACHEABLE:
-            return cached  # type: ignore[return-value]
-    reason = _entitlement_from_db(session, user_id, content)
-    try:
-        client.set(key, reason, ex=ACCESS_CACHE_TTL_SECONDS)
-    except redis.RedisError:
-        log.warning("cache.unavailable", cache="access")
+    reason = _decode_reason(raw)
+    if reason is None:
+        reason = _entitlement_from_db(session, user_id, content)
+        _store_reason(client, user_id, content.id, reason)
     return reason
 
 
-def can_access(session: Session, user_id: uuid.UUID, content: Content, *, use_cache: bool = True) -> AccessDecision:
+def can_access(session: Session, user_id: uuid.UUID, content: Priced, *, use_cache: bool = True) -> AccessDecision:
     """The access rule of api.md §10 for ``user_id`` on ``content`` (visibility is the caller's job)."""
     reason = (
         _cached_entitlement(session, user_id, content) if use_cache else _entitlement_from_db(session, user_id, content)
     )
+    return _decide(reason, content)
+
+
+def _decide(reason: Reason, content: Priced) -> AccessDecision:
     if reason == "none" and is_free(content):
         reason = "free"
     return AccessDecision(reason)
@@ -156,11 +182,96 @@ def visible_content(session: Session, user_id: uuid.UUID, content_id: uuid.UUID)
     return Visible(content, media, decision)
 
 
-def require_access(visible: Visible) -> None:
-    if not visible.decision.has_access:
-        raise AccessDenied()
+# ---- the hot paths: stream issuance and heartbeats ----------------------------------------------
+#
+# Both run for every play and every few seconds of playback. They read a snapshot of the content
+# and media fields they need from Redis (``content:meta:{id}``, 10 s) together with the access
+# cache entry in one MGET, so a warm request does no database round trip. Grants still act at
+# once (commerce deletes the access key); a content or media change (unpublish, delete, new
+# media) reaches these two endpoints within 10 s. That is safe because neither hands out
+# anything by itself: the HLS proxy re-reads content, media and access on every playlist, and a
+# heartbeat only records progress.
+
+META_TTL_SECONDS = 10
 
 
-def require_ready(media: MediaItem) -> None:
-    if media.status != "ready" or media.deleted_at is not None or not media.hls_master_key:
-        raise MediaNotReady()
+@dataclass(frozen=True, slots=True)
+class ContentMeta:
+    id: uuid.UUID
+    organization_id: uuid.UUID
+    status: str
+    price_cents: int | None
+    content_type: str
+    media_id: uuid.UUID
+    media_status: str
+    media_deleted: bool
+    hls_master_key: str | None
+    renditions: list[str]
+    duration_seconds: int | None
+    thumbnail_key: str | None
+    waveform_key: str | None
+
+    @classmethod
+    def of(cls, content: Content, media: MediaItem) -> ContentMeta:
+        return cls(
+            content.id, content.organization_id, content.status, content.price_cents, content.content_type,
+            media.id, media.status, media.deleted_at is not None, media.hls_master_key, list(media.renditions),
+            media.duration_seconds, media.thumbnail_key, media.waveform_key,
+        )  # fmt: skip
+
+    @property
+    def media_ready(self) -> bool:
+        return self.media_status == "ready" and not self.media_deleted and bool(self.hls_master_key)
+
+    def dumps(self) -> str:
+        return json.dumps([str(self.id), str(self.organization_id), self.status, self.price_cents, self.content_type,
+                           str(self.media_id), self.media_status, self.media_deleted, self.hls_master_key,
+                           self.renditions, self.duration_seconds, self.thumbnail_key, self.waveform_key])  # fmt: skip
+
+    @classmethod
+    def loads(cls, raw: Any) -> ContentMeta | None:
+        try:
+            v = json.loads(raw)
+            return cls(uuid.UUID(v[0]), uuid.UUID(v[1]), v[2], v[3], v[4], uuid.UUID(v[5]), v[6], bool(v[7]), v[8],
+                       list(v[9]), v[10], v[11], v[12])  # fmt: skip
+        except (ValueError, TypeError, IndexError, KeyError):
+            return None
+
+
+def meta_key(content_id: uuid.UUID) -> str:
+    return f"content:meta:{content_id}"
+
+
+@dataclass(frozen=True, slots=True)
+class Playable:
+    meta: ContentMeta
+    decision: AccessDecision
+
+
+def playable(session: Session, user_id: uuid.UUID, content_id: uuid.UUID) -> Playable:
+    """``visible_content`` for the hot paths: same rules (404 / decision), from the 10 s snapshot."""
+    client = _redis()
+    try:
+        raw_meta, raw_reason = client.mget([meta_key(content_id), access_cache_key(user_id, content_id)])
+    except redis.RedisError:
+        log.warning("cache.unavailable", cache="content_meta")
+        visible = visible_content(session, user_id, content_id)
+        return Playable(ContentMeta.of(visible.content, visible.media), visible.decision)
+    meta = ContentMeta.loads(raw_meta) if raw_meta is not None else None
+    if meta is None:
+        loaded = load_content(session, content_id)
+        if loaded is None:
+            raise not_found(CONTENT_NOT_FOUND)
+        meta = ContentMeta.of(*loaded)
+        try:
+            client.set(meta_key(content_id), meta.dumps(), ex=META_TTL_SECONDS)
+        except redis.RedisError:
+            log.warning("cache.unavailable", cache="content_meta")
+    reason = _decode_reason(raw_reason)
+    if reason is None:
+        reason = _entitlement_from_db(session, user_id, meta)
+        _store_reason(client, user_id, meta.id, reason)
+    decision = _decide(reason, meta)
+    if meta.status != "published" and not decision.is_staff:
+        raise not_found(CONTENT_NOT_FOUND)
+    return Playable(meta, decision)

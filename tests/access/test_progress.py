@@ -85,10 +85,17 @@ def test_put_then_get_from_redis_without_touching_the_database(
         )
     assert response.status_code == 204 and response.data == b""
     assert writes(seen) == []  # the request path only reads
+    with statements(app) as warm:  # session, content snapshot and access rule all cached now
+        again = client.put(
+            f"/api/v1/content/{world.content.id}/progress",
+            json={"position_seconds": 815, "duration_seconds": 1800.7, "client_ts": past(2)},
+            headers=hdrs,
+        )
+    assert again.status_code == 204 and warm == []  # not a single SQL statement
     assert rows(db_session) == []
     body = get(client, world.buyer, world.content.id).json
     assert body["content_id"] == str(world.content.id)
-    assert (body["position_seconds"], body["duration_seconds"], body["completed"]) == (812, 1800, False)
+    assert (body["position_seconds"], body["duration_seconds"], body["completed"]) == (815, 1800, False)
     assert body["percent_complete"] == 45 and body["client_ts"].endswith("Z") and body["updated_at"]
     member = f"{world.buyer.id}:{world.content.id}"
     assert redis.sismember("pb:dirty", member)

@@ -455,3 +455,35 @@ def test_real_ingest_output_streams_through_the_proxy(
         assert fetched.data[:1] == b"\x47"  # MPEG-TS sync byte
     for body in [top.get_data(as_text=True), playlist]:
         assert ready.original_key not in body
+
+
+# ---- the 10 s content snapshot of the hot paths ---------------------------------------------------
+
+
+def test_stream_uses_a_short_snapshot_but_the_proxy_reads_fresh(
+    client: FlaskClient, world: World, db_session: Any, redis: Any
+) -> None:
+    first = stream(client, world.buyer, world.content.id)
+    assert first.status_code == 200 and redis.ttl(f"content:meta:{world.content.id}") in range(1, 11)
+    db_session.execute(update(Content).where(Content.id == world.content.id).values(status="draft"))
+    # Within the snapshot's 10 s a URL may still be issued, but nothing can be played with it …
+    late = stream(client, world.buyer, world.content.id)
+    assert late.status_code == 200
+    assert master(client, token_of(late.json["manifest_url"])).status_code == 404
+    # … and once the snapshot is gone the endpoint answers 404 as well.
+    redis.delete(f"content:meta:{world.content.id}")
+    assert stream(client, world.buyer, world.content.id).status_code == 404
+
+
+def test_stream_without_redis_reads_the_database(
+    app: Flask, client: FlaskClient, world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import redis as redis_lib
+
+    def down(*args: Any, **kwargs: Any) -> Any:
+        raise redis_lib.ConnectionError("down")
+
+    for name in ("get", "set", "mget"):
+        monkeypatch.setattr(app.extensions["redis"], name, down)
+    assert stream(client, world.buyer, world.content.id).status_code == 200
+    assert stream(client, world.stranger, world.content.id).json["error"]["code"] == "ACCESS_DENIED"
