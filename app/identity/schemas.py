@@ -30,6 +30,7 @@ class EmailField(Str):
     """A valid address of at most 254 characters, lower-cased (security.md §6)."""
 
     def __init__(self, **kwargs: Any) -> None:
+        kwargs["metadata"] = {"format": "email", **kwargs.get("metadata", {})}  # documented in OpenAPI
         super().__init__(validate=[ma.validate.Length(min=1, max=254), ma.validate.Email()], **kwargs)
 
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> Any:
@@ -55,6 +56,8 @@ class PasswordField(ma.fields.String):
 
     def __init__(self, *, policy: bool = False, **kwargs: Any) -> None:
         self.policy = policy
+        lengths = {"minLength": passwords.MIN_LENGTH if policy else 1, "maxLength": passwords.MAX_LENGTH}
+        kwargs["metadata"] = {**lengths, **kwargs.get("metadata", {})}  # documented in OpenAPI
         super().__init__(**kwargs)
 
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str:
