@@ -34,13 +34,14 @@ class Scale:
     clips: int
     kill_every: float  # seconds between worker kills while the load runs
     max_kills: int
+    media_kills: int
     settle_timeout: float  # how long the pipeline may take to become quiescent
 
 
 SCALE = (
-    Scale(deliveries=2000, emails=600, clips=4, kill_every=4.0, max_kills=1000, settle_timeout=300.0)
+    Scale(deliveries=2000, emails=600, clips=4, kill_every=8.0, max_kills=1000, media_kills=3, settle_timeout=600.0)
     if FULL
-    else Scale(deliveries=150, emails=60, clips=2, kill_every=0.5, max_kills=1, settle_timeout=120.0)
+    else Scale(deliveries=150, emails=60, clips=2, kill_every=0.5, max_kills=1, media_kills=1, settle_timeout=120.0)
 )
 
 
@@ -73,7 +74,8 @@ def chaos_stack(
         smtp_port=smtp_server.port,
         fast_clocks=True,
         EMAIL_MAX_ATTEMPTS="10",
-        MEDIA_STUCK_AFTER_SECONDS="6",
+        MEDIA_STUCK_AFTER_SECONDS="10",
+        MEDIA_MAX_ATTEMPTS="10",
     ) as stack:
         yield stack
 

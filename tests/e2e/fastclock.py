@@ -24,18 +24,26 @@ TICK = float(os.environ.get("FASTCLOCK_SECONDS", "2"))
 LEASE = timedelta(seconds=4 * TICK)  # a claim older than this belongs to a dead worker
 
 # Stripe events (jobs.md §4.5): stale claims, lost wake-ups, retry backoff.
+# The sweeps keep production's proportions: a row waits 5 sweep intervals before the sweeper
+# assumes its message was lost, and one sweep enqueues what the worker can take in an interval
+# (production: 500 every 30 s); otherwise a backlog would be re-enqueued faster than it drains.
+SWEEP_BATCH = 50
 events.CLAIM_LEASE = LEASE
-events.SWEEP_RECEIVED_AFTER = timedelta(seconds=TICK)
+events.SWEEP_RECEIVED_AFTER = timedelta(seconds=5 * TICK)
+events.sweep_events.__defaults__ = (SWEEP_BATCH,)
+# Backoff 1, 2, 4, ... capped at 15 ticks: an event still gives up after STRIPE_EVENT_MAX_ATTEMPTS,
+# but not before a backlog of a few thousand events has drained (production: hours of backoff).
 events.BACKOFF_BASE_SECONDS = 1
-events.BACKOFF_MAX_SECONDS = int(2 * TICK)
-refunds.SWEEP_AFTER = timedelta(seconds=TICK)
+events.BACKOFF_MAX_SECONDS = int(15 * TICK)
+refunds.SWEEP_AFTER = timedelta(seconds=5 * TICK)
 refunds.SUBMIT_BACKOFF_SECONDS = 1
 
 # Email outbox (jobs.md §8.2).
 outbox.CLAIM_LEASE = LEASE
-outbox.SWEEP_QUEUED_AFTER = timedelta(seconds=TICK)
+outbox.SWEEP_QUEUED_AFTER = timedelta(seconds=5 * TICK)
+outbox.sweep_outbox.__defaults__ = (SWEEP_BATCH,)
 outbox.BACKOFF_BASE_SECONDS = 1
-outbox.BACKOFF_MAX_SECONDS = int(2 * TICK)
+outbox.BACKOFF_MAX_SECONDS = int(15 * TICK)
 
 # Media (jobs.md §6.5): MEDIA_STUCK_AFTER_SECONDS comes from the environment; heartbeats must be
 # well inside it, so they beat every TICK / 2 seconds.

@@ -13,6 +13,7 @@ sweep delays and beat intervals (seconds instead of minutes) without changing an
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import http.client
 import os
@@ -31,6 +32,30 @@ import redis as redis_lib
 from tests.conftest import ROOT, free_port
 
 STOP_TIMEOUT = 15.0
+_LIVE: dict[int, Proc] = {}  # process groups started and not yet reaped, for the last-resort cleanup
+
+
+def _kill_all_groups() -> None:
+    for pid, proc in list(_LIVE.items()):
+        if proc.popen is not None and proc.popen.poll() is None:  # not reaped: the pid is still ours
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pid, signal.SIGKILL)
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    """pytest killed (``timeout``, CI cancel): take the process groups down with it, then die."""
+    _kill_all_groups()
+    signal.signal(signum, signal.SIG_DFL)
+    os.kill(os.getpid(), signum)
+
+
+def install_cleanup() -> None:
+    """No orphans even when pytest itself is killed: SIGTERM and interpreter exit kill every group."""
+    if signal.getsignal(signal.SIGTERM) is _on_sigterm:
+        return
+    if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _on_sigterm)
+        atexit.register(_kill_all_groups)
 
 
 def tail(path: Path, lines: int = 40) -> str:
@@ -65,6 +90,7 @@ class Proc:
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
             )
+        _LIVE[self.popen.pid] = self
         return self
 
     @property
@@ -86,6 +112,7 @@ class Proc:
         self._signal_group(signal.SIGKILL)
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.popen.wait(timeout=STOP_TIMEOUT)
+        _LIVE.pop(self.popen.pid, None)
 
     def stop(self) -> None:
         """SIGTERM, then SIGKILL after ``STOP_TIMEOUT``; always SIGKILLs leftovers of the group."""
@@ -98,6 +125,7 @@ class Proc:
         self._signal_group(signal.SIGKILL)  # children that outlived their parent
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.popen.wait(timeout=5)
+        _LIVE.pop(self.popen.pid, None)
 
     def tail(self, lines: int = 40) -> str:
         return tail(self.log_path, lines)
@@ -155,14 +183,16 @@ def wait_until(
 
 
 def http_status(port: int, path: str, timeout: float = 2.0) -> int | None:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
     try:
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
         conn.request("GET", path)
-        status = conn.getresponse().status
-        conn.close()
-        return status
+        response = conn.getresponse()
+        response.read()
+        return response.status
     except (OSError, http.client.HTTPException):
         return None
+    finally:
+        conn.close()
 
 
 @dataclass
@@ -317,6 +347,7 @@ def running_stack(
     web_port = free_port()
     env = stack_env(database_url, redis, storage_root, web_port, smtp_port, **extra)
     stack = Stack(log_dir, env, redis, fast_clocks=fast_clocks, web_port=web_port)
+    install_cleanup()
     try:
         redis.start()
         yield stack
@@ -342,6 +373,10 @@ class Supervisor:
     def __exit__(self, *exc: Any) -> None:
         self._stop.set()
         self._thread.join(timeout=10)
+        with self._lock:  # a kill just before the end: the process still runs afterwards
+            if not self.proc.alive():
+                self.proc.start()
+                self.restarts += 1
 
     def kill(self) -> None:
         """SIGKILL the process now; the supervisor starts a fresh one."""
