@@ -38,9 +38,9 @@ services: ## make sure PostgreSQL and Redis answer (start/install local ones)
 migrate: install services ## alembic upgrade head (creates the database when missing)
 	$(BIN)/alembic upgrade head
 
-seed: install ## load development data (when the seed command exists)
+seed: install ## load the demo data (services + ffmpeg, which generates and ingests the demo media)
 	@if $(BIN)/flask --app app codex --help 2>/dev/null | grep -w seed >/dev/null; then \
-		$(BIN)/flask --app app codex seed; \
+		scripts/ensure-services.sh --with-ffmpeg && $(BIN)/flask --app app codex seed; \
 	else \
 		echo "seed: no 'flask --app app codex seed' command yet, nothing to load"; \
 	fi
