@@ -44,7 +44,5 @@ def record(
 def changes(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
     """``{field: {"before": old, "after": new}}`` for the fields whose value changed."""
     return {
-        key: {"before": before.get(key), "after": value}
-        for key, value in after.items()
-        if before.get(key) != value
+        key: {"before": before.get(key), "after": value} for key, value in after.items() if before.get(key) != value
     }

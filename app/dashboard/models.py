@@ -1,12 +1,19 @@
-"""dashboard tables (data-model.md): admin_audit_events (append-only)."""
+"""dashboard tables: admin_audit_events (append-only; data-model.md) and the revenue rollups.
+
+The rollups (``dashboard_daily_revenue``, ``dashboard_content_revenue``, ``dashboard_customers``) are
+not in data-model.md: they are kept by Postgres triggers on ``purchases`` and ``content_access``
+(migration 0006), in the same transaction as the purchase or grant change, so the dashboard reads a
+few hundred rows instead of every purchase of the org. The application never writes them.
+"""
 
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import CheckConstraint, ForeignKey, Index, String, text
+from sqlalchemy import BigInteger, CheckConstraint, Date, ForeignKey, Index, Integer, String, text
+from sqlalchemy.dialects.postgresql import CHAR
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.db import Base, created_at_column, uuid_pk
@@ -49,8 +56,47 @@ class AdminAuditEvent(Base):
     action: Mapped[str] = mapped_column(String(40))
     target_type: Mapped[str] = mapped_column(String(30))
     target_id: Mapped[str] = mapped_column(String(255))
-    metadata_: Mapped[dict[str, Any]] = mapped_column(
-        "metadata", server_default=text("'{}'::jsonb"), default=dict
-    )
+    metadata_: Mapped[dict[str, Any]] = mapped_column("metadata", server_default=text("'{}'::jsonb"), default=dict)
     request_id: Mapped[str | None] = mapped_column(String(128))
+    created_at: Mapped[datetime] = created_at_column()
+
+
+class DailyRevenue(Base):
+    """Σ over the org's purchases in one currency whose ``purchased_at`` falls on one UTC day."""
+
+    __tablename__ = "dashboard_daily_revenue"
+
+    organization_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("organizations.id", ondelete="CASCADE"), primary_key=True
+    )
+    currency: Mapped[str] = mapped_column(CHAR(3), primary_key=True)
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    gross_cents: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
+    refunded_cents: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
+    purchase_count: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+
+
+class ContentRevenue(Base):
+    """All-time Σ over one content item's purchases in one currency (the summary's top content)."""
+
+    __tablename__ = "dashboard_content_revenue"
+    __table_args__ = (Index("ix_dashboard_content_revenue_org_currency", "organization_id", "currency"),)
+
+    content_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("content.id", ondelete="CASCADE"), primary_key=True)
+    currency: Mapped[str] = mapped_column(CHAR(3), primary_key=True)
+    organization_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("organizations.id", ondelete="CASCADE"))
+    gross_cents: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
+    refunded_cents: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
+    purchase_count: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+
+
+class DashboardCustomer(Base):
+    """A user with at least one purchase or grant of the org's content (api.md §11 "customer")."""
+
+    __tablename__ = "dashboard_customers"
+
+    organization_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("organizations.id", ondelete="CASCADE"), primary_key=True
+    )
+    user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
     created_at: Mapped[datetime] = created_at_column()

@@ -1,12 +1,17 @@
-"""Dashboard figures (api.md §11), computed in SQL over one org and one currency. Never commits.
+"""Dashboard figures (api.md §11) over one org and one currency, computed in SQL. Never commits.
 
 Definitions (api.md §11): gross = Σ amount; refunded = Σ refunded_amount + the unrefunded rest of
 ``charged_back`` rows; net = gross - refunded; purchase_count = ``completed`` and not duplicate;
 customer = a user with at least one purchase or grant of the org's content (any currency).
 Money is attributed to the UTC day of ``purchased_at``, refunds included (they reduce the day
-of the sale, so a past day can change). Every purchase query filters on
-``(organization_id, currency, purchased_at)`` so the covering index
-``ix_purchases_org_currency_purchased`` answers it with an index-only scan.
+of the sale, so a past day can change).
+
+Where the figures come from: the summary and the daily series read the rollups that Postgres
+triggers keep in the purchase's own transaction (``dashboard_daily_revenue``,
+``dashboard_content_revenue``, ``dashboard_customers``; migration 0006), so they cost a few
+hundred rows whatever the org's size. Ranged top content, the customer list and the customer
+page aggregate ``purchases`` directly; their filters on ``(organization_id, currency,
+purchased_at)`` are answered by the covering index ``ix_purchases_org_currency_purchased``.
 """
 
 from __future__ import annotations
@@ -26,7 +31,6 @@ from sqlalchemy import (
     literal_column,
     or_,
     select,
-    union,
 )
 from sqlalchemy.orm import Session
 
@@ -34,7 +38,7 @@ from app.access.models import ContentAccess, ContentDailyStats
 from app.commerce.models import Purchase
 from app.commerce.service import purchase_view
 from app.content.models import Content
-from app.dashboard.models import AdminAuditEvent
+from app.dashboard.models import AdminAuditEvent, ContentRevenue, DailyRevenue, DashboardCustomer
 from app.identity.auth import not_found
 from app.identity.models import User
 from app.schemas import page_envelope, paginate
@@ -83,10 +87,6 @@ def day_bounds(start: date, end: date) -> tuple[datetime, datetime]:
     return datetime.combine(start, time.min, UTC), datetime.combine(end + timedelta(days=1), time.min, UTC)
 
 
-def utc_day(column: Any) -> Any:
-    return cast(func.timezone("UTC", column), Date)
-
-
 def month_start(now: datetime) -> datetime:
     now = now.astimezone(UTC)
     return datetime(now.year, now.month, 1, tzinfo=UTC)
@@ -96,41 +96,35 @@ def month_start(now: datetime) -> datetime:
 
 
 def summary(session: Session, organization_id: uuid.UUID, currency: str, now: datetime | None = None) -> dict[str, Any]:
+    """Totals from the daily rollup, top content from the per-content rollup (migration 0006)."""
     now = now or datetime.now(UTC)
-    in_month = Purchase.purchased_at >= month_start(now)
-    # One pass over the org's purchases: per content, all-time and this month. Totals and the top
-    # content both come from it (the CTE is materialised once).
-    per_content = (
-        select(
-            Purchase.content_id,
-            _gross().label("gross"),
-            _refunded_sum().label("refunded"),
-            _count().label("count"),
-            _gross(in_month).label("m_gross"),
-            _refunded_sum(in_month).label("m_refunded"),
-            _count(in_month).label("m_count"),
-        )
-        .where(_org_currency(organization_id, currency))
-        .group_by(Purchase.content_id)
-        .cte("per_content")
-    )
-    pc = per_content.c
+    in_month = DailyRevenue.day >= month_start(now).date()
+    where = and_(DailyRevenue.organization_id == organization_id, DailyRevenue.currency == currency)
+
+    def total(column: Any, condition: Any = None) -> Any:
+        summed = func.sum(column)
+        return func.coalesce(summed.filter(condition) if condition is not None else summed, 0)
+
     sums = session.execute(
         select(
-            func.coalesce(func.sum(pc.gross), 0),
-            func.coalesce(func.sum(pc.refunded), 0),
-            func.coalesce(func.sum(pc.count), 0),
-            func.coalesce(func.sum(pc.m_gross), 0),
-            func.coalesce(func.sum(pc.m_refunded), 0),
-            func.coalesce(func.sum(pc.m_count), 0),
-        )
+            total(DailyRevenue.gross_cents),
+            total(DailyRevenue.refunded_cents),
+            total(DailyRevenue.purchase_count),
+            total(DailyRevenue.gross_cents, in_month),
+            total(DailyRevenue.refunded_cents, in_month),
+            total(DailyRevenue.purchase_count, in_month),
+        ).where(where)
     ).one()
-    net = (pc.gross - pc.refunded).label("net")
+    net = (ContentRevenue.gross_cents - ContentRevenue.refunded_cents).label("net")
     top_rows = session.execute(
-        select(pc.content_id, Content.title, net, pc.count)
-        .join(Content, Content.id == pc.content_id)
-        .where(pc.gross - pc.refunded != 0)
-        .order_by(net.desc(), Content.title, pc.content_id)
+        select(ContentRevenue.content_id, Content.title, net, ContentRevenue.purchase_count)
+        .join(Content, Content.id == ContentRevenue.content_id)
+        .where(
+            ContentRevenue.organization_id == organization_id,
+            ContentRevenue.currency == currency,
+            net != 0,
+        )
+        .order_by(net.desc(), Content.title, ContentRevenue.content_id)
         .limit(TOP_SUMMARY)
     ).all()
     return {
@@ -146,16 +140,9 @@ def summary(session: Session, organization_id: uuid.UUID, currency: str, now: da
     }
 
 
-def _customer_ids(organization_id: uuid.UUID) -> Any:
-    return union(
-        select(Purchase.customer_id.label("user_id")).where(Purchase.organization_id == organization_id),
-        select(ContentAccess.user_id.label("user_id")).where(ContentAccess.organization_id == organization_id),
-    )
-
-
 def customer_count(session: Session, organization_id: uuid.UUID) -> int:
-    ids = _customer_ids(organization_id).subquery()
-    return int(session.scalar(select(func.count()).select_from(ids)) or 0)
+    stmt = select(func.count()).where(DashboardCustomer.organization_id == organization_id)
+    return int(session.scalar(stmt) or 0)
 
 
 def recent_purchases(session: Session, organization_id: uuid.UUID, currency: str) -> list[dict[str, Any]]:
@@ -190,19 +177,7 @@ def recent_purchases(session: Session, organization_id: uuid.UUID, currency: str
 def daily_revenue(
     session: Session, organization_id: uuid.UUID, currency: str, start: date, end: date
 ) -> list[dict[str, Any]]:
-    """One row per UTC day of ``[start, end]``, zero-filled by ``generate_series``."""
-    lower, upper = day_bounds(start, end)
-    day = utc_day(Purchase.purchased_at).label("day")
-    per_day = (
-        select(day, _gross().label("gross"), _refunded_sum().label("refunded"), _count().label("count"))
-        .where(
-            _org_currency(organization_id, currency),
-            Purchase.purchased_at >= lower,
-            Purchase.purchased_at < upper,
-        )
-        .group_by(day)
-        .subquery("per_day")
-    )
+    """One row per UTC day of ``[start, end]``: the daily rollup, zero-filled by ``generate_series``."""
     days = (
         select(
             cast(
@@ -213,14 +188,19 @@ def daily_revenue(
             ).label("day")
         )
     ).subquery("days")
+    rollup = and_(
+        DailyRevenue.organization_id == organization_id,
+        DailyRevenue.currency == currency,
+        DailyRevenue.day == days.c.day,
+    )
     rows = session.execute(
         select(
             days.c.day,
-            func.coalesce(per_day.c.gross, 0),
-            func.coalesce(per_day.c.refunded, 0),
-            func.coalesce(per_day.c.count, 0),
+            func.coalesce(DailyRevenue.gross_cents, 0),
+            func.coalesce(DailyRevenue.refunded_cents, 0),
+            func.coalesce(DailyRevenue.purchase_count, 0),
         )
-        .select_from(days.outerjoin(per_day, per_day.c.day == days.c.day))
+        .select_from(days.outerjoin(DailyRevenue, rollup))
         .order_by(days.c.day)
     ).all()
     return [{"date": row[0], **totals(row[1], row[2], row[3])} for row in rows]
@@ -345,7 +325,7 @@ def list_customers(
     page: int,
     per_page: int,
 ) -> dict[str, Any]:
-    ids = _customer_ids(organization_id).subquery("ids")
+    ids = select(DashboardCustomer.user_id).where(DashboardCustomer.organization_id == organization_id).subquery("ids")
     stats = _completed_stats(organization_id, currency).subquery("stats")
     grants = (
         select(ContentAccess.user_id, func.count().label("active"))
@@ -414,11 +394,7 @@ def grant_view(grant: ContentAccess, content_title: str | None = None) -> dict[s
 
 
 def is_customer(session: Session, organization_id: uuid.UUID, user_id: uuid.UUID) -> bool:
-    bought = select(Purchase.id).where(Purchase.organization_id == organization_id, Purchase.customer_id == user_id)
-    granted = select(ContentAccess.id).where(
-        ContentAccess.organization_id == organization_id, ContentAccess.user_id == user_id
-    )
-    return bool(session.scalar(select(or_(bought.exists(), granted.exists()))))
+    return session.get(DashboardCustomer, (organization_id, user_id)) is not None
 
 
 def customer_detail(session: Session, organization_id: uuid.UUID, user_id: uuid.UUID, currency: str) -> dict[str, Any]:

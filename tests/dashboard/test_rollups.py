@@ -1,0 +1,127 @@
+"""The trigger-kept rollups (migration 0006) always equal the same sums taken over ``purchases``.
+
+Each step below changes purchases the way the payment code does (insert, partial and full refund,
+dispute lost, a duplicate refunded, an update that moves no money, a delete), then every rollup row
+is compared with a direct aggregate of the table.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy import delete, select, text, update
+
+from app.commerce.models import Purchase
+from app.dashboard.models import ContentRevenue, DailyRevenue, DashboardCustomer
+from tests import factories
+from tests.dashboard.seed import World
+
+DIRECT_DAILY = """
+    SELECT organization_id, currency, (purchased_at AT TIME ZONE 'UTC')::date,
+           sum(amount_cents),
+           sum(refunded_amount_cents
+               + CASE WHEN status = 'charged_back' THEN amount_cents - refunded_amount_cents ELSE 0 END),
+           count(*) FILTER (WHERE status = 'completed' AND NOT is_duplicate)
+    FROM purchases GROUP BY 1, 2, 3
+"""
+DIRECT_CONTENT = """
+    SELECT content_id, currency,
+           sum(amount_cents),
+           sum(refunded_amount_cents
+               + CASE WHEN status = 'charged_back' THEN amount_cents - refunded_amount_cents ELSE 0 END),
+           count(*) FILTER (WHERE status = 'completed' AND NOT is_duplicate)
+    FROM purchases GROUP BY 1, 2
+"""
+DIRECT_CUSTOMERS = """
+    SELECT organization_id, customer_id FROM purchases UNION SELECT organization_id, user_id FROM content_access
+"""
+
+
+def nonzero(rows: list[tuple]) -> set[tuple]:
+    return {tuple(r) for r in rows if any(r[-3:])}
+
+
+def assert_consistent(session) -> None:
+    session.flush()
+    daily = session.execute(
+        select(
+            DailyRevenue.organization_id,
+            DailyRevenue.currency,
+            DailyRevenue.day,
+            DailyRevenue.gross_cents,
+            DailyRevenue.refunded_cents,
+            DailyRevenue.purchase_count,
+        )
+    ).all()
+    assert nonzero(daily) == nonzero(session.execute(text(DIRECT_DAILY)).all())
+    content = session.execute(
+        select(
+            ContentRevenue.content_id,
+            ContentRevenue.currency,
+            ContentRevenue.gross_cents,
+            ContentRevenue.refunded_cents,
+            ContentRevenue.purchase_count,
+        )
+    ).all()
+    assert nonzero(content) == nonzero(session.execute(text(DIRECT_CONTENT)).all())
+    customers = session.execute(select(DashboardCustomer.organization_id, DashboardCustomer.user_id)).all()
+    assert {tuple(r) for r in customers} == {tuple(r) for r in session.execute(text(DIRECT_CUSTOMERS)).all()}
+
+
+def test_rollups_follow_every_change(db_session, world: World) -> None:
+    assert_consistent(db_session)  # the seed: inserts of every state
+    p = world.purchases
+    now = datetime.now(UTC)
+
+    def change(key: str, **values: object) -> None:
+        db_session.execute(update(Purchase).where(Purchase.id == p[key].id).values(**values))
+        assert_consistent(db_session)
+
+    change("P1", refunded_amount_cents=500)  # partial refund
+    change("P1", refunded_amount_cents=1999, status="refunded", refunded_at=now, refund_status="succeeded")
+    change("P5", status="charged_back", dispute_status="lost")  # dispute lost
+    change("P6", refunded_amount_cents=1999, status="refunded", refunded_at=now, refund_status="succeeded")
+    change("P7", refund_status="submitted", refund_attempts=1)  # no money moves
+    change("P9", dispute_status="won", disputed_at=now)
+    # Several rows in one statement (mixed orgs and currencies).
+    db_session.execute(
+        update(Purchase)
+        .where(Purchase.id.in_([p["P3"].id, p["P10"].id, p["Q1"].id]))
+        .values(refunded_amount_cents=Purchase.refunded_amount_cents + 1)
+    )
+    assert_consistent(db_session)
+    db_session.execute(delete(Purchase).where(Purchase.id == p["P6"].id))  # the duplicate has no grant
+    assert_consistent(db_session)
+    extra = factories.PurchaseFactory(customer_id=world.u("Dee").id, content=world.content["C4"])
+    assert_consistent(db_session)
+    assert db_session.get(DashboardCustomer, (world.org_a.id, world.u("Dee").id)) is not None
+    assert db_session.get(ContentRevenue, (extra.content_id, "usd")).purchase_count == 1
+
+
+def test_dashboard_reads_follow_a_refund(client, db_session, world: World, owner_a) -> None:
+    """A refund landing on a purchase of 2025-03-03 changes that day and the all-time totals."""
+    db_session.execute(
+        update(Purchase)
+        .where(Purchase.id == world.purchases["P5"].id)
+        .values(refunded_amount_cents=1999, status="refunded", refunded_at=datetime.now(UTC))
+    )
+    base = f"/api/v1/orgs/{world.org_a.id}/dashboard"
+    day = client.get(f"{base}/revenue?start=2025-03-03&end=2025-03-03", headers=owner_a).json["daily"][0]
+    assert day == {
+        "date": "2025-03-03",
+        "gross_cents": 11997,
+        "refunded_cents": 1000 + 4999 + 1999,
+        "net_cents": 11997 - 7998,
+        "purchase_count": 1,
+    }
+    summary = client.get(f"{base}/summary", headers=owner_a).json
+    assert summary["all_time"] == {
+        "gross_cents": 22993,
+        "refunded_cents": 7998 + 1999,
+        "net_cents": 14995 - 1999,
+        "purchase_count": 3,
+    }
+    assert [(t["title"], t["net_cents"], t["purchase_count"]) for t in summary["top_content"]] == [
+        ("Beta", 8998, 2),
+        ("Alpha", 3998, 1),
+    ]
