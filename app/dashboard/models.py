@@ -1,8 +1,9 @@
 """dashboard tables: admin_audit_events (append-only; data-model.md) and the revenue rollups.
 
-The rollups (``dashboard_daily_revenue``, ``dashboard_content_revenue``, ``dashboard_customers``) are
+The rollups (``dashboard_daily_revenue``, ``dashboard_content_revenue``, ``dashboard_customers``,
+``dashboard_customer_revenue``) are
 not in data-model.md: they are kept by Postgres triggers on ``purchases`` and ``content_access``
-(migration 0006), in the same transaction as the purchase or grant change, so the dashboard reads a
+(migrations 0006, 0007), in the same transaction as the purchase or grant change, so the dashboard reads a
 few hundred rows instead of every purchase of the org. The application never writes them.
 """
 
@@ -12,7 +13,7 @@ import uuid
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, CheckConstraint, Date, ForeignKey, Index, Integer, String, text
+from sqlalchemy import BigInteger, CheckConstraint, Date, ForeignKey, ForeignKeyConstraint, Index, Integer, String, text
 from sqlalchemy.dialects.postgresql import CHAR
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -100,3 +101,26 @@ class DashboardCustomer(Base):
     )
     user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
     created_at: Mapped[datetime] = created_at_column()
+    active_grant_count: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+
+
+class CustomerRevenue(Base):
+    """One customer's ``completed`` purchases in one currency (the customer list; migration 0007)."""
+
+    __tablename__ = "dashboard_customer_revenue"
+    __table_args__ = (
+        ForeignKeyConstraint(
+            ["organization_id", "user_id"],
+            ["dashboard_customers.organization_id", "dashboard_customers.user_id"],
+            name="fk_dashboard_customer_revenue_organization_id_dashboard_customers",
+            ondelete="CASCADE",
+        ),
+    )
+
+    organization_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    currency: Mapped[str] = mapped_column(CHAR(3), primary_key=True)
+    user_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    purchase_count: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    total_spent_cents: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
+    first_purchase_at: Mapped[datetime | None]
+    last_purchase_at: Mapped[datetime | None]

@@ -9,9 +9,10 @@ of the sale, so a past day can change).
 Where the figures come from: the summary and the daily series read the rollups that Postgres
 triggers keep in the purchase's own transaction (``dashboard_daily_revenue``,
 ``dashboard_content_revenue``, ``dashboard_customers``; migration 0006), so they cost a few
-hundred rows whatever the org's size. Ranged top content, the customer list and the customer
-page aggregate ``purchases`` directly; their filters on ``(organization_id, currency,
-purchased_at)`` are answered by the covering index ``ix_purchases_org_currency_purchased``.
+hundred rows whatever the org's size. So do the customer list and the customer page's stats
+(``dashboard_customer_revenue``, ``dashboard_customers.active_grant_count``; migration 0007).
+Ranged top content aggregates ``purchases`` directly: its filter on ``(organization_id,
+currency, purchased_at)`` is answered by the covering index ``ix_purchases_org_currency_purchased``.
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ from typing import Any
 
 from sqlalchemy import (
     Date,
-    Select,
     and_,
     case,
     cast,
@@ -38,7 +38,7 @@ from app.access.models import ContentAccess, ContentDailyStats
 from app.commerce.models import Purchase
 from app.commerce.service import purchase_view
 from app.content.models import Content
-from app.dashboard.models import AdminAuditEvent, ContentRevenue, DailyRevenue, DashboardCustomer
+from app.dashboard.models import AdminAuditEvent, ContentRevenue, CustomerRevenue, DailyRevenue, DashboardCustomer
 from app.identity.auth import not_found
 from app.identity.models import User
 from app.schemas import page_envelope, paginate
@@ -294,26 +294,6 @@ def _like_pattern(q: str) -> str:
     return f"%{escaped}%"
 
 
-def _completed_stats(organization_id: uuid.UUID, currency: str) -> Select[uuid.UUID, int, int, datetime, datetime]:
-    """Per customer, completed purchases in ``currency``: the figures of the list and the detail page.
-
-    Only ``completed`` rows: a fully refunded or charged-back purchase nets to zero anyway, so the
-    total is the org's net for that customer.
-    """
-    completed = Purchase.status == "completed"
-    return (
-        select(
-            Purchase.customer_id.label("user_id"),
-            func.count().filter(Purchase.is_duplicate.is_(False)).label("purchase_count"),
-            func.sum(Purchase.amount_cents - Purchase.refunded_amount_cents).label("total_spent"),
-            func.min(Purchase.purchased_at).label("first_purchase_at"),
-            func.max(Purchase.purchased_at).label("last_purchase_at"),
-        )
-        .where(_org_currency(organization_id, currency), completed)
-        .group_by(Purchase.customer_id)
-    )
-
-
 def list_customers(
     session: Session,
     organization_id: uuid.UUID,
@@ -325,39 +305,45 @@ def list_customers(
     page: int,
     per_page: int,
 ) -> dict[str, Any]:
-    ids = select(DashboardCustomer.user_id).where(DashboardCustomer.organization_id == organization_id).subquery("ids")
-    stats = _completed_stats(organization_id, currency).subquery("stats")
-    grants = (
-        select(ContentAccess.user_id, func.count().label("active"))
-        .where(ContentAccess.organization_id == organization_id, ContentAccess.revoked_at.is_(None))
-        .group_by(ContentAccess.user_id)
-        .subquery("grants")
+    """Every customer of the org with its figures in ``currency`` (rollups of migration 0007).
+
+    Figures count ``completed`` purchases, as the customer page does: purchase_count leaves out
+    duplicates; total spent is amount - refunded, which is the customer's net (a refunded or
+    charged-back purchase nets to zero anyway).
+    """
+    revenue = and_(
+        CustomerRevenue.organization_id == DashboardCustomer.organization_id,
+        CustomerRevenue.user_id == DashboardCustomer.user_id,
+        CustomerRevenue.currency == currency,
     )
-    purchase_count = func.coalesce(stats.c.purchase_count, 0)
-    total_spent = func.coalesce(stats.c.total_spent, 0)
+    total_spent = func.coalesce(CustomerRevenue.total_spent_cents, 0)
+    where = [DashboardCustomer.organization_id == organization_id]
+    if q is not None:
+        pattern = _like_pattern(q)
+        where.append(or_(User.name.ilike(pattern, escape="\\"), User.email.ilike(pattern, escape="\\")))
+    column = {"total_spent_cents": total_spent, "last_purchase_at": CustomerRevenue.last_purchase_at, "name": User.name}
+    primary = column[sort].asc() if order == "asc" else column[sort].desc()
     stmt = (
         select(
             User.id,
             User.name,
             User.email,
-            purchase_count,
+            func.coalesce(CustomerRevenue.purchase_count, 0),
             total_spent,
-            stats.c.first_purchase_at,
-            stats.c.last_purchase_at,
-            func.coalesce(grants.c.active, 0),
+            CustomerRevenue.first_purchase_at,
+            CustomerRevenue.last_purchase_at,
+            DashboardCustomer.active_grant_count,
         )
-        .select_from(ids)
-        .join(User, User.id == ids.c.user_id)
-        .outerjoin(stats, stats.c.user_id == ids.c.user_id)
-        .outerjoin(grants, grants.c.user_id == ids.c.user_id)
+        .select_from(DashboardCustomer)
+        .join(User, User.id == DashboardCustomer.user_id)
+        .outerjoin(CustomerRevenue, revenue)
+        .where(*where)
+        .order_by(primary.nulls_last(), User.name, User.id)
     )
+    counted = select(func.count()).select_from(DashboardCustomer)
     if q is not None:
-        pattern = _like_pattern(q)
-        stmt = stmt.where(or_(User.name.ilike(pattern, escape="\\"), User.email.ilike(pattern, escape="\\")))
-    column = {"total_spent_cents": total_spent, "last_purchase_at": stats.c.last_purchase_at, "name": User.name}[sort]
-    primary = column.asc() if order == "asc" else column.desc()
-    stmt = stmt.order_by(primary.nulls_last(), User.name, User.id)
-    total = int(session.scalar(select(func.count()).select_from(stmt.order_by(None).subquery())) or 0)
+        counted = counted.join(User, User.id == DashboardCustomer.user_id)
+    total = int(session.scalar(counted.where(*where)) or 0)
     rows = session.execute(stmt.limit(per_page).offset((page - 1) * per_page)).all()
     items = [
         {
@@ -414,24 +400,16 @@ def customer_detail(session: Session, organization_id: uuid.UUID, user_id: uuid.
         .where(ContentAccess.organization_id == organization_id, ContentAccess.user_id == user_id)
         .order_by(ContentAccess.granted_at.desc(), ContentAccess.id.desc())
     ).all()
-    stats = _completed_stats(organization_id, currency).where(Purchase.customer_id == user_id).subquery()
-    row = session.execute(
-        select(
-            func.coalesce(func.sum(stats.c.purchase_count), 0),
-            func.coalesce(func.sum(stats.c.total_spent), 0),
-            func.min(stats.c.first_purchase_at),
-            func.max(stats.c.last_purchase_at),
-        )
-    ).one()
+    stats = session.get(CustomerRevenue, (organization_id, currency, user_id))
     return {
         "customer": {"user_id": user.id, "name": user.name, "email": user.email, "created_at": user.created_at},
         "purchases": [{**purchase_view(p), "content_title": title} for p, title in purchases],
         "grants": [grant_view(g, title) for g, title in grants],
         "stats": {
-            "purchase_count": int(row[0]),
-            "total_spent_cents": int(row[1]),
-            "first_purchase_at": row[2],
-            "last_purchase_at": row[3],
+            "purchase_count": stats.purchase_count if stats else 0,
+            "total_spent_cents": stats.total_spent_cents if stats else 0,
+            "first_purchase_at": stats.first_purchase_at if stats else None,
+            "last_purchase_at": stats.last_purchase_at if stats else None,
         },
     }
 

@@ -11,8 +11,9 @@ from datetime import UTC, datetime
 
 from sqlalchemy import delete, select, text, update
 
+from app.access.models import ContentAccess
 from app.commerce.models import Purchase
-from app.dashboard.models import ContentRevenue, DailyRevenue, DashboardCustomer
+from app.dashboard.models import ContentRevenue, CustomerRevenue, DailyRevenue, DashboardCustomer
 from tests import factories
 from tests.dashboard.seed import World
 
@@ -33,7 +34,19 @@ DIRECT_CONTENT = """
     FROM purchases GROUP BY 1, 2
 """
 DIRECT_CUSTOMERS = """
-    SELECT organization_id, customer_id FROM purchases UNION SELECT organization_id, user_id FROM content_access
+    SELECT k.organization_id, k.user_id, count(a.id) FILTER (WHERE a.revoked_at IS NULL)
+    FROM (SELECT organization_id, customer_id AS user_id FROM purchases
+          UNION SELECT organization_id, user_id FROM content_access) AS k
+    LEFT JOIN content_access AS a ON a.organization_id = k.organization_id AND a.user_id = k.user_id
+    GROUP BY 1, 2
+"""
+DIRECT_CUSTOMER_REVENUE = """
+    SELECT organization_id, currency, customer_id,
+           count(*) FILTER (WHERE status = 'completed' AND NOT is_duplicate),
+           coalesce(sum(amount_cents - refunded_amount_cents) FILTER (WHERE status = 'completed'), 0),
+           min(purchased_at) FILTER (WHERE status = 'completed'),
+           max(purchased_at) FILTER (WHERE status = 'completed')
+    FROM purchases GROUP BY 1, 2, 3
 """
 
 
@@ -64,8 +77,23 @@ def assert_consistent(session) -> None:
         )
     ).all()
     assert nonzero(content) == nonzero(session.execute(text(DIRECT_CONTENT)).all())
-    customers = session.execute(select(DashboardCustomer.organization_id, DashboardCustomer.user_id)).all()
+    customers = session.execute(
+        select(DashboardCustomer.organization_id, DashboardCustomer.user_id, DashboardCustomer.active_grant_count)
+    ).all()
     assert {tuple(r) for r in customers} == {tuple(r) for r in session.execute(text(DIRECT_CUSTOMERS)).all()}
+    per_customer = session.execute(
+        select(
+            CustomerRevenue.organization_id,
+            CustomerRevenue.currency,
+            CustomerRevenue.user_id,
+            CustomerRevenue.purchase_count,
+            CustomerRevenue.total_spent_cents,
+            CustomerRevenue.first_purchase_at,
+            CustomerRevenue.last_purchase_at,
+        )
+    ).all()
+    direct = session.execute(text(DIRECT_CUSTOMER_REVENUE)).all()
+    assert {tuple(r) for r in per_customer} == {tuple(r) for r in direct}
 
 
 def test_rollups_follow_every_change(db_session, world: World) -> None:
@@ -91,6 +119,26 @@ def test_rollups_follow_every_change(db_session, world: World) -> None:
     )
     assert_consistent(db_session)
     db_session.execute(delete(Purchase).where(Purchase.id == p["P6"].id))  # the duplicate has no grant
+    assert_consistent(db_session)
+    # Grants: revoke, reactivate (ON CONFLICT DO UPDATE), a new one, revoke several at once.
+    grant = world.grants["ana-C1"]
+    db_session.execute(
+        update(ContentAccess).where(ContentAccess.id == grant.id).values(revoked_at=now, revoke_reason="admin")
+    )
+    assert_consistent(db_session)
+    db_session.execute(
+        update(ContentAccess).where(ContentAccess.id == grant.id).values(revoked_at=None, revoke_reason=None)
+    )
+    assert_consistent(db_session)
+    factories.GrantFactory(user_id=world.u("Fay").id, content_id=world.content["C2"].id, organization_id=world.org_a.id)
+    assert_consistent(db_session)
+    db_session.execute(
+        update(ContentAccess)
+        .where(ContentAccess.organization_id == world.org_a.id, ContentAccess.revoked_at.is_(None))
+        .values(revoked_at=now, revoke_reason="admin")
+    )
+    assert_consistent(db_session)
+    db_session.execute(update(ContentAccess).values(updated_at=now))  # touches no counted column
     assert_consistent(db_session)
     extra = factories.PurchaseFactory(customer_id=world.u("Dee").id, content=world.content["C4"])
     assert_consistent(db_session)
