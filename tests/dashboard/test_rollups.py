@@ -173,3 +173,17 @@ def test_dashboard_reads_follow_a_refund(client, db_session, world: World, owner
         ("Beta", 8998, 2),
         ("Alpha", 3998, 1),
     ]
+
+
+def test_deleting_a_grant_only_user_cascades(db_session, world: World) -> None:
+    """Users are never deleted by the API, but the database's CASCADE must still work."""
+    from app.identity.models import User
+
+    newcomer = factories.UserFactory()
+    factories.GrantFactory(user_id=newcomer.id, content_id=world.content["C4"].id, organization_id=world.org_a.id)
+    db_session.flush()
+    assert db_session.get(DashboardCustomer, (world.org_a.id, newcomer.id)).active_grant_count == 1
+    db_session.execute(delete(User).where(User.id == newcomer.id))
+    db_session.expire_all()
+    assert db_session.get(DashboardCustomer, (world.org_a.id, newcomer.id)) is None
+    assert_consistent(db_session)
