@@ -83,12 +83,16 @@ def chaos_stack(
 @dataclass
 class Killer:
     """SIGKILLs the supervised worker at most ``limit`` times, ``every`` seconds apart (jittered),
-    each time only once ``ready()`` says there is work in flight."""
+    each time only once ``ready()`` says there is work in flight and, with ``done`` (units of work
+    finished so far), once the restarted worker finished ``min_progress`` more: however slow the
+    machine, the pipeline moves between kills, so the test measures recovery, not starvation."""
 
     supervisor: Supervisor
     every: float
     limit: int
     ready: Callable[[], bool] = lambda: True
+    done: Callable[[], int] | None = None
+    min_progress: int = 0
     kills: int = 0
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
@@ -110,9 +114,13 @@ class Killer:
         rng = random.Random()
         gap = self.every * rng.uniform(0.6, 1.4)
         last = time.monotonic()
+        done_then = self.done() if self.done else 0
         while self.kills < self.limit and not self._stop.wait(0.1):
             if time.monotonic() - last < gap or not self.ready():  # nothing in flight: a kill proves nothing
+                continue
+            if self.done is not None and self.done() - done_then < self.min_progress:
                 continue
             self.supervisor.kill()
             self.kills += 1
             last, gap = time.monotonic(), self.every * rng.uniform(0.6, 1.4)
+            done_then = self.done() if self.done else 0

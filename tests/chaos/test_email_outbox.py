@@ -49,16 +49,18 @@ def test_outbox_survives_worker_kills_mid_send(
     worker = stack.start_worker(queues="email,default", concurrency=WORKER_CONCURRENCY)
     stack.start_beat()
 
+    def sent() -> int:
+        return count(app, EmailOutbox, EmailOutbox.status == "sent")
+
     def mid_send() -> bool:
-        sent = count(app, EmailOutbox, EmailOutbox.status == "sent")
-        return 0 < sent < count(app, EmailOutbox)
+        return 0 < sent() < count(app, EmailOutbox)
 
     started = time.monotonic()
     batch = 20
     with (
         publishing_to(app, stack.env["CELERY_BROKER_URL"]),
         Supervisor(worker) as supervisor,
-        Killer(supervisor, scale.kill_every, scale.max_kills, mid_send) as killer,
+        Killer(supervisor, scale.kill_every, scale.max_kills, mid_send, sent, min_progress=10) as killer,
     ):
         for first in range(0, scale.emails, batch):  # queued as a live app would: in bursts
             queue_batch(app, first, min(batch, scale.emails - first))
