@@ -18,7 +18,7 @@ import os
 import time
 import traceback
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -35,11 +35,11 @@ from schemathesis.core.failures import FailureGroup
 from schemathesis.specs.openapi.checks import response_schema_conformance, status_code_conformance
 from sqlalchemy.orm import Session
 
-from app.identity import passwords
 from app.identity.models import User
 from app.orgs.models import Organization
 from tests import factories
-from tests.identity.helpers import ORIGIN, TEST_PASSWORD, add_member, fast_hasher, make_org, make_user, signed_in
+from tests.identity.conftest import fast_passwords  # noqa: F401 - autouse: cheap argon2
+from tests.identity.helpers import ORIGIN, TEST_PASSWORD, add_member, make_org, make_user, signed_in
 
 # Per operation and caller: valid-looking cases, then invalid ones (generating those costs more).
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "5"))
@@ -68,13 +68,6 @@ class World:
         else:  # /auth/sessions/{session_id}: the caller's own session is not known here
             ids.pop("session_id", None)
         return ids
-
-
-@pytest.fixture(autouse=True)
-def fast_passwords() -> Iterator[None]:
-    previous = passwords.use_hasher(fast_hasher())
-    yield
-    passwords.use_hasher(previous)
 
 
 @pytest.fixture()

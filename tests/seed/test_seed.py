@@ -25,16 +25,9 @@ from app.media.models import MediaItem
 from app.orgs.models import Membership, Organization, OrgSettings
 from app.storage import keys
 from app.storage.base import Storage
-from tests.identity.helpers import fast_hasher
+from tests.identity.conftest import fast_passwords  # noqa: F401 - autouse: cheap argon2
 
 COUNTED = (User, Credential, Organization, Membership, OrgSettings, MediaItem, Content, AdminAuditEvent)
-
-
-@pytest.fixture(autouse=True)
-def fast_passwords() -> Iterator[None]:
-    previous = passwords.use_hasher(fast_hasher())
-    yield
-    passwords.use_hasher(previous)
 
 
 @pytest.fixture()
