@@ -139,7 +139,8 @@ def test_create_lookups_are_404(client, world, owner_a, user, content, code) -> 
 
 
 @pytest.mark.parametrize(
-    "body", [{}, {"content_id": "nope"}, {"content_id": None}, {"content_id": str(uuid.uuid4()), "x": 1}]
+    "body",
+    [{}, {"content_id": "nope"}, {"content_id": None}, {"content_id": "5a9e0000-0000-4000-8000-000000000002", "x": 1}],
 )
 def test_create_body_is_validated(client, world, owner_a, body) -> None:
     r = client.post(grants_url(world, world.u("Bob").id), json=body, headers=owner_a)
