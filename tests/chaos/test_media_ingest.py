@@ -5,12 +5,12 @@ complete HLS tree of the winning attempt and nothing left of the killed ones."""
 from __future__ import annotations
 
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from flask import Flask
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from app import db
 from app.db import enqueue_after_commit
@@ -25,6 +25,8 @@ from tests.identity.helpers import make_org
 from tests.media.conftest import Clips
 
 pytestmark = [pytest.mark.chaos, pytest.mark.e2e]
+
+KILL_GAP = 1.0  # an encode takes seconds: kill whenever one runs, at least this far apart
 
 
 @pytest.fixture(scope="session")
@@ -93,22 +95,28 @@ def test_media_ingest_survives_worker_kills_mid_encode(
     stack.start_worker("worker", queues="email,default", concurrency=1)
     stack.start_beat()
 
-    def encoding() -> bool:
-        return count(app, MediaItem, MediaItem.status == "processing") > 0
+    def encoding() -> bool:  # a live attempt: processing, and its heartbeat (every second) is fresh
+        fresh = MediaItem.heartbeat_at > func.now() - timedelta(seconds=2)
+        return count(app, MediaItem, MediaItem.status == "processing", fresh) > 0
 
     started = time.monotonic()
     with (
         Supervisor(media_worker) as supervisor,
-        Killer(supervisor, scale.kill_every, scale.media_kills, encoding) as killer,
+        Killer(supervisor, KILL_GAP, scale.media_kills, encoding) as killer,
     ):
         with publishing_to(app, stack.env["CELERY_BROKER_URL"]), app.app_context():
             for media_id in ids:  # what the upload-complete request does
                 enqueue_after_commit(db.session, "media.ingest", str(media_id))
             db.session.commit()
         wait_quiescent(
-            app, lambda: killer.kills >= scale.media_kills, scale.settle_timeout, "the kills mid-encode", stack.report
+            app,
+            lambda: killer.kills >= scale.media_kills or count(app, MediaItem, MediaItem.status == "ready") == len(ids),
+            scale.settle_timeout,
+            "the kills mid-encode",
+            stack.report,
         )
         killer.stop()
+        assert killer.kills >= 1, "every clip was ingested before the killer saw one encoding"
         wait_quiescent(
             app,
             lambda: count(app, MediaItem, MediaItem.status == "ready") == len(ids),

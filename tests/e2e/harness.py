@@ -268,7 +268,7 @@ class Stack:
     def worker_answers(self, name: str) -> bool:
         from celery import Celery
 
-        probe = Celery("probe", broker=self.env["CELERY_BROKER_URL"])
+        probe = Celery("probe", broker=self.env["CELERY_BROKER_URL"], set_as_current=False)
         try:
             replies = probe.control.ping(timeout=0.5)
         except Exception:  # broker down or restarting: not ready yet
