@@ -1,0 +1,275 @@
+"""Stream-URL issuance (``GET /content/{id}/stream``, access cache warm) next to ``GET /health``.
+
+Setup: the shared bench database ``codex_bench`` (created and migrated with Alembic, as in
+bench_auth) gets an organization ``bench-playback`` with a ready video media item, one paid
+content item, a buyer with a purchase grant, and (for bench_progress) 100 viewers x 100 free
+content items. Only that org's rows and keys are touched (Redis DB 13, keys ``access:*``,
+``pb:*`` and the bench sessions), so other benchmarks sharing the database keep their data.
+The app runs under gunicorn with the Procfile's settings (2 workers x 4 threads), local storage
+(the thumbnail URL is HMAC-signed), rate limiting off, ``LOG_LEVEL=WARNING``.
+
+Measured one after the other in the same run: the trivial Flask ``GET /health`` (bench_http's
+baseline), Codex ``GET /health``, and the stream endpoint with the buyer's Bearer token. The 2 s
+warm-up fills the session cache and the access cache (``access:{user}:{content}``), so a measured
+request is: session from Redis, one indexed query for content + media, the cached access rule from
+Redis, an HMAC stream token and a signed thumbnail URL. The proxy's ``master.m3u8`` is measured as
+context. Goal (issue 7): stream issuance >= 0.6 x the trivial endpoint's requests/s.
+
+    python -m bench.bench_stream          # or: python bench/run.py stream
+
+Knobs: BENCH_DURATION (s, default 10), BENCH_WARMUP (s, 2), BENCH_CONCURRENCY (16).
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import create_engine, delete, insert, select
+from sqlalchemy.orm import Session
+
+from bench.bench_auth import bench_env, migrate, print_table
+from bench.common import LoadResult, env_float, load, percentile, start_gunicorn
+
+TRIVIAL_APP = "bench.trivial_app:app"
+REAL_APP = "app:create_app()"
+ORG_SLUG = "bench-playback"
+EMAIL = "bench-playback-{}@example.com"
+VIEWERS = 100
+FREE_ITEMS = 100
+GOAL_RATIO = 0.6
+
+
+@dataclass
+class Playback:
+    org_id: uuid.UUID
+    content_id: uuid.UUID
+    buyer_id: uuid.UUID
+    token: str  # the buyer's session token
+    viewer_ids: list[uuid.UUID]
+    free_ids: list[uuid.UUID]
+
+
+def _user(session: Session, tag: str) -> Any:
+    from app.identity.models import User
+
+    email = EMAIL.format(tag)
+    user = session.scalar(select(User).where(User.email == email))
+    if user is None:
+        user = User(email=email, name=f"Bench {tag}", email_verified_at=datetime.now(UTC))
+        session.add(user)
+        session.flush()
+    return user
+
+
+def prepare(env: dict[str, str]) -> Playback:
+    """Migrate; create the playback org and its rows unless they exist; a fresh buyer session."""
+    import redis
+
+    from app.access.models import ContentAccess
+    from app.commerce.models import CheckoutSession, Purchase
+    from app.content.models import Content
+    from app.identity.auth import new_token
+    from app.identity.models import AuthSession
+    from app.media.models import MediaItem
+    from app.orgs.models import Membership, Organization, OrgSettings
+    from app.storage import keys
+
+    migrate(env["DATABASE_URL"])
+    engine = create_engine(env["DATABASE_URL"])
+    now = datetime.now(UTC)
+    try:
+        with Session(engine) as session, session.begin():
+            owner = _user(session, "owner")
+            buyer = _user(session, "buyer")
+            org = session.scalar(select(Organization).where(Organization.slug == ORG_SLUG))
+            if org is None:
+                org = Organization(name="Bench Playback", slug=ORG_SLUG, created_by=owner.id)
+                session.add(org)
+                session.flush()
+                session.add(OrgSettings(organization_id=org.id, platform_name=org.name, support_email=owner.email))
+                session.add(Membership(organization_id=org.id, user_id=owner.id, role="owner"))
+                media_id = uuid.uuid4()
+                session.execute(
+                    insert(MediaItem).values(
+                        id=media_id, organization_id=org.id, created_by=owner.id, title="Bench clip",
+                        media_type="video", mime_type="video/mp4", file_size_bytes=1_000_000, status="ready",
+                        attempts=1, original_key=keys.original_key(org.id, media_id, "video/mp4"),
+                        hls_master_key=keys.hls_master_key(org.id, media_id, 1),
+                        hls_preview_key=keys.hls_preview_playlist_key(org.id, media_id, 1),
+                        thumbnail_key=keys.thumbnail_key(org.id, media_id, 1), renditions=["720p", "360p"],
+                        duration_seconds=1800, width=1280, height=720, ready_at=now,
+                    )
+                )  # fmt: skip
+                paid = Content(
+                    organization_id=org.id, created_by=owner.id, media_id=media_id, title="Bench paid",
+                    slug="bench-paid", content_type="video", visibility="purchased_only", price_cents=1999,
+                    currency="usd", status="published", published_at=now,
+                )  # fmt: skip
+                session.add(paid)
+                session.flush()
+                checkout = CheckoutSession(
+                    id=f"cs_bench_{uuid.uuid4().hex}", provider="local", customer_id=buyer.id, content_id=paid.id,
+                    organization_id=org.id, amount_cents=1999, currency="usd", url="http://localhost/x",
+                    success_url="http://localhost/s", cancel_url="http://localhost/c", status="complete",
+                    payment_status="paid", expires_at=now + timedelta(minutes=30),
+                )  # fmt: skip
+                session.add(checkout)
+                session.flush()
+                purchase = Purchase(
+                    customer_id=buyer.id, content_id=paid.id, organization_id=org.id, provider="local",
+                    checkout_session_id=checkout.id, payment_intent_id=f"pi_bench_{uuid.uuid4().hex}",
+                    amount_cents=1999, currency="usd", status="completed", purchased_at=now,
+                )  # fmt: skip
+                session.add(purchase)
+                session.flush()
+                session.add(
+                    ContentAccess(
+                        user_id=buyer.id, content_id=paid.id, organization_id=org.id, source="purchase",
+                        purchase_id=purchase.id, granted_at=now,
+                    )
+                )  # fmt: skip
+                session.execute(
+                    insert(Content),
+                    [
+                        dict(
+                            organization_id=org.id, created_by=owner.id, media_id=media_id, title=f"Free {i}",
+                            slug=f"bench-free-{i}", content_type="video", visibility="public", price_cents=None,
+                            currency="usd", status="published", published_at=now,
+                        )
+                        for i in range(FREE_ITEMS)
+                    ],
+                )  # fmt: skip
+            paid_id = session.scalar(
+                select(Content.id).where(Content.organization_id == org.id, Content.price_cents > 0)
+            )
+            free_ids = list(
+                session.scalars(
+                    select(Content.id).where(Content.organization_id == org.id, Content.price_cents.is_(None))
+                )
+            )
+            viewer_ids = [_user(session, f"viewer-{i}").id for i in range(VIEWERS)]
+            session.execute(delete(AuthSession).where(AuthSession.user_id == buyer.id))
+            token, token_hash = new_token()
+            # last_seen_at = now: no sliding-expiry write during a run shorter than 5 minutes.
+            session.add(
+                AuthSession(
+                    user_id=buyer.id, token_hash=token_hash, expires_at=now + timedelta(hours=24),
+                    last_seen_at=now, created_at=now,
+                )
+            )  # fmt: skip
+            buyer_id, org_id = buyer.id, org.id
+    finally:
+        engine.dispose()
+    assert paid_id is not None
+    client = redis.Redis.from_url(env["REDIS_URL"])
+    try:
+        forget_keys(client, ["access:*", "pb:*"])
+    finally:
+        client.close()
+    return Playback(org_id, paid_id, buyer_id, token, viewer_ids, free_ids)
+
+
+def forget_keys(client: Any, patterns: list[str]) -> None:
+    """Delete this benchmark's keys only (other benchmarks share the Redis DB)."""
+    for pattern in patterns:
+        batch = list(client.scan_iter(match=pattern, count=1000))
+        for start in range(0, len(batch), 1000):
+            client.delete(*batch[start : start + 1000])
+
+
+def measure(
+    app_spec: str, env: dict[str, str], path: str, *, headers: dict[str, str] | None = None, **kwargs: Any
+) -> LoadResult:
+    duration = env_float("BENCH_DURATION", 10.0)
+    warmup = env_float("BENCH_WARMUP", 2.0)
+    concurrency = int(env_float("BENCH_CONCURRENCY", 16))
+    with start_gunicorn(app_spec, env) as server:
+        return load(
+            server.url + path, headers=headers, duration=duration, concurrency=concurrency, warmup=warmup, **kwargs
+        )
+
+
+def row(name: str, result: LoadResult, trivial: LoadResult, health: LoadResult, goal: str) -> dict[str, Any]:
+    p99, trivial_p99 = percentile(result.latencies, 99) * 1000, percentile(trivial.latencies, 99) * 1000
+    return {
+        "name": name,
+        "req/s": round(result.rps, 1),
+        "p50 ms": round(percentile(result.latencies, 50) * 1000, 2),
+        "p99 ms": round(p99, 2),
+        "vs trivial /health": round(result.rps / trivial.rps, 2) if trivial.rps else 0.0,
+        "vs Codex /health": round(result.rps / health.rps, 2) if health.rps else 0.0,
+        "p99 vs trivial": round(p99 / trivial_p99, 2) if trivial_p99 else 0.0,
+        "requests (errors)": f"{result.requests} ({result.errors})",
+        "goal": goal,
+    }
+
+
+def goal_text(result: LoadResult, trivial: LoadResult, ratio: float) -> str:
+    met = trivial.rps and result.rps / trivial.rps >= ratio
+    return f">= {ratio} x trivial ({'met' if met else 'NOT met'})"
+
+
+def main() -> list[dict[str, Any]]:
+    env = bench_env()
+    playback = prepare(env)
+    auth = {"Authorization": f"Bearer {playback.token}"}
+    trivial = measure(TRIVIAL_APP, {}, "/health")
+    health = measure(REAL_APP, env, "/health")
+    streams = measure(REAL_APP, env, f"/api/v1/content/{playback.content_id}/stream?expires_in=3600", headers=auth)
+    if streams.statuses.get(200, 0) != streams.requests:
+        raise RuntimeError(f"unexpected statuses for /stream: {dict(streams.statuses)}")
+    master = measure_master(env, playback, auth)
+    rows = [
+        row("trivial Flask GET /health", trivial, trivial, health, "baseline"),
+        row("Codex GET /health", health, trivial, health, "-"),
+        row("GET /content/{id}/stream (access cache warm)", streams, trivial, health,
+            goal_text(streams, trivial, GOAL_RATIO)),
+        row("GET /stream/{token}/master.m3u8 (context)", master, trivial, health, "-"),
+    ]  # fmt: skip
+    print_table(rows)
+    return rows
+
+
+def measure_master(env: dict[str, str], playback: Playback, auth: dict[str, str]) -> LoadResult:
+    """The proxy's master playlist: token check, content query, cached access, cached playlist text."""
+    import http.client
+    import json
+    from pathlib import Path
+
+    from app.media import ladder
+    from app.storage import keys
+    from app.storage.local import LocalStorage
+
+    # The media row exists without files: write a master playlist into the app's local storage.
+    engine = create_engine(env["DATABASE_URL"])
+    try:
+        with Session(engine) as session:
+            from app.media.models import MediaItem
+
+            media = session.scalar(select(MediaItem).where(MediaItem.organization_id == playback.org_id))
+            assert media is not None and media.hls_master_key
+            master_key = media.hls_master_key
+    finally:
+        engine.dispose()
+    from app.config import Config
+
+    storage = LocalStorage(Path(Config.from_env(**env).STORAGE_LOCAL_ROOT), "", "")
+    variants = [ladder.Variant(n, 1_000_000, 800_000, "avc1.64001f,mp4a.40.2", (1280, 720)) for n in ("720p", "360p")]
+    storage.put_bytes(master_key, ladder.master_playlist(variants).encode(), keys.CONTENT_TYPES["m3u8"])
+    with start_gunicorn(REAL_APP, env) as server:
+        conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+        conn.request("GET", f"/api/v1/content/{playback.content_id}/stream", headers=auth)
+        manifest = json.loads(conn.getresponse().read())["manifest_url"]
+        conn.close()
+        path = "/api/v1/stream/" + manifest.split("/api/v1/stream/", 1)[1]
+        duration = env_float("BENCH_DURATION", 10.0)
+        warmup = env_float("BENCH_WARMUP", 2.0)
+        concurrency = int(env_float("BENCH_CONCURRENCY", 16))
+        return load(server.url + path, duration=duration, concurrency=concurrency, warmup=warmup)
+
+
+if __name__ == "__main__":
+    main()
