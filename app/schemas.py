@@ -117,7 +117,9 @@ def list_schema(item: type[ma.Schema]) -> type[ma.Schema]:
 def paginate(session: Session, stmt: Select[Any], page: int, per_page: int) -> dict[str, Any]:
     """Run ``stmt`` for one page plus a count; the list envelope of spec README §3.1."""
     total = session.scalar(select(func.count()).select_from(stmt.order_by(None).subquery())) or 0
-    rows = session.execute(stmt.limit(per_page).offset((page - 1) * per_page)).all()
+    offset = (page - 1) * per_page
+    # A page past the end is empty without asking; a huge page's offset would overflow bigint (a 500).
+    rows = session.execute(stmt.limit(per_page).offset(offset)).all() if offset < total else []
     items = [row[0] if len(row) == 1 else row for row in rows]
     return page_envelope(items, page, per_page, total)
 

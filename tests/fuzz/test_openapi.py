@@ -230,3 +230,17 @@ def test_signed_in_org_owner(app: Flask, world: World) -> None:
         "GET /api/v1/orgs/{org_id}/dashboard/summary",
         "GET /api/v1/admin/stripe-events",
     } <= succeeded(seen)
+
+
+# ---- what fuzzing found, pinned ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", ["/api/v1/auth/sessions", "/api/v1/me/purchases", "/api/v1/me/library"])
+def test_a_page_far_past_the_end_is_empty_not_a_500(app: Flask, world: World, path: str) -> None:
+    # Found by schemathesis: page=999999999999999999 made OFFSET overflow bigint (500 INTERNAL_ERROR).
+    client = app.test_client()
+    client.set_cookie("codex_session", signed_in(world.owner), domain="localhost")
+    response = client.get(f"{path}?page=999999999999999999&per_page=100")
+    assert response.status_code == 200, response.get_json()
+    body = response.get_json()
+    assert body["items"] == [] and body["page"] == 999999999999999999 and body["total"] >= 0
