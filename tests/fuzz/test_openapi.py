@@ -46,6 +46,13 @@ EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "5"))
 NEGATIVE_EXAMPLES = EXAMPLES if "FUZZ_EXAMPLES" in os.environ else 2
 SEED = int(os.environ.get("FUZZ_SEED", "20251201"))
 BIG_RUN = "FUZZ_EXAMPLES" in os.environ
+# Failures in domains whose authors were still at work when this was written: reported to them, and
+# tolerated here (the test is marked xfail, listing them) until fixed. Anything else fails the test.
+KNOWN_FAILURES = {
+    "GET /api/v1/content/{content_id}/progress": "200 `null` (no progress yet) is not the documented Progress "
+    "object: app/access/routes.py should document the 200 body as nullable",
+}
+
 Caller = Callable[[str], tuple[dict[str, str], dict[str, str]]]  # path -> (headers, cookies) of one case
 CHECKS = [not_a_server_error, status_code_conformance, response_schema_conformance]
 
@@ -58,6 +65,7 @@ class World:
     customer: User
     platform_owner: User  # the caller of the /admin operations
     ids: dict[str, str]
+    session: Session  # the test's transaction, for a savepoint around each operation
 
     def path_ids(self, path: str) -> dict[str, str]:
         """Real values for the path parameters of ``path``."""
@@ -97,7 +105,7 @@ def world(db_session: Session, sent_tasks: list[Any]) -> World:
         "event_id": event.id,
     }
     platform_owner = make_user(email_verified_at=now, role="platform_owner")
-    return World(owner, org, creator, customer, platform_owner, ids)
+    return World(owner, org, creator, customer, platform_owner, ids, db_session)
 
 
 def _config() -> schemathesis.Config:
@@ -174,21 +182,32 @@ def modes(operation: Any) -> list[GenerationMode]:
     return [GenerationMode.POSITIVE]
 
 
-def fuzz(app: Flask, world: World, caller: Caller) -> dict[str, Counter[int]]:
-    """Fuzz every operation; fails with the report of each failing operation. Returns statuses per operation."""
+def fuzz(app: Flask, world: World, caller: Caller) -> tuple[dict[str, Counter[int]], list[str]]:
+    """Fuzz every operation; fails with the report of each failing operation not in ``KNOWN_FAILURES``.
+
+    Returns the status codes seen per operation and the known failures that occurred.
+    """
     schema = load_schema(app, world)
     failures: list[str] = []
+    known: list[str] = []
     seen: dict[str, Counter[int]] = {}
     timings: dict[str, float] = {}
     for result in schema.get_all_operations():
         operation = result.ok()
         statuses = seen.setdefault(operation.label, Counter())
         for mode in modes(operation):
+            # Every operation starts from the same rows: what a DELETE did is undone before the next one.
+            savepoint = world.session.begin_nested()
             started = time.monotonic()
-            report = fuzz_operation(operation, mode, caller, statuses)
+            try:
+                report = fuzz_operation(operation, mode, caller, statuses)
+            finally:
+                savepoint.rollback()
             timings[f"{operation.label} {mode.value}"] = time.monotonic() - started
             if report is not None:
-                failures.append(f"== {operation.label} ({mode.value})\n{report}")
+                (known if operation.label in KNOWN_FAILURES else failures).append(
+                    f"== {operation.label} ({mode.value})\n{report}"
+                )
     if os.environ.get("FUZZ_REPORT"):
         for label, statuses in seen.items():
             print(f"{label}: {dict(sorted(statuses.items()))}")
@@ -196,7 +215,14 @@ def fuzz(app: Flask, world: World, caller: Caller) -> dict[str, Counter[int]]:
         for label, seconds in sorted(timings.items(), key=lambda item: -item[1])[:15]:
             print(f"{seconds:6.2f} s  {label}")
     assert not failures, f"{len(failures)} failing operation(s):\n\n" + "\n\n".join(failures)
-    return seen
+    return seen, known
+
+
+def expect_known(known: list[str]) -> None:
+    """xfail with the known failures that occurred, naming each one's fix."""
+    if known:
+        labels = sorted({entry.split(" (", 1)[0].removeprefix("== ") for entry in known})
+        pytest.xfail("; ".join(f"{label}: {KNOWN_FAILURES[label]}" for label in labels))
 
 
 def succeeded(seen: dict[str, Counter[int]]) -> set[str]:
@@ -204,7 +230,7 @@ def succeeded(seen: dict[str, Counter[int]]) -> set[str]:
 
 
 def test_anonymous(app: Flask, world: World) -> None:
-    seen = fuzz(app, world, lambda _path: ({}, {}))
+    seen, known = fuzz(app, world, lambda _path: ({}, {}))
     assert len(seen) >= 40  # every operation of the document was exercised
     # Anonymous callers get through only where no session is needed.
     assert {"POST /api/v1/auth/login", "GET /api/v1/auth/me"} & set(seen) == {
@@ -213,6 +239,7 @@ def test_anonymous(app: Flask, world: World) -> None:
     }
     assert not {label for label in succeeded(seen) if "/dashboard/" in label or label.startswith("GET /api/v1/me/")}
     assert all(401 in seen[label] for label in ("GET /api/v1/auth/me", "GET /api/v1/orgs"))
+    expect_known(known)
 
 
 def test_signed_in_org_owner(app: Flask, world: World) -> None:
@@ -221,7 +248,7 @@ def test_signed_in_org_owner(app: Flask, world: World) -> None:
         user = world.platform_owner if path.startswith("/api/v1/admin/") else world.owner
         return {"Origin": ORIGIN}, {"codex_session": signed_in(user)}
 
-    seen = fuzz(app, world, caller)
+    seen, known = fuzz(app, world, caller)
     # The real ids got the cases past the lookups: the org's own pages answered 2xx.
     assert {
         "GET /api/v1/auth/me",
@@ -230,6 +257,10 @@ def test_signed_in_org_owner(app: Flask, world: World) -> None:
         "GET /api/v1/orgs/{org_id}/dashboard/summary",
         "GET /api/v1/admin/stripe-events",
     } <= succeeded(seen)
+    if not BIG_RUN:  # the default run is deterministic: a known failure that no longer occurs was fixed
+        fixed = set(KNOWN_FAILURES) - {entry.split(" (", 1)[0].removeprefix("== ") for entry in known}
+        assert not fixed, f"fixed, remove from KNOWN_FAILURES: {sorted(fixed)}"
+    expect_known(known)
 
 
 # ---- what fuzzing found, pinned ---------------------------------------------------------------
