@@ -68,6 +68,7 @@ class ColorField(Str):
     """``#RRGGBB`` in any case, returned upper-case (stored upper-case, data-model.md)."""
 
     def __init__(self, **kwargs: Any) -> None:
+        kwargs["metadata"] = {"pattern": _COLOR.pattern, **kwargs.get("metadata", {})}  # documented in OpenAPI
         super().__init__(
             validate=skip_none(ma.validate.Regexp(_COLOR, error="Must be a colour like #3B82F6.")), **kwargs
         )
@@ -80,23 +81,33 @@ class ColorField(Str):
 # ---- organizations --------------------------------------------------------------------------
 
 
+# What OpenAPI can say of the rules the validators apply (not the UUID shape or the reserved words).
+SLUG_DOC = {"minLength": 3, "maxLength": 50, "pattern": SLUG_PATTERN.pattern}
+DESCRIPTION_DOC = {"maxLength": 1000}
+
+
 class OrgCreateSchema(ma.Schema):
     name = Str(required=True, validate=ma.validate.Length(min=1, max=100))
-    slug = Str(required=True, validate=validate_slug)
+    slug = Str(required=True, validate=validate_slug, metadata=SLUG_DOC)
     description = Str(
         load_default=None,
         allow_none=True,
         blank_as_none=True,
         multiline=True,
         validate=skip_none(ma.validate.Length(max=1000)),
+        metadata=DESCRIPTION_DOC,
     )
 
 
 class OrgUpdateSchema(ma.Schema):
     name = Str(validate=ma.validate.Length(min=1, max=100))
-    slug = Str(validate=validate_slug)
+    slug = Str(validate=validate_slug, metadata=SLUG_DOC)
     description = Str(
-        allow_none=True, blank_as_none=True, multiline=True, validate=skip_none(ma.validate.Length(max=1000))
+        allow_none=True,
+        blank_as_none=True,
+        multiline=True,
+        validate=skip_none(ma.validate.Length(max=1000)),
+        metadata=DESCRIPTION_DOC,
     )
 
 
