@@ -254,6 +254,8 @@ def _account(session: Session, report: SeedReport, account: Account, signup_org:
 def _organization(session: Session, report: SeedReport, owner: User, storage: Storage) -> Organization:
     org = session.scalar(select(Organization).where(Organization.slug == ORG_SLUG))
     if org is not None:
+        if membership_role(session, org.id, owner.id) != "owner":
+            raise SeedError(f"an organization {ORG_SLUG!r} exists that {owner.email} does not own; rename it first")
         return org
     org = orgs.create_org(session, owner, name=ORG_NAME, slug=ORG_SLUG, description=ORG_DESCRIPTION)
     access = _acting(org, owner, "owner")

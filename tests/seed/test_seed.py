@@ -26,6 +26,7 @@ from app.orgs.models import Membership, Organization, OrgSettings
 from app.storage import keys
 from app.storage.base import Storage
 from tests.identity.conftest import fast_passwords  # noqa: F401 - autouse: cheap argon2
+from tests.identity.helpers import make_org, make_user
 
 COUNTED = (User, Credential, Organization, Membership, OrgSettings, MediaItem, Content, AdminAuditEvent)
 
@@ -183,3 +184,9 @@ def test_a_weak_seed_password_is_refused(monkeypatch: pytest.MonkeyPatch) -> Non
         seed.seed_password()
     monkeypatch.setenv(seed.PASSWORD_ENV, "Another-Demo-9")
     assert seed.seed_password() == "Another-Demo-9"
+
+
+def test_a_demo_studio_org_of_someone_else_is_not_taken_over(app: Flask, db_session: Session) -> None:
+    make_org(make_user(email="someone@example.com"), slug=seed.ORG_SLUG)
+    with app.app_context(), pytest.raises(seed.SeedError, match="does not own"):
+        seed.run_seed(db_session)
