@@ -55,7 +55,11 @@ BIG_RUN = "FUZZ_EXAMPLES" in os.environ
 KNOWN_FAILURES = {
     "GET /api/v1/content/{content_id}/progress": "200 `null` (no progress yet) is not the documented Progress "
     "object: app/access/routes.py should document the 200 body as nullable",
+    # Only bigger runs reach it (pinned below as a strict xfail): a huge page overflows OFFSET.
+    "GET /api/v1/orgs/{org_id}/dashboard/customers": "500 for page=473882125271330624: OFFSET overflows bigint "
+    "(app/dashboard/service.py list_customers: skip the page query past the total, as paginate does)",
 }
+DEFAULT_RUN_HITS = {"GET /api/v1/content/{content_id}/progress"}  # known failures the default run reaches
 
 Caller = Callable[[str], tuple[dict[str, str], dict[str, str]]]  # path -> (headers, cookies) of one case
 CHECKS = [not_a_server_error, status_code_conformance, response_schema_conformance]
@@ -265,7 +269,7 @@ def test_signed_in_org_owner(app: Flask, world: World) -> None:
         "GET /api/v1/admin/stripe-events",
     } <= succeeded(seen)
     if not BIG_RUN:  # the default run is deterministic: a known failure that no longer occurs was fixed
-        fixed = set(KNOWN_FAILURES) - {entry.split(" (", 1)[0].removeprefix("== ") for entry in known}
+        fixed = DEFAULT_RUN_HITS - {entry.split(" (", 1)[0].removeprefix("== ") for entry in known}
         assert not fixed, f"fixed, remove from KNOWN_FAILURES: {sorted(fixed)}"
     expect_known(known)
 
