@@ -1,8 +1,9 @@
 """Schemathesis against the app's own OpenAPI document (issue 9, part 4).
 
-Every operation of ``/api/v1/openapi.json`` is fuzzed through the WSGI app twice: as an anonymous
-caller and as a signed-in caller (a fresh session cookie per case + an allowed ``Origin``, so CSRF
-passes) who owns an organization (a platform owner for the ``/admin`` operations). Path parameters
+Every operation of ``/api/v1/openapi.json`` is fuzzed through the WSGI app three times: as an
+anonymous caller, as a signed-in caller (a fresh session cookie per case + an allowed ``Origin``,
+so CSRF passes) who owns an organization (a platform owner for the ``/admin`` operations), and as
+a signed-in customer with no purchases. Path parameters
 and ``content_id``/``email``/login body fields are replaced, for some of the generated cases, by
 values of real rows (the org, a member, a customer, media, published free and paid content, a
 purchase, a checkout session, a Stripe event), so the handlers get past their 404s; each operation
