@@ -7,6 +7,7 @@ proxy is not session-based: the signed token in the path is the credential.
 
 from __future__ import annotations
 
+import json
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -35,6 +36,10 @@ from app.security.hls_tokens import hls_master_url, mint_hls_token
 blp = Blueprint("access", __name__, url_prefix="/api/v1", description="Access, playback and library")
 
 COMMON = (429, 500, 503)
+
+# "Progress or null": OpenAPI 3.0 cannot mark a bare $ref nullable, so wrap it (the Progress
+# component itself is registered through the library item schema).
+NULLABLE_PROGRESS = {"nullable": True, "allOf": [{"$ref": "#/components/schemas/Progress"}]}
 CONTENT = "CONTENT_NOT_FOUND"
 
 
@@ -156,7 +161,7 @@ class ContentProgress(MethodView):
             db.session.commit()
         return Response(status=204)
 
-    @blp.response(200, ProgressSchema)
+    @blp.response(200, NULLABLE_PROGRESS)
     @error_responses(blp, 401, 404, *COMMON)
     @require_auth
     @path_uuid("content_id", CONTENT)
@@ -165,9 +170,8 @@ class ContentProgress(MethodView):
         user_id = current_principal().user_id
         service.visible_content(db.session, user_id, content_id)
         entry = progress.read(db.session, _redis(), user_id, content_id)
-        if entry is None:
-            return Response("null\n", status=200, mimetype="application/json")
-        return entry.as_progress()
+        body = None if entry is None else ProgressSchema().dump(entry.as_progress())
+        return Response(json.dumps(body) + "\n", status=200, mimetype="application/json")
 
 
 @blp.route("/me/library")

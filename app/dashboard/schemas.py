@@ -63,7 +63,12 @@ class RangeArgsSchema(CurrencyArgsSchema):
     @ma.post_load
     def resolve_range(self, data: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
         end = data.get("end") or today_utc()
-        start = data.get("start") or end - timedelta(days=DEFAULT_RANGE_DAYS - 1)
+        if end == date.max:  # the range is [start, end + 1 day) in UTC; there is no day after this one
+            raise ma.ValidationError({"end": ["Must be before 9999-12-31."]})
+        try:
+            start = data.get("start") or end - timedelta(days=DEFAULT_RANGE_DAYS - 1)
+        except OverflowError:  # an end in the first days of year 1 has no default start
+            raise ma.ValidationError({"end": ["Too early to default start; give start."]}) from None
         if start > end:
             raise ma.ValidationError({"start": ["Must not be after end."]})
         if (end - start).days + 1 > MAX_RANGE_DAYS:

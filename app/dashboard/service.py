@@ -344,7 +344,9 @@ def list_customers(
     if q is not None:
         counted = counted.join(User, User.id == DashboardCustomer.user_id)
     total = int(session.scalar(counted.where(*where)) or 0)
-    rows = session.execute(stmt.limit(per_page).offset((page - 1) * per_page)).all()
+    offset = (page - 1) * per_page
+    # A page past the end is empty without asking (a huge page would overflow OFFSET's bigint).
+    rows = session.execute(stmt.limit(per_page).offset(offset)).all() if offset < total else []
     items = [
         {
             "user_id": row[0],

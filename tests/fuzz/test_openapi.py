@@ -53,14 +53,8 @@ SEED = int(os.environ.get("FUZZ_SEED", "20251201"))
 BIG_RUN = "FUZZ_EXAMPLES" in os.environ
 # Failures in domains whose authors were still at work when this was written: reported to them, and
 # tolerated here (the test is marked xfail, listing them) until fixed. Anything else fails the test.
-KNOWN_FAILURES = {
-    "GET /api/v1/content/{content_id}/progress": "200 `null` (no progress yet) is not the documented Progress "
-    "object: app/access/routes.py should document the 200 body as nullable",
-    # Only bigger runs reach it (pinned below as a strict xfail): a huge page overflows OFFSET.
-    "GET /api/v1/orgs/{org_id}/dashboard/customers": "500 for page=473882125271330624: OFFSET overflows bigint "
-    "(app/dashboard/service.py list_customers: skip the page query past the total, as paginate does)",
-}
-DEFAULT_RUN_HITS = {"GET /api/v1/content/{content_id}/progress"}  # known failures the default run reaches
+KNOWN_FAILURES: dict[str, str] = {}  # none left: each one found was fixed (see the test for them below)
+DEFAULT_RUN_HITS: set[str] = set()  # known failures the default run reaches
 
 Caller = Callable[[str], tuple[dict[str, str], dict[str, str]]]  # path -> (headers, cookies) of one case
 CHECKS = [not_a_server_error, status_code_conformance, response_schema_conformance]
@@ -301,25 +295,18 @@ def test_a_page_far_past_the_end_is_empty_not_a_500(app: Flask, world: World, pa
     assert body["items"] == [] and body["page"] == 999999999999999999 and body["total"] >= 0
 
 
-DASHBOARD_OVERFLOW = "app/dashboard (in progress elsewhere): reported, not fixed here"
-
-
 @pytest.mark.parametrize(
     "query",
     [
-        pytest.param(
-            q, marks=pytest.mark.xfail(strict=True, raises=AssertionError, reason=f"{why}; {DASHBOARD_OVERFLOW}"), id=q
-        )
-        for q, why in [
-            ("revenue?end=0001-01-01", "end - 29 days underflows date.min (OverflowError)"),
-            ("revenue.svg?end=0001-01-01", "end - 29 days underflows date.min (OverflowError)"),
-            ("top-content?end=0001-01-10", "end - 29 days underflows date.min (OverflowError)"),
-            ("customers?page=999999999999999999&per_page=100", "OFFSET overflows bigint (DataError)"),
-        ]
+        "revenue?end=0001-01-01",  # end - 29 days underflowed date.min (OverflowError -> 500)
+        "revenue.svg?end=0001-01-01",
+        "top-content?end=0001-01-10",
+        "revenue?start=9999-12-30&end=9999-12-31",  # the day after end overflowed date.max
+        "customers?page=999999999999999999&per_page=100",  # OFFSET overflowed bigint
     ],
 )
 def test_dashboard_edge_queries_are_answered_not_a_500(app: Flask, world: World, query: str) -> None:
-    # Found by schemathesis; strict xfail: once fixed, this XPASSes and the mark must go.
+    # Found by schemathesis, fixed in app/dashboard.
     client = app.test_client()
     client.set_cookie("codex_session", signed_in(world.owner), domain="localhost")
     response = client.get(f"/api/v1/orgs/{world.org.id}/dashboard/{query}")
