@@ -67,10 +67,11 @@ def celery_init_app(app: Flask) -> Celery[Any]:
         task_routes=(_route,),
         broker_transport_options={"visibility_timeout": app.extensions["codex_config"].broker_visibility_timeout},
         broker_connection_retry_on_startup=True,
-        # On a lost broker connection, stop acks_late tasks still running: their messages are
-        # redelivered and every task here is an idempotent claim (Celery 6's default; set
-        # explicitly so the worker does not warn and the behaviour does not change under us).
-        worker_cancel_long_running_tasks_on_connection_loss=True,
+        # On a lost broker connection, let running tasks finish: cancelling one that already
+        # handed a message to SMTP but had not committed `sent` would send it twice. Its
+        # unacknowledged message comes back later and finds the row done. Set explicitly because
+        # the default flips in Celery 6 (the worker still logs a pending-deprecation note).
+        worker_cancel_long_running_tasks_on_connection_loss=False,
         worker_hijack_root_logger=False,
         # Task events cost a Redis publish per state change on every task; they are off by default
         # and Flower switches them on in the workers it watches (its --enable_events default), so
