@@ -13,7 +13,6 @@ from flask import current_app
 
 from app.content.models import CONTENT_STATUSES, CONTENT_TYPES, VISIBILITIES
 from app.content.slugs import SLUG_MAX, SLUG_PATTERN
-from app.identity.schemas import skip_none
 from app.media.models import MEDIA_STATUSES
 from app.schemas import PageArgsSchema, Str, StrictInt, Timestamp
 
@@ -70,13 +69,11 @@ def slug_field(**kwargs: Any) -> Str:
 
 
 def description_field(**kwargs: Any) -> Str:
-    return Str(
-        allow_none=True, blank_as_none=True, multiline=True, validate=skip_none(ma.validate.Length(max=5000)), **kwargs
-    )
+    return Str(allow_none=True, blank_as_none=True, multiline=True, validate=ma.validate.Length(max=5000), **kwargs)
 
 
 def category_field(**kwargs: Any) -> Str:
-    return Str(allow_none=True, blank_as_none=True, validate=skip_none(ma.validate.Length(min=1, max=50)), **kwargs)
+    return Str(allow_none=True, blank_as_none=True, validate=ma.validate.Length(min=1, max=50), **kwargs)
 
 
 def price_field(**kwargs: Any) -> StrictInt:

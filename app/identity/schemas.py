@@ -13,19 +13,6 @@ from app.schemas import PageArgsSchema, Str, Timestamp
 _CONTROL = {"Cc"}
 
 
-def skip_none(*validators: Any) -> Any:
-    """Validators for a ``blank_as_none`` field: ``Str`` runs them on the ``None`` it returns for a
-    blank string, which marshmallow's own validators do not accept."""
-
-    def validate(value: Any) -> None:
-        if value is None:
-            return
-        for validator in validators:
-            validator(value)
-
-    return validate
-
-
 class EmailField(Str):
     """A valid address of at most 254 characters, lower-cased (security.md §6)."""
 
@@ -80,9 +67,7 @@ class RegisterSchema(ma.Schema):
     email = EmailField(required=True)
     password = PasswordField(required=True, policy=True)
     name = Str(required=True, validate=ma.validate.Length(min=1, max=100))
-    org_slug = Str(
-        load_default=None, allow_none=True, blank_as_none=True, validate=skip_none(ma.validate.Length(max=200))
-    )
+    org_slug = Str(load_default=None, allow_none=True, blank_as_none=True, validate=ma.validate.Length(max=200))
 
 
 class LoginSchema(ma.Schema):

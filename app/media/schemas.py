@@ -7,7 +7,6 @@ from typing import Any
 import marshmallow as ma
 from flask import current_app
 
-from app.identity.schemas import skip_none
 from app.media.models import AUDIO_MIME_TYPES, MEDIA_STATUSES, MEDIA_TYPES, MIME_TYPES, VIDEO_MIME_TYPES
 from app.schemas import PageArgsSchema, Str, StrictInt, Timestamp
 
@@ -30,7 +29,7 @@ def description_field(**kwargs: Any) -> Str:
         allow_none=True,
         blank_as_none=True,
         multiline=True,
-        validate=skip_none(ma.validate.Length(max=5000)),
+        validate=ma.validate.Length(max=5000),
         **kwargs,
     )
 

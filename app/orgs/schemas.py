@@ -13,7 +13,7 @@ import marshmallow as ma
 from flask import request
 
 from app import errors
-from app.identity.schemas import EmailField, JsonBool, skip_none
+from app.identity.schemas import EmailField, JsonBool
 from app.orgs.models import MEMBER_ROLES, RESERVED_SLUGS
 from app.schemas import PageArgsSchema, Str, StrictBool, Timestamp
 
@@ -68,10 +68,7 @@ class ColorField(Str):
     """``#RRGGBB`` in any case, returned upper-case (stored upper-case, data-model.md)."""
 
     def __init__(self, **kwargs: Any) -> None:
-        kwargs["metadata"] = {"pattern": _COLOR.pattern, **kwargs.get("metadata", {})}  # documented in OpenAPI
-        super().__init__(
-            validate=skip_none(ma.validate.Regexp(_COLOR, error="Must be a colour like #3B82F6.")), **kwargs
-        )
+        super().__init__(validate=ma.validate.Regexp(_COLOR, error="Must be a colour like #3B82F6."), **kwargs)
 
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> Any:
         text = super()._deserialize(value, attr, data, **kwargs)
@@ -83,7 +80,6 @@ class ColorField(Str):
 
 # What OpenAPI can say of the rules the validators apply (not the UUID shape or the reserved words).
 SLUG_DOC = {"minLength": 3, "maxLength": 50, "pattern": SLUG_PATTERN.pattern}
-DESCRIPTION_DOC = {"maxLength": 1000}
 
 
 class OrgCreateSchema(ma.Schema):
@@ -94,8 +90,7 @@ class OrgCreateSchema(ma.Schema):
         allow_none=True,
         blank_as_none=True,
         multiline=True,
-        validate=skip_none(ma.validate.Length(max=1000)),
-        metadata=DESCRIPTION_DOC,
+        validate=ma.validate.Length(max=1000),
     )
 
 
@@ -106,8 +101,7 @@ class OrgUpdateSchema(ma.Schema):
         allow_none=True,
         blank_as_none=True,
         multiline=True,
-        validate=skip_none(ma.validate.Length(max=1000)),
-        metadata=DESCRIPTION_DOC,
+        validate=ma.validate.Length(max=1000),
     )
 
 
@@ -163,11 +157,9 @@ class SettingsUpdateSchema(ma.Schema):
         load_default=None,
         allow_none=True,
         blank_as_none=True,
-        validate=skip_none(ma.validate.Length(max=500), validate_http_url),
+        validate=[ma.validate.Length(max=500), validate_http_url],
     )
-    business_name = Str(
-        load_default=None, allow_none=True, blank_as_none=True, validate=skip_none(ma.validate.Length(max=200))
-    )
+    business_name = Str(load_default=None, allow_none=True, blank_as_none=True, validate=ma.validate.Length(max=200))
     timezone = Str(required=True, validate=[ma.validate.Length(min=1, max=64), validate_timezone])
     enable_signups = JsonBool(load_default=True)
     enable_purchases = JsonBool(load_default=True)
