@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import factory
 from factory.alchemy import SQLAlchemyModelFactory
+from flask import Flask
 from sqlalchemy.orm import Session
 
 from app.system.models import WorkerPing
@@ -15,6 +19,19 @@ def bind(session: Session | None) -> None:
     """Point every factory at the test's session (the ``db_session`` fixture does this)."""
     global _session
     _session = session
+
+
+@contextmanager
+def committed_session(flask_app: Flask) -> Iterator[Session]:
+    """A real session whose work is committed on exit (end-to-end tests with other processes)."""
+    session = flask_app.extensions["db"].sessionmaker()
+    bind(session)
+    try:
+        yield session
+        session.commit()
+    finally:
+        bind(None)
+        session.close()
 
 
 def current_session() -> Session:

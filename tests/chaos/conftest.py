@@ -12,16 +12,13 @@ import random
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
 from flask import Flask
-from sqlalchemy.orm import Session
 
-from tests import factories
 from tests.e2e.harness import Stack, Supervisor, running_stack
 
 FULL = os.environ.get("CHAOS_SCALE", "short") == "full"
@@ -48,18 +45,6 @@ SCALE = (
 @pytest.fixture()
 def scale() -> Scale:
     return SCALE
-
-
-@contextmanager
-def committed_session(flask_app: Flask) -> Iterator[Session]:
-    session = flask_app.extensions["db"].sessionmaker()
-    factories.bind(session)
-    try:
-        yield session
-        session.commit()
-    finally:
-        factories.bind(None)
-        session.close()
 
 
 @pytest.fixture()

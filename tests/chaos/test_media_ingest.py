@@ -19,8 +19,9 @@ from app.storage import keys
 from app.storage.base import Storage
 from tests import factories
 from tests.chaos.common import count, pipeline_state, publishing_to, wait_quiescent
-from tests.chaos.conftest import Killer, Scale, committed_session
+from tests.chaos.conftest import Killer, Scale
 from tests.e2e.harness import Stack, Supervisor
+from tests.factories import committed_session
 from tests.identity.helpers import make_org
 from tests.media.conftest import Clips
 

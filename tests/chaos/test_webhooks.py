@@ -20,8 +20,9 @@ from app.commerce.models import CheckoutSession, Purchase, StripeEvent
 from app.notifications.models import EmailOutbox
 from tests import factories
 from tests.chaos.common import Deliverer, check_sink, count, pipeline_state, wait_quiescent
-from tests.chaos.conftest import Killer, Scale, committed_session
+from tests.chaos.conftest import Killer, Scale
 from tests.e2e.harness import Stack, Supervisor
+from tests.factories import committed_session
 from tests.fakes import stripe_objects as so
 from tests.identity.helpers import make_org
 

@@ -8,7 +8,6 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -16,7 +15,6 @@ from typing import Any
 import pytest
 from flask import Flask
 from sqlalchemy import func, select, update
-from sqlalchemy.orm import Session
 
 from app import db
 from app.access.models import ContentAccess
@@ -26,22 +24,11 @@ from app.notifications.models import EmailOutbox
 from tasks.payments import process_event
 from tests import factories
 from tests.commerce.helpers import WEBHOOK, Shop, make_shop
+from tests.factories import committed_session
 from tests.fakes import stripe_objects as so
 from tests.identity.helpers import auth, signed_in
 
 pytestmark = pytest.mark.e2e
-
-
-@contextmanager
-def committed_session(flask_app: Flask) -> Iterator[Session]:
-    session = flask_app.extensions["db"].sessionmaker()
-    factories.bind(session)
-    try:
-        yield session
-        session.commit()
-    finally:
-        factories.bind(None)
-        session.close()
 
 
 def count(flask_app: Flask, model: Any, *where: Any) -> int:
