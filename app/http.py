@@ -7,6 +7,7 @@ parsing (400 INVALID_JSON); authentication, CSRF and schema checks follow inside
 
 from __future__ import annotations
 
+import logging
 import re
 import time
 import uuid
@@ -23,6 +24,7 @@ from app import errors, metrics
 from app.logging import mask_path
 
 log = structlog.get_logger("codex.request")
+_REQUEST_LOG = logging.getLogger("codex.request")
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
 UNSAFE_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
@@ -55,10 +57,27 @@ def raw_body(func: Any) -> Any:
     return func
 
 
-def _view_option(name: str) -> Any:
+def view_option(name: str) -> Any:
+    """An option set by a decorator above on the matched view (method first for MethodViews).
+
+    Memoised per app, endpoint and method: views do not change after start-up, and several hooks
+    ask on every request.
+    """
     endpoint = request.endpoint
     if endpoint is None:
         return None
+    memo: dict[tuple[str, str, str], Any] = current_app.extensions.setdefault("codex_view_options", {})
+    key = (endpoint, request.method, name)
+    try:
+        return memo[key]
+    except KeyError:
+        pass
+    value = _lookupview_option(endpoint, name)
+    memo[key] = value
+    return value
+
+
+def _lookupview_option(endpoint: str, name: str) -> Any:
     view = current_app.view_functions.get(endpoint)
     if view is None:
         return None
@@ -86,14 +105,14 @@ def _assign_request_id() -> Response | None:
 
 
 def _check_body() -> None:
-    limit = _view_option("_codex_body_limit") or current_app.config["MAX_CONTENT_LENGTH"]
+    limit = view_option("_codex_body_limit") or current_app.config["MAX_CONTENT_LENGTH"]
     request.max_content_length = limit
     length = request.content_length
     if length is not None and length > limit:
         raise errors.PayloadTooLarge()
     if not request.path.startswith("/api/v1/") or request.method not in UNSAFE_METHODS:
         return
-    if _view_option("_codex_raw_body"):
+    if view_option("_codex_raw_body"):
         return
     has_body = bool(length) or request.headers.get("Transfer-Encoding", "").lower() == "chunked"
     if not has_body:
@@ -171,8 +190,8 @@ def _observe(response: Response) -> None:
     duration = time.perf_counter() - started if started else 0.0
     endpoint = request.url_rule.rule if request.url_rule is not None else "<unmatched>"
     metrics.observe_request(request.method, endpoint, response.status_code, duration)
-    if request.path.startswith("/health") or request.path == "/metrics":
-        return
+    if request.path.startswith("/health") or request.path == "/metrics" or not _REQUEST_LOG.isEnabledFor(logging.INFO):
+        return  # (the level check first spares building the fields of a line nobody keeps)
     log.info(
         "request",
         method=request.method,

@@ -4,10 +4,11 @@ Both run under gunicorn with the Procfile's settings (2 workers x 4 threads), on
 same run, driven by the same closed-loop load generator (bench/common.py). The real app runs against a
 dedicated database ``codex_bench`` (created and migrated with Alembic) and Redis DB 13 (cache, flushed
 first) / 12 (broker). A user with two memberships and one session is set up directly in the database;
-the 2 s warm-up fills the Redis session cache (``sess:{sha256}``), so the measured requests take the
-cache path: one Redis GET to authenticate, then one Postgres query for the user and its memberships
-(memberships are never cached: removals must act at once). The app's own ``GET /health`` is measured too,
-as the floor: the same plumbing without authentication or database.
+the 2 s warm-up fills the Redis session cache (``sess:{sha256}``) and the cached /me body
+(``me:{user_id}``, app/identity/me_cache.py), so the measured requests take the warm path: one Redis
+script call that returns the session entry with the user's body and its generation, no Postgres.
+The app's own ``GET /health`` is measured too, as the floor: the same plumbing without
+authentication or database.
 
     python -m bench.bench_auth          # or: make bench (every benchmark + bench/RESULTS.md)
 

@@ -35,7 +35,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from app import db, errors
-from app.http import check_csrf
+from app.http import check_csrf, view_option
 from app.identity.models import AuthSession, User
 
 log = structlog.get_logger(__name__)
@@ -153,9 +153,13 @@ def _redis() -> redis.Redis:
     return client
 
 
-def _cache_get(token_hash: str) -> bytes | None:
+SessionFetch = Callable[[str], bytes | None]
+"""Reads the raw ``sess:{hash}`` entry; a view may swap in one that brings more (``fetch_session_with``)."""
+
+
+def _cache_get(token_hash: str, fetch: SessionFetch | None = None) -> bytes | None:
     try:
-        value = _redis().get(cache_key(token_hash))
+        value = fetch(cache_key(token_hash)) if fetch is not None else _redis().get(cache_key(token_hash))
     except redis.RedisError:
         log.warning("cache.unavailable", cache="sessions")
         return None
@@ -273,10 +277,10 @@ def _load_from_db(token_hash: str, token: str, via: str, now: datetime) -> Princ
     )
 
 
-def resolve() -> Principal | None:
+def resolve(fetch: SessionFetch | None = None) -> Principal | None:
     """The caller's session, or None (anonymous, unknown, expired, revoked or malformed).
 
-    Memoised for the request; reads only (cache, then database).
+    Memoised for the request; reads only (cache, then database). ``fetch`` replaces the cache GET.
     """
     if "codex_auth_resolved" in g:
         return cast(Principal | None, g.codex_principal)
@@ -288,7 +292,7 @@ def resolve() -> Principal | None:
         return None
     now = utcnow()
     token_hash = hash_token(token)
-    cached = _cache_get(token_hash)
+    cached = _cache_get(token_hash, fetch)
     principal = _from_cache(cached, token_hash, token, via) if cached is not None else None
     if principal is None:  # miss (or an unreadable entry): the database decides
         principal = _load_from_db(token_hash, token, via, now)
@@ -329,7 +333,8 @@ def mark_session_ended() -> None:
 def rate_limit_identity() -> str | None:
     """User id for per-user rate limits (the limiter runs before any guard); None when anonymous."""
     try:
-        principal = resolve()
+        # The view's own session read, so that /auth/me's one round trip holds with limits on.
+        principal = resolve(view_option("_codex_session_fetch"))
     except Exception:  # the limiter must never fail a request because of the identity lookup
         log.warning("ratelimit.identity_unavailable")
         return None
@@ -339,9 +344,9 @@ def rate_limit_identity() -> str | None:
 # ---- guards ---------------------------------------------------------------------------------
 
 
-def authenticate() -> Principal:
+def authenticate(fetch: SessionFetch | None = None) -> Principal:
     """401 without a valid session; CSRF check when the cookie authenticated an unsafe request."""
-    principal = resolve()
+    principal = resolve(fetch)
     if principal is None:
         raise errors.Unauthenticated()
     if principal.via == "cookie":
@@ -396,14 +401,26 @@ def require_auth(func: F) -> F:
     """401 ``UNAUTHENTICATED`` without a valid session; 403 ``CSRF_FAILED`` for a cookie-authenticated
     unsafe request from an untrusted origin; then 404 for malformed declared path ids."""
     path_ids: dict[str, str] = dict(getattr(func, "_codex_path_ids", {}))
+    fetch: SessionFetch | None = getattr(func, "_codex_session_fetch", None)
 
     @wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        authenticate()
+        authenticate(fetch)
         parse_path_ids(kwargs, path_ids)
         return func(*args, **kwargs)
 
     return cast(F, wrapper)
+
+
+def fetch_session_with(fetch: SessionFetch) -> Callable[[F], F]:
+    """Put below ``require_auth``: read the session cache entry with ``fetch`` (one round trip that
+    also brings what the view needs next, as ``GET /auth/me`` does with its cached body)."""
+
+    def decorator(func: F) -> F:
+        func._codex_session_fetch = fetch  # type: ignore[attr-defined]
+        return func
+
+    return decorator
 
 
 def require_verified_email(func: F) -> F:

@@ -19,7 +19,7 @@ from flask import current_app, request
 
 from app import errors
 from app.extensions import ip_key, limiter, rate_limit_key
-from app.http import UNSAFE_METHODS, _view_option
+from app.http import UNSAFE_METHODS, view_option
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -53,10 +53,10 @@ def multipart(func: F) -> F:
 def before_request() -> None:
     if request.method == "OPTIONS":
         return
-    for checker in _view_option("_codex_rate_limits") or ():
+    for checker in view_option("_codex_rate_limits") or ():
         checker()
-    if request.method in UNSAFE_METHODS and _view_option("_codex_multipart"):
-        limit = _view_option("_codex_body_limit") or current_app.config["MAX_CONTENT_LENGTH"]
+    if request.method in UNSAFE_METHODS and view_option("_codex_multipart"):
+        limit = view_option("_codex_body_limit") or current_app.config["MAX_CONTENT_LENGTH"]
         if request.content_length is not None and request.content_length > limit:
             raise errors.PayloadTooLarge()
         if request.mimetype != "multipart/form-data":

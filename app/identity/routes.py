@@ -5,12 +5,12 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from flask import Response, jsonify, request
+from flask import Response, current_app, jsonify, request
 from flask.views import MethodView
 
 from app import db, errors
 from app.api import Blueprint, error_responses
-from app.identity import auth, service
+from app.identity import auth, me_cache, service
 from app.identity.auth import current_principal, path_uuid, require_auth
 from app.identity.prechecks import route_limit
 from app.identity.schemas import (
@@ -114,12 +114,13 @@ class Me(MethodView):
     @blp.response(200, MeSchema)
     @error_responses(blp, 401, *COMMON)
     @require_auth
+    @auth.fetch_session_with(me_cache.fetch_session)  # session + cached body: one Redis round trip
     def get(self) -> Any:
         """The signed-in user with its organization memberships"""
-        view = service.me(db.session, current_principal().user_id)  # one query (hot path)
-        if view is None:
+        body = service.me_body(db.session, current_principal().user_id)  # cached JSON (hot path)
+        if body is None:
             raise errors.Unauthenticated()
-        return view
+        return current_app.response_class(body, mimetype="application/json")
 
 
 @blp.route("/verify-email")

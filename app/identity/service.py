@@ -12,14 +12,16 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
+from flask import jsonify
 from sqlalchemy import bindparam, delete, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from app import errors
-from app.identity import passwords
+from app.identity import me_cache, passwords
 from app.identity.auth import evict_after_commit, hash_token, new_token, not_found, session_lifetime, utcnow
 from app.identity.models import AuthSession, Credential, User, VerificationToken
+from app.identity.schemas import MeSchema
 from app.notifications.service import login_url, queue_email, reset_password_url, verify_email_url
 from app.orgs.models import Membership, Organization, OrgSettings
 from app.schemas import paginate
@@ -128,6 +130,9 @@ _ME_STATEMENT = (
 )
 
 
+_ME_SCHEMA = MeSchema()
+
+
 def me(session: Session, user_id: uuid.UUID) -> dict[str, Any] | None:
     """The Me object in one round trip: the user's columns, outer-joined to its memberships."""
     rows = session.execute(_ME_STATEMENT, {"user_id": user_id}).all()
@@ -153,6 +158,21 @@ def me(session: Session, user_id: uuid.UUID) -> dict[str, Any] | None:
             if r.organization_id is not None
         ],
     }
+
+
+def me_body(session: Session, user_id: uuid.UUID) -> bytes | None:
+    """The JSON body of ``GET /auth/me``: from the ``me:{user_id}`` cache while it is current,
+    else built from Postgres (one query) and cached. None when the user no longer exists."""
+    cached = me_cache.lookup(user_id)
+    if cached.body is not None:
+        return cached.body
+    view = me(session, user_id)
+    if view is None:
+        return None
+    # Exactly what flask-smorest would send for the MeSchema response.
+    body = jsonify(_ME_SCHEMA.dump(view)).get_data()
+    me_cache.store(user_id, cached.generation, body)
+    return body
 
 
 # ---- one-time tokens --------------------------------------------------------------------------

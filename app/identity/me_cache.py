@@ -1,0 +1,197 @@
+"""The cached body of ``GET /auth/me`` (Redis ``me:{user_id}``), kept right by generations.
+
+``/auth/me`` is the hottest authenticated read: every page load of a client asks it. Its body
+(the user's columns and memberships with organization names) is cached as the exact JSON bytes
+of the response, so a warm request costs one Redis round trip after authentication instead of a
+Postgres query and a schema dump.
+
+Nothing authorizes from this cache: org-scoped guards still read the membership from Postgres on
+every request (security.md §1.1), so a stale entry could only show an old name or role, and the
+scheme below prevents even that:
+
+- Every write that can change the view (a ``User``, ``Membership`` or renamed ``Organization``
+  flushed through the ORM) sets a fresh random *generation* ``me:gen:{user_id}`` once the
+  transaction commits.
+- An entry is stored tagged with the generation read *before* the database read, and is served
+  only while that generation is still current. A reader that raced a writer (read old rows, then
+  stored them after the writer's commit) stored them under the old generation, so they are never
+  served. Generations are random, so a generation key that expired and came back cannot match an
+  old entry; it outlives every entry stored under it (2 x TTL, refreshed on each write).
+
+Redis being down or flushed only costs the database read.
+"""
+
+from __future__ import annotations
+
+import secrets
+import uuid
+from collections.abc import Iterable
+from itertools import chain
+from typing import Any
+
+import redis
+import structlog
+from flask import current_app, g, has_app_context
+from sqlalchemy import event, select
+from sqlalchemy.orm import Session, UOWTransaction
+
+from app.identity.models import User
+from app.orgs.models import Membership, Organization
+
+log = structlog.get_logger(__name__)
+
+TTL_SECONDS = 300
+GENERATION_TTL_SECONDS = 2 * TTL_SECONDS
+NO_GENERATION = b"-"  # the generation while ``me:gen:{id}`` does not exist
+_SEPARATOR = b"\n"  # "<generation>\n<json body>"; a generation never contains a newline
+
+
+def body_key(user_id: uuid.UUID | str) -> str:
+    return f"me:{user_id}"
+
+
+def generation_key(user_id: uuid.UUID | str) -> str:
+    return f"me:gen:{user_id}"
+
+
+def _redis() -> redis.Redis:
+    client: redis.Redis = current_app.extensions["redis"]
+    return client
+
+
+class Lookup:
+    """One read of the cache: the body when it is current, else the generation to store under."""
+
+    __slots__ = ("body", "generation")
+
+    def __init__(self, body: bytes | None, generation: bytes | None) -> None:
+        self.body = body
+        self.generation = generation  # None: Redis was unavailable, do not store
+
+
+def lookup(user_id: uuid.UUID) -> Lookup:
+    """The cached body if its generation is current (one ``MGET``, unless this request's session
+    read brought it already)."""
+    early = prefetched()
+    if early is not None:
+        return early
+    try:
+        stored, generation = _redis().mget(body_key(user_id), generation_key(user_id))
+    except redis.RedisError:
+        log.warning("cache.unavailable", cache="me")
+        return Lookup(None, None)
+    return _current(stored, generation)
+
+
+# The session entry and this user's body + generation in one round trip: the body's keys come
+# from the session's user_id, so a pipeline cannot fetch them together. (The keys are computed in
+# the script, which a single Redis allows; a Redis Cluster would need them on one slot.)
+_SESSION_AND_ME = """
+local session = redis.call('GET', KEYS[1])
+if not session then return false end
+local user_id = cjson.decode(session)['user_id']
+return {session, redis.call('GET', 'me:' .. user_id) or '', redis.call('GET', 'me:gen:' .. user_id) or ''}
+"""
+
+
+def session_and_lookup(session_key: str) -> tuple[bytes | None, Lookup | None]:
+    """The raw session cache entry and, when there is one, the /me lookup of its user.
+
+    Raises ``redis.RedisError`` like the plain GET it replaces.
+    """
+    client = _redis()
+    script = current_app.extensions.get("codex_me_script")
+    if script is None:
+        script = current_app.extensions["codex_me_script"] = client.register_script(_SESSION_AND_ME)
+    result = script(keys=[session_key])
+    if not result:
+        return None, None
+    session, stored, generation = result
+    return session, _current(stored or None, generation or None)
+
+
+def fetch_session(session_key: str) -> bytes | None:
+    """``auth.fetch_session_with`` for ``GET /auth/me``: the session entry, with the user's lookup
+    kept on ``g`` for ``service.me_body``."""
+    session, g.codex_me_lookup = session_and_lookup(session_key)
+    return session
+
+
+def prefetched() -> Lookup | None:
+    """The lookup ``fetch_session`` made in this request, if it ran and found a session."""
+    lookup: Lookup | None = g.get("codex_me_lookup")
+    return lookup
+
+
+def _current(stored: bytes | None, generation: bytes | None) -> Lookup:
+    current = generation or NO_GENERATION
+    if stored:
+        tag, _, body = stored.partition(_SEPARATOR)
+        if tag == current:
+            return Lookup(body, current)
+    return Lookup(None, current)
+
+
+def store(user_id: uuid.UUID, generation: bytes | None, body: bytes) -> None:
+    """Keep ``body`` under the generation that ``lookup`` saw before the database was read."""
+    if generation is None:
+        return
+    try:
+        _redis().set(body_key(user_id), generation + _SEPARATOR + body, ex=TTL_SECONDS)
+    except redis.RedisError:
+        log.warning("cache.unavailable", cache="me")
+
+
+def bump(user_ids: Iterable[uuid.UUID | str]) -> None:
+    """Make every cached body of these users stale (a fresh random generation each)."""
+    ids = {str(user_id) for user_id in user_ids}
+    if not ids:
+        return
+    try:
+        pipe = _redis().pipeline(transaction=False)
+        for user_id in ids:
+            pipe.set(generation_key(user_id), secrets.token_hex(8), ex=GENERATION_TTL_SECONDS)
+        pipe.execute()
+    except redis.RedisError:
+        # Entries expire within TTL_SECONDS; nothing authorizes from them.
+        log.warning("cache.unavailable", cache="me", action="bump")
+
+
+# ---- invalidation from the ORM ----------------------------------------------------------------
+
+_PENDING = "codex_me_stale_users"
+
+
+@event.listens_for(Session, "after_flush")
+def _collect(db_session: Session, flush_context: UOWTransaction) -> None:
+    """Note the users whose view this flush changed (``new``/``dirty``/``deleted`` still hold
+    the flushed objects here); bumped after commit."""
+    users: set[uuid.UUID] = set()
+    renamed_orgs: list[uuid.UUID] = []
+    for obj in chain(db_session.new, db_session.dirty, db_session.deleted):
+        if isinstance(obj, User):
+            users.add(obj.id)
+        elif isinstance(obj, Membership):
+            users.add(obj.user_id)
+        elif isinstance(obj, Organization) and obj not in db_session.new:
+            renamed_orgs.append(obj.id)  # name or slug may show in every member's view
+    if renamed_orgs:
+        members = db_session.connection().execute(
+            select(Membership.user_id).where(Membership.organization_id.in_(renamed_orgs))
+        )
+        users.update(members.scalars())
+    if users:
+        db_session.info.setdefault(_PENDING, set()).update(users)
+
+
+@event.listens_for(Session, "after_commit")
+def _bump_committed(db_session: Session) -> None:
+    users = db_session.info.pop(_PENDING, None)
+    if users and has_app_context():
+        bump(users)
+
+
+@event.listens_for(Session, "after_soft_rollback")
+def _drop(db_session: Session, previous_transaction: Any) -> None:
+    if previous_transaction.parent is None:
+        db_session.info.pop(_PENDING, None)
