@@ -28,7 +28,11 @@ from redis.commands.core import Script
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
+from app import errors
+from app.access import service
+from app.access.cache import gen_key
 from app.access.models import PlaybackProgress
+from app.commerce.cache import access_cache_key
 
 log = structlog.get_logger(__name__)
 
@@ -174,7 +178,8 @@ def entry_from_hash(user_id: uuid.UUID, content_id: uuid.UUID, raw: dict[Any, An
 #       12 init: "need" (ask the caller) | "none" (no row) | "row", then 13 pos, 14 dur,
 #       15 completed, 16 completed_at ms or "", 17 ts ms (the Postgres row)
 # Returns -1 (initialise from Postgres and call again), 0 (older than stored: ignored), 1 (applied).
-_WRITE_LUA = """
+_APPLY_LUA = """
+local function apply()
 local h = KEYS[1]
 if redis.call('EXISTS', h) == 0 then
   if ARGV[12] == 'need' then return -1 end
@@ -222,26 +227,41 @@ if counted then
   redis.call('SADD', KEYS[6], ARGV[9])
 end
 return 1
+end
 """
+_WRITE_LUA = _APPLY_LUA + "return apply()\n"
+
+# The heartbeat endpoint's write: the access check and the write in one round trip.
+# KEYS 7 access:{user}:{content}, 8 content:gen:{content}; ARGV 13-17 always present ("" unless
+# ARGV[12] is "row"), 18 the generation token of the caller's snapshot ("" for none), 19 the cached
+# reasons that permit the write given that snapshot (",purchased,staff,"), 20 a reason the caller
+# read from Postgres (used only when the access entry is missing, e.g. Redis could not keep it).
+# Returns {-4} (snapshot stale: reload it), {-2} (access entry missing: ask Postgres), {-3, reason}
+# (not permitted), or {apply(), reason}.
+_CHECKED_WRITE_LUA = (
+    _APPLY_LUA
+    + """
+if (redis.call('GET', KEYS[8]) or '') ~= ARGV[18] then return {-4} end
+local reason = redis.call('GET', KEYS[7]) or ARGV[20]
+if reason == '' then return {-2} end
+if not string.find(ARGV[19], ',' .. reason .. ',', 1, true) then return {-3, reason} end
+return {apply(), reason}
+"""
+)
 
 
 def _script(client: redis.Redis, source: str) -> Script:
-    return client.register_script(source)
+    """The client's ``Script`` for ``source``, built once (building one hashes the source), and
+    kept on the client so it lives and dies with it."""
+    scripts: dict[str, Script] = client.__dict__.setdefault("_codex_access_scripts", {})
+    script = scripts.get(source)
+    if script is None:
+        script = scripts[source] = client.register_script(source)
+    return script
 
 
-def record(
-    session: Session,
-    client: redis.Redis,
-    *,
-    user_id: uuid.UUID,
-    content_id: uuid.UUID,
-    organization_id: uuid.UUID,
-    heartbeat: Heartbeat,
-    now: datetime,
-) -> str:
-    """Apply one heartbeat; returns ``applied``, ``ignored`` or ``database`` (Redis was down)."""
-    day = day_stamp(now.date())
-    keys = [
+def _write_keys(user_id: uuid.UUID, content_id: uuid.UUID, day: str) -> list[str]:
+    return [
         progress_key(user_id, content_id),
         DIRTY,
         user_dirty_key(user_id),
@@ -249,7 +269,12 @@ def record(
         f"pb:stats:{day}:{content_id}",
         STATS_DIRTY,
     ]
-    args: list[Any] = [
+
+
+def _write_args(
+    user_id: uuid.UUID, content_id: uuid.UUID, organization_id: uuid.UUID, heartbeat: Heartbeat, now: datetime, day: str
+) -> list[Any]:
+    return [
         heartbeat.position,
         heartbeat.duration,
         1 if heartbeat.completed else 0,
@@ -262,42 +287,114 @@ def record(
         HASH_TTL_SECONDS,
         SEEN_TTL_SECONDS,
     ]
+
+
+def _init_args(session: Session, user_id: uuid.UUID, content_id: uuid.UUID) -> list[Any]:
+    """ARGV 12-17 when the script asked for the Postgres row (its hash was missing)."""
+    row = session.get(PlaybackProgress, (user_id, content_id))
+    if row is None:
+        return ["none", "", "", "", "", ""]
+    return [
+        "row",
+        row.position_seconds,
+        row.duration_seconds,
+        1 if row.completed else 0,
+        to_ms(row.completed_at) if row.completed_at else "",
+        to_ms(row.client_ts),
+    ]
+
+
+_NEED = ["need", "", "", "", "", ""]
+
+
+def _write_database(
+    session: Session, user_id: uuid.UUID, content_id: uuid.UUID, heartbeat: Heartbeat, now: datetime
+) -> str:
+    """Redis is down: the same guards, straight to Postgres (the caller commits)."""
+    log.warning("cache.unavailable", cache="playback", action="progress_write")
+    completed = heartbeat.completed or heartbeat.position >= COMPLETE_RATIO * heartbeat.duration
+    entry = Entry(
+        user_id, content_id, heartbeat.position, heartbeat.duration, completed, now if completed else None,
+        heartbeat.client_ts, now,
+    )  # fmt: skip
+    write_batch(session, [entry])
+    return "database"
+
+
+def record(
+    session: Session,
+    client: redis.Redis,
+    *,
+    user_id: uuid.UUID,
+    content_id: uuid.UUID,
+    organization_id: uuid.UUID,
+    heartbeat: Heartbeat,
+    now: datetime,
+) -> str:
+    """Apply one heartbeat (no access check); returns ``applied``, ``ignored`` or ``database`` (Redis was down)."""
+    day = day_stamp(now.date())
+    keys = _write_keys(user_id, content_id, day)
+    args = _write_args(user_id, content_id, organization_id, heartbeat, now, day)
     try:
         script = _script(client, _WRITE_LUA)
         result = script(keys=keys, args=[*args, "need"])
         if result == -1:
-            row = session.get(PlaybackProgress, (user_id, content_id))
-            if row is None:
-                result = script(keys=keys, args=[*args, "none"])
-            else:
-                init = [
-                    row.position_seconds,
-                    row.duration_seconds,
-                    1 if row.completed else 0,
-                    to_ms(row.completed_at) if row.completed_at else "",
-                    to_ms(row.client_ts),
-                ]
-                result = script(keys=keys, args=[*args, "row", *init])
+            result = script(keys=keys, args=[*args, *_init_args(session, user_id, content_id)])
     except redis.RedisError:
-        log.warning("cache.unavailable", cache="playback", action="progress_write")
-        completed = heartbeat.completed or heartbeat.position >= COMPLETE_RATIO * heartbeat.duration
-        write_batch(
-            session,
-            [
-                Entry(
-                    user_id,
-                    content_id,
-                    heartbeat.position,
-                    heartbeat.duration,
-                    completed,
-                    now if completed else None,
-                    heartbeat.client_ts,
-                    now,
-                )
-            ],
-        )
-        return "database"
+        return _write_database(session, user_id, content_id, heartbeat, now)
     return "applied" if result == 1 else "ignored"
+
+
+_MAX_ROUNDS = 6  # a cold request needs three (snapshot, access entry, progress row); the rest is slack
+
+
+def record_heartbeat(
+    session: Session,
+    client: redis.Redis,
+    *,
+    user_id: uuid.UUID,
+    content_id: uuid.UUID,
+    heartbeat: Heartbeat,
+    now: datetime,
+) -> str:
+    """``PUT /content/{id}/progress``: the checks of ``service.playable`` (404, then 403
+    ``ACCESS_DENIED``) and the write, in one script call when warm.
+
+    The process's content snapshot says which cached access reasons permit the write; the script
+    checks the snapshot's generation token and the access entry and applies the heartbeat in the
+    same round trip. Anything it cannot decide (stale snapshot, access entry or progress hash
+    missing) comes back to be resolved from Postgres, then the script runs again."""
+    day = day_stamp(now.date())
+    keys = [*_write_keys(user_id, content_id, day), access_cache_key(user_id, content_id), gen_key(content_id)]
+    snapshot = service.cached_snapshot(content_id)
+    init, db_reason = _NEED, ""
+    try:
+        script = _script(client, _CHECKED_WRITE_LUA)
+        for _ in range(_MAX_ROUNDS):
+            if snapshot is None:
+                snapshot = service.load_snapshot(session, content_id, service.gen_of(client.get(gen_key(content_id))))
+            args = _write_args(user_id, content_id, snapshot.meta.organization_id, heartbeat, now, day)
+            code, *rest = script(keys=keys, args=[*args, *init, snapshot.gen, snapshot.permitted, db_reason])
+            if code == -4:  # the content changed since the snapshot was taken
+                snapshot = None
+            elif code == -2:
+                db_reason = service.entitlement(session, client, user_id, snapshot.meta)
+            elif code == -3:
+                reason = service.decode_reason(rest[0])
+                if reason is None:  # an unreadable access entry: replace it from Postgres
+                    db_reason = service.entitlement(session, client, user_id, snapshot.meta)
+                    continue
+                service.decide_playable(reason, snapshot.meta)  # 404 when not visible to the caller
+                raise service.AccessDenied()
+            elif code == -1:
+                init = _init_args(session, user_id, content_id)
+            else:
+                return "applied" if code == 1 else "ignored"
+    except redis.RedisError:
+        if not service.visible_content(session, user_id, content_id).decision.has_access:
+            raise service.AccessDenied() from None
+        return _write_database(session, user_id, content_id, heartbeat, now)
+    raise errors.ServiceUnavailable("redis", "The heartbeat could not be recorded; try again.")
 
 
 def read(session: Session, client: redis.Redis, user_id: uuid.UUID, content_id: uuid.UUID) -> Entry | None:

@@ -14,7 +14,7 @@ loaded, so a price change is never hidden by the cache. Redis being down costs o
 
 from __future__ import annotations
 
-import json
+import time
 import uuid
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
@@ -26,6 +26,7 @@ from sqlalchemy import exists, select
 from sqlalchemy.orm import Session
 
 from app import errors
+from app.access.cache import gen_key
 from app.access.models import ContentAccess
 from app.commerce.cache import access_cache_key
 from app.content.models import Content
@@ -39,7 +40,8 @@ log = structlog.get_logger(__name__)
 Reason = Literal["staff", "purchased", "complimentary", "free", "none"]
 ACCESS_CACHE_TTL_SECONDS = 60
 CONTENT_NOT_FOUND = "CONTENT_NOT_FOUND"
-_CACHEABLE: frozenset[str] = frozenset({"staff", "purchased", "complimentary", "none"})
+_CACHED_REASONS: tuple[Reason, ...] = ("staff", "purchased", "complimentary", "none")
+_CACHEABLE: frozenset[str] = frozenset(_CACHED_REASONS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,7 +111,7 @@ def _entitlement_from_db(session: Session, user_id: uuid.UUID, content: Priced) 
     return "none"
 
 
-def _decode_reason(raw: Any) -> Reason | None:
+def decode_reason(raw: Any) -> Reason | None:
     if raw is None:
         return None
     cached = raw.decode() if isinstance(raw, bytes) else str(raw)
@@ -130,7 +132,7 @@ def _cached_entitlement(session: Session, user_id: uuid.UUID, content: Priced) -
     except redis.RedisError:
         log.warning("cache.unavailable", cache="access")
         return _entitlement_from_db(session, user_id, content)
-    reason = _decode_reason(raw)
+    reason = decode_reason(raw)
     if reason is None:
         reason = _entitlement_from_db(session, user_id, content)
         _store_reason(client, user_id, content.id, reason)
@@ -184,15 +186,19 @@ def visible_content(session: Session, user_id: uuid.UUID, content_id: uuid.UUID)
 
 # ---- the hot paths: stream issuance and heartbeats ----------------------------------------------
 #
-# Both run for every play and every few seconds of playback. They read a snapshot of the content
-# and media fields they need from Redis (``content:meta:{id}``, 10 s) together with the access
-# cache entry in one MGET, so a warm request does no database round trip. Grants still act at
-# once (commerce deletes the access key); a content or media change (unpublish, delete, new
-# media) reaches these two endpoints within 10 s. That is safe because neither hands out
-# anything by itself: the HLS proxy re-reads content, media and access on every playlist, and a
-# heartbeat only records progress.
+# Both run for every play and every few seconds of playback. The content and media facts they need
+# are kept per process (``ContentMeta``, 10 s), tagged with the content's generation token
+# (``app.access.cache``); the token and the access entry come from Redis in the one round trip each
+# request makes (an MGET here, or inside the heartbeat script), so a warm request does no database
+# round trip and decodes no snapshot. What acts at once: grants (commerce deletes the access entry)
+# and any committed change of the content row (edit, price, media swap, unpublish, delete: the
+# content service replaces the token). What may lag up to 10 s: the media facts (ready,
+# renditions, duration, thumbnail) after a re-ingest of media already in use. That is safe because
+# neither endpoint hands out anything by itself: the HLS proxy re-reads content, media and access
+# on every playlist, and a heartbeat only records progress.
 
-META_TTL_SECONDS = 10
+SNAPSHOT_TTL_SECONDS = 10.0
+SNAPSHOT_MAX_ENTRIES = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -223,23 +229,70 @@ class ContentMeta:
     def media_ready(self) -> bool:
         return self.media_status == "ready" and not self.media_deleted and bool(self.hls_master_key)
 
-    def dumps(self) -> str:
-        return json.dumps([str(self.id), str(self.organization_id), self.status, self.price_cents, self.content_type,
-                           str(self.media_id), self.media_status, self.media_deleted, self.hls_master_key,
-                           self.renditions, self.duration_seconds, self.thumbnail_key, self.waveform_key])  # fmt: skip
 
-    @classmethod
-    def loads(cls, raw: Any) -> ContentMeta | None:
-        try:
-            v = json.loads(raw)
-            return cls(uuid.UUID(v[0]), uuid.UUID(v[1]), v[2], v[3], v[4], uuid.UUID(v[5]), v[6], bool(v[7]), v[8],
-                       list(v[9]), v[10], v[11], v[12])  # fmt: skip
-        except (ValueError, TypeError, IndexError, KeyError):
-            return None
+def _permitted(meta: ContentMeta) -> str:
+    """The cached reasons that let the caller play ``meta``, as ``",purchased,staff,"`` (for Lua)."""
+    ok = [r for r in _CACHED_REASONS if _decide(r, meta).has_access and (meta.status == "published" or r == "staff")]
+    return "," + ",".join(ok) + ","
 
 
-def meta_key(content_id: uuid.UUID) -> str:
-    return f"content:meta:{content_id}"
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    meta: ContentMeta
+    gen: str  # the content's generation token when the rows were read ("" when Redis had none)
+    permitted: str  # ``_permitted(meta)``
+    loaded_at: float
+
+
+_snapshots: dict[uuid.UUID, Snapshot] = {}
+
+
+def cached_snapshot(content_id: uuid.UUID) -> Snapshot | None:
+    """This process's snapshot of the content, if younger than 10 s (its token is not checked here)."""
+    snapshot = _snapshots.get(content_id)
+    if snapshot is None or time.monotonic() - snapshot.loaded_at >= SNAPSHOT_TTL_SECONDS:
+        return None
+    return snapshot
+
+
+def load_snapshot(session: Session, content_id: uuid.UUID, gen: str) -> Snapshot:
+    """Read content + media (404 when deleted or missing) and keep them tagged with ``gen``.
+
+    ``gen`` must have been read before the rows: a change committed in between replaces the token
+    after its commit, so the next request sees a new token and reloads."""
+    loaded = load_content(session, content_id)
+    if loaded is None:
+        raise not_found(CONTENT_NOT_FOUND)
+    meta = ContentMeta.of(*loaded)
+    snapshot = Snapshot(meta, gen, _permitted(meta), time.monotonic())
+    if len(_snapshots) >= SNAPSHOT_MAX_ENTRIES:
+        _snapshots.clear()  # a crude bound; a reload costs one indexed query
+    _snapshots[content_id] = snapshot
+    return snapshot
+
+
+def forget_snapshots() -> None:
+    _snapshots.clear()
+
+
+def gen_of(raw: Any) -> str:
+    return "" if raw is None else raw.decode() if isinstance(raw, bytes) else str(raw)
+
+
+def entitlement(session: Session, client: redis.Redis, user_id: uuid.UUID, meta: Priced) -> Reason:
+    """The database answer for an access entry that was not cached; cached for 60 s."""
+    reason = _entitlement_from_db(session, user_id, meta)
+    _store_reason(client, user_id, meta.id, reason)
+    return reason
+
+
+def decide_playable(reason: Reason, meta: ContentMeta) -> AccessDecision:
+    """``visible_content``'s rule on a snapshot: not published -> 404 unless staff; else the
+    decision (403 is the caller's call)."""
+    decision = _decide(reason, meta)
+    if meta.status != "published" and not decision.is_staff:
+        raise not_found(CONTENT_NOT_FOUND)
+    return decision
 
 
 @dataclass(frozen=True, slots=True)
@@ -249,29 +302,20 @@ class Playable:
 
 
 def playable(session: Session, user_id: uuid.UUID, content_id: uuid.UUID) -> Playable:
-    """``visible_content`` for the hot paths: same rules (404 / decision), from the 10 s snapshot."""
+    """``visible_content`` for the hot paths: same rules (404 / decision), one Redis round trip when warm."""
     client = _redis()
     try:
-        raw_meta, raw_reason = client.mget([meta_key(content_id), access_cache_key(user_id, content_id)])
+        raw_reason, raw_gen = client.mget([access_cache_key(user_id, content_id), gen_key(content_id)])
     except redis.RedisError:
-        log.warning("cache.unavailable", cache="content_meta")
+        log.warning("cache.unavailable", cache="content_snapshot")
         visible = visible_content(session, user_id, content_id)
         return Playable(ContentMeta.of(visible.content, visible.media), visible.decision)
-    meta = ContentMeta.loads(raw_meta) if raw_meta is not None else None
-    if meta is None:
-        loaded = load_content(session, content_id)
-        if loaded is None:
-            raise not_found(CONTENT_NOT_FOUND)
-        meta = ContentMeta.of(*loaded)
-        try:
-            client.set(meta_key(content_id), meta.dumps(), ex=META_TTL_SECONDS)
-        except redis.RedisError:
-            log.warning("cache.unavailable", cache="content_meta")
-    reason = _decode_reason(raw_reason)
+    gen = gen_of(raw_gen)
+    snapshot = cached_snapshot(content_id)
+    if snapshot is None or snapshot.gen != gen:
+        snapshot = load_snapshot(session, content_id, gen)
+    meta = snapshot.meta
+    reason = decode_reason(raw_reason)
     if reason is None:
-        reason = _entitlement_from_db(session, user_id, meta)
-        _store_reason(client, user_id, meta.id, reason)
-    decision = _decide(reason, meta)
-    if meta.status != "published" and not decision.is_staff:
-        raise not_found(CONTENT_NOT_FOUND)
-    return Playable(meta, decision)
+        reason = entitlement(session, client, user_id, meta)
+    return Playable(meta, decide_playable(reason, meta))

@@ -22,6 +22,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from app import errors
+from app.access.cache import content_changed_after_commit
 from app.content.models import Content
 from app.content.slugs import first_free_slug, slug_taken, slugify
 from app.identity.auth import not_found
@@ -250,6 +251,7 @@ def update_content(session: Session, content: Content, data: dict[str, Any]) -> 
         return content
     for key, value in changed.items():
         setattr(content, key, value)
+    content_changed_after_commit(session, content.id)  # the hot paths' snapshot (app.access.cache)
     try:
         with session.begin_nested():
             session.flush()
@@ -264,6 +266,7 @@ def update_content(session: Session, content: Content, data: dict[str, Any]) -> 
 def delete_content(session: Session, content: Content) -> None:
     """Soft delete: frees the slug (partial unique index); grants and purchases stay."""
     content.deleted_at = datetime.now(UTC)
+    content_changed_after_commit(session, content.id)
     session.flush()
 
 
@@ -277,6 +280,7 @@ def _transition(session: Session, content: Content, sources: tuple[str, ...], **
         .values(updated_at=datetime.now(UTC), **values)
         .execution_options(synchronize_session=False)
     )
+    content_changed_after_commit(session, content.id)
     session.refresh(content)
     return content
 

@@ -13,6 +13,8 @@ from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import update
 
+from app.access import service
+from app.access.cache import content_changed_after_commit, gen_key
 from app.commerce.cache import access_cache_key
 from app.content.models import Content
 from app.media.models import MediaItem
@@ -392,6 +394,7 @@ def test_refunded_or_disputed_buyer_loses_access_at_once(
     manifest_url = stream(client, world.buyer, world.content.id).json["manifest_url"]
     token = token_of(manifest_url)
     assert master(client, token).status_code == 200
+    assert heartbeat(client, world.buyer, world.content.id).status_code == 204
 
     if ending == "refund":
         charge = so.charge(payment_intent=paid["payment_intent"], amount=1999, amount_refunded=1999)
@@ -405,6 +408,7 @@ def test_refunded_or_disputed_buyer_loses_access_at_once(
         "content_id": str(world.content.id), "has_access": False, "reason": "none",
     }  # fmt: skip
     assert stream(client, world.buyer, world.content.id).json["error"]["code"] == "ACCESS_DENIED"
+    assert heartbeat(client, world.buyer, world.content.id).json["error"]["code"] == "ACCESS_DENIED"
     for path in (f"/api/v1/stream/{token}/master.m3u8", f"/api/v1/stream/{token}/360p/index.m3u8"):
         response = client.get(path)
         assert response.status_code == 403 and response.json["error"]["code"] == "ACCESS_DENIED"
@@ -457,22 +461,82 @@ def test_real_ingest_output_streams_through_the_proxy(
         assert ready.original_key not in body
 
 
-# ---- the 10 s content snapshot of the hot paths ---------------------------------------------------
+# ---- the content snapshot of the hot paths (app.access.cache) ------------------------------------------
 
 
-def test_stream_uses_a_short_snapshot_but_the_proxy_reads_fresh(
+def heartbeat(client: FlaskClient, user: Any, content_id: Any) -> Any:
+    body = {"position_seconds": 12, "duration_seconds": 600}
+    return client.put(f"/api/v1/content/{content_id}/progress", json=body, headers=headers(user))
+
+
+def test_content_changes_reach_stream_and_heartbeats_at_once(client: FlaskClient, world: World, redis: Any) -> None:
+    manage = headers(world.owner)
+    path = f"/api/v1/content/{world.content.id}"
+    assert stream(client, world.buyer, world.content.id).status_code == 200  # snapshots warm
+    assert heartbeat(client, world.buyer, world.content.id).status_code == 204
+    assert stream(client, world.stranger, world.content.id).json["error"]["code"] == "ACCESS_DENIED"
+    assert heartbeat(client, world.stranger, world.content.id).json["error"]["code"] == "ACCESS_DENIED"
+
+    assert client.post(f"{path}/unpublish", headers=manage).status_code == 200
+    assert redis.get(gen_key(world.content.id))  # a fresh token once committed
+    assert stream(client, world.buyer, world.content.id).json["error"]["code"] == "CONTENT_NOT_FOUND"
+    assert heartbeat(client, world.buyer, world.content.id).json["error"]["code"] == "CONTENT_NOT_FOUND"
+    assert stream(client, world.owner, world.content.id).status_code == 200  # staff still see drafts
+
+    assert client.post(f"{path}/publish", headers=manage).status_code == 200
+    assert stream(client, world.buyer, world.content.id).status_code == 200
+    assert client.patch(path, json={"price_cents": None}, headers=manage).status_code == 200
+    assert stream(client, world.stranger, world.content.id).status_code == 200  # free now
+    assert heartbeat(client, world.stranger, world.content.id).status_code == 204
+
+    assert client.delete(path, headers=manage).status_code == 204
+    assert stream(client, world.buyer, world.content.id).json["error"]["code"] == "CONTENT_NOT_FOUND"
+    assert heartbeat(client, world.stranger, world.content.id).json["error"]["code"] == "CONTENT_NOT_FOUND"
+
+
+def test_a_change_outside_the_content_service_lags_at_most_the_snapshot_ttl(
     client: FlaskClient, world: World, db_session: Any, redis: Any
 ) -> None:
     first = stream(client, world.buyer, world.content.id)
-    assert first.status_code == 200 and redis.ttl(f"content:meta:{world.content.id}") in range(1, 11)
+    assert first.status_code == 200 and service.cached_snapshot(world.content.id) is not None
     db_session.execute(update(Content).where(Content.id == world.content.id).values(status="draft"))
-    # Within the snapshot's 10 s a URL may still be issued, but nothing can be played with it …
+    # No token was replaced: within the snapshot's 10 s a URL may still be issued, but nothing can be
+    # played with it (the proxy reads the rows) …
     late = stream(client, world.buyer, world.content.id)
     assert late.status_code == 200
     assert master(client, token_of(late.json["manifest_url"])).status_code == 404
-    # … and once the snapshot is gone the endpoint answers 404 as well.
-    redis.delete(f"content:meta:{world.content.id}")
+    # … and a new token (or the snapshot's age) makes the hot paths read the rows again.
+    redis.set(gen_key(world.content.id), "changed")
     assert stream(client, world.buyer, world.content.id).status_code == 404
+    assert heartbeat(client, world.buyer, world.content.id).status_code == 404
+    redis.delete(gen_key(world.content.id))
+    service.forget_snapshots()
+    assert stream(client, world.buyer, world.content.id).status_code == 404
+
+
+def test_the_token_is_replaced_only_when_the_change_is_committed(
+    app: Flask, world: World, db_session: Any, redis: Any
+) -> None:
+    with app.app_context():
+        with db_session.begin_nested():
+            content_changed_after_commit(db_session, world.content.id)
+        assert redis.get(gen_key(world.content.id)) is None  # a savepoint is not a commit
+        db_session.commit()
+        first = redis.get(gen_key(world.content.id))
+        assert first and redis.ttl(gen_key(world.content.id)) > 3600
+        db_session.execute(update(Content).where(Content.id == world.content.id).values(title="Renamed"))
+        content_changed_after_commit(db_session, world.content.id)
+        db_session.rollback()
+        db_session.commit()
+        assert redis.get(gen_key(world.content.id)) == first  # rolled back: nothing to announce
+
+
+def test_heartbeat_replaces_an_unreadable_access_entry(client: FlaskClient, world: World, redis: Any) -> None:
+    redis.set(access_cache_key(world.buyer.id, world.content.id), "garbage")
+    assert heartbeat(client, world.buyer, world.content.id).status_code == 204
+    assert redis.get(access_cache_key(world.buyer.id, world.content.id)) == b"purchased"
+    redis.set(access_cache_key(world.stranger.id, world.content.id), "garbage")
+    assert heartbeat(client, world.stranger, world.content.id).status_code == 403
 
 
 def test_stream_without_redis_reads_the_database(
