@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 import redis
@@ -88,4 +89,30 @@ def init_limiter(app: Flask) -> Limiter:
     app.config["RATELIMIT_STORAGE_URI"] = app.config["REDIS_URL"]
     app.config["RATELIMIT_STORAGE_OPTIONS"] = {"socket_timeout": 2, "socket_connect_timeout": 2}
     limiter.init_app(app)
+    if not app.config["CODEX_RATELIMIT_ENABLED"]:
+        _unhook(app, limiter)
     return limiter
+
+
+def _unhook(app: Flask, owner: Limiter) -> None:
+    """Take the limiter's per-request hooks off an app whose limits are off.
+
+    With limits off the ``request_filter`` below already lets everything through, but only after
+    flask-limiter has resolved the endpoint, its exemptions and its context on every request (about
+    a third of the plumbing of ``GET /health``). Route limits (``prechecks.route_limit``) still pass
+    through the filter.
+    """
+
+    def is_limiters(hook: Any) -> bool:
+        target = hook.func if isinstance(hook, partial) else hook
+        bound_to = hook.args[0] if isinstance(hook, partial) and hook.args else getattr(target, "__self__", None)
+        return bound_to is owner
+
+    registries: tuple[dict[Any, list[Any]], ...] = (
+        app.before_request_funcs,
+        app.after_request_funcs,
+        app.teardown_request_funcs,
+    )
+    for hooks in registries:
+        if None in hooks:
+            hooks[None][:] = [hook for hook in hooks[None] if not is_limiters(hook)]

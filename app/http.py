@@ -161,17 +161,18 @@ def _finish(response: Response) -> Response:
     headers["X-Request-ID"] = g.get("request_id") or uuid.uuid4().hex
     path = request.path
     present = {key.lower() for key, _ in headers.items()}  # one pass instead of a scan per header
+    # ``add`` appends; every name added here was checked absent (``headers[name] = ...`` rescans).
     for name, value in _SECURITY_HEADERS:
         if name.lower() not in present:
-            headers[name] = value
+            headers.add(name, value)
     if path == "/api/v1/docs" or path.startswith("/api/v1/docs/"):
         headers["Content-Security-Policy"] = DOCS_CSP
     elif "content-security-policy" not in present:
-        headers["Content-Security-Policy"] = API_CSP
+        headers.add("Content-Security-Policy", API_CSP)
     if current_app.config["APP_ENV"] == "production":
         headers["Strict-Transport-Security"] = "max-age=31536000; includeSubDomains"
     if path.startswith("/api/v1") and "cache-control" not in present:
-        headers["Cache-Control"] = "no-store"
+        headers.add("Cache-Control", "no-store")
     _apply_cors(response)
     _observe(response)
     return response
