@@ -12,6 +12,7 @@ from flask import Flask, current_app, g, request
 from flask_limiter import Limiter, RequestLimit
 from flask_limiter.util import get_remote_address
 from flask_mail import Mail
+from redis.commands.core import Script
 
 from app import errors
 
@@ -23,6 +24,16 @@ mail = Mail()
 def redis_client(url: str) -> redis.Redis:
     # Short timeouts: every Redis use degrades gracefully (security.md §13/§14).
     return redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2, health_check_interval=30)
+
+
+def redis_script(client: redis.Redis, source: str) -> Script:
+    """``client``'s ``Script`` for the Lua ``source``, built once (building one hashes the source)
+    and kept on the client, so it lives and dies with it. Calls use EVALSHA (EVAL after a flush)."""
+    scripts: dict[str, Script] = client.__dict__.setdefault("_codex_scripts", {})
+    script = scripts.get(source)
+    if script is None:
+        script = scripts[source] = client.register_script(source)
+    return script
 
 
 def get_redis() -> redis.Redis:

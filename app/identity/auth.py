@@ -35,6 +35,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from app import db, errors
+from app.extensions import redis_script
 from app.http import check_csrf, view_option
 from app.identity.models import AuthSession, User
 
@@ -44,6 +45,22 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 COOKIE_NAME = "codex_session"
 CACHE_TTL_SECONDS = 300
+REVOKED = b"revoked"  # the cache entry of a revoked session (a tombstone, see ``evict``)
+# Never over a tombstone: this put follows a database read that may have happened just before
+# the revocation committed; the tombstone written after that commit must win, or the revoked token
+# would work for up to CACHE_TTL_SECONDS. Every index member expires within CACHE_TTL_SECONDS of
+# being added, so the index may too.
+_PUT_UNLESS_REVOKED = """
+if redis.call('GET', KEYS[1]) == ARGV[3] then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+redis.call('SADD', KEYS[2], ARGV[4])
+redis.call('EXPIRE', KEYS[2], ARGV[5])
+return 1
+"""
+_DELETE_UNLESS_REVOKED = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
 SLIDE_AFTER = timedelta(minutes=5)
 
 _BEARER = re.compile(r"(?i:bearer) +([A-Za-z0-9_-]{1,256})")
@@ -172,18 +189,18 @@ def _cache_put(principal: Principal, now: datetime) -> None:
     if ttl <= 0:
         return
     try:
-        pipe = _redis().pipeline(transaction=False)
-        pipe.set(cache_key(principal.token_hash), principal.cache_value(), ex=ttl)
-        pipe.sadd(index_key(principal.user_id), principal.token_hash)
-        # Every member expires within CACHE_TTL_SECONDS of being added, so the index may too.
-        pipe.expire(index_key(principal.user_id), CACHE_TTL_SECONDS)
-        pipe.execute()
+        redis_script(_redis(), _PUT_UNLESS_REVOKED)(
+            keys=[cache_key(principal.token_hash), index_key(principal.user_id)],
+            args=[principal.cache_value(), ttl, REVOKED, principal.token_hash, CACHE_TTL_SECONDS],
+        )
     except redis.RedisError:
         log.warning("cache.unavailable", cache="sessions")
 
 
 def evict(user_id: uuid.UUID | str, token_hashes: Iterable[str], *, all_sessions: bool = False) -> None:
-    """Delete cache entries of revoked sessions (and, with ``all_sessions``, every entry of the user)."""
+    """Replace the cache entries of revoked sessions (and, with ``all_sessions``, every entry of the
+    user) by tombstones: a revoked token is refused without a database read, and a request that
+    read the row just before the revocation cannot cache it again (``_cache_put`` checks)."""
     hashes = set(token_hashes)
     try:
         client = _redis()
@@ -191,7 +208,7 @@ def evict(user_id: uuid.UUID | str, token_hashes: Iterable[str], *, all_sessions
             hashes.update(h.decode() if isinstance(h, bytes) else h for h in client.smembers(index_key(user_id)))
         pipe = client.pipeline(transaction=False)
         for token_hash in hashes:
-            pipe.delete(cache_key(token_hash))
+            pipe.set(cache_key(token_hash), REVOKED, ex=CACHE_TTL_SECONDS)
         if all_sessions:
             pipe.delete(index_key(user_id))
         elif hashes:
@@ -293,6 +310,8 @@ def resolve(fetch: SessionFetch | None = None) -> Principal | None:
     now = utcnow()
     token_hash = hash_token(token)
     cached = _cache_get(token_hash, fetch)
+    if cached == REVOKED:
+        return None
     principal = _from_cache(cached, token_hash, token, via) if cached is not None else None
     if principal is None:  # miss (or an unreadable entry): the database decides
         principal = _load_from_db(token_hash, token, via, now)
@@ -500,9 +519,10 @@ def _slide(response: Response) -> Response:
         return response
     if slid is None:
         return response
-    # Drop the cached copy rather than rewrite it: a concurrent revocation must win.
+    # Drop the cached copy rather than rewrite it, unless it is a tombstone: a concurrent
+    # revocation must win.
     with contextlib.suppress(redis.RedisError):
-        _redis().delete(cache_key(principal.token_hash))
+        redis_script(_redis(), _DELETE_UNLESS_REVOKED)(keys=[cache_key(principal.token_hash)], args=[REVOKED])
     if principal.remember_me and principal.via == "cookie" and "Set-Cookie" not in response.headers:
         set_session_cookie(response, principal.token, remember_me=True)
     return response

@@ -35,6 +35,7 @@ from flask import current_app, g, has_app_context
 from sqlalchemy import event, select
 from sqlalchemy.orm import Session, UOWTransaction
 
+from app.extensions import redis_script
 from app.identity.models import User
 from app.orgs.models import Membership, Organization
 
@@ -89,23 +90,23 @@ def lookup(user_id: uuid.UUID) -> Lookup:
 _SESSION_AND_ME = """
 local session = redis.call('GET', KEYS[1])
 if not session then return false end
-local user_id = cjson.decode(session)['user_id']
+local ok, entry = pcall(cjson.decode, session)
+if not ok or type(entry) ~= 'table' or type(entry['user_id']) ~= 'string' then return {session} end
+local user_id = entry['user_id']
 return {session, redis.call('GET', 'me:' .. user_id) or '', redis.call('GET', 'me:gen:' .. user_id) or ''}
 """
 
 
 def session_and_lookup(session_key: str) -> tuple[bytes | None, Lookup | None]:
-    """The raw session cache entry and, when there is one, the /me lookup of its user.
+    """The raw session cache entry and, when it names a user, that user's /me lookup.
 
     Raises ``redis.RedisError`` like the plain GET it replaces.
     """
-    client = _redis()
-    script = current_app.extensions.get("codex_me_script")
-    if script is None:
-        script = current_app.extensions["codex_me_script"] = client.register_script(_SESSION_AND_ME)
-    result = script(keys=[session_key])
+    result = redis_script(_redis(), _SESSION_AND_ME)(keys=[session_key])
     if not result:
         return None, None
+    if len(result) == 1:  # a revocation tombstone or an unreadable entry: auth decides
+        return result[0], None
     session, stored, generation = result
     return session, _current(stored or None, generation or None)
 

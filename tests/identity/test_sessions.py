@@ -74,7 +74,32 @@ def test_revocation_evicts_the_cache_at_once(client, db_session, redis) -> None:
     sid = session_id_of(db_session, token)
     other = signed_in(user)
     assert client.delete(f"{SESSIONS}/{sid}", headers=auth(other)).status_code == 204
-    assert not redis.exists(f"sess:{hash_token(token)}")
+    assert redis.get(f"sess:{hash_token(token)}") == b"revoked"  # a tombstone replaces the entry
+    assert client.get(ME, headers=auth(token)).status_code == 401
+
+
+def test_a_read_racing_a_revocation_cannot_cache_the_revoked_session(client, db_session, redis, monkeypatch) -> None:
+    """The request read the session row before the revocation committed, and caches it after the
+    eviction: the tombstone wins, so the token is refused from then on."""
+    user = make_user()
+    token = signed_in(user)
+    sid = session_id_of(db_session, token)
+    real_load = auth_module._load_from_db
+
+    def load_then_get_revoked(*args):
+        principal = real_load(*args)  # the row, still active...
+        monkeypatch.setattr(auth_module, "_load_from_db", real_load)
+        with client.application.app_context():  # ...revoked by another request meanwhile
+            from app import db
+            from app.identity import service
+
+            service.revoke_session(db.session, user.id, sid)
+            db.session.commit()
+        return principal
+
+    monkeypatch.setattr(auth_module, "_load_from_db", load_then_get_revoked)
+    assert client.get(ME, headers=auth(token)).status_code == 200  # this one was already in flight
+    assert redis.get(f"sess:{hash_token(token)}") == b"revoked"
     assert client.get(ME, headers=auth(token)).status_code == 401
 
 

@@ -170,6 +170,7 @@ def test_reset_token_works_once_and_revokes_every_session_at_once(client, db_ses
     r = client.post(CONFIRM, json={"token": reset, "password": "N3wpassword"})
     assert r.status_code == 204 and r.data == b""
     for token in sessions:
+        assert redis.get(f"sess:{hash_token(token)}") == b"revoked"
         assert client.get(ME, headers=auth(token)).status_code == 401
     assert not redis.exists(f"sess:u:{user.id}")
     db_session.expire_all()
@@ -223,7 +224,7 @@ def test_change_password_revokes_other_sessions_only(client, db_session, redis) 
     assert r.status_code == 204 and r.data == b""
     assert client.get(ME, headers=auth(current)).status_code == 200
     assert client.get(ME, headers=auth(other)).status_code == 401
-    assert not redis.exists(f"sess:{hash_token(other)}")
+    assert redis.get(f"sess:{hash_token(other)}") == b"revoked"
     assert len(outbox(db_session, "password-changed")) == 1
     assert passwords.verify_password(db_session.get(Credential, user.id).password_hash, "N3wpassword")
 
