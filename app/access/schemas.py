@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import math
-from datetime import UTC
+import re
+from datetime import UTC, datetime
 from typing import Any
 
 import marshmallow as ma
@@ -24,7 +25,10 @@ class JsonNumber(ma.fields.Float):
             raise self.make_error("invalid")
         if isinstance(value, float) and not math.isfinite(value):
             raise self.make_error("special")
-        return float(value)
+        try:
+            return float(value)
+        except OverflowError:  # a JSON integer of hundreds of digits
+            raise self.make_error("invalid") from None
 
 
 class AccessSchema(ma.Schema):
@@ -49,10 +53,61 @@ class StreamSchema(ma.Schema):
 
 
 class ProgressUpdateSchema(ma.Schema):
+    """The heartbeat body. ``load`` first tries ``fast_progress``: a heartbeat arrives every few
+    seconds per viewer and the full marshmallow load was a visible share of that request. Anything
+    the fast path does not recognise as plainly valid goes through the fields below, so every
+    error (and every unusual valid input) is exactly what the schema says."""
+
     position_seconds = JsonNumber(required=True, validate=ma.validate.Range(min=0))
     duration_seconds = JsonNumber(required=True, validate=ma.validate.Range(min=1, max=MAX_DURATION_SECONDS))
     completed = JsonBool(load_default=False)
     client_ts = ma.fields.AwareDateTime(load_default=None, default_timezone=UTC)  # naive = UTC
+
+    def load(self, data: Any, *, many: bool | None = None, partial: Any = None, unknown: Any = None) -> Any:
+        if not many and not partial and unknown in (None, ma.RAISE):
+            fast = fast_progress(data)
+            if fast is not None:
+                return fast
+        return super().load(data, many=many, partial=partial, unknown=unknown)
+
+
+_FAST_MAX_POSITION = 1e12  # larger positions are valid too (clamped later) but take the schema's path
+_PROGRESS_FIELDS = frozenset({"position_seconds", "duration_seconds", "completed", "client_ts"})
+# The ISO-8601 shapes clients send ("2025-03-02T12:10:05.000Z"); others take the schema's parser.
+_PLAIN_TS = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]{3}|\.[0-9]{6})?(?:Z|[+-][0-9]{2}:[0-9]{2})?")
+
+
+def _number(value: Any, low: float, high: float) -> float | None:
+    """A JSON number in [low, high] as the schema loads it (``high`` finite), else None."""
+    if type(value) is float:
+        return value if math.isfinite(value) and low <= value <= high else None
+    if type(value) is int and low <= value <= high:
+        return float(value)
+    return None
+
+
+def fast_progress(data: Any) -> dict[str, Any] | None:
+    """``ProgressUpdateSchema``'s result for a plainly valid body, else None (use the schema)."""
+    if type(data) is not dict or not data.keys() <= _PROGRESS_FIELDS:
+        return None
+    position = _number(data.get("position_seconds"), 0, _FAST_MAX_POSITION)
+    duration = _number(data.get("duration_seconds"), 1, MAX_DURATION_SECONDS)
+    completed = data.get("completed", False)
+    if position is None or duration is None or type(completed) is not bool:
+        return None
+    client_ts = data.get("client_ts")
+    if client_ts is not None:
+        if type(client_ts) is not str or not _PLAIN_TS.fullmatch(client_ts):
+            return None
+        try:
+            client_ts = datetime.fromisoformat(client_ts)
+        except ValueError:
+            return None
+        if client_ts.tzinfo is None:
+            client_ts = client_ts.replace(tzinfo=UTC)
+    elif "client_ts" in data:
+        return None  # an explicit null: the schema's answer
+    return {"position_seconds": position, "duration_seconds": duration, "completed": completed, "client_ts": client_ts}
 
 
 class ProgressSchema(ma.Schema):

@@ -167,6 +167,63 @@ def test_bad_progress_input_is_400(client: FlaskClient, world: World, body: dict
     assert response.json["error"]["code"] == "VALIDATION_ERROR" and field in response.json["error"]["details"]
 
 
+def test_a_huge_integer_position_is_400_not_500(client: FlaskClient, world: World) -> None:
+    body = b'{"position_seconds": 1' + b"0" * 400 + b', "duration_seconds": 600}'
+    response = client.put(
+        f"/api/v1/content/{world.content.id}/progress",
+        data=body,
+        headers={**headers(world.buyer), "Content-Type": "application/json"},
+    )
+    assert response.status_code == 400 and "position_seconds" in response.json["error"]["details"]
+
+
+_TS = [
+    "2025-03-02T12:10:05.000Z",
+    "2025-03-02T12:10:05Z",
+    "2025-03-02T12:10:05",
+    "2025-03-02T12:10:05.123456+02:00",
+    "2025-03-02T12:10:05.1Z",
+    "2025-02-30T12:10:05Z",
+    "2025-03-02T24:10:05Z",
+    "2025-03-02T12:10:05+24:00",
+    "2025-03-02 12:10:05Z",
+    "2025-03-02",
+    "\u0662025-03-02T12:10:05Z",
+    "2025-03-02T12:10:05.000Z\n",
+    "",
+    None,
+    5,
+]
+_NUMBERS = [0, 1, 12.5, -1, -0.0, 86400, 86401, 1e12, 1e13, 10**400, float("nan"), float("inf"), True, "12", None]
+
+
+@pytest.mark.parametrize("position", _NUMBERS)
+@pytest.mark.parametrize("duration", [1, 600.5, 0, 86400.0, 86400.5, False])
+def test_fast_progress_load_agrees_with_the_schema(position: Any, duration: Any) -> None:
+    import marshmallow as ma
+
+    from app.access.schemas import ProgressUpdateSchema, fast_progress
+
+    schema = ProgressUpdateSchema()
+    bodies: list[Any] = [{"position_seconds": position, "duration_seconds": duration}]
+    bodies += [{**bodies[0], "client_ts": ts} for ts in _TS]
+    bodies += [{**bodies[0], "completed": c} for c in (True, False, None, 1, "true")]
+    bodies += [{**bodies[0], "speed": 2}, {"position_seconds": position}, [bodies[0]], "x"]
+    for body in bodies:
+        fast = fast_progress(body)
+        try:
+            slow: Any = ma.Schema.load(schema, body)
+        except (ma.ValidationError, OverflowError) as exc:
+            slow = exc
+        if fast is not None:  # the fast path only ever answers where the schema loads the same
+            assert fast == slow and type(fast["position_seconds"]) is float, body
+        try:
+            loaded: Any = schema.load(body)
+        except ma.ValidationError as exc:
+            loaded = exc.messages
+        assert loaded == (slow.messages if isinstance(slow, ma.ValidationError) else slow), body
+
+
 def test_progress_write_needs_access_and_visibility(client: FlaskClient, world: World) -> None:
     denied = put(client, world.stranger, world.content.id, position_seconds=1, duration_seconds=60)
     assert denied.status_code == 403 and denied.json["error"]["code"] == "ACCESS_DENIED"
