@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -15,6 +16,8 @@ from app.schemas import PageArgsSchema, QueryInt, Timestamp
 
 REASONS = ("staff", "purchased", "complimentary", "free", "none")
 MAX_DURATION_SECONDS = 86400
+DEFAULT_EXPIRES_IN = 3600
+_SECONDS = re.compile(r"[0-9]{1,6}")
 
 
 class JsonNumber(ma.fields.Float):
@@ -38,7 +41,21 @@ class AccessSchema(ma.Schema):
 
 
 class StreamArgsSchema(ma.Schema):
-    expires_in = QueryInt(load_default=3600, validate=ma.validate.Range(min=300, max=86400))
+    """``load`` answers the two usual query strings (none, or one plain ``expires_in``) itself; the
+    field below handles everything else, errors included (see ``ProgressUpdateSchema``)."""
+
+    expires_in = QueryInt(load_default=DEFAULT_EXPIRES_IN, validate=ma.validate.Range(min=300, max=86400))
+
+    def load(self, data: Any, *, many: bool | None = None, partial: Any = None, unknown: Any = None) -> Any:
+        if not many and not partial and unknown in (None, ma.RAISE):
+            keys = list(data) if isinstance(data, Mapping) else None
+            if keys == []:
+                return {"expires_in": DEFAULT_EXPIRES_IN}
+            if keys == ["expires_in"]:
+                raw = data["expires_in"]
+                if type(raw) is str and _SECONDS.fullmatch(raw) and 300 <= int(raw) <= 86400:
+                    return {"expires_in": int(raw)}
+        return super().load(data, many=many, partial=partial, unknown=unknown)
 
 
 class StreamSchema(ma.Schema):
@@ -74,7 +91,9 @@ class ProgressUpdateSchema(ma.Schema):
 _FAST_MAX_POSITION = 1e12  # larger positions are valid too (clamped later) but take the schema's path
 _PROGRESS_FIELDS = frozenset({"position_seconds", "duration_seconds", "completed", "client_ts"})
 # The ISO-8601 shapes clients send ("2025-03-02T12:10:05.000Z"); others take the schema's parser.
-_PLAIN_TS = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]{3}|\.[0-9]{6})?(?:Z|[+-][0-9]{2}:[0-9]{2})?")
+_PLAIN_TS = re.compile(
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]{3}|\.[0-9]{6})?(?:Z|[+-][0-9]{2}:[0-9]{2})?"
+)
 
 
 def _number(value: Any, low: float, high: float) -> float | None:

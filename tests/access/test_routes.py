@@ -551,3 +551,27 @@ def test_stream_without_redis_reads_the_database(
         monkeypatch.setattr(app.extensions["redis"], name, down)
     assert stream(client, world.buyer, world.content.id).status_code == 200
     assert stream(client, world.stranger, world.content.id).json["error"]["code"] == "ACCESS_DENIED"
+
+
+@pytest.mark.parametrize(
+    "query",
+    [{}, {"expires_in": "3600"}, {"expires_in": "300"}, {"expires_in": "86400"}, {"expires_in": "0300"},
+     {"expires_in": "299"}, {"expires_in": "86401"}, {"expires_in": "x"}, {"expires_in": ""}, {"expires_in": "+300"},
+     {"expires_in": "\u0663\u0660\u0660"}, {"expires_in": "3" * 19}, {"foo": "1"}, {"expires_in": "300", "foo": "1"}],
+)  # fmt: skip
+def test_stream_args_fast_load_agrees_with_the_schema(query: dict[str, str]) -> None:
+    import marshmallow as ma
+    from webargs.multidictproxy import MultiDictProxy
+    from werkzeug.datastructures import MultiDict
+
+    from app.access.schemas import StreamArgsSchema
+
+    schema = StreamArgsSchema()
+    data = MultiDictProxy(MultiDict(query), schema)
+    results = []
+    for load in (schema.load, lambda d: ma.Schema.load(schema, d)):
+        try:
+            results.append(load(data))
+        except ma.ValidationError as exc:
+            results.append(exc.messages)
+    assert results[0] == results[1]
