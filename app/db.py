@@ -166,6 +166,14 @@ def _send_pending(db_session: Session) -> None:
         log.error("task.enqueue_failed", reason="no app context", count=len(pending))
         return
     sender = current_app.extensions["task_sender"]
+    send_many = getattr(sender, "send_many", None)
+    if send_many is not None and len(pending) > 1:
+        # One broker round trip for all of them (a purchase queues two emails).
+        try:
+            send_many([(task.name, task.args, task.countdown) for task in pending])
+        except Exception as exc:
+            log.warning("task.enqueue_failed", count=len(pending), error=type(exc).__name__)
+        return
     for task in pending:
         try:
             sender(task.name, task.args, task.countdown)

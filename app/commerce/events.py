@@ -25,10 +25,11 @@ import structlog
 from flask import current_app
 from sqlalchemy import and_, case, event, func, literal, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import StatementError
 from sqlalchemy.orm import Session
 
-from app import errors
+from app import db, errors
 from app.access.models import ContentAccess
 from app.commerce.cache import invalidate_access_after_commit
 from app.commerce.emails import queue_purchase_emails, queue_refund_email
@@ -119,11 +120,20 @@ def expected_livemode() -> bool:
     return get_provider().livemode
 
 
-def ingest(session: Session, body: bytes, signature: str | None, *, source: str = "webhook") -> IngestResult:
-    """Verify, parse and store one delivery; enqueue it (after commit) when it is new and handled.
+@dataclass(frozen=True)
+class Delivery:
+    """A verified, parsed delivery: the ``stripe_events`` row to insert (``params``)."""
 
-    Raises ``InvalidSignature`` (nothing stored, metric incremented) or ``InvalidPayload``.
-    Database errors propagate: the route answers 503 so that Stripe retries.
+    event_id: str
+    type: str
+    status: str  # received | ignored
+    params: dict[str, Any]
+
+
+def verify_delivery(body: bytes, signature: str | None, *, source: str) -> Delivery:
+    """Steps 1-3 of jobs.md §4.1: signature, shape, initial status. Nothing touches the database.
+
+    Raises ``InvalidSignature`` (metric incremented) or ``InvalidPayload``.
     """
     try:
         verify(body, signature, current_app.config["STRIPE_WEBHOOK_SECRET"])
@@ -135,30 +145,123 @@ def ingest(session: Session, body: bytes, signature: str | None, *, source: str 
     event = parse_event(body)
     status, reason = initial_status(event["type"], event["livemode"])
     obj = event["data"]["object"]
-    stmt = (
-        pg_insert(StripeEvent)
-        .values(
-            id=event["id"],
-            type=event["type"],
-            source=source,
-            livemode=event["livemode"],
-            api_version=_short_str(event.get("api_version"), 50),
-            stripe_created_at=datetime.fromtimestamp(event["created"], UTC),
-            object_id=_short_str(obj.get("id"), 255),
-            payment_intent_id=payment_intent_of(obj),
-            payload=event,
-            status=status,
-            last_error=reason,
-        )
-        .on_conflict_do_nothing(index_elements=[StripeEvent.id])
-        .returning(StripeEvent.id)
+    return Delivery(
+        event["id"],
+        event["type"],
+        status,
+        {
+            "id": event["id"],
+            "type": event["type"],
+            "source": source,
+            "livemode": event["livemode"],
+            "api_version": _short_str(event.get("api_version"), 50),
+            "stripe_created_at": datetime.fromtimestamp(event["created"], UTC),
+            "object_id": _short_str(obj.get("id"), 255),
+            "payment_intent_id": payment_intent_of(obj),
+            "payload": _payload_text(body, event),
+            "status": status,
+            "last_error": reason,
+        },
     )
-    # Core execution on the session's connection: the ORM's bulk-insert layer adds nothing here.
-    inserted = session.connection().execute(stmt).scalar_one_or_none() is not None
-    if inserted and status == "received":
-        enqueue_after_commit(session, PROCESS_TASK, event["id"])
-    log.info("stripe.event_received", event_id=event["id"], type=event["type"], status=status, duplicate=not inserted)
-    return IngestResult(event["id"], status, inserted)
+
+
+def _payload_text(body: bytes, event: dict[str, Any]) -> str:
+    """The verified body itself as the jsonb text: Postgres parses it once, nothing re-serialises
+    it (a 3 KB event costs more to dump than to insert). A body that is not plain UTF-8 JSON
+    (a BOM, UTF-16) is stored from the parsed event instead."""
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        return json.dumps(event)
+    return json.dumps(event) if text.startswith("\ufeff") else text
+
+
+# Step 4 as one prepared statement (psycopg prepares it after a few runs on each connection).
+_INSERT_EVENT = """
+    INSERT INTO stripe_events (id, type, source, livemode, api_version, stripe_created_at, object_id,
+                               payment_intent_id, payload, status, last_error)
+    VALUES (%(id)s, %(type)s, %(source)s, %(livemode)s, %(api_version)s, %(stripe_created_at)s,
+            %(object_id)s, %(payment_intent_id)s, %(payload)s::jsonb, %(status)s, %(last_error)s)
+    ON CONFLICT (id) DO NOTHING
+    RETURNING id
+"""
+
+
+def insert_delivery(connection: Connection, delivery: Delivery) -> bool:
+    """``INSERT … ON CONFLICT (id) DO NOTHING``; True when the row is new (a duplicate delivery is not)."""
+    return connection.exec_driver_sql(_INSERT_EVENT, delivery.params).first() is not None
+
+
+def ingest(session: Session, body: bytes, signature: str | None, *, source: str = "webhook") -> IngestResult:
+    """Verify, parse and store one delivery in the caller's transaction; enqueue it (after commit)
+    when it is new and handled. The local provider's Pay/refund use this.
+
+    Raises ``InvalidSignature`` (nothing stored, metric incremented) or ``InvalidPayload``.
+    Database errors propagate: the route answers 503 so that Stripe retries.
+    """
+    delivery = verify_delivery(body, signature, source=source)
+    inserted = insert_delivery(session.connection(), delivery)
+    if inserted and delivery.status == "received":
+        enqueue_after_commit(session, PROCESS_TASK, delivery.event_id)
+    return _received(delivery, inserted, source)
+
+
+def ingest_webhook(body: bytes, signature: str | None) -> IngestResult:
+    """The webhook request (jobs.md §4.1): verify, store in one autocommit statement, publish.
+
+    One round trip to Postgres instead of BEGIN/INSERT/COMMIT and no ORM session: the row is
+    durable when the INSERT returns, so the message is published right after it, which is what
+    "after commit" asks. When the app's sessions are bound to an outer transaction (the test
+    suite's rollback fixtures) the delivery is stored in that transaction through ``ingest``.
+    Database errors propagate (DataError: a value Postgres refuses; others: 503).
+    """
+    engine = _autocommit_engine()
+    if engine is None:
+        session = db.session
+        try:
+            result = ingest(session, body, signature)
+            session.commit()
+        except Exception:
+            session.rollback()
+            raise
+        return result
+    delivery = verify_delivery(body, signature, source="webhook")
+    with engine.connect() as connection:
+        inserted = insert_delivery(connection, delivery)
+    if inserted and delivery.status == "received":
+        try:
+            current_app.extensions["task_sender"](PROCESS_TASK, (delivery.event_id,), None)
+        except Exception as exc:
+            # The row is committed; the sweeper enqueues it after 30 s (jobs.md §4.5).
+            log.warning("task.enqueue_failed", task_name=PROCESS_TASK, error=type(exc).__name__)
+    return _received(delivery, inserted, "webhook")
+
+
+def _autocommit_engine() -> Engine | None:
+    """The sessions' engine in autocommit mode (same pool), or None when they are bound to a connection."""
+    bind = current_app.extensions["db"].sessionmaker.kw.get("bind")
+    if not isinstance(bind, Engine):
+        return None
+    cached: tuple[Engine, Engine] | None = current_app.extensions.get(_AUTOCOMMIT)
+    if cached is None or cached[0] is not bind:
+        cached = (bind, bind.execution_options(isolation_level="AUTOCOMMIT"))
+        current_app.extensions[_AUTOCOMMIT] = cached
+    return cached[1]
+
+
+_AUTOCOMMIT = "codex_autocommit_engine"
+
+
+def _received(delivery: Delivery, inserted: bool, source: str) -> IngestResult:
+    log.info(
+        "stripe.event_received",
+        event_id=delivery.event_id,
+        type=delivery.type,
+        status=delivery.status,
+        duplicate=not inserted,
+        source=source,
+    )
+    return IngestResult(delivery.event_id, delivery.status, inserted)
 
 
 def parse_event(body: bytes) -> dict[str, Any]:
@@ -168,7 +271,7 @@ def parse_event(body: bytes) -> dict[str, Any]:
         raise InvalidPayload()
     try:
         event = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nesting deeper than the parser's limit
         raise InvalidPayload() from None
     if not isinstance(event, dict):
         raise InvalidPayload()

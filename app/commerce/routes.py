@@ -239,19 +239,14 @@ class StripeEventReplay(MethodView):
 def stripe_webhook() -> Response:
     """Verify the raw body, store the event, acknowledge; never any business logic here."""
     body = request.get_data(cache=False)  # the exact bytes Stripe signed, before any parsing
-    signature = request.headers.get("Stripe-Signature")
-    session = db.session
     try:
-        events.ingest(session, body, signature)
-        session.commit()
+        events.ingest_webhook(body, request.headers.get("Stripe-Signature"))
     except DataError:
         # Signed, parsed, but Postgres refuses a value (e.g. a lone surrogate in a string): retrying
         # cannot help, so this is the sender's error, not a 503 that Stripe would retry for days.
-        session.rollback()
         log.warning("stripe.event_unstorable")
         raise events.InvalidPayload() from None
     except SQLAlchemyError:
-        session.rollback()
         log.error("stripe.event_store_failed", exc_info=True)
         raise errors.ServiceUnavailable("database", "The event could not be stored; retry later.") from None
     return jsonify({"received": True})

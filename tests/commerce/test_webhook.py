@@ -12,7 +12,8 @@ from sqlalchemy.exc import OperationalError
 from app.commerce import events
 from app.commerce.models import StripeEvent
 from app.metrics import WEBHOOK_SIGNATURE_FAILURES
-from tests.commerce.helpers import WEBHOOK, deliver, task_names
+from tests.commerce.helpers import WEBHOOK, Shop, deliver, make_shop, task_names
+from tests.factories import committed_session
 from tests.fakes import stripe_objects as so
 from tests.identity.helpers import count
 
@@ -161,7 +162,7 @@ def test_database_failure_is_503_so_stripe_retries(client, db_session, shop, sen
     def broken(*args: Any, **kwargs: Any) -> None:
         raise OperationalError("INSERT", {}, Exception("connection lost"))
 
-    monkeypatch.setattr(events, "enqueue_after_commit", broken)
+    monkeypatch.setattr(events, "insert_delivery", broken)
     r = deliver(client, completed_event(shop))
     assert r.status_code == 503
     assert r.json["error"] == {
@@ -190,3 +191,69 @@ def test_webhook_rate_limit_per_ip(app_factory, db_session, shop) -> None:
         r = deliver(limited_client, completed_event(shop))
         assert r.status_code == 200
         assert r.headers["X-RateLimit-Limit"] == "1000"
+
+
+# ---- the production path: one autocommit INSERT, then the message (sessions bound to the engine) ----
+
+
+@pytest.fixture()
+def committed_shop(committed_db: Any) -> Shop:
+    with committed_session(committed_db):
+        return make_shop()
+
+
+def _stored(flask_app: Any, event_id: str) -> StripeEvent | None:
+    with committed_session(flask_app) as session:
+        return session.get(StripeEvent, event_id)
+
+
+def test_autocommit_path_stores_then_publishes_once(committed_db, committed_shop, sent_tasks) -> None:
+    client = committed_db.test_client()
+    evt = completed_event(committed_shop)
+    for _ in range(3):
+        r = deliver(client, evt)
+        assert r.status_code == 200 and r.json == {"received": True}
+    row = _stored(committed_db, evt["id"])
+    assert row is not None and row.status == "received" and row.payload == evt and row.attempts == 0
+    assert row.payment_intent_id == evt["data"]["object"]["payment_intent"]
+    assert sent_tasks == [("payments.process_stripe_event", (evt["id"],), None)]
+
+
+def test_autocommit_path_stores_the_verified_bytes_as_jsonb(committed_db, committed_shop, sent_tasks) -> None:
+    # Stripe's pretty-printed body goes to Postgres as it is; the row holds the same document.
+    evt = completed_event(committed_shop)
+    body = json.dumps(evt, indent=2).encode()
+    assert deliver(committed_db.test_client(), body).status_code == 200
+    row = _stored(committed_db, evt["id"])
+    assert row is not None and row.payload == evt
+
+
+def test_autocommit_path_value_postgres_refuses_is_400(committed_db, committed_shop, sent_tasks) -> None:
+    evt = completed_event(committed_shop)
+    body = so.body_of(evt).replace(b'"customer_email": "ana@example.com"', b'"customer_email": "\\ud800"')
+    r = deliver(committed_db.test_client(), body)
+    assert r.status_code == 400 and r.json["error"]["code"] == "INVALID_PAYLOAD"
+    assert _stored(committed_db, evt["id"]) is None and sent_tasks == []
+
+
+def test_autocommit_path_database_failure_is_503(committed_db, committed_shop, sent_tasks, monkeypatch) -> None:
+    def broken(*args: Any, **kwargs: Any) -> None:
+        raise OperationalError("INSERT", {}, Exception("connection lost"))
+
+    monkeypatch.setattr(events, "insert_delivery", broken)
+    evt = completed_event(committed_shop)
+    r = deliver(committed_db.test_client(), evt)
+    assert r.status_code == 503 and r.json["error"]["code"] == "SERVICE_UNAVAILABLE"
+    assert _stored(committed_db, evt["id"]) is None and sent_tasks == []
+
+
+def test_autocommit_path_broker_failure_still_acknowledges(committed_db, committed_shop, monkeypatch) -> None:
+    # The row is durable before the publish; a lost message is the sweeper's job (jobs.md §4.5).
+    def unreachable(*args: Any) -> None:
+        raise ConnectionError("broker down")
+
+    monkeypatch.setitem(committed_db.extensions, "task_sender", unreachable)
+    evt = completed_event(committed_shop)
+    assert deliver(committed_db.test_client(), evt).status_code == 200
+    row = _stored(committed_db, evt["id"])
+    assert row is not None and row.status == "received"

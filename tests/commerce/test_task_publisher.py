@@ -1,0 +1,136 @@
+"""``RedisTaskPublisher``: the messages it LPUSHes are the ones Celery's ``send_task`` writes, and a
+real worker runs them (webhook ingest and the worker's emails publish through it)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from typing import Any
+
+from celery import Celery
+from flask import Flask
+
+from app.commerce.models import StripeEvent
+from app.jobs import RedisTaskPublisher, make_task_sender
+from tests.commerce.helpers import make_shop
+from tests.factories import committed_session
+from tests.fakes import stripe_objects as so
+
+# Differ per message (ids) or per process/thread (origin, reply_to, delivery tag).
+VARYING_HEADERS = {"id", "root_id", "origin"}
+VARYING_PROPERTIES = {"correlation_id", "delivery_tag", "reply_to"}
+
+
+def _pop_all(broker: Any, queue: str) -> list[dict[str, Any]]:
+    raw = broker.lrange(queue, 0, -1)
+    broker.delete(queue)
+    return [json.loads(item) for item in reversed(raw)]
+
+
+def _comparable(message: dict[str, Any]) -> dict[str, Any]:
+    headers = {k: v for k, v in message["headers"].items() if k not in VARYING_HEADERS}
+    properties = {k: v for k, v in message["properties"].items() if k not in VARYING_PROPERTIES}
+    body = json.loads(base64.b64decode(message["body"]))
+    rest = {k: v for k, v in message.items() if k not in ("headers", "properties", "body")}
+    return {**rest, "headers": headers, "properties": properties, "body": body}
+
+
+def test_the_redis_broker_gets_the_fast_publisher(app: Flask) -> None:
+    assert isinstance(app.extensions["task_sender"], RedisTaskPublisher)
+
+
+def test_message_is_what_send_task_writes(app: Flask, redis: Any) -> None:
+    broker = app.extensions["broker_redis"]
+    celery_app: Celery = app.extensions["celery"]
+    publisher = RedisTaskPublisher(celery_app)
+    for name, args, queue in [
+        ("payments.process_stripe_event", ("evt_1",), "webhooks"),
+        ("email.send", ("7f1c0c3e-8a7e-4bd2-9d7e-5d7f8c1b2a3c",), "email"),
+        ("maintenance.cleanup", (), "default"),
+    ]:
+        celery_app.send_task(name, args=list(args), queue=queue)
+        publisher(name, args, None)
+        ours, celerys = _pop_all(broker, queue)[::-1]
+        assert _comparable(ours) == _comparable(celerys)
+        assert ours["headers"]["root_id"] == ours["headers"]["id"] == ours["properties"]["correlation_id"]
+        assert ours["headers"]["origin"].startswith("gen")
+
+
+def test_countdown_becomes_an_eta(app: Flask, redis: Any) -> None:
+    broker = app.extensions["broker_redis"]
+    publisher = RedisTaskPublisher(app.extensions["celery"])
+    before = time.time()
+    publisher("email.send", ("x",), 30)
+    (message,) = _pop_all(broker, "email")
+    from datetime import datetime
+
+    eta = datetime.fromisoformat(message["headers"]["eta"])
+    assert eta.utcoffset() is not None and before + 29 <= eta.timestamp() <= time.time() + 31
+
+
+def test_send_many_is_one_pipeline_in_order(app: Flask, redis: Any) -> None:
+    broker = app.extensions["broker_redis"]
+    publisher = RedisTaskPublisher(app.extensions["celery"])
+    publisher.send_many(
+        [("email.send", ("a",), None), ("email.send", ("b",), None), ("payments.submit_refund", ("c",), None)]
+    )
+    emails = [json.loads(base64.b64decode(m["body"]))[0] for m in _pop_all(broker, "email")]
+    assert emails == [["a"], ["b"]]
+    assert len(_pop_all(broker, "webhooks")) == 1
+
+
+def test_other_brokers_keep_send_task(app: Flask) -> None:
+    for url, options in [
+        ("sentinel://localhost:26379", {}),
+        ("rediss://localhost:6379/0", {}),
+        ("amqp://guest@localhost//", {}),
+    ]:
+        other = Celery("other", broker=url)
+        other.conf.broker_transport_options = options
+        assert not RedisTaskPublisher.supports(other)
+        assert not isinstance(make_task_sender(other), RedisTaskPublisher)
+
+
+def test_global_keyprefix_is_honoured_even_when_set_later(app: Flask, redis: Any) -> None:
+    conf = app.extensions["celery"].conf
+    original = conf.broker_transport_options
+    conf.broker_transport_options = {**original, "global_keyprefix": "codex-test:"}
+    try:
+        app.extensions["task_sender"]("email.send", ("a",), None)
+    finally:
+        conf.broker_transport_options = original
+    broker = app.extensions["broker_redis"]
+    assert broker.llen("codex-test:email") == 1 and broker.llen("email") == 0
+    broker.delete("codex-test:email")
+
+
+def test_a_real_worker_runs_the_published_message(committed_db: Flask, celery_worker: Any, sent_tasks: Any) -> None:
+    # The event is stored without a message (sent_tasks records instead), then published by hand.
+    from tests.commerce.helpers import ingest_event
+
+    with committed_session(committed_db) as session:
+        shop = make_shop()
+        evt = so.event(
+            "checkout.session.completed",
+            so.checkout_session(
+                metadata={
+                    "customer_id": str(shop.customer.id),
+                    "content_id": str(shop.content.id),
+                    "organization_id": str(shop.org.id),
+                },
+                amount_total=shop.content.price_cents,
+            ),
+        )
+    with committed_session(committed_db) as session:
+        ingest_event(committed_db, session, evt)
+    RedisTaskPublisher(committed_db.extensions["celery"])("payments.process_stripe_event", (evt["id"],), None)
+    deadline = time.monotonic() + 20
+    status = None
+    while time.monotonic() < deadline:
+        with committed_session(committed_db) as session:
+            status = session.get(StripeEvent, evt["id"]).status
+        if status == "processed":
+            break
+        time.sleep(0.1)
+    assert status == "processed"
