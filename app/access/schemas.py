@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
 import marshmallow as ma
+from werkzeug.datastructures import MultiDict
 
 from app.access.library import FILTERS, SORTS
 from app.identity.schemas import JsonBool
@@ -41,21 +41,20 @@ class AccessSchema(ma.Schema):
 
 
 class StreamArgsSchema(ma.Schema):
-    """``load`` answers the two usual query strings (none, or one plain ``expires_in``) itself; the
-    field below handles everything else, errors included (see ``ProgressUpdateSchema``)."""
-
     expires_in = QueryInt(load_default=DEFAULT_EXPIRES_IN, validate=ma.validate.Range(min=300, max=86400))
 
-    def load(self, data: Any, *, many: bool | None = None, partial: Any = None, unknown: Any = None) -> Any:
-        if not many and not partial and unknown in (None, ma.RAISE):
-            keys = list(data) if isinstance(data, Mapping) else None
-            if keys == []:
-                return {"expires_in": DEFAULT_EXPIRES_IN}
-            if keys == ["expires_in"]:
-                raw = data["expires_in"]
-                if type(raw) is str and _SECONDS.fullmatch(raw) and 300 <= int(raw) <= 86400:
-                    return {"expires_in": int(raw)}
-        return super().load(data, many=many, partial=partial, unknown=unknown)
+
+def fast_stream_args(args: MultiDict[str, str]) -> dict[str, Any] | None:
+    """``StreamArgsSchema``'s result for the usual query strings (none, or one plain ``expires_in``),
+    else None: the schema (through webargs) answers everything else, errors included."""
+    items = list(args.lists())
+    if not items:
+        return {"expires_in": DEFAULT_EXPIRES_IN}
+    if len(items) == 1 and items[0][0] == "expires_in" and len(items[0][1]) == 1:
+        raw = items[0][1][0]
+        if _SECONDS.fullmatch(raw) and 300 <= int(raw) <= 86400:
+            return {"expires_in": int(raw)}
+    return None
 
 
 class StreamSchema(ma.Schema):
@@ -70,23 +69,16 @@ class StreamSchema(ma.Schema):
 
 
 class ProgressUpdateSchema(ma.Schema):
-    """The heartbeat body. ``load`` first tries ``fast_progress``: a heartbeat arrives every few
-    seconds per viewer and the full marshmallow load was a visible share of that request. Anything
-    the fast path does not recognise as plainly valid goes through the fields below, so every
-    error (and every unusual valid input) is exactly what the schema says."""
-
     position_seconds = JsonNumber(required=True, validate=ma.validate.Range(min=0))
     duration_seconds = JsonNumber(required=True, validate=ma.validate.Range(min=1, max=MAX_DURATION_SECONDS))
     completed = JsonBool(load_default=False)
     client_ts = ma.fields.AwareDateTime(load_default=None, default_timezone=UTC)  # naive = UTC
 
-    def load(self, data: Any, *, many: bool | None = None, partial: Any = None, unknown: Any = None) -> Any:
-        if not many and not partial and unknown in (None, ma.RAISE):
-            fast = fast_progress(data)
-            if fast is not None:
-                return fast
-        return super().load(data, many=many, partial=partial, unknown=unknown)
 
+# The two hot endpoints recognise their usual input without webargs and marshmallow (a stream URL
+# per play, a heartbeat every few seconds per viewer: the full load was a visible share of both
+# requests). A fast loader answers only what is plainly valid, with exactly the schema's result,
+# and None for anything else, which then goes through the schema: errors are the schema's.
 
 _FAST_MAX_POSITION = 1e12  # larger positions are valid too (clamped later) but take the schema's path
 _PROGRESS_FIELDS = frozenset({"position_seconds", "duration_seconds", "completed", "client_ts"})

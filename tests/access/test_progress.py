@@ -208,20 +208,15 @@ def test_fast_progress_load_agrees_with_the_schema(position: Any, duration: Any)
     bodies: list[Any] = [{"position_seconds": position, "duration_seconds": duration}]
     bodies += [{**bodies[0], "client_ts": ts} for ts in _TS]
     bodies += [{**bodies[0], "completed": c} for c in (True, False, None, 1, "true")]
-    bodies += [{**bodies[0], "speed": 2}, {"position_seconds": position}, [bodies[0]], "x"]
+    bodies += [{**bodies[0], "speed": 2}, {"position_seconds": position}, [bodies[0]], "x", None]
     for body in bodies:
         fast = fast_progress(body)
         try:
-            slow: Any = ma.Schema.load(schema, body)
+            slow: Any = schema.load(body)
         except (ma.ValidationError, OverflowError) as exc:
             slow = exc
         if fast is not None:  # the fast path only ever answers where the schema loads the same
             assert fast == slow and type(fast["position_seconds"]) is float, body
-        try:
-            loaded: Any = schema.load(body)
-        except ma.ValidationError as exc:
-            loaded = exc.messages
-        assert loaded == (slow.messages if isinstance(slow, ma.ValidationError) else slow), body
 
 
 def test_progress_write_needs_access_and_visibility(client: FlaskClient, world: World) -> None:
