@@ -6,10 +6,11 @@ replayed or concurrent event can never send one twice.
 
 from __future__ import annotations
 
+import uuid
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 import structlog
-from sqlalchemy import and_, select
 from sqlalchemy.orm import Session
 
 from app.commerce.models import Purchase
@@ -17,56 +18,59 @@ from app.content.models import Content
 from app.identity.models import User
 from app.notifications import service as notifications
 from app.notifications.rendering import Money
-from app.orgs.models import Membership, Organization
+
+if TYPE_CHECKING:
+    from app.commerce.events import SessionFacts
 
 log = structlog.get_logger(__name__)
 
 
-def queue_purchase_emails(session: Session, purchase: Purchase, content: Content, customer: User) -> None:
-    """Receipt to the customer and new-sale to the org owner (never for duplicates)."""
-    # The org and its owner in one round trip (the owner row is missing only in broken data).
-    organization, owner = session.execute(
-        select(Organization, User)
-        .outerjoin(Membership, and_(Membership.organization_id == Organization.id, Membership.role == "owner"))
-        .outerjoin(User, User.id == Membership.user_id)
-        .where(Organization.id == content.organization_id)
-    ).one()
-    amount = Money(purchase.amount_cents, purchase.currency)
-    notifications.queue_email(
-        session,
-        "purchase-receipt",
-        customer.email,
-        customer.id,
-        organization.id,
-        {
-            "content_title": content.title,
-            "content_url": notifications.content_url(organization.slug, content.slug),
-            "amount": amount,
-            "purchase_id": str(purchase.id),
-            "purchased_at": purchase.purchased_at,
-            "library_url": notifications.library_url(),
-            "user_name": customer.name,
-        },
-        f"purchase-receipt:{purchase.id}",
-    )
-    if owner is None:
-        log.warning("commerce.no_org_owner", organization_id=str(organization.id))
-        return
-    notifications.queue_email(
-        session,
-        "new-sale",
-        owner.email,
-        owner.id,
-        organization.id,
-        {
-            "content_title": content.title,
-            "amount": amount,
-            "customer_name": customer.name,
-            "dashboard_url": notifications.dashboard_url(organization.id),
-            "user_name": owner.name,
-        },
-        f"new-sale:{purchase.id}",
-    )
+def queue_purchase_emails(
+    session: Session, facts: SessionFacts, purchase_id: uuid.UUID, purchased_at: datetime
+) -> None:
+    """Receipt to the customer and new-sale to the org owner (never for duplicates), in one INSERT.
+
+    ``facts`` (``events.session_facts``) already holds the org and its owner.
+    """
+    amount = Money(facts.amount_cents, facts.currency)
+    emails = [
+        notifications.QueuedEmail(
+            "purchase-receipt",
+            facts.customer_email,
+            facts.customer_id,
+            facts.organization_id,
+            {
+                "content_title": facts.content_title,
+                "content_url": notifications.content_url(facts.org_slug, facts.content_slug),
+                "amount": amount,
+                "purchase_id": str(purchase_id),
+                "purchased_at": purchased_at,
+                "library_url": notifications.library_url(),
+                "user_name": facts.customer_name,
+            },
+            f"purchase-receipt:{purchase_id}",
+        )
+    ]
+    if facts.owner_id is None or facts.owner_email is None:
+        log.warning("commerce.no_org_owner", organization_id=str(facts.organization_id))
+    else:
+        emails.append(
+            notifications.QueuedEmail(
+                "new-sale",
+                facts.owner_email,
+                facts.owner_id,
+                facts.organization_id,
+                {
+                    "content_title": facts.content_title,
+                    "amount": amount,
+                    "customer_name": facts.customer_name,
+                    "dashboard_url": notifications.dashboard_url(facts.organization_id),
+                    "user_name": facts.owner_name,
+                },
+                f"new-sale:{purchase_id}",
+            )
+        )
+    notifications.queue_emails(session, emails)
 
 
 def queue_refund_email(session: Session, purchase: Purchase, previous_cents: int, refunded_at: datetime) -> None:

@@ -23,7 +23,7 @@ from typing import Any
 
 import structlog
 from flask import current_app
-from sqlalchemy import and_, case, event, func, literal, or_, select, update
+from sqlalchemy import and_, case, event, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import StatementError
@@ -34,7 +34,6 @@ from app.access.models import ContentAccess
 from app.commerce.cache import invalidate_access_after_commit
 from app.commerce.emails import queue_purchase_emails, queue_refund_email
 from app.commerce.models import CheckoutSession, Purchase, StripeEvent
-from app.content.models import Content
 from app.dashboard import audit
 from app.db import enqueue_after_commit
 from app.identity.models import User
@@ -323,27 +322,49 @@ class Claim:
     attempts: int
 
 
+# The worker's hot path runs as plain SQL on the session's connection: the ORM's statement
+# building, coercion and unit of work cost several times what Postgres spends on these rows.
+_CLAIM = """
+    UPDATE stripe_events
+    SET status = 'processing', attempts = attempts + 1, claimed_at = clock_timestamp(), updated_at = now()
+    WHERE id = %(id)s AND status IN ('received', 'failed') AND next_attempt_at <= now()
+    RETURNING claimed_at, attempts
+"""
+
+# The row lock and the payment's advisory lock in one round trip (NULL payment intent: no lock,
+# the function is strict). Everything else that touches the payment takes the same lock.
+_LOCK_EVENT = """
+    SELECT id, type, livemode, payload, attempts, stripe_created_at, payment_intent_id, status, claimed_at,
+           pg_advisory_xact_lock(hashtext('pi:' || payment_intent_id))
+    FROM stripe_events WHERE id = %(id)s
+    FOR UPDATE OF stripe_events
+"""
+
+_MARK_DONE = """
+    UPDATE stripe_events SET status = %(status)s, processed_at = %(now)s, last_error = NULL, updated_at = %(now)s
+    WHERE id = %(id)s
+"""
+
+
 def claim_event(session: Session, event_id: str) -> Claim | None:
     """Phase 1: ``received``/``failed`` and due -> ``processing`` (attempts + 1). The caller commits."""
-    row = session.execute(
-        update(StripeEvent)
-        .where(
-            StripeEvent.id == event_id,
-            StripeEvent.status.in_(("received", "failed")),
-            StripeEvent.next_attempt_at <= func.now(),
-        )
-        .values(
-            status="processing",
-            attempts=StripeEvent.attempts + 1,
-            claimed_at=func.clock_timestamp(),
-            updated_at=func.now(),
-        )
-        .returning(StripeEvent.claimed_at, StripeEvent.attempts)
-        .execution_options(synchronize_session=False)
-    ).first()
+    row = session.connection().exec_driver_sql(_CLAIM, {"id": event_id}).first()
     if row is None:
         return None
     return Claim(event_id, row.claimed_at, row.attempts)
+
+
+@dataclass(frozen=True)
+class EventRow:
+    """The claimed ``stripe_events`` row as the handlers read it (never written through)."""
+
+    id: str
+    type: str
+    livemode: bool
+    payload: dict[str, Any]
+    attempts: int
+    stripe_created_at: datetime
+    payment_intent_id: str | None
 
 
 def process_claimed(session: Session, claim: Claim) -> str | None:
@@ -352,26 +373,16 @@ def process_claimed(session: Session, claim: Claim) -> str | None:
     Returns the new status, or None when the claim is no longer ours (the sweeper took it back
     from a worker it believed dead, and another worker owns it now). The caller commits.
     """
-    # The row lock and the payment's advisory lock in one round trip (NULL payment intent: no lock,
-    # the function is strict). Everything else that touches the payment takes the same lock.
-    found = session.execute(
-        select(StripeEvent, func.pg_advisory_xact_lock(func.hashtext(literal("pi:") + StripeEvent.payment_intent_id)))
-        .where(StripeEvent.id == claim.event_id)
-        .with_for_update(of=StripeEvent)
-        .execution_options(populate_existing=True)
-    ).first()
-    event = found[0] if found is not None else None
-    if event is None or event.status != "processing" or event.claimed_at != claim.claimed_at:
+    connection = session.connection()
+    found = connection.exec_driver_sql(_LOCK_EVENT, {"id": claim.event_id}).first()
+    if found is None or found.status != "processing" or found.claimed_at != claim.claimed_at:
         log.info("stripe.claim_lost", event_id=claim.event_id)
         return None
+    event = EventRow(*found[:7])
     if event.payment_intent_id:
         session.info.setdefault(_LOCKS, set()).add(f"pi:{event.payment_intent_id}")
     status = handle(session, event)
-    event.status = status
-    event.processed_at = utcnow()
-    event.last_error = None
-    event.updated_at = utcnow()
-    session.flush()
+    connection.exec_driver_sql(_MARK_DONE, {"status": status, "now": utcnow(), "id": event.id})
     log.info("stripe.event_processed", event_id=event.id, type=event.type, status=status, attempts=event.attempts)
     return status
 
@@ -467,7 +478,7 @@ def lock_payment(session: Session, payment_intent_id: str) -> None:
 @dataclass
 class EventContext:
     session: Session
-    event: StripeEvent
+    event: EventRow
 
     @property
     def provider(self) -> PaymentProvider:
@@ -482,7 +493,7 @@ class EventContext:
 Handler = Callable[[EventContext], str]
 
 
-def handle(session: Session, event: StripeEvent) -> str:
+def handle(session: Session, event: EventRow) -> str:
     handler = HANDLERS.get(event.type)
     if handler is None:
         return "ignored"
@@ -565,12 +576,21 @@ assert set(HANDLERS) == HANDLED_TYPES
 
 @dataclass(frozen=True)
 class SessionFacts:
-    """What a Checkout Session object says, validated against the database (fulfil step 1)."""
+    """What a Checkout Session object says, validated against the database (fulfil step 1),
+    with what the purchase emails need (the org and its owner) read in the same statement."""
 
     session_id: str
-    customer: User
-    content: Content
+    customer_id: uuid.UUID
+    customer_email: str
+    customer_name: str
+    content_id: uuid.UUID
+    content_title: str
+    content_slug: str
     organization_id: uuid.UUID
+    org_slug: str
+    owner_id: uuid.UUID | None
+    owner_email: str | None
+    owner_name: str | None
     amount_cents: int
     currency: str
 
@@ -592,6 +612,22 @@ def cents(value: Any, name: str) -> int:
     return value
 
 
+# Customer, content (whatever its status or deletion: money was taken), its org and the org's owner
+# (at most one, ``ux_memberships_one_owner``) in one round trip; {lock} optionally takes the
+# (customer, content) advisory lock in the same statement.
+_FACTS = """
+    SELECT u.id, u.email, u.name, c.id, c.title, c.slug, c.organization_id, o.slug, ow.id, ow.email, ow.name{lock}
+    FROM users u
+    JOIN content c ON c.id = %(content_id)s AND c.organization_id = %(organization_id)s
+    JOIN organizations o ON o.id = c.organization_id
+    LEFT JOIN memberships m ON m.organization_id = o.id AND m.role = 'owner'
+    LEFT JOIN users ow ON ow.id = m.user_id
+    WHERE u.id = %(customer_id)s
+"""
+_FACTS_LOCKING = _FACTS.format(lock=", pg_advisory_xact_lock(hashtext(%(lock_key)s))")
+_FACTS_PLAIN = _FACTS.format(lock="")
+
+
 def session_facts(session: Session, obj: StripeObject, *, lock_purchase: bool = False) -> SessionFacts:
     session_id = obj.get("id")
     if not isinstance(session_id, str) or not session_id.startswith("cs_") or len(session_id) > 255:
@@ -602,23 +638,24 @@ def session_facts(session: Session, obj: StripeObject, *, lock_purchase: bool = 
     customer_id = _uuid_field(meta, "customer_id")
     content_id = _uuid_field(meta, "content_id")
     organization_id = _uuid_field(meta, "organization_id")
-    # One round trip for both rows; content is loaded whatever its status or deletion (money was taken).
-    # ``lock_purchase`` takes the (customer, content) advisory lock in the same statement.
     lock_key = f"purchase:{customer_id}:{content_id}"
-    columns: list[Any] = [User, Content]
-    if lock_purchase:
-        columns.append(func.pg_advisory_xact_lock(func.hashtext(lock_key)))
-    row = session.execute(
-        select(*columns)
-        .select_from(User)
-        .join(Content, and_(Content.id == content_id, Content.organization_id == organization_id))
-        .where(User.id == customer_id)
-    ).first()
+    row = (
+        session.connection()
+        .exec_driver_sql(
+            _FACTS_LOCKING if lock_purchase else _FACTS_PLAIN,
+            {
+                "customer_id": customer_id,
+                "content_id": content_id,
+                "organization_id": organization_id,
+                "lock_key": lock_key,
+            },
+        )
+        .first()
+    )
     if row is None:
         if session.get(User, customer_id) is None:
             raise PermanentEventError("metadata.customer_id is not a known user")
         raise PermanentEventError("metadata.content_id is not content of metadata.organization_id")
-    customer, content = row[0], row[1]
     if lock_purchase:
         session.info.setdefault(_LOCKS, set()).add(lock_key)
     currency = obj.get("currency")
@@ -626,9 +663,17 @@ def session_facts(session: Session, obj: StripeObject, *, lock_purchase: bool = 
         raise PermanentEventError("currency missing or invalid")
     return SessionFacts(
         session_id=session_id,
-        customer=customer,
-        content=content,
-        organization_id=organization_id,
+        customer_id=row[0],
+        customer_email=row[1],
+        customer_name=row[2],
+        content_id=row[3],
+        content_title=row[4],
+        content_slug=row[5],
+        organization_id=row[6],
+        org_slug=row[7],
+        owner_id=row[8],
+        owner_email=row[9],
+        owner_name=row[10],
         amount_cents=cents(obj.get("amount_total"), "amount_total"),
         currency=currency.lower(),
     )
@@ -640,9 +685,48 @@ def _timestamp(value: Any, default: datetime) -> datetime:
     return default
 
 
+@dataclass(frozen=True)
+class CompletedSession:
+    """The ``checkout_sessions`` row after ``complete_session``, and the purchases that matter to fulfil."""
+
+    id: str
+    provider: str
+    amount_cents: int
+    # (id, payment_intent_id) of purchases with this payment intent, or completed non-duplicate
+    # purchases of the same content by the same customer.
+    purchases: list[tuple[uuid.UUID, str]]
+
+
+# Fulfil step 2 and the purchase lookup of steps 3/5 in one statement. The lookup sees every
+# purchase committed before the statement began, which is after the payment's and the
+# (customer, content) advisory locks were taken.
+_COMPLETE_SESSION = """
+    WITH cs AS (
+        INSERT INTO checkout_sessions AS t (id, provider, customer_id, content_id, organization_id, amount_cents,
+            currency, status, payment_status, payment_intent_id, url, success_url, cancel_url, expires_at,
+            completed_at)
+        VALUES (%(id)s, %(provider)s, %(customer_id)s, %(content_id)s, %(organization_id)s, %(amount_cents)s,
+            %(currency)s, 'complete', %(payment_status)s, %(payment_intent_id)s, %(url)s, %(success_url)s,
+            %(cancel_url)s, %(expires_at)s, %(now)s)
+        ON CONFLICT (id) DO UPDATE SET
+            status = 'complete',
+            completed_at = coalesce(t.completed_at, EXCLUDED.completed_at),
+            payment_status = CASE WHEN %(paid)s THEN 'paid' ELSE t.payment_status END,
+            payment_intent_id = coalesce(t.payment_intent_id, EXCLUDED.payment_intent_id),
+            updated_at = now()
+        RETURNING t.id, t.provider, t.customer_id, t.content_id, t.amount_cents
+    )
+    SELECT cs.id, cs.provider, cs.customer_id, cs.content_id, cs.amount_cents, p.id, p.payment_intent_id
+    FROM cs LEFT JOIN purchases p
+      ON p.payment_intent_id = %(payment_intent_id)s
+      OR (p.customer_id = %(customer_id)s AND p.content_id = %(content_id)s
+          AND p.status = 'completed' AND NOT p.is_duplicate)
+"""
+
+
 def complete_session(
     session: Session, obj: StripeObject, facts: SessionFacts, *, paid: bool, payment_intent_id: str | None
-) -> CheckoutSession:
+) -> CompletedSession:
     """The ``checkout_sessions`` row, inserted from the object when missing (e.g. the insert after
     creation failed, or the session was made elsewhere), now ``complete`` (and ``paid``), locked
     for this transaction.
@@ -654,49 +738,67 @@ def complete_session(
     if facts.amount_cents < 50 and session.get(CheckoutSession, facts.session_id) is None:
         raise PermanentEventError("amount_total below the minimum of a checkout session")
     now = utcnow()
-    insert = pg_insert(
-        CheckoutSession
-    ).values(
-        id=facts.session_id,
-        provider="local" if facts.session_id.startswith("cs_local_") else "stripe",
-        customer_id=facts.customer.id,
-        content_id=facts.content.id,
-        organization_id=facts.organization_id,
-        amount_cents=max(facts.amount_cents, 50),  # only used when the row is new (checked above)
-        currency=facts.currency,
-        status="complete",
-        payment_status="paid" if paid else "unpaid",
-        payment_intent_id=payment_intent_id,
-        url=_short_str(obj.get("url"), 10_000) or "",
-        success_url=(_short_str(obj.get("success_url"), 10_000) or "")[:2000],
-        cancel_url=(_short_str(obj.get("cancel_url"), 10_000) or "")[:2000],
-        expires_at=_timestamp(obj.get("expires_at"), now),
-        completed_at=now,
+    rows = (
+        session.connection()
+        .exec_driver_sql(
+            _COMPLETE_SESSION,
+            {
+                "id": facts.session_id,
+                "provider": "local" if facts.session_id.startswith("cs_local_") else "stripe",
+                "customer_id": facts.customer_id,
+                "content_id": facts.content_id,
+                "organization_id": facts.organization_id,
+                "amount_cents": max(facts.amount_cents, 50),  # only used when the row is new (checked above)
+                "currency": facts.currency,
+                "payment_status": "paid" if paid else "unpaid",
+                "paid": paid,
+                "payment_intent_id": payment_intent_id,
+                "url": _short_str(obj.get("url"), 10_000) or "",
+                "success_url": (_short_str(obj.get("success_url"), 10_000) or "")[:2000],
+                "cancel_url": (_short_str(obj.get("cancel_url"), 10_000) or "")[:2000],
+                "expires_at": _timestamp(obj.get("expires_at"), now),
+                "now": now,
+            },
+        )
+        .all()
     )
-    stmt = insert.on_conflict_do_update(
-        index_elements=[CheckoutSession.id],
-        set_={
-            "status": "complete",
-            "completed_at": func.coalesce(CheckoutSession.completed_at, insert.excluded.completed_at),
-            "payment_status": "paid" if paid else CheckoutSession.payment_status,
-            "payment_intent_id": func.coalesce(CheckoutSession.payment_intent_id, insert.excluded.payment_intent_id),
-            "updated_at": func.now(),
-        },
-    )
-    row = session.execute(stmt.returning(CheckoutSession), execution_options={"populate_existing": True}).scalar_one()
-    if row.customer_id != facts.customer.id or row.content_id != facts.content.id:
+    first = rows[0]
+    if first[2] != facts.customer_id or first[3] != facts.content_id:
         raise PermanentEventError("checkout session metadata does not match the stored session")
-    return row
+    purchases = [(row[5], row[6]) for row in rows if row[5] is not None]
+    return CompletedSession(first[0], first[1], first[4], purchases)
 
 
-def record_session(session: Session, obj: StripeObject) -> CheckoutSession:
+def record_session(session: Session, obj: StripeObject) -> CompletedSession:
     """checkout.session.completed with ``payment_status = unpaid``: complete, not (yet) paid."""
     facts = session_facts(session, obj)
     return complete_session(session, obj, facts, paid=False, payment_intent_id=payment_intent_of(obj))
 
 
-def fulfil(session: Session, obj: StripeObject, *, send_emails: bool = True) -> Purchase:
-    """Turn a paid Checkout Session into exactly one purchase (jobs.md §4.3 "Fulfil").
+# Fulfil step 6: the purchase and its grant in one statement. One grant row per (user, content):
+# inserted, or reactivated/overwritten for this purchase.
+_INSERT_PURCHASE_AND_GRANT = """
+    WITH p AS (
+        INSERT INTO purchases (id, customer_id, content_id, organization_id, provider, checkout_session_id,
+            payment_intent_id, amount_cents, currency, status, purchased_at, refunded_amount_cents)
+        VALUES (%(id)s, %(customer_id)s, %(content_id)s, %(organization_id)s, %(provider)s,
+            %(checkout_session_id)s, %(payment_intent_id)s, %(amount_cents)s, %(currency)s, 'completed', %(now)s, 0)
+        RETURNING id
+    )
+    INSERT INTO content_access AS a (id, user_id, content_id, organization_id, source, purchase_id, granted_by,
+        granted_at, revoked_at, revoke_reason, revoked_by)
+    SELECT %(grant_id)s, %(customer_id)s, %(content_id)s, %(organization_id)s, 'purchase', p.id, NULL, %(now)s,
+        NULL, NULL, NULL
+    FROM p
+    ON CONFLICT ON CONSTRAINT uq_content_access_user_id_content_id DO UPDATE SET
+        source = 'purchase', purchase_id = EXCLUDED.purchase_id, granted_by = NULL,
+        granted_at = EXCLUDED.granted_at, revoked_at = NULL, revoke_reason = NULL, revoked_by = NULL,
+        updated_at = now()
+"""
+
+
+def fulfil(session: Session, obj: StripeObject, *, send_emails: bool = True) -> uuid.UUID:
+    """Turn a paid Checkout Session into exactly one purchase (jobs.md §4.3 "Fulfil"); its id.
 
     Idempotent per payment intent: the caller holds the payment's advisory lock and
     ``UNIQUE(payment_intent_id)`` backs it, so completed + async_succeeded + reconciliation +
@@ -709,25 +811,11 @@ def fulfil(session: Session, obj: StripeObject, *, send_emails: bool = True) -> 
     # Two different payments for the same item must not both become "the" purchase: the facts
     # query also takes the (customer, content) lock, always after the payment's lock.
     facts = session_facts(session, obj, lock_purchase=True)
-    customer, content = facts.customer, facts.content
     row = complete_session(session, obj, facts, paid=True, payment_intent_id=payment_intent_id)
-    found = session.scalars(
-        select(Purchase).where(
-            or_(
-                Purchase.payment_intent_id == payment_intent_id,
-                and_(
-                    Purchase.customer_id == customer.id,
-                    Purchase.content_id == content.id,
-                    Purchase.status == "completed",
-                    Purchase.is_duplicate.is_(False),
-                ),
-            )
-        )
-    ).all()
-    existing = next((p for p in found if p.payment_intent_id == payment_intent_id), None)
+    existing = next((pid for pid, intent in row.purchases if intent == payment_intent_id), None)
     if existing is not None:
         return existing
-    original = found[0] if found else None
+    original = row.purchases[0][0] if row.purchases else None
     if facts.amount_cents != row.amount_cents:
         log.warning(
             "stripe.amount_mismatch",
@@ -736,11 +824,52 @@ def fulfil(session: Session, obj: StripeObject, *, send_emails: bool = True) -> 
             charged_cents=facts.amount_cents,
         )
     now = utcnow()
+    purchase_id = uuid.uuid4()
+    if original is not None:
+        return _duplicate(session, facts, row, purchase_id, payment_intent_id, original, now)
+    session.connection().exec_driver_sql(
+        _INSERT_PURCHASE_AND_GRANT,
+        {
+            "id": purchase_id,
+            "customer_id": facts.customer_id,
+            "content_id": facts.content_id,
+            "organization_id": facts.organization_id,
+            "provider": row.provider,
+            "checkout_session_id": row.id,
+            "payment_intent_id": payment_intent_id,
+            "amount_cents": facts.amount_cents,
+            "currency": facts.currency,
+            "now": now,
+            "grant_id": uuid.uuid4(),
+        },
+    )
+    if send_emails:
+        queue_purchase_emails(session, facts, purchase_id, now)
+    invalidate_access_after_commit(session, facts.customer_id, facts.content_id)
+    log.info(
+        "commerce.purchase_completed",
+        purchase_id=str(purchase_id),
+        checkout_session_id=row.id,
+        amount_cents=facts.amount_cents,
+    )
+    return purchase_id
+
+
+def _duplicate(
+    session: Session,
+    facts: SessionFacts,
+    row: CompletedSession,
+    purchase_id: uuid.UUID,
+    payment_intent_id: str,
+    original_id: uuid.UUID,
+    now: datetime,
+) -> uuid.UUID:
+    """A second paid session for content already bought: record it and refund it; access untouched."""
     purchase = Purchase(
-        id=uuid.uuid4(),
-        customer_id=customer.id,
-        content_id=content.id,
-        organization_id=content.organization_id,
+        id=purchase_id,
+        customer_id=facts.customer_id,
+        content_id=facts.content_id,
+        organization_id=facts.organization_id,
         provider=row.provider,
         checkout_session_id=row.id,
         payment_intent_id=payment_intent_id,
@@ -749,32 +878,13 @@ def fulfil(session: Session, obj: StripeObject, *, send_emails: bool = True) -> 
         status="completed",
         purchased_at=now,
         refunded_amount_cents=0,
+        is_duplicate=True,
+        refund_status="requested",
+        refund_reason="duplicate_purchase",
+        refund_requested_at=now,
+        refund_requested_by=None,
+        refund_attempts=0,
     )
-    if original is not None:
-        return _duplicate(session, purchase, original, now)
-    session.add(purchase)
-    session.flush()
-    upsert_purchase_grant(session, purchase, now)
-    if send_emails:
-        queue_purchase_emails(session, purchase, content, customer)
-    invalidate_access_after_commit(session, customer.id, content.id)
-    log.info(
-        "commerce.purchase_completed",
-        purchase_id=str(purchase.id),
-        checkout_session_id=row.id,
-        amount_cents=purchase.amount_cents,
-    )
-    return purchase
-
-
-def _duplicate(session: Session, purchase: Purchase, original: Purchase, now: datetime) -> Purchase:
-    """A second paid session for content already bought: record it and refund it; access untouched."""
-    purchase.is_duplicate = True
-    purchase.refund_status = "requested"
-    purchase.refund_reason = "duplicate_purchase"
-    purchase.refund_requested_at = now
-    purchase.refund_requested_by = None
-    purchase.refund_attempts = 0
     session.add(purchase)
     session.flush()
     audit.record(
@@ -786,40 +896,14 @@ def _duplicate(session: Session, purchase: Purchase, original: Purchase, now: da
         target_type="purchase",
         target_id=purchase.id,
         metadata={
-            "original_purchase_id": str(original.id),
+            "original_purchase_id": str(original_id),
             "amount_cents": purchase.amount_cents,
             "currency": purchase.currency,
         },
     )
     enqueue_after_commit(session, REFUND_TASK, str(purchase.id))
-    log.warning("commerce.duplicate_purchase", purchase_id=str(purchase.id), original_purchase_id=str(original.id))
-    return purchase
-
-
-def upsert_purchase_grant(session: Session, purchase: Purchase, now: datetime) -> None:
-    """One grant row per (user, content): insert, or reactivate/overwrite it for this purchase."""
-    values = {
-        "source": "purchase",
-        "purchase_id": purchase.id,
-        "granted_by": None,
-        "granted_at": now,
-        "revoked_at": None,
-        "revoke_reason": None,
-        "revoked_by": None,
-    }
-    session.execute(
-        pg_insert(ContentAccess)
-        .values(
-            id=uuid.uuid4(),
-            user_id=purchase.customer_id,
-            content_id=purchase.content_id,
-            organization_id=purchase.organization_id,
-            **values,
-        )
-        .on_conflict_do_update(
-            constraint="uq_content_access_user_id_content_id", set_={**values, "updated_at": func.now()}
-        )
-    )
+    log.warning("commerce.duplicate_purchase", purchase_id=str(purchase.id), original_purchase_id=str(original_id))
+    return purchase_id
 
 
 def _grant_for(session: Session, purchase: Purchase) -> ContentAccess | None:

@@ -9,8 +9,10 @@ Nothing here commits.
 
 from __future__ import annotations
 
+import functools
+import json
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from datetime import datetime, timedelta
 from email.utils import parseaddr
@@ -21,7 +23,6 @@ import jinja2
 import structlog
 from flask import current_app
 from sqlalchemy import Table, func, or_, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.orm import Session
 
 from app.db import enqueue_after_commit
@@ -101,6 +102,18 @@ def dashboard_url(org_id: uuid.UUID | str) -> str:
 # ---- queueing (jobs.md §8.1) ----------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class QueuedEmail:
+    """One email for ``queue_emails``: ``queue_email``'s arguments."""
+
+    template: str
+    recipient: str
+    user_id: uuid.UUID | None
+    organization_id: uuid.UUID | None
+    context: Mapping[str, Any]
+    dedupe_key: str
+
+
 def queue_email(
     session: Session,
     template: str,
@@ -118,30 +131,55 @@ def queue_email(
     is committed. The same ``dedupe_key`` twice is one email: the second call inserts nothing
     and returns None; otherwise the new row's id.
     """
-    stored = prepare_context(template, context)
-    _check_recipient(recipient)
-    if not dedupe_key or len(dedupe_key) > 200:
-        raise TemplateContextError("dedupe_key must be 1..200 characters")
-    outbox_id = uuid.uuid4()
-    stmt = (
-        pg_insert(EmailOutbox)
-        .values(
-            id=outbox_id,
-            dedupe_key=dedupe_key,
-            template=template,
-            organization_id=organization_id,
-            user_id=user_id,
-            recipient=recipient,
-            context=stored,
+    email = QueuedEmail(template, recipient, user_id, organization_id, context, dedupe_key)
+    return queue_emails(session, [email])[0]
+
+
+def queue_emails(session: Session, emails: Sequence[QueuedEmail]) -> list[uuid.UUID | None]:
+    """``queue_email`` for several emails in one INSERT (one round trip); the ids in order, None
+    for each one whose ``dedupe_key`` was already queued. All are checked before anything is sent
+    to the database."""
+    params: dict[str, Any] = {}
+    for n, email in enumerate(emails):
+        stored = prepare_context(email.template, email.context)
+        _check_recipient(email.recipient)
+        if not email.dedupe_key or len(email.dedupe_key) > 200:
+            raise TemplateContextError("dedupe_key must be 1..200 characters")
+        params.update(
+            {
+                f"id_{n}": uuid.uuid4(),
+                f"dedupe_key_{n}": email.dedupe_key,
+                f"template_{n}": email.template,
+                f"organization_id_{n}": email.organization_id,
+                f"user_id_{n}": email.user_id,
+                f"recipient_{n}": email.recipient,
+                f"context_{n}": json.dumps(stored),
+            }
         )
-        .on_conflict_do_nothing(index_elements=[EmailOutbox.dedupe_key])
-        .returning(EmailOutbox.id)
+    if not emails:
+        return []
+    rows = session.connection().exec_driver_sql(_insert_outbox_sql(len(emails)), params).all()
+    inserted = {row.dedupe_key: row.id for row in rows}
+    ids = [inserted.get(email.dedupe_key) for email in emails]
+    for outbox_id in ids:
+        if outbox_id is not None:
+            enqueue_after_commit(session, SEND_TASK, str(outbox_id))
+    return ids
+
+
+@functools.cache
+def _insert_outbox_sql(count: int) -> str:
+    """``INSERT … VALUES`` for ``count`` rows, ``ON CONFLICT (dedupe_key) DO NOTHING`` (one SQL text per count,
+    so psycopg prepares it)."""
+    rows = ", ".join(
+        f"(%(id_{n})s, %(dedupe_key_{n})s, %(template_{n})s, %(organization_id_{n})s, %(user_id_{n})s,"
+        f" %(recipient_{n})s, %(context_{n})s::jsonb)"
+        for n in range(count)
     )
-    inserted = session.execute(stmt).scalar_one_or_none()
-    if inserted is None:
-        return None
-    enqueue_after_commit(session, SEND_TASK, str(inserted))
-    return inserted
+    # Only numbered placeholders are interpolated; every value is a bound parameter.
+    columns = "id, dedupe_key, template, organization_id, user_id, recipient, context"
+    sql = f"INSERT INTO email_outbox ({columns}) VALUES {rows} ON CONFLICT (dedupe_key) DO NOTHING"  # noqa: S608
+    return sql + " RETURNING id, dedupe_key"
 
 
 def _check_recipient(recipient: str) -> None:
