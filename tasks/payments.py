@@ -26,8 +26,7 @@ log = structlog.get_logger(__name__)
 def process_event(session: Session, event_id: str) -> str | None:
     """Claim (commit), handle (commit) or record the failure (commit). Returns the final status,
     or None when there was nothing to claim or the claim was lost."""
-    claim = events.claim_event(session, event_id)
-    session.commit()
+    claim = events.claim_event_committed(session, event_id)
     if claim is None:
         return None
     try:

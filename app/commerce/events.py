@@ -354,6 +354,22 @@ def claim_event(session: Session, event_id: str) -> Claim | None:
     return Claim(event_id, row.claimed_at, row.attempts)
 
 
+def claim_event_committed(session: Session, event_id: str) -> Claim | None:
+    """Phase 1 in a transaction of its own, committed on return.
+
+    One autocommit statement when the app's sessions use the engine (no BEGIN/COMMIT round
+    trips); in the caller's session, committed, when they are bound to an outer connection.
+    """
+    engine = _autocommit_engine()
+    if engine is None:
+        claim = claim_event(session, event_id)
+        session.commit()
+        return claim
+    with engine.connect() as connection:
+        row = connection.exec_driver_sql(_CLAIM, {"id": event_id}).first()
+    return None if row is None else Claim(event_id, row.claimed_at, row.attempts)
+
+
 @dataclass(frozen=True)
 class EventRow:
     """The claimed ``stripe_events`` row as the handlers read it (never written through)."""
