@@ -154,6 +154,7 @@ class RedisTaskPublisher:
         timeout = conf.broker_connection_timeout or None
         self.client = redis.Redis.from_url(self.url, socket_timeout=timeout, socket_connect_timeout=timeout)
         self.hostname = socket.gethostname()
+        self.supported = self.supports(celery_app)  # checked once: reading the settings costs ~20 us
 
     @staticmethod
     def supports(celery_app: Celery) -> bool:
@@ -169,7 +170,7 @@ class RedisTaskPublisher:
     def send_many(self, tasks: Sequence[tuple[str, tuple[Any, ...], float | None]]) -> None:
         """Several messages in one round trip (the emails of one purchase, a sweep's batch)."""
         conf = self.celery_app.conf
-        if conf.broker_url != self.url or not self.supports(self.celery_app):
+        if conf.broker_url != self.url or not self.supported:
             # Reconfigured since (tests do): Celery's own path.
             for name, args, countdown in tasks:
                 self.celery_app.send_task(name, args=list(args), queue=queue_for(name), countdown=countdown)

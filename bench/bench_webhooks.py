@@ -278,22 +278,29 @@ class Deliveries:
 # ---- phase 1: throughput ------------------------------------------------------------------------
 
 
-def measure(app_spec: str, env: dict[str, str], path: str, **kwargs: Any) -> LoadResult:
+def measure(app_spec: str, env: dict[str, str], path: str) -> tuple[LoadResult, dict[str, float]]:
+    """``GET path`` under the closed-loop load, and the CPU milliseconds per request (as ``measure_webhooks``)."""
     duration = env_float("BENCH_DURATION", 10.0)
     warmup = env_float("BENCH_WARMUP", 2.0)
     concurrency = int(env_float("BENCH_CONCURRENCY", 16))
     with start_gunicorn(app_spec, env) as server:
-        return load(server.url + path, duration=duration, concurrency=concurrency, warmup=warmup, **kwargs)
+        meter = CpuMeter({"web": server.proc.pid})
+        meter.start()
+        result = load(server.url + path, duration=duration, concurrency=concurrency, warmup=warmup)
+        meter.stop()
+    total = sum(result.statuses.values())
+    return result, meter.per_event_ms(total, result.elapsed / (result.elapsed + warmup))
 
 
-def measure_webhooks(env: dict[str, str], data: dict[str, Any]) -> tuple[LoadResult, float]:
-    """The webhook load, plus the gunicorn workers' CPU milliseconds per accepted delivery."""
+def measure_webhooks(env: dict[str, str], data: dict[str, Any]) -> tuple[LoadResult, dict[str, float]]:
+    """The webhook load, plus CPU milliseconds per accepted delivery of the gunicorn workers
+    (``web``), Postgres, Redis and the load generator."""
     duration = env_float("BENCH_DURATION", 10.0)
     warmup = env_float("BENCH_WARMUP", 2.0)
     concurrency = int(env_float("BENCH_CONCURRENCY", 16))
     with start_gunicorn("app:create_app()", env) as server:
-        pids = process_tree(server.proc.pid)
-        before = cpu_seconds(pids)
+        meter = CpuMeter({"web": server.proc.pid})
+        meter.start()
         result = load(
             server.url + "/webhooks/stripe",
             method="POST",
@@ -302,10 +309,10 @@ def measure_webhooks(env: dict[str, str], data: dict[str, Any]) -> tuple[LoadRes
             concurrency=concurrency,
             warmup=warmup,
         )
-        used = cpu_seconds(pids) - before
+        meter.stop()
     total = sum(result.statuses.values())
     # CPU covers the warm-up too: divide by every answered request of the window and the warm-up.
-    return result, used / max(total, 1) * 1000 * (result.elapsed / (result.elapsed + warmup))
+    return result, meter.per_event_ms(total, result.elapsed / (result.elapsed + warmup))
 
 
 # ---- phase 2: latency ---------------------------------------------------------------------------
@@ -426,8 +433,59 @@ def cpu_seconds(pids: list[int]) -> float:
     return total
 
 
+def pids_named(*names: str) -> list[int]:
+    """Processes whose command name is one of ``names`` (``postgres``, ``redis-server``)."""
+    found = []
+    for comm in Path("/proc").glob("[0-9]*/comm"):
+        try:
+            if comm.read_text().strip() in names:
+                found.append(int(comm.parent.name))
+        except OSError:
+            continue
+    return found
+
+
+class CpuMeter:
+    """CPU seconds used by groups of processes between ``start()`` and ``stop()``.
+
+    ``web``/``worker`` are process trees; ``postgres`` and ``redis`` are every process of the
+    server (looked up again at the end, so backends started meanwhile count in full: it is the
+    whole machine's database CPU, other users' queries included); ``loadgen`` is this process.
+    """
+
+    def __init__(self, trees: dict[str, int]) -> None:
+        self.trees = trees
+        self.before: dict[str, dict[int, float]] = {}
+        self.used: dict[str, float] = {}
+
+    def _groups(self) -> dict[str, list[int]]:
+        groups = {name: process_tree(root) for name, root in self.trees.items()}
+        groups["postgres"] = pids_named("postgres")
+        groups["redis"] = pids_named("redis-server")
+        groups["loadgen"] = [os.getpid()]
+        return groups
+
+    def start(self) -> None:
+        self.before = {name: {pid: cpu_seconds([pid]) for pid in pids} for name, pids in self._groups().items()}
+
+    def stop(self) -> dict[str, float]:
+        for name, pids in self._groups().items():
+            start = self.before.get(name, {})
+            self.used[name] = sum(cpu_seconds([pid]) - start.get(pid, 0.0) for pid in pids)
+        return self.used
+
+    def per_event_ms(self, events: int, share: float = 1.0) -> dict[str, float]:
+        return {name: used * share / max(events, 1) * 1000 for name, used in self.used.items()}
+
+
 def latency_run(
-    server_url: str, worker_pid: int, engine: Engine, data: dict[str, Any], rate: float, duration: float, first: int
+    server_url: str,
+    pids: tuple[int, int],
+    engine: Engine,
+    data: dict[str, Any],
+    rate: float,
+    duration: float,
+    first: int,
 ) -> dict[str, Any]:
     """Deliver ``rate`` x ``duration`` events (customers from index ``first``) and time each to ``processed``."""
     count = int(rate * duration)
@@ -436,14 +494,15 @@ def latency_run(
         raise RuntimeError("not enough seeded customers for this rate x duration (BENCH_WEBHOOK_CUSTOMERS)")
     prefix = f"evt_lat{int(rate)}x"
     bodies = [(f"{prefix}{n:020d}", event_body(f"{prefix}{n:020d}", customers[first + n], data)) for n in range(count)]
-    workers = process_tree(worker_pid)
-    cpu_before = cpu_seconds(workers)
-    started = time.time()
+    meter = CpuMeter({"web": pids[0], "worker": pids[1]})
+    meter.start()
     sent_at = paced_deliveries(server_url, bodies, rate=rate)
-    send_seconds = time.time() - started
     ids = list(sent_at)
     done = wait_processed(engine, ids, timeout=180)
-    worker_cpu = cpu_seconds(workers) - cpu_before
+    meter.stop()
+    # The rate the deliveries actually started at (the schedule begins 0.5 s after the call).
+    starts = sorted(sent_at.values())
+    achieved = (len(starts) - 1) / (starts[-1] - starts[0]) if len(starts) > 1 and starts[-1] > starts[0] else 0.0
     with engine.connect() as conn:
         rows = conn.execute(
             text(
@@ -461,7 +520,7 @@ def latency_run(
         ).scalar_one()
     latencies = [float(processed) - sent_at[event_id] for event_id, processed in rows]
     return {
-        "rate": count / send_seconds if send_seconds else 0.0,
+        "rate": achieved,
         "sent": len(ids),
         "processed": done,
         "purchases": int(purchases),
@@ -469,7 +528,7 @@ def latency_run(
         "p95": percentile(latencies, 95),
         "p99": percentile(latencies, 99),
         "max": max(latencies, default=0.0),
-        "worker_cpu_ms": worker_cpu / done * 1000 if done else 0.0,
+        "cpu_ms": meter.per_event_ms(done),
     }
 
 
@@ -484,8 +543,9 @@ def latency_runs(env: dict[str, str], engine: Engine, data: dict[str, Any]) -> l
         paced_deliveries(server.url, [warm], rate=1.0, senders=1)
         if wait_processed(engine, [warm[0]], timeout=60) != 1:
             raise RuntimeError("the worker did not process the warm-up event (see bench/out/celery-bench-webhooks.log)")
-        low = latency_run(server.url, worker.pid, engine, data, low_rate, duration, first=1)
-        high = latency_run(server.url, worker.pid, engine, data, rate, duration, first=1 + int(low_rate * duration))
+        pids = (server.proc.pid, worker.pid)
+        low = latency_run(server.url, pids, engine, data, low_rate, duration, first=1)
+        high = latency_run(server.url, pids, engine, data, rate, duration, first=1 + int(low_rate * duration))
         if worker.poll() is not None:
             raise RuntimeError("the worker died (see bench/out/celery-bench-webhooks.log)")
     return [low, high]
@@ -505,9 +565,9 @@ def main() -> list[dict[str, Any]]:
     with bench_database(env["DATABASE_URL"]) as engine:
         data = seed(engine, customers)
         _flush_redis(env)
-        trivial = measure("bench.trivial_app:app", {}, "/health")
-        health = measure("app:create_app()", env, "/health")
-        webhooks, web_cpu_ms = measure_webhooks(env, data)
+        trivial, trivial_cpu = measure("bench.trivial_app:app", {}, "/health")
+        health, health_cpu = measure("app:create_app()", env, "/health")
+        webhooks, web_cpu = measure_webhooks(env, data)
         with engine.connect() as conn:
             stored = conn.execute(text("SELECT count(*) FROM stripe_events")).scalar_one()
         broker = redis.Redis.from_url(env["CELERY_BROKER_URL"])
@@ -519,11 +579,20 @@ def main() -> list[dict[str, Any]]:
         low, latency = latency_runs(env, engine, data)
         _flush_redis(env)
 
-    return report(trivial, health, webhooks, web_cpu_ms, stored, queued, low, latency)
+    cpu = {"trivial": trivial_cpu, "health": health_cpu, "webhooks": web_cpu}
+    return report(trivial, health, webhooks, cpu, stored, queued, low, latency)
 
 
 def _row(name: str, value: Any, unit: str = "", baseline: Any = "", ratio: Any = "", goal: str = "") -> dict[str, Any]:
     return {"name": name, "value": value, "unit": unit, "baseline": baseline, "ratio": ratio, "goal": goal}
+
+
+def _total(used: dict[str, float]) -> float:
+    return sum(used.get(name, 0.0) for name in ("web", "postgres", "redis", "loadgen"))
+
+
+def _cpu(used: dict[str, float], *names: str) -> str:
+    return " / ".join(f"{used[name]:.2f}" for name in names)
 
 
 def _met(ok: bool) -> str:
@@ -534,7 +603,7 @@ def report(
     trivial: LoadResult,
     health: LoadResult,
     webhooks: LoadResult,
-    web_cpu_ms: float,
+    cpu: dict[str, dict[str, float]],
     stored: int,
     queued: int,
     low: dict[str, Any],
@@ -556,7 +625,12 @@ def report(
              round(p99 / trivial_p99, 2) if trivial_p99 else ""),
         _row("POST /webhooks/stripe p50", round(percentile(webhooks.latencies, 50) * 1000, 2), "ms",
              round(percentile(trivial.latencies, 50) * 1000, 2)),
-        _row("web CPU per accepted delivery (gunicorn workers)", round(web_cpu_ms, 2), "ms"),
+        _row("web CPU per accepted delivery (gunicorn workers)", round(cpu["webhooks"]["web"], 2), "ms"),
+        _row("  Postgres / Redis / load generator CPU per delivery",
+             _cpu(cpu["webhooks"], "postgres", "redis", "loadgen"), "ms"),
+        _row("  all of these per delivery / per trivial / per Codex /health request",
+             " / ".join(f"{_total(cpu[k]):.2f}" for k in ("webhooks", "trivial", "health")), "ms",
+             goal="CPU-bound on 2 cores: throughput ratio ~ inverse CPU ratio"),
         _row("errors / rows stored / messages queued", f"{webhooks.errors} / {stored} / {queued}",
              goal="0 errors; one message per stored row"),
         _row(f"delivery-to-fulfilled p95 @ {high['rate']:.0f} events/s", round(high["p95"], 3), "s",
@@ -564,7 +638,9 @@ def report(
         _row("  p50 / p99 / max", f"{high['p50']:.3f} / {high['p99']:.3f} / {high['max']:.3f}", "s"),
         _row("  events sent / processed / purchases", f"{high['sent']} / {high['processed']} / {high['purchases']}",
              goal="all equal"),
-        _row("  worker CPU per fulfilled event", round(high["worker_cpu_ms"], 2), "ms"),
+        _row("  worker CPU per fulfilled event", round(high["cpu_ms"]["worker"], 2), "ms"),
+        _row("  web / Postgres / Redis CPU per fulfilled event",
+             _cpu(high["cpu_ms"], "web", "postgres", "redis"), "ms"),
         _row(f"delivery-to-fulfilled p95 @ {low['rate']:.0f} events/s", round(low["p95"], 3), "s",
              goal="(reference: below capacity)"),
         _row("  p50 / p99 / max", f"{low['p50']:.3f} / {low['p99']:.3f} / {low['max']:.3f}", "s"),
