@@ -130,6 +130,43 @@ def test_dedupe_key_is_required(mail_app: MailContext, db_session: Session) -> N
         verification(db_session, key="k" * 201)
 
 
+def _verification_email(key: str, recipient: str = "ana@example.com", **context: Any) -> service.QueuedEmail:
+    values = {"verification_url": f"{FRONTEND}/verify-email?token=t", "expires_in_hours": 24, **context}
+    return service.QueuedEmail("email-verification", recipient, None, None, values, key)
+
+
+def test_queue_emails_inserts_several_in_one_statement(mail_app: MailContext, db_session: Session) -> None:
+    existing = verification(db_session, key="batch:b")
+    statements: list[str] = []
+    from sqlalchemy import event
+
+    def count(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        statements.append(statement)
+
+    engine = db_session.get_bind()
+    event.listen(engine, "before_cursor_execute", count)
+    try:
+        ids = service.queue_emails(
+            db_session, [_verification_email("batch:a"), _verification_email("batch:b"), _verification_email("batch:c")]
+        )
+    finally:
+        event.remove(engine, "before_cursor_execute", count)
+    assert len(statements) == 1
+    assert ids[0] is not None and ids[1] is None and ids[2] is not None  # batch:b was queued before
+    db_session.commit()
+    assert mail_app.send_ids() == [str(existing), str(ids[0]), str(ids[2])]
+    rows = {row.dedupe_key: row for row in db_session.scalars(select(EmailOutbox))}
+    assert rows["batch:a"].id == ids[0] and rows["batch:c"].id == ids[2]
+    assert rows["batch:a"].context == {"verification_url": f"{FRONTEND}/verify-email?token=t", "expires_in_hours": 24}
+
+
+def test_queue_emails_checks_every_email_before_inserting_any(mail_app: MailContext, db_session: Session) -> None:
+    with pytest.raises(TemplateContextError, match="recipient"):
+        service.queue_emails(db_session, [_verification_email("ok:1"), _verification_email("bad:2", recipient="x")])
+    assert outbox_count(db_session) == 0
+    assert service.queue_emails(db_session, []) == []
+
+
 def test_money_and_dates_are_stored_unformatted(mail_app: MailContext, db_session: Session) -> None:
     org = OrganizationFactory()
     customer = UserFactory()
