@@ -7,8 +7,14 @@ every state change guarded so that replays, duplicates and out-of-order deliveri
 the in-order result. Where the event alone is not enough (a refund for a payment we never saw
 complete) the object is read back from the provider.
 
-Nothing here commits: ``tasks/payments.py`` (and the webhook route) own the transactions. The
-functions take the caller's session and queue follow-up work with ``enqueue_after_commit``.
+Nothing here commits, with two exceptions that are single autocommit statements: the webhook's
+INSERT (``ingest_webhook``) and the worker's claim (``claim_event_committed``); otherwise
+``tasks/payments.py`` owns the transactions. The functions take the caller's session and queue
+follow-up work with ``enqueue_after_commit``.
+
+Both sides run hundreds of times a second, so the hot path (ingest, claim, row lock, fulfil) is
+plain SQL on the session's connection, each statement built once and prepared by psycopg; the
+rarer paths (refunds, disputes, duplicates, failures, sweeps, administration) use the ORM.
 """
 
 from __future__ import annotations
