@@ -79,8 +79,12 @@ def error_responses(blp: Blueprint, *statuses: int) -> Any:
     """Declare several error statuses at once (every non-2xx must be in the OpenAPI document)."""
 
     def decorator(func: Any) -> Any:
+        # alt_response documents by wrapping; a wrapper per status would run on every request, so
+        # the chain is built only to collect the document, which then goes on ``func`` itself.
+        documented = func
         for status in statuses:
-            func = blp.alt_response(status, schema=ErrorSchema, description=_DESCRIPTIONS.get(status))(func)
+            documented = blp.alt_response(status, schema=ErrorSchema, description=_DESCRIPTIONS.get(status))(documented)
+        func._apidoc = documented._apidoc
         return func
 
     return decorator

@@ -159,6 +159,10 @@ def pending_tasks(db_session: Session) -> list[PendingTask]:
 
 @event.listens_for(Session, "after_commit")
 def _send_pending(db_session: Session) -> None:
+    if db_session.in_nested_transaction():
+        # SQLAlchemy also fires after_commit when a savepoint is released: nothing is committed
+        # yet, so the work waits for the outer commit (a worker must never miss its row).
+        return
     pending: list[PendingTask] = db_session.info.pop(_PENDING, [])
     if not pending:
         return

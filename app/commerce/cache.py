@@ -31,6 +31,8 @@ def invalidate_access_after_commit(db_session: Session, user_id: uuid.UUID, cont
 
 @event.listens_for(Session, "after_commit")
 def _invalidate(db_session: Session) -> None:
+    if db_session.in_nested_transaction():  # a savepoint released: wait for the real commit
+        return
     keys: set[str] = db_session.info.pop(_PENDING, set())
     if not keys or not has_app_context():
         return

@@ -232,6 +232,8 @@ def evict_after_commit(
 
 @event.listens_for(Session, "after_commit")
 def _evict_committed(db_session: Session) -> None:
+    if db_session.in_nested_transaction():  # a savepoint released: wait for the real commit
+        return
     pending = db_session.info.pop(_EVICTIONS, [])
     if not pending or not has_app_context():
         return

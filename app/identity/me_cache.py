@@ -187,6 +187,8 @@ def _collect(db_session: Session, flush_context: UOWTransaction) -> None:
 
 @event.listens_for(Session, "after_commit")
 def _bump_committed(db_session: Session) -> None:
+    if db_session.in_nested_transaction():  # a savepoint released: wait for the real commit
+        return
     users = db_session.info.pop(_PENDING, None)
     if users and has_app_context():
         bump(users)

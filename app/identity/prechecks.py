@@ -53,8 +53,9 @@ def multipart(func: F) -> F:
 def before_request() -> None:
     if request.method == "OPTIONS":
         return
-    for checker in view_option("_codex_rate_limits") or ():
-        checker()
+    if current_app.config["CODEX_RATELIMIT_ENABLED"]:  # (off: every checker would pass anyway)
+        for checker in view_option("_codex_rate_limits") or ():
+            checker()
     if request.method in UNSAFE_METHODS and view_option("_codex_multipart"):
         limit = view_option("_codex_body_limit") or current_app.config["MAX_CONTENT_LENGTH"]
         if request.content_length is not None and request.content_length > limit:

@@ -8,6 +8,7 @@ base64url(HMAC-SHA256(K_purpose, payload)) with K_purpose = HMAC-SHA256(SECRET_K
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import hmac
 import json
@@ -27,6 +28,7 @@ def _unb64(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
+@functools.lru_cache(maxsize=32)  # a few (secret, purpose) pairs, derived on every sign and verify
 def _purpose_key(secret: str, purpose: str) -> bytes:
     return hmac.new(secret.encode(), f"codex-token:{purpose}".encode(), hashlib.sha256).digest()
 

@@ -42,6 +42,18 @@ def test_message_is_dropped_when_the_transaction_rolls_back(committed_db: Flask)
     assert _broker_messages(committed_db, "default") == []
 
 
+def test_a_released_savepoint_publishes_nothing_before_the_outer_commit(committed_db: Flask) -> None:
+    """SQLAlchemy fires after_commit when a savepoint is released too; the row is not committed then."""
+    with committed_db.app_context():
+        session: Session = db.session
+        with session.begin_nested():
+            create_ping(session)
+        assert _broker_messages(committed_db, "default") == []
+        assert len(pending_tasks(session)) == 1  # still waiting for the real commit
+        session.commit()
+    assert len(_broker_messages(committed_db, "default")) == 1
+
+
 def test_failed_commit_publishes_nothing(committed_db: Flask) -> None:
     with committed_db.app_context():
         session: Session = db.session
