@@ -32,7 +32,7 @@ from app.access.schemas import (
     fast_stream_args,
 )
 from app.api import Blueprint, error_responses
-from app.identity.auth import current_principal, path_uuid, require_auth
+from app.identity.auth import current_principal, path_uuid, require_auth, with_session_read
 from app.identity.prechecks import route_limit
 from app.media.service import presigned_url
 from app.schemas import format_timestamp, list_schema
@@ -108,6 +108,7 @@ class ContentStream(MethodView):
     @error_responses(blp, 400, 401, 403, 404, 422, *COMMON)
     @route_limit("60 per minute", key="user")
     @require_auth
+    @with_session_read(service.playable_session_keys)  # session, access entry, content token: one call
     @fast_arguments(_stream_args, STREAM_ARGS, location="query")
     @path_uuid("content_id", CONTENT)
     def get(self, args: dict[str, Any], content_id: uuid.UUID) -> Any:

@@ -30,7 +30,7 @@ from app.access.cache import gen_key
 from app.access.models import ContentAccess
 from app.commerce.cache import access_cache_key
 from app.content.models import Content
-from app.identity.auth import not_found
+from app.identity.auth import not_found, parse_uuid, read_with_session
 from app.identity.models import User
 from app.media.models import MediaItem
 from app.orgs.models import Membership
@@ -308,11 +308,24 @@ class Playable:
     decision: AccessDecision
 
 
+def playable_session_keys(path_args: dict[str, Any]) -> list[str] | None:
+    """For ``auth.with_session_read``: ``playable``'s two keys, read with the session entry."""
+    content_id = parse_uuid(path_args.get("content_id"))
+    if content_id is None:
+        return None  # the route answers 404 for it
+    return [access_cache_key("{user}", content_id), gen_key(content_id)]
+
+
 def playable(session: Session, user_id: uuid.UUID, content_id: uuid.UUID) -> Playable:
-    """``visible_content`` for the hot paths: same rules (404 / decision), one Redis round trip when warm."""
+    """``visible_content`` for the hot paths: same rules (404 / decision); warm, it makes no Redis
+    round trip of its own when the route read its keys with the session, else one ``MGET``."""
     client = _redis()
+    access_key, content_gen_key = access_cache_key(user_id, content_id), gen_key(content_id)
+    had_reason, raw_reason = read_with_session(access_key)
+    had_gen, raw_gen = read_with_session(content_gen_key)
     try:
-        raw_reason, raw_gen = client.mget([access_cache_key(user_id, content_id), gen_key(content_id)])
+        if not (had_reason and had_gen):
+            raw_reason, raw_gen = client.mget([access_key, content_gen_key])
     except redis.RedisError:
         log.warning("cache.unavailable", cache="content_snapshot")
         visible = visible_content(session, user_id, content_id)

@@ -170,17 +170,54 @@ def _redis() -> redis.Redis:
     return client
 
 
-SessionFetch = Callable[[str], bytes | None]
-"""Reads the raw ``sess:{hash}`` entry; a view may swap in one that brings more (``fetch_session_with``)."""
+KeysFor = Callable[[dict[str, Any]], list[str] | None]
+"""The keys a view reads right after authentication, from its path arguments; ``{user}`` stands
+for the session's user id (see ``read_with_session``)."""
+
+# The session entry plus the view's keys in one round trip. The keys depend on the session's
+# user id, so a pipeline cannot send them with the GET; the script fills ``{user}`` in. (Keys built
+# inside a script are fine on a single Redis; a Redis Cluster would need them on one slot.)
+_SESSION_WITH_KEYS = """
+local session = redis.call('GET', KEYS[1])
+if not session then return false end
+local ok, entry = pcall(cjson.decode, session)
+if not ok or type(entry) ~= 'table' or type(entry['user_id']) ~= 'string' then return {session} end
+local user_id = entry['user_id']
+local out = {session, user_id}
+for i, template in ipairs(ARGV) do
+  out[i + 2] = redis.call('GET', (string.gsub(template, '{user}', user_id))) or false
+end
+return out
+"""
 
 
-def _cache_get(token_hash: str, fetch: SessionFetch | None = None) -> bytes | None:
+def _cache_get(token_hash: str, keys_for: KeysFor | None = None) -> bytes | None:
+    templates = keys_for(request.view_args or {}) if keys_for is not None else None
     try:
-        value = fetch(cache_key(token_hash)) if fetch is not None else _redis().get(cache_key(token_hash))
+        if not templates:
+            return cast(bytes | None, _redis().get(cache_key(token_hash)))
+        result = redis_script(_redis(), _SESSION_WITH_KEYS)(keys=[cache_key(token_hash)], args=templates)
     except redis.RedisError:
         log.warning("cache.unavailable", cache="sessions")
         return None
-    return cast(bytes | None, value)
+    if not result:
+        return None
+    if len(result) > 1:  # (a tombstone or an unreadable entry brings nothing more)
+        user_id = result[1].decode()
+        g.codex_read_with_session = {
+            template.replace("{user}", user_id): value for template, value in zip(templates, result[2:], strict=True)
+        }
+    return cast(bytes, result[0])
+
+
+def read_with_session(key: str) -> tuple[bool, bytes | None]:
+    """``(True, value)`` when this request's session read also fetched ``key`` (``None``: no such
+    key in Redis), else ``(False, None)``: read it yourself. Only keys of the authenticated user
+    are there: they were built from the same session entry that authenticated the request."""
+    fetched: dict[str, bytes | None] | None = g.get("codex_read_with_session")
+    if fetched is None or key not in fetched or g.get("codex_principal") is None:
+        return False, None
+    return True, fetched[key]
 
 
 def _cache_put(principal: Principal, now: datetime) -> None:
@@ -296,10 +333,11 @@ def _load_from_db(token_hash: str, token: str, via: str, now: datetime) -> Princ
     )
 
 
-def resolve(fetch: SessionFetch | None = None) -> Principal | None:
+def resolve(keys_for: KeysFor | None = None) -> Principal | None:
     """The caller's session, or None (anonymous, unknown, expired, revoked or malformed).
 
-    Memoised for the request; reads only (cache, then database). ``fetch`` replaces the cache GET.
+    Memoised for the request; reads only (cache, then database). ``keys_for``: what the view will
+    read next, fetched in the same round trip as the session entry (``read_with_session``).
     """
     if "codex_auth_resolved" in g:
         return cast(Principal | None, g.codex_principal)
@@ -311,7 +349,7 @@ def resolve(fetch: SessionFetch | None = None) -> Principal | None:
         return None
     now = utcnow()
     token_hash = hash_token(token)
-    cached = _cache_get(token_hash, fetch)
+    cached = _cache_get(token_hash, keys_for)
     if cached == REVOKED:
         return None
     principal = _from_cache(cached, token_hash, token, via) if cached is not None else None
@@ -355,7 +393,7 @@ def rate_limit_identity() -> str | None:
     """User id for per-user rate limits (the limiter runs before any guard); None when anonymous."""
     try:
         # The view's own session read, so that /auth/me's one round trip holds with limits on.
-        principal = resolve(view_option("_codex_session_fetch"))
+        principal = resolve(view_option("_codex_session_keys"))
     except Exception:  # the limiter must never fail a request because of the identity lookup
         log.warning("ratelimit.identity_unavailable")
         return None
@@ -365,9 +403,9 @@ def rate_limit_identity() -> str | None:
 # ---- guards ---------------------------------------------------------------------------------
 
 
-def authenticate(fetch: SessionFetch | None = None) -> Principal:
+def authenticate(keys_for: KeysFor | None = None) -> Principal:
     """401 without a valid session; CSRF check when the cookie authenticated an unsafe request."""
-    principal = resolve(fetch)
+    principal = resolve(keys_for)
     if principal is None:
         raise errors.Unauthenticated()
     if principal.via == "cookie":
@@ -422,23 +460,24 @@ def require_auth(func: F) -> F:
     """401 ``UNAUTHENTICATED`` without a valid session; 403 ``CSRF_FAILED`` for a cookie-authenticated
     unsafe request from an untrusted origin; then 404 for malformed declared path ids."""
     path_ids: dict[str, str] = dict(getattr(func, "_codex_path_ids", {}))
-    fetch: SessionFetch | None = getattr(func, "_codex_session_fetch", None)
+    keys_for: KeysFor | None = getattr(func, "_codex_session_keys", None)
 
     @wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        authenticate(fetch)
+        authenticate(keys_for)
         parse_path_ids(kwargs, path_ids)
         return func(*args, **kwargs)
 
     return cast(F, wrapper)
 
 
-def fetch_session_with(fetch: SessionFetch) -> Callable[[F], F]:
-    """Put below ``require_auth``: read the session cache entry with ``fetch`` (one round trip that
-    also brings what the view needs next, as ``GET /auth/me`` does with its cached body)."""
+def with_session_read(keys_for: KeysFor) -> Callable[[F], F]:
+    """Put below ``require_auth``: the session cache read also GETs ``keys_for(path arguments)``
+    (``{user}`` = the session's user id) in the same Redis round trip; the view's code finds them
+    with ``read_with_session`` (``GET /auth/me``: its cached body; the stream: the access entry)."""
 
     def decorator(func: F) -> F:
-        func._codex_session_fetch = fetch  # type: ignore[attr-defined]
+        func._codex_session_keys = keys_for  # type: ignore[attr-defined]
         return func
 
     return decorator

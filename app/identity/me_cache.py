@@ -31,11 +31,11 @@ from typing import Any
 
 import redis
 import structlog
-from flask import current_app, g, has_app_context
+from flask import current_app, has_app_context
 from sqlalchemy import event, select
 from sqlalchemy.orm import Session, UOWTransaction
 
-from app.extensions import redis_script
+from app.identity.auth import read_with_session
 from app.identity.models import User
 from app.orgs.models import Membership, Organization
 
@@ -71,57 +71,22 @@ class Lookup:
 
 
 def lookup(user_id: uuid.UUID) -> Lookup:
-    """The cached body if its generation is current (one ``MGET``, unless this request's session
-    read brought it already)."""
-    early = prefetched()
-    if early is not None:
-        return early
-    try:
-        stored, generation = _redis().mget(body_key(user_id), generation_key(user_id))
-    except redis.RedisError:
-        log.warning("cache.unavailable", cache="me")
-        return Lookup(None, None)
+    """The cached body if its generation is current: read with the session when the view asked
+    for it (``session_keys``), else one ``MGET``."""
+    had_body, stored = read_with_session(body_key(user_id))
+    had_generation, generation = read_with_session(generation_key(user_id))
+    if not (had_body and had_generation):
+        try:
+            stored, generation = _redis().mget(body_key(user_id), generation_key(user_id))
+        except redis.RedisError:
+            log.warning("cache.unavailable", cache="me")
+            return Lookup(None, None)
     return _current(stored, generation)
 
 
-# The session entry and this user's body + generation in one round trip: the body's keys come
-# from the session's user_id, so a pipeline cannot fetch them together. (The keys are computed in
-# the script, which a single Redis allows; a Redis Cluster would need them on one slot.)
-_SESSION_AND_ME = """
-local session = redis.call('GET', KEYS[1])
-if not session then return false end
-local ok, entry = pcall(cjson.decode, session)
-if not ok or type(entry) ~= 'table' or type(entry['user_id']) ~= 'string' then return {session} end
-local user_id = entry['user_id']
-return {session, redis.call('GET', 'me:' .. user_id) or '', redis.call('GET', 'me:gen:' .. user_id) or ''}
-"""
-
-
-def session_and_lookup(session_key: str) -> tuple[bytes | None, Lookup | None]:
-    """The raw session cache entry and, when it names a user, that user's /me lookup.
-
-    Raises ``redis.RedisError`` like the plain GET it replaces.
-    """
-    result = redis_script(_redis(), _SESSION_AND_ME)(keys=[session_key])
-    if not result:
-        return None, None
-    if len(result) == 1:  # a revocation tombstone or an unreadable entry: auth decides
-        return result[0], None
-    session, stored, generation = result
-    return session, _current(stored or None, generation or None)
-
-
-def fetch_session(session_key: str) -> bytes | None:
-    """``auth.fetch_session_with`` for ``GET /auth/me``: the session entry, with the user's lookup
-    kept on ``g`` for ``service.me_body``."""
-    session, g.codex_me_lookup = session_and_lookup(session_key)
-    return session
-
-
-def prefetched() -> Lookup | None:
-    """The lookup ``fetch_session`` made in this request, if it ran and found a session."""
-    lookup: Lookup | None = g.get("codex_me_lookup")
-    return lookup
+def session_keys(_path_args: dict[str, Any]) -> list[str]:
+    """For ``auth.with_session_read``: the caller's body and generation, read with the session."""
+    return [body_key("{user}"), generation_key("{user}")]
 
 
 def _current(stored: bytes | None, generation: bytes | None) -> Lookup:

@@ -114,7 +114,7 @@ class Me(MethodView):
     @blp.response(200, MeSchema)
     @error_responses(blp, 401, *COMMON)
     @require_auth
-    @auth.fetch_session_with(me_cache.fetch_session)  # session + cached body: one Redis round trip
+    @auth.with_session_read(me_cache.session_keys)  # session + cached body: one Redis round trip
     def get(self) -> Any:
         """The signed-in user with its organization memberships"""
         body = service.me_body(db.session, current_principal().user_id)  # cached JSON (hot path)

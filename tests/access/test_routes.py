@@ -539,6 +539,28 @@ def test_heartbeat_replaces_an_unreadable_access_entry(client: FlaskClient, worl
     assert heartbeat(client, world.stranger, world.content.id).status_code == 403
 
 
+def test_a_warm_stream_request_makes_one_redis_round_trip(app: Flask, client: FlaskClient, world: World) -> None:
+    """The session entry, the access entry and the content token come back from one script call."""
+    url, buyer = f"/api/v1/content/{world.content.id}/stream", headers(world.buyer)
+    assert client.get(url, headers=buyer).status_code == 200  # warms the caches
+    redis_client = app.extensions["redis"]
+    commands: list[str] = []
+    original = redis_client.execute_command
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        commands.append(str(args[0]))
+        return original(*args, **kwargs)
+
+    redis_client.execute_command = counting
+    try:
+        warm = client.get(url, headers=buyer)
+    finally:
+        del redis_client.execute_command
+    assert warm.status_code == 200 and warm.json["renditions"] == ["720p", "360p"]
+    assert commands == ["EVALSHA"]
+    assert stream(client, world.stranger, world.content.id).status_code == 403  # keys are per user
+
+
 def test_stream_without_redis_reads_the_database(
     app: Flask, client: FlaskClient, world: World, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -547,7 +569,7 @@ def test_stream_without_redis_reads_the_database(
     def down(*args: Any, **kwargs: Any) -> Any:
         raise redis_lib.ConnectionError("down")
 
-    for name in ("get", "set", "mget"):
+    for name in ("get", "set", "mget", "execute_command", "pipeline"):
         monkeypatch.setattr(app.extensions["redis"], name, down)
     assert stream(client, world.buyer, world.content.id).status_code == 200
     assert stream(client, world.stranger, world.content.id).json["error"]["code"] == "ACCESS_DENIED"
