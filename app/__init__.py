@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import inspect
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +31,7 @@ def create_app(config: Config | dict[str, Any] | None = None, *, role: str = "we
 
     configure_logging(config.LOG_LEVEL, config.LOG_FORMAT)
 
-    app = Flask(__name__, template_folder=str(Path(__file__).resolve().parent.parent / "templates"))
+    app = CodexFlask(__name__, template_folder=str(Path(__file__).resolve().parent.parent / "templates"))
     app.config.update(config.as_flask_config())
     app.config["TESTING"] = config.APP_ENV == "test"
     app.extensions["codex_config"] = config
@@ -39,11 +41,36 @@ def create_app(config: Config | dict[str, Any] | None = None, *, role: str = "we
 
     _init_extensions(app, role)
     _register_blueprints(app)
+    app.refuse_async_views()
 
     from app.cli import codex_cli
 
     app.cli.add_command(codex_cli)
     return app
+
+
+class CodexFlask(Flask):
+    """Flask without the per-call coroutine check: Codex has no ``async def`` views or hooks.
+
+    ``ensure_sync`` runs ``inspect.iscoroutinefunction`` on every hook, view and flask-smorest
+    wrapper of every request (about ten calls). ``refuse_async_views`` checks once, at start-up,
+    that nothing registered needs it.
+    """
+
+    def ensure_sync(self, func: Callable[..., Any]) -> Callable[..., Any]:
+        return func
+
+    def refuse_async_views(self) -> None:
+        registered: list[Any] = list(self.view_functions.values())
+        for hooks in (self.before_request_funcs, self.after_request_funcs, self.teardown_request_funcs):
+            for funcs in hooks.values():
+                registered.extend(funcs)
+        for func in registered:
+            view_class = getattr(func, "view_class", None)
+            methods = [getattr(view_class, m, None) for m in dir(view_class)] if view_class is not None else []
+            for candidate in (func, *methods):
+                if inspect.iscoroutinefunction(inspect.unwrap(candidate)) if callable(candidate) else False:
+                    raise TypeError(f"async views are not supported: {candidate!r}")
 
 
 def _load_dotenv() -> None:

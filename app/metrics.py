@@ -8,6 +8,7 @@ per-process files; otherwise the default registry is served.
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import redis
 from prometheus_client import (
@@ -45,9 +46,19 @@ BACKLOG_GAUGES = {
 }
 
 
+# (method, route, status) -> its two children. ``labels()`` validates and locks on every call; the
+# routes are a fixed set, so each combination is looked up once per process.
+_REQUEST_CHILDREN: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+
+
 def observe_request(method: str, endpoint: str, status: int, seconds: float) -> None:
-    HTTP_REQUESTS.labels(method, endpoint, str(status)).inc()
-    HTTP_DURATION.labels(method, endpoint).observe(seconds)
+    key = (method, endpoint, status)
+    children = _REQUEST_CHILDREN.get(key)
+    if children is None:
+        children = (HTTP_REQUESTS.labels(method, endpoint, str(status)), HTTP_DURATION.labels(method, endpoint))
+        _REQUEST_CHILDREN[key] = children
+    children[0].inc()
+    children[1].observe(seconds)
 
 
 def refresh_gauges(session: Session, broker: redis.Redis, queues: tuple[str, ...]) -> None:

@@ -104,3 +104,16 @@ def test_csrf_origin_rule(probe_app: Flask, headers: dict[str, str], allowed: bo
                 check_csrf()
     with probe_app.test_request_context("/api/v1/probe", method="GET", headers=headers):
         check_csrf()  # safe methods are never checked
+
+
+def test_async_views_are_refused_at_start_up(app_factory) -> None:
+    """CodexFlask skips Flask's per-call coroutine check, so an async view must fail loudly at once."""
+    flask_app = app_factory()  # a fresh app of its own
+    flask_app.refuse_async_views()  # the real app has none
+
+    async def later() -> str:
+        return "never awaited"
+
+    flask_app.add_url_rule("/async-probe", view_func=later)
+    with pytest.raises(TypeError, match="async views are not supported"):
+        flask_app.refuse_async_views()
