@@ -1,7 +1,8 @@
 """Authenticated ``GET /api/v1/auth/me`` (Bearer, session cache warm) versus the trivial Flask endpoint.
 
-Both run under gunicorn with the Procfile's settings (2 workers x 4 threads), one after the other in the
-same run, driven by the same closed-loop load generator (bench/common.py). The real app runs against a
+Both run under gunicorn with the Procfile's settings (2 workers x 4 threads) for the whole run and are
+loaded in turn, for BENCH_ROUNDS rounds (``bench.common.interleaved``), by the same closed-loop load
+generator, so that outside load on a shared machine hits every target alike. The real app runs against a
 dedicated database ``codex_bench`` (created and migrated with Alembic) and Redis DB 13 (cache, flushed
 first) / 12 (broker). A user with two memberships and one session is set up directly in the database;
 the 2 s warm-up fills the Redis session cache (``sess:{sha256}``) and the cached /me body
@@ -12,7 +13,7 @@ authentication or database.
 
     python -m bench.bench_auth          # or: make bench (every benchmark + bench/RESULTS.md)
 
-Knobs: BENCH_DURATION (s, default 10), BENCH_WARMUP (s, 2), BENCH_CONCURRENCY (16).
+Knobs: BENCH_DURATION (s per target, default 10), BENCH_ROUNDS (5), BENCH_WARMUP (s, 2), BENCH_CONCURRENCY (16).
 Goal (issue 4): /me serves at least 0.6 x the trivial endpoint's requests/s.
 """
 
@@ -27,11 +28,9 @@ from sqlalchemy import create_engine, delete, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
-from bench.common import LoadResult, env_float, load, percentile, start_gunicorn
+from bench.common import LoadResult, Target, interleaved, percentile
 
 ROOT = Path(__file__).resolve().parent.parent
-TRIVIAL_APP = "bench.trivial_app:app"
-REAL_APP = "app:create_app()"
 GOAL_RATIO = 0.6
 BENCH_EMAIL = "bench-auth@example.com"
 
@@ -123,25 +122,30 @@ def cache_is_warm(env: dict[str, str], token: str) -> bool:
         client.close()
 
 
-def measure(app_spec: str, env: dict[str, str], path: str, headers: dict[str, str] | None = None) -> LoadResult:
-    duration = env_float("BENCH_DURATION", 10.0)
-    warmup = env_float("BENCH_WARMUP", 2.0)
-    concurrency = int(env_float("BENCH_CONCURRENCY", 16))
-    with start_gunicorn(app_spec, env) as server:
-        return load(server.url + path, headers=headers, duration=duration, concurrency=concurrency, warmup=warmup)
-
-
-def rows_for(me: LoadResult, trivial: LoadResult, health: LoadResult) -> list[dict[str, Any]]:
-    ratio = me.rps / trivial.rps if trivial.rps else 0.0
-    me_p99, trivial_p99 = percentile(me.latencies, 99) * 1000, percentile(trivial.latencies, 99) * 1000
+def rows_for(
+    me: tuple[LoadResult, list[float]], trivial: tuple[LoadResult, list[float]], health: tuple[LoadResult, list[float]]
+) -> list[dict[str, Any]]:
+    (me_all, me_rounds), (trivial_all, trivial_rounds), (health_all, _) = me, trivial, health
+    ratio = me_all.rps / trivial_all.rps if trivial_all.rps else 0.0
+    per_round = [a / b for a, b in zip(me_rounds, trivial_rounds, strict=True) if b]
+    me_p99, trivial_p99 = percentile(me_all.latencies, 99) * 1000, percentile(trivial_all.latencies, 99) * 1000
     return [
         {
             "name": "GET /api/v1/auth/me (Bearer, cache warm) throughput",
-            "value": round(me.rps, 1),
+            "value": round(me_all.rps, 1),
             "unit": "req/s",
-            "baseline": round(trivial.rps, 1),
+            "baseline": round(trivial_all.rps, 1),
             "ratio": round(ratio, 2),
             "goal": f">= {GOAL_RATIO} x trivial ({'met' if ratio >= GOAL_RATIO else 'NOT met'})",
+        },
+        {
+            # The same ratio in each round: how much the machine's noise moves it.
+            "name": "  ratio per round (min-max)",
+            "value": f"{min(per_round):.2f}-{max(per_round):.2f}" if per_round else "-",
+            "unit": "",
+            "baseline": "",
+            "ratio": "",
+            "goal": "-",
         },
         {
             "name": "GET /api/v1/auth/me p99 latency",
@@ -153,26 +157,26 @@ def rows_for(me: LoadResult, trivial: LoadResult, health: LoadResult) -> list[di
         },
         {
             "name": "GET /api/v1/auth/me p50 latency",
-            "value": round(percentile(me.latencies, 50) * 1000, 2),
+            "value": round(percentile(me_all.latencies, 50) * 1000, 2),
             "unit": "ms",
-            "baseline": round(percentile(trivial.latencies, 50) * 1000, 2),
+            "baseline": round(percentile(trivial_all.latencies, 50) * 1000, 2),
             "ratio": "",
             "goal": "-",
         },
         {
             # Context: the same app without auth or database (bench_http's target), the floor for /me.
             "name": "Codex GET /health (no auth, no database) throughput",
-            "value": round(health.rps, 1),
+            "value": round(health_all.rps, 1),
             "unit": "req/s",
-            "baseline": round(trivial.rps, 1),
-            "ratio": round(health.rps / trivial.rps, 2) if trivial.rps else 0.0,
+            "baseline": round(trivial_all.rps, 1),
+            "ratio": round(health_all.rps / trivial_all.rps, 2) if trivial_all.rps else 0.0,
             "goal": "-",
         },
         {
             "name": "requests measured (errors)",
-            "value": f"{me.requests} ({me.errors})",
+            "value": f"{me_all.requests} ({me_all.errors})",
             "unit": "requests",
-            "baseline": f"{trivial.requests} ({trivial.errors})",
+            "baseline": f"{trivial_all.requests} ({trivial_all.errors})",
             "ratio": "",
             "goal": "no errors",
         },
@@ -182,14 +186,20 @@ def rows_for(me: LoadResult, trivial: LoadResult, health: LoadResult) -> list[di
 def main() -> list[dict[str, Any]]:
     env = bench_env()
     token = prepare(env)
-    trivial = measure(TRIVIAL_APP, {}, "/health")
-    me = measure(REAL_APP, env, "/api/v1/auth/me", {"Authorization": f"Bearer {token}"})
-    health = measure(REAL_APP, env, "/health")
+    results = interleaved(
+        env,
+        [
+            Target("trivial", "trivial", "/health"),
+            Target("health", "codex", "/health"),
+            Target("me", "codex", "/api/v1/auth/me", {"headers": {"Authorization": f"Bearer {token}"}}),
+        ],
+    )
+    me = results["me"][0]
     if me.statuses.get(200, 0) != me.requests:
         raise RuntimeError(f"unexpected statuses for /me: {dict(me.statuses)}")
     if not cache_is_warm(env, token):
         raise RuntimeError("the session cache entry is missing after the run")
-    rows = rows_for(me, trivial, health)
+    rows = rows_for(results["me"], results["trivial"], results["health"])
     print_table(rows)
     return rows
 

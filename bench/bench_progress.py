@@ -32,8 +32,8 @@ from sqlalchemy import create_engine, delete, text
 from sqlalchemy.orm import Session
 
 from bench.bench_auth import bench_env, print_table
-from bench.bench_stream import Playback, Target, forget_keys, goal_text, interleaved, prepare, row
-from bench.common import LoadResult
+from bench.bench_stream import Playback, forget_keys, goal_text, prepare, row
+from bench.common import LoadResult, Target, interleaved
 
 GOAL_RATIO = 0.7
 FLUSH_GOAL_SECONDS = 1.0

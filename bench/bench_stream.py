@@ -27,9 +27,7 @@ BENCH_CONCURRENCY (16).
 from __future__ import annotations
 
 import uuid
-from collections import Counter
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -37,10 +35,8 @@ from sqlalchemy import create_engine, delete, insert, select
 from sqlalchemy.orm import Session
 
 from bench.bench_auth import bench_env, migrate, print_table
-from bench.common import LoadResult, env_float, load, percentile, start_gunicorn
+from bench.common import LoadResult, Target, interleaved, percentile
 
-TRIVIAL_APP = "bench.trivial_app:app"
-REAL_APP = "app:create_app()"
 ORG_SLUG = "bench-playback"
 EMAIL = "bench-playback-{}@example.com"
 VIEWERS = 100
@@ -184,54 +180,6 @@ def forget_keys(client: Any, patterns: list[str]) -> None:
         batch = list(client.scan_iter(match=pattern, count=1000))
         for start in range(0, len(batch), 1000):
             client.delete(*batch[start : start + 1000])
-
-
-@dataclass
-class Target:
-    """One measured endpoint: on the trivial app or on Codex, a path (or a function of the running
-    Codex server's URL giving one), and extra ``load`` arguments (method, headers, body)."""
-
-    name: str
-    server: str  # "trivial" | "codex"
-    path: str | Callable[[str], str]
-    kwargs: dict[str, Any] = field(default_factory=dict)
-
-
-def merge(parts: list[LoadResult]) -> LoadResult:
-    statuses: Counter[int] = Counter()
-    for part in parts:
-        statuses.update(part.statuses)
-    latencies = [value for part in parts for value in part.latencies]
-    return LoadResult(latencies, sum(p.elapsed for p in parts), sum(p.errors for p in parts), statuses)
-
-
-def interleaved(env: dict[str, str], targets: list[Target]) -> dict[str, tuple[LoadResult, list[float]]]:
-    """Measure the targets in turn, in BENCH_ROUNDS rounds of BENCH_DURATION / rounds seconds each.
-
-    Both servers (the trivial app and Codex, each with the Procfile's 2 workers x 4 threads) run
-    for the whole measurement, but only the target being measured gets requests, so they never
-    share the CPUs. Rounds make the ratios robust on a shared machine: load from other processes
-    that comes and goes during the run hits every target alike instead of whichever one happened
-    to be measured at the time. Returns each target's merged result and its rps per round."""
-    duration = env_float("BENCH_DURATION", 10.0)
-    warmup = env_float("BENCH_WARMUP", 2.0)
-    concurrency = int(env_float("BENCH_CONCURRENCY", 16))
-    rounds = max(1, int(env_float("BENCH_ROUNDS", 5)))
-    parts: dict[str, list[LoadResult]] = {t.name: [] for t in targets}
-    with start_gunicorn(TRIVIAL_APP, {}) as trivial, start_gunicorn(REAL_APP, env) as codex:
-        servers = {"trivial": trivial, "codex": codex}
-        paths = {t.name: t.path(codex.url) if callable(t.path) else t.path for t in targets}
-        for round_ in range(rounds):
-            for t in targets:
-                result = load(
-                    servers[t.server].url + paths[t.name],
-                    duration=duration / rounds,
-                    concurrency=concurrency,
-                    warmup=warmup if round_ == 0 else min(warmup, 0.5),  # later rounds: reconnect only
-                    **t.kwargs,
-                )
-                parts[t.name].append(result)
-    return {name: (merge(results), [r.rps for r in results]) for name, results in parts.items()}
 
 
 def row(

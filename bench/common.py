@@ -27,6 +27,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -259,3 +260,55 @@ def percentile(values: Sequence[float], pct: float) -> float:
     ordered = sorted(values)
     rank = max(1, min(len(ordered), math.ceil(pct / 100 * len(ordered))))
     return ordered[rank - 1]
+
+
+# ---- interleaved targets ------------------------------------------------------------------
+
+
+@dataclass
+class Target:
+    """One measured endpoint: on the trivial app or on Codex, a path (or a function of the running
+    Codex server's URL giving one), and extra ``load`` arguments (method, headers, body)."""
+
+    name: str
+    server: str  # "trivial" | "codex"
+    path: str | Callable[[str], str]
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+def merge(parts: list[LoadResult]) -> LoadResult:
+    statuses: Counter[int] = Counter()
+    for part in parts:
+        statuses.update(part.statuses)
+    latencies = [value for part in parts for value in part.latencies]
+    return LoadResult(latencies, sum(p.elapsed for p in parts), sum(p.errors for p in parts), statuses)
+
+
+def interleaved(env: dict[str, str], targets: list[Target]) -> dict[str, tuple[LoadResult, list[float]]]:
+    """Measure the targets (on the trivial app, or on Codex run with ``env``) in turn, in
+    BENCH_ROUNDS rounds of BENCH_DURATION / rounds seconds each.
+
+    Both servers (the trivial app and Codex, each with the Procfile's 2 workers x 4 threads) run
+    for the whole measurement, but only the target being measured gets requests, so they never
+    share the CPUs. Rounds make the ratios robust on a shared machine: load from other processes
+    that comes and goes during the run hits every target alike instead of whichever one happened
+    to be measured at the time. Returns each target's merged result and its rps per round."""
+    duration = env_float("BENCH_DURATION", 10.0)
+    warmup = env_float("BENCH_WARMUP", 2.0)
+    concurrency = int(env_float("BENCH_CONCURRENCY", 16))
+    rounds = max(1, int(env_float("BENCH_ROUNDS", 5)))
+    parts: dict[str, list[LoadResult]] = {t.name: [] for t in targets}
+    with start_gunicorn("bench.trivial_app:app", {}) as trivial, start_gunicorn("app:create_app()", env) as codex:
+        servers = {"trivial": trivial, "codex": codex}
+        paths = {t.name: t.path(codex.url) if callable(t.path) else t.path for t in targets}
+        for round_ in range(rounds):
+            for t in targets:
+                result = load(
+                    servers[t.server].url + paths[t.name],
+                    duration=duration / rounds,
+                    concurrency=concurrency,
+                    warmup=warmup if round_ == 0 else min(warmup, 0.5),  # later rounds: reconnect only
+                    **t.kwargs,
+                )
+                parts[t.name].append(result)
+    return {name: (merge(results), [r.rps for r in results]) for name, results in parts.items()}
