@@ -16,7 +16,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import structlog
-from flask import Flask, Response, current_app, g, request
+from flask import Flask, Request, Response, current_app, g, request
 from flask.sessions import SessionInterface
 from werkzeug.exceptions import BadRequest
 
@@ -93,34 +93,37 @@ def _lookupview_option(endpoint: str, name: str) -> Any:
 
 
 def _assign_request_id() -> Response | None:
-    incoming = request.headers.get("X-Request-ID", "")
-    g.request_id = incoming if _REQUEST_ID.match(incoming) else uuid.uuid4().hex
+    req = _current_request()
+    incoming = req.headers.get("X-Request-ID", "")
+    request_id = incoming if _REQUEST_ID.match(incoming) else uuid.uuid4().hex
+    g.request_id = request_id
     g.request_started = time.perf_counter()
     structlog.contextvars.clear_contextvars()
-    structlog.contextvars.bind_contextvars(request_id=g.request_id)
-    if request.method == "OPTIONS" and request.url_rule is not None:
+    structlog.contextvars.bind_contextvars(request_id=request_id)
+    if req.method == "OPTIONS" and req.url_rule is not None:
         # Preflights skip authentication, CSRF and rate limits (security.md §5).
         return Response(status=204)
     return None
 
 
 def _check_body() -> None:
+    req = _current_request()
     limit = view_option("_codex_body_limit") or current_app.config["MAX_CONTENT_LENGTH"]
-    request.max_content_length = limit
-    length = request.content_length
+    req.max_content_length = limit
+    length = req.content_length
     if length is not None and length > limit:
         raise errors.PayloadTooLarge()
-    if not request.path.startswith("/api/v1/") or request.method not in UNSAFE_METHODS:
+    if req.method not in UNSAFE_METHODS or not req.path.startswith("/api/v1/"):
         return
     if view_option("_codex_raw_body"):
         return
-    has_body = bool(length) or request.headers.get("Transfer-Encoding", "").lower() == "chunked"
+    has_body = bool(length) or req.headers.get("Transfer-Encoding", "").lower() == "chunked"
     if not has_body:
         return
-    if request.mimetype != "application/json":
+    if req.mimetype != "application/json":
         raise errors.UnsupportedMediaType("The request body must be application/json.")
     try:
-        body = request.get_json(silent=False)
+        body = req.get_json(silent=False)
     except BadRequest:
         raise errors.InvalidJson() from None
     if not isinstance(body, dict):
@@ -131,35 +134,47 @@ def _origin_allowed(origin: str | None) -> bool:
     return bool(origin) and origin in current_app.config["CORS_ORIGINS"]
 
 
-def _apply_cors(response: Response) -> None:
-    path = request.path
-    origin = request.headers.get("Origin")
+def _apply_cors(req: Request, response: Response, present: set[str]) -> None:
+    headers = response.headers
+    path = req.path
     if path.startswith("/api/v1/stream/") or path.startswith("/storage/"):
-        response.headers["Access-Control-Allow-Origin"] = "*"
-        response.headers["Access-Control-Expose-Headers"] = "Content-Length, Content-Range, ETag"
-        if request.method == "OPTIONS":
-            response.headers["Access-Control-Allow-Methods"] = "GET, PUT, OPTIONS"
-            response.headers["Access-Control-Allow-Headers"] = "Content-Type, Range"
-            response.headers["Access-Control-Max-Age"] = "600"
+        headers["Access-Control-Allow-Origin"] = "*"
+        headers["Access-Control-Expose-Headers"] = "Content-Length, Content-Range, ETag"
+        if req.method == "OPTIONS":
+            headers["Access-Control-Allow-Methods"] = "GET, PUT, OPTIONS"
+            headers["Access-Control-Allow-Headers"] = "Content-Type, Range"
+            headers["Access-Control-Max-Age"] = "600"
         return
     if not (path.startswith("/api/v1") or path.startswith("/health")):
         return
-    response.vary.add("Origin")
+    if "vary" in present:
+        response.vary.add("Origin")  # (merges with what the view set; rare)
+    else:
+        headers.add("Vary", "Origin")
+    origin = req.headers.get("Origin")
     if not _origin_allowed(origin):
         return
-    response.headers["Access-Control-Allow-Origin"] = origin or ""
-    response.headers["Access-Control-Allow-Credentials"] = "true"
-    response.headers["Access-Control-Expose-Headers"] = _API_EXPOSE
-    if request.method == "OPTIONS":
-        response.headers["Access-Control-Allow-Methods"] = "GET, POST, PUT, PATCH, DELETE, OPTIONS"
-        response.headers["Access-Control-Allow-Headers"] = "Content-Type, Authorization, X-Request-ID"
-        response.headers["Access-Control-Max-Age"] = "600"
+    headers["Access-Control-Allow-Origin"] = origin or ""
+    headers["Access-Control-Allow-Credentials"] = "true"
+    headers["Access-Control-Expose-Headers"] = _API_EXPOSE
+    if req.method == "OPTIONS":
+        headers["Access-Control-Allow-Methods"] = "GET, POST, PUT, PATCH, DELETE, OPTIONS"
+        headers["Access-Control-Allow-Headers"] = "Content-Type, Authorization, X-Request-ID"
+        headers["Access-Control-Max-Age"] = "600"
+
+
+def _current_request() -> Request:
+    """The request object itself. Every attribute read through the ``request`` proxy is a context
+    lookup, and the after-request hook reads about fifteen."""
+    return request._get_current_object()  # type: ignore[attr-defined]
 
 
 def _finish(response: Response) -> Response:
+    req = _current_request()
+    request_globals = g._get_current_object()  # (as above)
     headers = response.headers
-    headers["X-Request-ID"] = g.get("request_id") or uuid.uuid4().hex
-    path = request.path
+    headers["X-Request-ID"] = request_globals.get("request_id") or uuid.uuid4().hex
+    path = req.path
     present = {key.lower() for key, _ in headers.items()}  # one pass instead of a scan per header
     # ``add`` appends; every name added here was checked absent (``headers[name] = ...`` rescans).
     for name, value in _SECURITY_HEADERS:
@@ -173,8 +188,8 @@ def _finish(response: Response) -> Response:
         headers["Strict-Transport-Security"] = "max-age=31536000; includeSubDomains"
     if path.startswith("/api/v1") and "cache-control" not in present:
         headers.add("Cache-Control", "no-store")
-    _apply_cors(response)
-    _observe(response)
+    _apply_cors(req, response, present)
+    _observe(req, request_globals, response)
     return response
 
 
@@ -186,21 +201,21 @@ _SECURITY_HEADERS = (
 )
 
 
-def _observe(response: Response) -> None:
-    started = g.get("request_started")
+def _observe(req: Request, request_globals: Any, response: Response) -> None:
+    started = request_globals.get("request_started")
     duration = time.perf_counter() - started if started else 0.0
-    endpoint = request.url_rule.rule if request.url_rule is not None else "<unmatched>"
-    metrics.observe_request(request.method, endpoint, response.status_code, duration)
-    if request.path.startswith("/health") or request.path == "/metrics" or not _REQUEST_LOG.isEnabledFor(logging.INFO):
+    endpoint = req.url_rule.rule if req.url_rule is not None else "<unmatched>"
+    metrics.observe_request(req.method, endpoint, response.status_code, duration)
+    if req.path.startswith("/health") or req.path == "/metrics" or not _REQUEST_LOG.isEnabledFor(logging.INFO):
         return  # (the level check first spares building the fields of a line nobody keeps)
     log.info(
         "request",
-        method=request.method,
-        path=mask_path(request.path),
+        method=req.method,
+        path=mask_path(req.path),
         status=response.status_code,
         duration_ms=round(duration * 1000, 2),
-        user_id=str(g.get("user_id")) if g.get("user_id") else None,
-        ip=request.remote_addr,
+        user_id=str(request_globals.get("user_id")) if request_globals.get("user_id") else None,
+        ip=req.remote_addr,
     )
 
 

@@ -289,7 +289,8 @@ def _drop_evictions(db_session: Session, previous_transaction: Any) -> None:
 
 def _presented_token() -> tuple[str | None, str | None, bool]:
     """(token, via, malformed) for the current request."""
-    header = request.headers.get("Authorization")
+    headers = request.headers
+    header = headers.get("Authorization")
     if header is not None:
         match = _BEARER.fullmatch(header.strip())
         if match is None:
@@ -339,12 +340,13 @@ def resolve(keys_for: KeysFor | None = None) -> Principal | None:
     Memoised for the request; reads only (cache, then database). ``keys_for``: what the view will
     read next, fetched in the same round trip as the session entry (``read_with_session``).
     """
-    if "codex_auth_resolved" in g:
-        return cast(Principal | None, g.codex_principal)
-    g.codex_auth_resolved = True
-    g.codex_principal = None
+    state = g._get_current_object()  # the request's g itself: read and written a dozen times here
+    if "codex_auth_resolved" in state:
+        return cast(Principal | None, state.codex_principal)
+    state.codex_auth_resolved = True
+    state.codex_principal = None
     token, via, malformed = _presented_token()
-    g.codex_auth_malformed = malformed
+    state.codex_auth_malformed = malformed
     if token is None or via is None:
         return None
     now = utcnow()
@@ -361,8 +363,8 @@ def resolve(keys_for: KeysFor | None = None) -> Principal | None:
         principal = None
     if principal is None:
         return None
-    g.codex_principal = principal
-    g.user_id = principal.user_id
+    state.codex_principal = principal
+    state.user_id = principal.user_id
     structlog.contextvars.bind_contextvars(user_id=str(principal.user_id))
     return principal
 
