@@ -137,7 +137,7 @@ class RedisTaskPublisher:
     message it ends up writing is simple: with the anonymous exchange kombu's Redis transport
     LPUSHes one JSON envelope onto the list named after the queue. This builds the same
     protocol-2 envelope (same headers, properties and body as ``send_task`` writes; see
-    ``tests/foundation/test_jobs_publisher.py``, which has a real worker consume it) and
+    ``tests/commerce/test_task_publisher.py``, which has a real worker consume it) and
     pushes it with one command, or one pipeline for all the messages of a commit.
 
     What it skips: the ``before/after_task_publish`` signals (nothing here connects to them),
@@ -170,7 +170,7 @@ class RedisTaskPublisher:
     def send_many(self, tasks: Sequence[tuple[str, tuple[Any, ...], float | None]]) -> None:
         """Several messages in one round trip (the emails of one purchase, a sweep's batch)."""
         conf = self.celery_app.conf
-        if conf.broker_url != self.url or not self.supported:
+        if conf.broker_url != self.url or not self.supported or any(self._has_own_routing(t[0]) for t in tasks):
             # Reconfigured since (tests do): Celery's own path.
             for name, args, countdown in tasks:
                 self.celery_app.send_task(name, args=list(args), queue=queue_for(name), countdown=countdown)
@@ -187,6 +187,19 @@ class RedisTaskPublisher:
             pipe.lpush(prefix + queue, message)
         pipe.execute()
 
+    def _registered(self, name: str) -> Any:
+        # The registry itself, as send_task reads it (``tasks`` would finalize the app).
+        return getattr(self.celery_app, "_tasks", {}).get(name)
+
+    def _has_own_routing(self, name: str) -> bool:
+        """A registered task declaring an expiry, queue or priority of its own (none does today):
+        send_task knows how to write those."""
+        registered = self._registered(name)
+        if registered is None:
+            return False
+        options = registered._get_exec_options()
+        return any(options.get(key) is not None for key in ("expires", "queue", "priority", "exchange"))
+
     def message(self, name: str, args: tuple[Any, ...], countdown: float | None) -> tuple[str, bytes]:
         """(queue, the JSON envelope kombu's Redis transport stores) for ``name(*args)``."""
         task_id = str(uuid.uuid4())
@@ -196,6 +209,10 @@ class RedisTaskPublisher:
         if parent is not None:
             root_id = parent.request.root_id or parent.request.id
             parent_id = parent.request.id
+        # As send_task does for a task registered in this process (a worker): its execution
+        # options (time limits, ignore_result) go into the message; elsewhere they are None.
+        registered = self._registered(name)
+        options = registered._get_exec_options() if registered is not None else {}
         eta = (datetime.now(UTC) + timedelta(seconds=countdown)).isoformat() if countdown else None
         arguments = list(args)
         body = json.dumps([arguments, {}, _EMBED]).encode()
@@ -214,13 +231,13 @@ class RedisTaskPublisher:
                 "group": None,
                 "group_index": None,
                 "retries": 0,
-                "timelimit": [None, None],
+                "timelimit": [options.get("time_limit"), options.get("soft_time_limit")],
                 "root_id": root_id,
                 "parent_id": parent_id,
                 "argsrepr": repr(arguments)[:1024] if arguments else "()",  # as Celery's ``args or ()``
                 "kwargsrepr": "{}",
                 "origin": f"gen{os.getpid()}@{self.hostname}",
-                "ignore_result": None,
+                "ignore_result": options.get("ignore_result"),
                 "replaced_task_nesting": 0,
                 "stamped_headers": None,
                 "stamps": {},

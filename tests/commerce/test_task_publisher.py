@@ -8,6 +8,7 @@ import json
 import time
 from typing import Any
 
+import pytest
 from celery import Celery
 from flask import Flask
 
@@ -40,9 +41,18 @@ def test_the_redis_broker_gets_the_fast_publisher(app: Flask) -> None:
     assert isinstance(app.extensions["task_sender"], RedisTaskPublisher)
 
 
-def test_message_is_what_send_task_writes(app: Flask, redis: Any) -> None:
+@pytest.mark.parametrize("registered", [False, True], ids=["web process", "worker process"])
+def test_message_is_what_send_task_writes(app: Flask, redis: Any, registered: bool, monkeypatch: Any) -> None:
+    """In a worker the tasks are registered and send_task adds their options (time limits,
+    ignore_result); in the web process they are not. The publisher writes the same in both."""
     broker = app.extensions["broker_redis"]
     celery_app: Celery = app.extensions["celery"]
+    import tasks.payments  # noqa: F401 - registers the payments tasks (a worker imports every module)
+
+    if not registered:
+        monkeypatch.setattr(celery_app, "_tasks", {})
+    else:
+        assert "payments.process_stripe_event" in celery_app.tasks  # (finalizes the app, as a worker does)
     publisher = RedisTaskPublisher(celery_app)
     for name, args, queue in [
         ("payments.process_stripe_event", ("evt_1",), "webhooks"),
@@ -52,7 +62,11 @@ def test_message_is_what_send_task_writes(app: Flask, redis: Any) -> None:
         celery_app.send_task(name, args=list(args), queue=queue)
         publisher(name, args, None)
         ours, celerys = _pop_all(broker, queue)[::-1]
-        assert _comparable(ours) == _comparable(celerys)
+        mine, theirs = _comparable(ours), _comparable(celerys)
+        theirs_headers = theirs["headers"]
+        differing = {k: (v, theirs_headers.get(k)) for k, v in mine["headers"].items() if theirs_headers.get(k) != v}
+        assert not differing and set(mine["headers"]) == set(theirs["headers"]), differing
+        assert mine == theirs
         assert ours["headers"]["root_id"] == ours["headers"]["id"] == ours["properties"]["correlation_id"]
         assert ours["headers"]["origin"].startswith("gen")
 
