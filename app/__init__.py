@@ -136,6 +136,13 @@ def _api_blueprints() -> list[Any]:
     from app.orgs.routes import blp as orgs_blp
 
     return [
-        auth_blp, orgs_blp, media_blp, content_blp, catalog_blp,
-        commerce_blp, access_blp, dashboard_blp, stripe_events_blp,
+        auth_blp,
+        orgs_blp,
+        media_blp,
+        content_blp,
+        catalog_blp,
+        commerce_blp,
+        access_blp,
+        dashboard_blp,
+        stripe_events_blp,
     ]

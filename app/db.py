@@ -3,14 +3,16 @@
 A session lives for one request or one task (both push an app context) and is closed at teardown.
 Services take a session, add and flush, and never commit; routes and tasks commit once.
 
-``enqueue_after_commit`` is how side effects leave a transaction: the message is kept on the
-session and published by the ``after_commit`` hook, or dropped when the transaction rolls back,
-so a worker never sees a row that was not committed (warehouse's pattern).
+``after_commit`` is how side effects leave a transaction: the work is kept on the session and run
+once the outermost transaction commits, or dropped when it rolls back, so a worker never sees a
+row that was not committed and a cache is never evicted before the change it reflects
+(warehouse's pattern). ``enqueue_after_commit`` publishes task messages that way.
 """
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -133,9 +135,51 @@ def ensure_database(url: str) -> bool:
         admin.dispose()
 
 
-# ---- enqueue after commit -----------------------------------------------------------------
+# ---- work that waits for the commit --------------------------------------------------------
 
-_PENDING = "codex_pending_tasks"
+_AFTER_COMMIT = "codex_after_commit"
+
+AfterCommitHandler = Callable[[list[Any]], None]
+"""Runs once per commit with every item queued for it; it must not raise for a Redis/broker
+failure (the data is committed: log, and let TTLs or sweepers repair)."""
+
+
+def after_commit(db_session: Session, handler: AfterCommitHandler, *items: Any) -> None:
+    """Run ``handler(items)`` once this session's outermost transaction commits; forget the items
+    if it rolls back. The one way side effects (task messages, cache evictions) leave a transaction:
+    acting earlier could let a worker miss its row or a concurrent reader re-cache the old value."""
+    pending: dict[AfterCommitHandler, list[Any]] = db_session.info.setdefault(_AFTER_COMMIT, {})
+    pending.setdefault(handler, []).extend(items)
+
+
+def queued_after_commit(db_session: Session, handler: AfterCommitHandler) -> list[Any]:
+    return list(db_session.info.get(_AFTER_COMMIT, {}).get(handler, []))
+
+
+@event.listens_for(Session, "after_commit")
+def _run_after_commit(db_session: Session) -> None:
+    if db_session.in_nested_transaction():
+        # SQLAlchemy also fires after_commit when a savepoint is released: nothing is committed
+        # yet, so the work waits for the outer commit.
+        return
+    pending: dict[AfterCommitHandler, list[Any]] | None = db_session.info.pop(_AFTER_COMMIT, None)
+    if not pending:
+        return
+    if not has_app_context():
+        log.error("after_commit.skipped", reason="no app context", handlers=[h.__qualname__ for h in pending])
+        return
+    for handler, items in pending.items():
+        handler(items)
+
+
+@event.listens_for(Session, "after_soft_rollback")
+def _forget_after_commit(db_session: Session, previous_transaction: Any) -> None:
+    # Only the outermost transaction's rollback discards the work queued in it.
+    if previous_transaction.parent is None:
+        db_session.info.pop(_AFTER_COMMIT, None)
+
+
+# ---- enqueue after commit -----------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -150,25 +194,14 @@ def enqueue_after_commit(db_session: Session, task_name: str, *args: Any, countd
 
     Arguments must be JSON-serialisable ids (the durable-job rule: Postgres holds the work).
     """
-    db_session.info.setdefault(_PENDING, []).append(PendingTask(task_name, tuple(args), countdown))
+    after_commit(db_session, _publish, PendingTask(task_name, tuple(args), countdown))
 
 
 def pending_tasks(db_session: Session) -> list[PendingTask]:
-    return list(db_session.info.get(_PENDING, []))
+    return queued_after_commit(db_session, _publish)
 
 
-@event.listens_for(Session, "after_commit")
-def _send_pending(db_session: Session) -> None:
-    if db_session.in_nested_transaction():
-        # SQLAlchemy also fires after_commit when a savepoint is released: nothing is committed
-        # yet, so the work waits for the outer commit (a worker must never miss its row).
-        return
-    pending: list[PendingTask] = db_session.info.pop(_PENDING, [])
-    if not pending:
-        return
-    if not has_app_context():
-        log.error("task.enqueue_failed", reason="no app context", count=len(pending))
-        return
+def _publish(pending: list[PendingTask]) -> None:
     sender = current_app.extensions["task_sender"]
     send_many = getattr(sender, "send_many", None)
     if send_many is not None and len(pending) > 1:
@@ -184,10 +217,3 @@ def _send_pending(db_session: Session) -> None:
         except Exception as exc:
             # The row is committed; its sweeper will pick it up (jobs.md §1).
             log.warning("task.enqueue_failed", task_name=task.name, error=type(exc).__name__)
-
-
-@event.listens_for(Session, "after_soft_rollback")
-def _drop_pending(db_session: Session, previous_transaction: Any) -> None:
-    # Only the outermost transaction's rollback discards the work queued in it.
-    if previous_transaction.parent is None:
-        db_session.info.pop(_PENDING, None)

@@ -17,18 +17,17 @@ change either. Redis being down only delays the effect by the snapshot's 10 s.
 from __future__ import annotations
 
 import uuid
-from typing import Any
 
 import redis
 import structlog
-from flask import current_app, has_app_context
-from sqlalchemy import event
+from flask import current_app
 from sqlalchemy.orm import Session
+
+from app.db import after_commit
 
 log = structlog.get_logger(__name__)
 
 GEN_TTL_SECONDS = 86400
-_PENDING = "codex_content_snapshot_invalidations"
 
 
 def gen_key(content_id: uuid.UUID | str) -> str:
@@ -36,26 +35,14 @@ def gen_key(content_id: uuid.UUID | str) -> str:
 
 
 def content_changed_after_commit(db_session: Session, content_id: uuid.UUID) -> None:
-    db_session.info.setdefault(_PENDING, set()).add(gen_key(content_id))
+    after_commit(db_session, _replace_tokens, gen_key(content_id))
 
 
-@event.listens_for(Session, "after_commit")
-def _invalidate(db_session: Session) -> None:
-    if db_session.in_nested_transaction():  # a savepoint released: the change is not committed yet
-        return
-    keys: set[str] = db_session.info.pop(_PENDING, set())
-    if not keys or not has_app_context():
-        return
+def _replace_tokens(keys: list[str]) -> None:
     try:
         pipe = current_app.extensions["redis"].pipeline(transaction=False)
-        for key in sorted(keys):
+        for key in sorted(set(keys)):
             pipe.set(key, uuid.uuid4().hex, ex=GEN_TTL_SECONDS)
         pipe.execute()
     except redis.RedisError:
         log.warning("cache.unavailable", cache="content_snapshot", action="invalidate")
-
-
-@event.listens_for(Session, "after_soft_rollback")
-def _drop(db_session: Session, previous_transaction: Any) -> None:
-    if previous_transaction.parent is None:
-        db_session.info.pop(_PENDING, None)

@@ -8,17 +8,15 @@ down only delays the effect by the TTL.
 from __future__ import annotations
 
 import uuid
-from typing import Any
 
 import redis
 import structlog
-from flask import current_app, has_app_context
-from sqlalchemy import event
+from flask import current_app
 from sqlalchemy.orm import Session
 
-log = structlog.get_logger(__name__)
+from app.db import after_commit
 
-_PENDING = "codex_access_invalidations"
+log = structlog.get_logger(__name__)
 
 
 def access_cache_key(user_id: uuid.UUID | str, content_id: uuid.UUID | str) -> str:
@@ -26,23 +24,11 @@ def access_cache_key(user_id: uuid.UUID | str, content_id: uuid.UUID | str) -> s
 
 
 def invalidate_access_after_commit(db_session: Session, user_id: uuid.UUID, content_id: uuid.UUID) -> None:
-    db_session.info.setdefault(_PENDING, set()).add(access_cache_key(user_id, content_id))
+    after_commit(db_session, _delete_keys, access_cache_key(user_id, content_id))
 
 
-@event.listens_for(Session, "after_commit")
-def _invalidate(db_session: Session) -> None:
-    if db_session.in_nested_transaction():  # a savepoint released: wait for the real commit
-        return
-    keys: set[str] = db_session.info.pop(_PENDING, set())
-    if not keys or not has_app_context():
-        return
+def _delete_keys(keys: list[str]) -> None:
     try:
-        current_app.extensions["redis"].delete(*sorted(keys))
+        current_app.extensions["redis"].delete(*sorted(set(keys)))
     except redis.RedisError:
         log.warning("cache.unavailable", cache="access", action="invalidate")
-
-
-@event.listens_for(Session, "after_soft_rollback")
-def _drop(db_session: Session, previous_transaction: Any) -> None:
-    if previous_transaction.parent is None:
-        db_session.info.pop(_PENDING, None)

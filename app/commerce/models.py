@@ -74,9 +74,7 @@ class Purchase(TimestampMixin, Base):
         CheckConstraint("amount_cents >= 0", name="amount"),
         CheckConstraint("currency ~ '^[a-z]{3}$'", name="currency"),
         CheckConstraint("status IN ('completed', 'refunded', 'charged_back')", name="status"),
-        CheckConstraint(
-            "refunded_amount_cents >= 0 AND refunded_amount_cents <= amount_cents", name="refunded_amount"
-        ),
+        CheckConstraint("refunded_amount_cents >= 0 AND refunded_amount_cents <= amount_cents", name="refunded_amount"),
         CheckConstraint(
             "refund_status IS NULL OR refund_status IN ('requested', 'submitted', 'succeeded', 'failed')",
             name="refund_status",

@@ -29,8 +29,8 @@ from typing import Any, TypeVar, cast
 
 import redis
 import structlog
-from flask import Flask, Response, current_app, g, has_app_context, request
-from sqlalchemy import event, select, update
+from flask import Flask, Response, current_app, g, request
+from sqlalchemy import select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
@@ -277,32 +277,17 @@ def evict(user_id: uuid.UUID | str, token_hashes: Iterable[str], *, all_sessions
         log.warning("cache.unavailable", cache="sessions", action="evict")
 
 
-_EVICTIONS = "codex_session_evictions"
-
-
 def evict_after_commit(
     db_session: Session, user_id: uuid.UUID, token_hashes: Iterable[str], *, all_sessions: bool
 ) -> None:
     """Evict once the revocation is committed (evicting earlier could let a concurrent request
     re-cache the not-yet-revoked row)."""
-    db_session.info.setdefault(_EVICTIONS, []).append((user_id, list(token_hashes), all_sessions))
+    db.after_commit(db_session, _evict_committed, (user_id, list(token_hashes), all_sessions))
 
 
-@event.listens_for(Session, "after_commit")
-def _evict_committed(db_session: Session) -> None:
-    if db_session.in_nested_transaction():  # a savepoint released: wait for the real commit
-        return
-    pending = db_session.info.pop(_EVICTIONS, [])
-    if not pending or not has_app_context():
-        return
+def _evict_committed(pending: list[tuple[uuid.UUID, list[str], bool]]) -> None:
     for user_id, hashes, all_sessions in pending:
         evict(user_id, hashes, all_sessions=all_sessions)
-
-
-@event.listens_for(Session, "after_soft_rollback")
-def _drop_evictions(db_session: Session, previous_transaction: Any) -> None:
-    if previous_transaction.parent is None:
-        db_session.info.pop(_EVICTIONS, None)
 
 
 # ---- resolution -----------------------------------------------------------------------------

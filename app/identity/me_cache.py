@@ -31,10 +31,11 @@ from typing import Any
 
 import redis
 import structlog
-from flask import current_app, has_app_context
+from flask import current_app
 from sqlalchemy import event, select
 from sqlalchemy.orm import Session, UOWTransaction
 
+from app.db import after_commit
 from app.identity.auth import read_with_session
 from app.identity.models import User
 from app.orgs.models import Membership, Organization
@@ -125,13 +126,11 @@ def bump(user_ids: Iterable[uuid.UUID | str]) -> None:
 
 # ---- invalidation from the ORM ----------------------------------------------------------------
 
-_PENDING = "codex_me_stale_users"
-
 
 @event.listens_for(Session, "after_flush")
 def _collect(db_session: Session, flush_context: UOWTransaction) -> None:
     """Note the users whose view this flush changed (``new``/``dirty``/``deleted`` still hold
-    the flushed objects here); bumped after commit."""
+    the flushed objects here); their generations are replaced after the commit."""
     users: set[uuid.UUID] = set()
     renamed_orgs: list[uuid.UUID] = []
     for obj in chain(db_session.new, db_session.dirty, db_session.deleted):
@@ -147,19 +146,4 @@ def _collect(db_session: Session, flush_context: UOWTransaction) -> None:
         )
         users.update(members.scalars())
     if users:
-        db_session.info.setdefault(_PENDING, set()).update(users)
-
-
-@event.listens_for(Session, "after_commit")
-def _bump_committed(db_session: Session) -> None:
-    if db_session.in_nested_transaction():  # a savepoint released: wait for the real commit
-        return
-    users = db_session.info.pop(_PENDING, None)
-    if users and has_app_context():
-        bump(users)
-
-
-@event.listens_for(Session, "after_soft_rollback")
-def _drop(db_session: Session, previous_transaction: Any) -> None:
-    if previous_transaction.parent is None:
-        db_session.info.pop(_PENDING, None)
+        after_commit(db_session, bump, *users)

@@ -21,9 +21,7 @@ RESERVED_SLUGS = frozenset(
 class Organization(TimestampMixin, Base):
     __tablename__ = "organizations"
     __table_args__ = (
-        CheckConstraint(
-            "slug ~ '^[a-z0-9]+(-[a-z0-9]+)*$' AND char_length(slug) BETWEEN 3 AND 50", name="slug_format"
-        ),
+        CheckConstraint("slug ~ '^[a-z0-9]+(-[a-z0-9]+)*$' AND char_length(slug) BETWEEN 3 AND 50", name="slug_format"),
         CheckConstraint("char_length(name) BETWEEN 1 AND 100", name="name_length"),
     )
 
