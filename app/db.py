@@ -162,6 +162,7 @@ def _run_after_commit(db_session: Session) -> None:
         # SQLAlchemy also fires after_commit when a savepoint is released: nothing is committed
         # yet, so the work waits for the outer commit.
         return
+    db_session.info.pop(_MARKS, None)
     pending: dict[AfterCommitHandler, list[Any]] | None = db_session.info.pop(_AFTER_COMMIT, None)
     if not pending:
         return
@@ -172,11 +173,32 @@ def _run_after_commit(db_session: Session) -> None:
         handler(items)
 
 
+_MARKS = "codex_after_commit_marks"
+
+
+@event.listens_for(Session, "after_transaction_create")
+def _mark_savepoint(db_session: Session, transaction: Any) -> None:
+    # A savepoint remembers how much work was queued when it began, so that rolling it back
+    # forgets exactly the work queued inside it.
+    if transaction.nested:
+        pending = db_session.info.get(_AFTER_COMMIT, {})
+        db_session.info.setdefault(_MARKS, {})[transaction] = {h: len(items) for h, items in pending.items()}
+
+
 @event.listens_for(Session, "after_soft_rollback")
 def _forget_after_commit(db_session: Session, previous_transaction: Any) -> None:
-    # Only the outermost transaction's rollback discards the work queued in it.
     if previous_transaction.parent is None:
         db_session.info.pop(_AFTER_COMMIT, None)
+        db_session.info.pop(_MARKS, None)
+        return
+    mark = db_session.info.get(_MARKS, {}).pop(previous_transaction, None)
+    pending: dict[AfterCommitHandler, list[Any]] = db_session.info.get(_AFTER_COMMIT, {})
+    if mark is None or not pending:
+        return
+    for handler in list(pending):
+        del pending[handler][mark.get(handler, 0) :]
+        if not pending[handler]:
+            del pending[handler]
 
 
 # ---- enqueue after commit -----------------------------------------------------------------

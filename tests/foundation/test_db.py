@@ -54,6 +54,22 @@ def test_a_released_savepoint_publishes_nothing_before_the_outer_commit(committe
     assert len(_broker_messages(committed_db, "default")) == 1
 
 
+def test_work_queued_inside_a_rolled_back_savepoint_is_forgotten(committed_db: Flask) -> None:
+    with committed_db.app_context():
+        session: Session = db.session
+        create_ping(session)  # queued before the savepoint: kept
+        savepoint = session.begin_nested()
+        enqueue_after_commit(session, "system.ping", "00000000-0000-0000-0000-000000000001")
+        savepoint.rollback()
+        assert len(pending_tasks(session)) == 1
+        with session.begin_nested():  # a released savepoint keeps its work
+            enqueue_after_commit(session, "system.ping", "00000000-0000-0000-0000-000000000002")
+        session.commit()
+    messages = _broker_messages(committed_db, "default")
+    assert len(messages) == 2
+    assert not any("00000000-0000-0000-0000-000000000001" in m["headers"]["argsrepr"] for m in messages)
+
+
 def test_failed_commit_publishes_nothing(committed_db: Flask) -> None:
     with committed_db.app_context():
         session: Session = db.session
