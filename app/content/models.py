@@ -57,6 +57,29 @@ class Content(TimestampMixin, Base):
             text("published_at DESC"),
             postgresql_where=text("deleted_at IS NULL"),
         ),
+        # The catalogue's price sort and its ILIKE search (migration 0009).
+        Index(
+            "ix_content_catalog_price",
+            "organization_id",
+            "status",
+            text("COALESCE(price_cents, 0)"),
+            "id",
+            postgresql_where=text("deleted_at IS NULL"),
+        ),
+        Index(
+            "ix_content_title_trgm",
+            "title",
+            postgresql_using="gin",
+            postgresql_ops={"title": "gin_trgm_ops"},
+            postgresql_where=text("deleted_at IS NULL"),
+        ),
+        Index(
+            "ix_content_description_trgm",
+            "description",
+            postgresql_using="gin",
+            postgresql_ops={"description": "gin_trgm_ops"},
+            postgresql_where=text("deleted_at IS NULL"),
+        ),
         Index("ix_content_media_id", "media_id", postgresql_where=text("deleted_at IS NULL")),
         Index("ix_content_tags", "tags", postgresql_using="gin", postgresql_ops={"tags": "jsonb_path_ops"}),
     )
