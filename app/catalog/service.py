@@ -3,8 +3,9 @@
 Queries select only the columns the CatalogItem needs and follow ``ix_content_catalog``
 (organization_id, status, published_at DESC) WHERE deleted_at IS NULL, or for the price sort
 ``ix_content_catalog_price`` (..., COALESCE(price_cents, 0), id); the tag filter uses the GIN index
-(``tags @> '["tag"]'``) and a selective ``q`` the trigram indexes on title and description. Nothing here exposes originals, rendition or full-media URLs:
-the only playable thing is the preview, through the HLS proxy with a ``preview`` token.
+(``tags @> '["tag"]'``) and a selective ``q`` the trigram indexes on title and description.
+Nothing here exposes originals, rendition or full-media URLs: the only playable thing is the
+preview, through the HLS proxy with a ``preview`` token.
 """
 
 from __future__ import annotations
