@@ -6,7 +6,8 @@ Every hot request reads the token in the round trip it makes anyway (the ``MGET`
 entry, or inside the heartbeat script), and a snapshot whose token differs is reloaded from Postgres.
 
 The content service calls ``content_changed_after_commit`` for every change of a content row (edit,
-price, media swap, publish/unpublish/archive, delete); once the change is committed the token is
+price, media swap, publish/unpublish/archive, delete), and the ingest pipeline calls
+``media_changed_after_commit`` when a media item becomes ready; once the change is committed the token is
 replaced by a fresh random one, so every process drops its snapshot on its next request. Replacing
 it earlier could let a concurrent reader re-tag the old row with the new token. A random token (not
 a counter) cannot come back to a value an old snapshot holds; the token outlives any snapshot by far
@@ -21,8 +22,10 @@ import uuid
 import redis
 import structlog
 from flask import current_app
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from app.content.models import Content
 from app.db import after_commit
 
 log = structlog.get_logger(__name__)
@@ -36,6 +39,14 @@ def gen_key(content_id: uuid.UUID | str) -> str:
 
 def content_changed_after_commit(db_session: Session, content_id: uuid.UUID) -> None:
     after_commit(db_session, _replace_tokens, gen_key(content_id))
+
+
+def media_changed_after_commit(db_session: Session, media_id: uuid.UUID) -> None:
+    """The snapshot holds media facts too (ready, renditions, duration, thumbnail): a media item
+    that changes (ingest finished) replaces the token of every content item using it."""
+    content_ids = db_session.scalars(select(Content.id).where(Content.media_id == media_id)).all()
+    if content_ids:
+        after_commit(db_session, _replace_tokens, *(gen_key(content_id) for content_id in content_ids))
 
 
 def _replace_tokens(keys: list[str]) -> None:

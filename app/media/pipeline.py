@@ -35,6 +35,7 @@ from sqlalchemy import exists, func, select, update
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 
+from app.access.cache import media_changed_after_commit
 from app.content.models import Content
 from app.db import enqueue_after_commit
 from app.identity.models import User
@@ -649,6 +650,7 @@ def complete(session: Session, job: Job, result: IngestResult, settings: MediaSe
         {"duration": media.duration_seconds},
     )
     enqueue_after_commit(session, PURGE_STALE_TASK, str(media.id))
+    media_changed_after_commit(session, media.id)  # content already pointing at it streams at once
     log.info("media.ready", media_id=str(media.id), attempt=job.attempt, renditions=media.renditions)
     return True
 

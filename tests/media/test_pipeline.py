@@ -97,6 +97,32 @@ def test_video_ingest_goes_ready_with_one_360p_rendition(media_env: MediaEnv, cl
     assert ("media.purge_stale_outputs", (str(mid),), None) in media_env.sent
 
 
+def test_content_using_the_media_reloads_its_snapshot_when_it_is_ready(media_env: MediaEnv, clips: Clips) -> None:
+    """Content may point at media still processing; once ingest commits ``ready`` its snapshot token is
+    replaced, so the stream stops answering MEDIA_NOT_READY at once (not after the snapshot's 10 s)."""
+    from app.access.cache import gen_key
+
+    media = MediaItemFactory()
+    content = Content(
+        organization_id=media.organization_id,
+        created_by=media.created_by,
+        media_id=media.id,
+        title="Waiting",
+        slug=f"waiting-{uuid.uuid4().hex[:8]}",
+        content_type="video",
+        visibility="public",
+        currency="usd",
+    )
+    media_env.session.add(content)
+    media_env.session.commit()
+    cache = media_env.app.extensions["redis"]
+    cache.delete(gen_key(content.id))
+    media_env.put_original(media, clips.video(640, 360))
+
+    assert ingest(media_env, media) == "ready"
+    assert cache.get(gen_key(content.id))  # a fresh token, written after the commit
+
+
 def test_720p_source_gets_three_renditions(media_env: MediaEnv, clips: Clips) -> None:
     media = MediaItemFactory()
     media_env.put_original(media, clips.video(1280, 720))
