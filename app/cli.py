@@ -67,5 +67,6 @@ def seed() -> None:
 
 # Domain command modules add their commands to ``codex_cli`` when imported.
 from app.commerce import cli as _commerce_cli  # noqa: E402,F401
+from app.dashboard import cli as _dashboard_cli  # noqa: E402,F401
 from app.identity import cli as _identity_cli  # noqa: E402,F401
 from app.notifications import cli as _notifications_cli  # noqa: E402,F401
