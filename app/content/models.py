@@ -66,19 +66,15 @@ class Content(TimestampMixin, Base):
             "id",
             postgresql_where=text("deleted_at IS NULL"),
         ),
-        Index(
-            "ix_content_title_trgm",
-            "title",
-            postgresql_using="gin",
-            postgresql_ops={"title": "gin_trgm_ops"},
-            postgresql_where=text("deleted_at IS NULL"),
-        ),
-        Index(
-            "ix_content_description_trgm",
-            "description",
-            postgresql_using="gin",
-            postgresql_ops={"description": "gin_trgm_ops"},
-            postgresql_where=text("deleted_at IS NULL"),
+        *(
+            Index(
+                f"ix_content_{column}_trgm",
+                column,
+                postgresql_using="gin",
+                postgresql_ops={column: "gin_trgm_ops"},
+                postgresql_where=text("deleted_at IS NULL"),
+            )
+            for column in ("title", "description")
         ),
         Index("ix_content_media_id", "media_id", postgresql_where=text("deleted_at IS NULL")),
         Index("ix_content_tags", "tags", postgresql_using="gin", postgresql_ops={"tags": "jsonb_path_ops"}),

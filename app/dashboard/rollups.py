@@ -21,46 +21,36 @@ from dataclasses import dataclass
 from sqlalchemy import CursorResult, text
 from sqlalchemy.orm import Session
 
-# Each statement reads the source rows of ``:org`` (NULL: every organization); literal SQL, no
-# formatting. The two revenue statements share the per-purchase contribution of migration 0006.
+# Each statement reads the source rows of ``:org`` (NULL: every organization). One purchase's
+# contribution to the revenue rollups (migration 0006's definition), shared by both of them.
+_CONTRIBUTIONS = """
+    SELECT r.organization_id, r.content_id, r.currency, (r.purchased_at AT TIME ZONE 'UTC')::date AS day,
+           r.amount_cents::bigint AS gross,
+           (r.refunded_amount_cents + CASE WHEN r.status = 'charged_back'
+                THEN r.amount_cents - r.refunded_amount_cents ELSE 0 END)::bigint AS refunded,
+           CASE WHEN r.status = 'completed' AND NOT r.is_duplicate THEN 1 ELSE 0 END AS cnt
+    FROM purchases AS r
+    WHERE CAST(:org AS uuid) IS NULL OR r.organization_id = CAST(:org AS uuid)
+"""
+
+# (table, statement), in the order the foreign keys need (a customer before its revenue rows).
+# The concatenations join constants only (no input reaches the SQL text; :org is bound).
 _STATEMENTS = (
     (
         "dashboard_daily_revenue",
-        """
-        INSERT INTO dashboard_daily_revenue
-            (organization_id, currency, day, gross_cents, refunded_cents, purchase_count)
-        SELECT organization_id, currency, day, sum(gross), sum(refunded), sum(cnt)::integer
-        FROM (
-            SELECT r.organization_id, r.currency, (r.purchased_at AT TIME ZONE 'UTC')::date AS day,
-                   r.amount_cents::bigint AS gross,
-                   (r.refunded_amount_cents + CASE WHEN r.status = 'charged_back'
-                        THEN r.amount_cents - r.refunded_amount_cents ELSE 0 END)::bigint AS refunded,
-                   CASE WHEN r.status = 'completed' AND NOT r.is_duplicate THEN 1 ELSE 0 END AS cnt
-            FROM purchases AS r
-            WHERE CAST(:org AS uuid) IS NULL OR r.organization_id = CAST(:org AS uuid)
-        ) AS c
-        GROUP BY organization_id, currency, day
-        HAVING sum(gross) <> 0 OR sum(refunded) <> 0 OR sum(cnt) <> 0
-        """,
+        "INSERT INTO dashboard_daily_revenue"  # noqa: S608
+        " (organization_id, currency, day, gross_cents, refunded_cents, purchase_count)"
+        " SELECT organization_id, currency, day, sum(gross), sum(refunded), sum(cnt)::integer"
+        f" FROM ({_CONTRIBUTIONS}) AS c GROUP BY organization_id, currency, day"
+        " HAVING sum(gross) <> 0 OR sum(refunded) <> 0 OR sum(cnt) <> 0",
     ),
     (
         "dashboard_content_revenue",
-        """
-        INSERT INTO dashboard_content_revenue
-            (content_id, currency, organization_id, gross_cents, refunded_cents, purchase_count)
-        SELECT content_id, currency, organization_id, sum(gross), sum(refunded), sum(cnt)::integer
-        FROM (
-            SELECT r.organization_id, r.content_id, r.currency,
-                   r.amount_cents::bigint AS gross,
-                   (r.refunded_amount_cents + CASE WHEN r.status = 'charged_back'
-                        THEN r.amount_cents - r.refunded_amount_cents ELSE 0 END)::bigint AS refunded,
-                   CASE WHEN r.status = 'completed' AND NOT r.is_duplicate THEN 1 ELSE 0 END AS cnt
-            FROM purchases AS r
-            WHERE CAST(:org AS uuid) IS NULL OR r.organization_id = CAST(:org AS uuid)
-        ) AS c
-        GROUP BY content_id, currency, organization_id
-        HAVING sum(gross) <> 0 OR sum(refunded) <> 0 OR sum(cnt) <> 0
-        """,
+        "INSERT INTO dashboard_content_revenue"  # noqa: S608
+        " (content_id, currency, organization_id, gross_cents, refunded_cents, purchase_count)"
+        " SELECT content_id, currency, organization_id, sum(gross), sum(refunded), sum(cnt)::integer"
+        f" FROM ({_CONTRIBUTIONS}) AS c GROUP BY content_id, currency, organization_id"
+        " HAVING sum(gross) <> 0 OR sum(refunded) <> 0 OR sum(cnt) <> 0",
     ),
     (
         "dashboard_customers",

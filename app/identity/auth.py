@@ -35,7 +35,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from app import db, errors
-from app.extensions import redis_script
+from app.extensions import get_redis, redis_script
 from app.http import check_csrf, view_option
 from app.identity.models import AuthSession, User
 
@@ -186,11 +186,6 @@ def index_key(user_id: uuid.UUID | str) -> str:
     return f"sess:u:{user_id}"
 
 
-def _redis() -> redis.Redis:
-    client: redis.Redis = current_app.extensions["redis"]
-    return client
-
-
 KeysFor = Callable[[dict[str, Any]], list[str] | None]
 """The keys a view reads right after authentication, from its path arguments; ``{user}`` stands
 for the session's user id (see ``read_with_session``)."""
@@ -216,8 +211,8 @@ def _cache_get(token_hash: str, keys_for: KeysFor | None = None) -> bytes | None
     templates = keys_for(request.view_args or {}) if keys_for is not None else None
     try:
         if not templates:
-            return cast(bytes | None, _redis().get(cache_key(token_hash)))
-        result = redis_script(_redis(), _SESSION_WITH_KEYS)(keys=[cache_key(token_hash)], args=templates)
+            return cast(bytes | None, get_redis().get(cache_key(token_hash)))
+        result = redis_script(get_redis(), _SESSION_WITH_KEYS)(keys=[cache_key(token_hash)], args=templates)
     except redis.RedisError:
         log.warning("cache.unavailable", cache="sessions")
         return None
@@ -247,7 +242,7 @@ def _cache_put(principal: Principal, now: datetime) -> None:
     if ttl <= 0:
         return
     try:
-        redis_script(_redis(), _PUT_UNLESS_REVOKED)(
+        redis_script(get_redis(), _PUT_UNLESS_REVOKED)(
             keys=[cache_key(principal.token_hash), index_key(principal.user_id)],
             args=[principal.cache_value(), ttl, REVOKED, principal.token_hash, CACHE_TTL_SECONDS],
         )
@@ -261,7 +256,7 @@ def evict(user_id: uuid.UUID | str, token_hashes: Iterable[str], *, all_sessions
     read the row just before the revocation cannot cache it again (``_cache_put`` checks)."""
     hashes = set(token_hashes)
     try:
-        client = _redis()
+        client = get_redis()
         if all_sessions:
             hashes.update(h.decode() if isinstance(h, bytes) else h for h in client.smembers(index_key(user_id)))
         pipe = client.pipeline(transaction=False)
@@ -571,7 +566,7 @@ def _slide(response: Response) -> Response:
     # Drop the cached copy rather than rewrite it, unless it is a tombstone: a concurrent
     # revocation must win.
     with contextlib.suppress(redis.RedisError):
-        redis_script(_redis(), _DELETE_UNLESS_REVOKED)(keys=[cache_key(principal.token_hash)], args=[REVOKED])
+        redis_script(get_redis(), _DELETE_UNLESS_REVOKED)(keys=[cache_key(principal.token_hash)], args=[REVOKED])
     if principal.remember_me and principal.via == "cookie" and "Set-Cookie" not in response.headers:
         set_session_cookie(response, principal.token, remember_me=True)
     return response

@@ -31,11 +31,11 @@ from typing import Any
 
 import redis
 import structlog
-from flask import current_app
 from sqlalchemy import event, select
 from sqlalchemy.orm import Session, UOWTransaction
 
 from app.db import after_commit
+from app.extensions import get_redis
 from app.identity.auth import read_with_session
 from app.identity.models import User
 from app.orgs.models import Membership, Organization
@@ -56,11 +56,6 @@ def generation_key(user_id: uuid.UUID | str) -> str:
     return f"me:gen:{user_id}"
 
 
-def _redis() -> redis.Redis:
-    client: redis.Redis = current_app.extensions["redis"]
-    return client
-
-
 class Lookup:
     """One read of the cache: the body when it is current, else the generation to store under."""
 
@@ -78,7 +73,7 @@ def lookup(user_id: uuid.UUID) -> Lookup:
     had_generation, generation = read_with_session(generation_key(user_id))
     if not (had_body and had_generation):
         try:
-            stored, generation = _redis().mget(body_key(user_id), generation_key(user_id))
+            stored, generation = get_redis().mget(body_key(user_id), generation_key(user_id))
         except redis.RedisError:
             log.warning("cache.unavailable", cache="me")
             return Lookup(None, None)
@@ -104,7 +99,7 @@ def store(user_id: uuid.UUID, generation: bytes | None, body: bytes) -> None:
     if generation is None:
         return
     try:
-        _redis().set(body_key(user_id), generation + _SEPARATOR + body, ex=TTL_SECONDS)
+        get_redis().set(body_key(user_id), generation + _SEPARATOR + body, ex=TTL_SECONDS)
     except redis.RedisError:
         log.warning("cache.unavailable", cache="me")
 
@@ -115,7 +110,7 @@ def bump(user_ids: Iterable[uuid.UUID | str]) -> None:
     if not ids:
         return
     try:
-        pipe = _redis().pipeline(transaction=False)
+        pipe = get_redis().pipeline(transaction=False)
         for user_id in ids:
             pipe.set(generation_key(user_id), secrets.token_hex(8), ex=GENERATION_TTL_SECONDS)
         pipe.execute()

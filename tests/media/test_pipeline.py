@@ -57,6 +57,23 @@ def assert_rendition_complete(env: MediaEnv, media: MediaItem, attempt: int, nam
         assert info is not None and info.size > 0
 
 
+def content_using(env: MediaEnv, media: MediaItem, title: str) -> Content:
+    """A free draft content item of the media's org pointing at ``media`` (flushed)."""
+    content = Content(
+        organization_id=media.organization_id,
+        created_by=media.created_by,
+        media_id=media.id,
+        title=title,
+        slug=f"{title.lower()}-{uuid.uuid4().hex[:8]}",
+        content_type="video",
+        visibility="public",
+        currency="usd",
+    )
+    env.session.add(content)
+    env.session.flush()
+    return content
+
+
 # ---- happy paths ----------------------------------------------------------------------------
 
 
@@ -103,17 +120,7 @@ def test_content_using_the_media_reloads_its_snapshot_when_it_is_ready(media_env
     from app.access.cache import gen_key
 
     media = MediaItemFactory()
-    content = Content(
-        organization_id=media.organization_id,
-        created_by=media.created_by,
-        media_id=media.id,
-        title="Waiting",
-        slug=f"waiting-{uuid.uuid4().hex[:8]}",
-        content_type="video",
-        visibility="public",
-        currency="usd",
-    )
-    media_env.session.add(content)
+    content = content_using(media_env, media, "Waiting")
     media_env.session.commit()
     cache = media_env.app.extensions["redis"]
     cache.delete(gen_key(content.id))
@@ -557,19 +564,7 @@ def test_reap_abandoned_uploads(media_env: MediaEnv) -> None:
     old = MediaItemFactory(status="uploading", created_at=ago(25 * 60))
     young = MediaItemFactory(status="uploading", created_at=ago(60))
     in_use = MediaItemFactory(status="uploading", created_at=ago(25 * 60))
-    media_env.session.add(
-        Content(
-            organization_id=in_use.organization_id,
-            created_by=in_use.created_by,
-            media_id=in_use.id,
-            title="Draft",
-            slug=f"draft-{uuid.uuid4().hex[:8]}",
-            content_type="video",
-            visibility="public",
-            currency="usd",
-        )
-    )
-    media_env.session.flush()
+    content_using(media_env, in_use, "Draft")
 
     assert pipeline.reap_abandoned_uploads(media_env.session) == [old.id]
     media_env.session.commit()
