@@ -84,11 +84,12 @@ def _load_dotenv() -> None:
 def _init_extensions(app: Flask, role: str) -> None:
     from app import db, errors, http, jobs, storage
     from app.api import Api, api_settings
-    from app.extensions import init_limiter, mail, redis_client
+    from app.extensions import init_limiter, mail, near_cache_for, redis_client
 
     db.init_app(app, role=role)
     app.extensions["redis"] = redis_client(app.config["REDIS_URL"])
     app.extensions["broker_redis"] = redis_client(app.config["CELERY_BROKER_URL"])
+    app.extensions["near_cache"] = near_cache_for(app)
     storage.init_app(app)
     mail.init_app(app)
 

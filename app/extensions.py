@@ -15,6 +15,7 @@ from flask_mail import Mail
 from redis.commands.core import Script
 
 from app import errors
+from app.nearcache import NearCache
 
 log = structlog.get_logger(__name__)
 
@@ -34,6 +35,27 @@ def redis_script(client: redis.Redis, source: str) -> Script:
     if script is None:
         script = scripts[source] = client.register_script(source)
     return script
+
+
+# The keys the near cache holds: the session entries and their index (app.identity.auth), the
+# cached /me bodies and generations (app.identity.me_cache), access entries (app.commerce.cache)
+# and content snapshot tokens (app.access.cache). Only what ``auth.with_session_read`` fetches is
+# ever filled; the prefixes say which changes Redis reports.
+NEAR_CACHE_PREFIXES = ("sess:", "me:", "access:", "content:gen:")
+
+
+def near_cache_for(app: Flask) -> NearCache | None:
+    """The process-local copy of the session read's keys (app/nearcache.py), or None when
+    NEAR_CACHE_ENABLED is off or Redis is reached over TLS (the listener needs a plain socket)."""
+    url = app.config["REDIS_URL"]
+    if not app.config["NEAR_CACHE_ENABLED"] or not url.startswith(("redis://", "unix://")):
+        return None
+    return NearCache(url, NEAR_CACHE_PREFIXES)
+
+
+def get_near_cache() -> NearCache | None:
+    near: NearCache | None = current_app.extensions.get("near_cache")
+    return near
 
 
 def get_redis() -> redis.Redis:

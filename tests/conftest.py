@@ -158,11 +158,39 @@ def app_factory(database_url: str, redis_urls: tuple[str, str], storage_root: Pa
         flask_app.extensions["db"].engine.dispose()
         flask_app.extensions["redis"].close()
         flask_app.extensions["broker_redis"].close()
+        if flask_app.extensions["near_cache"] is not None:
+            flask_app.extensions["near_cache"].close()
 
 
 @pytest.fixture(scope="session")
 def app(app_factory: Any) -> Flask:
-    return app_factory()
+    flask_app = app_factory()
+    # Listening before the first test, so every test runs the warm path production runs (a near
+    # cache that is still connecting only makes lookups miss).
+    assert flask_app.extensions["near_cache"].wait_usable(5.0)
+    return flask_app
+
+
+@pytest.fixture()
+def as_other_process(app: Flask) -> Iterator[Any]:
+    """``with as_other_process():`` runs requests as another web process would: with a near cache
+    of its own (app/nearcache.py), so that what one process changes must reach the other's."""
+    from app.nearcache import NearCache
+
+    mine = app.extensions["near_cache"]
+    theirs = NearCache(mine.url, mine.prefixes)
+    assert theirs.wait_usable(5.0)
+
+    @contextmanager
+    def switch() -> Iterator[NearCache]:
+        app.extensions["near_cache"] = theirs
+        try:
+            yield theirs
+        finally:
+            app.extensions["near_cache"] = mine
+
+    yield switch
+    theirs.close()
 
 
 @pytest.fixture()

@@ -35,9 +35,10 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from app import db, errors
-from app.extensions import get_redis, redis_script
+from app.extensions import get_near_cache, get_redis, redis_script
 from app.http import check_csrf, view_option
 from app.identity.models import AuthSession, User
+from app.nearcache import Miss, NearCache
 
 log = structlog.get_logger(__name__)
 
@@ -192,38 +193,86 @@ for the session's user id (see ``read_with_session``)."""
 
 # The session entry plus the view's keys in one round trip. The keys depend on the session's
 # user id, so a pipeline cannot send them with the GET; the script fills ``{user}`` in. (Keys built
-# inside a script are fine on a single Redis; a Redis Cluster would need them on one slot.)
+# inside a script are fine on a single Redis; a Redis Cluster would need them on one slot.) Each
+# value comes with its PTTL, for the near cache: ``{session, pttl, user_id, value_1, pttl_1, ...}``.
 _SESSION_WITH_KEYS = """
 local session = redis.call('GET', KEYS[1])
 if not session then return false end
+local out = {session, redis.call('PTTL', KEYS[1])}
 -- (a pattern, not cjson: cheaper, and the entry is our own json.dumps output)
 local user_id = string.match(session, '"user_id": "([0-9a-f-]+)"')
-if not user_id then return {session} end
-local out = {session, user_id}
+if not user_id then return out end
+out[3] = user_id
 for i, template in ipairs(ARGV) do
-  out[i + 2] = redis.call('GET', (string.gsub(template, '{user}', user_id))) or false
+  local key = (string.gsub(template, '{user}', user_id))
+  out[2 + 2 * i] = redis.call('GET', key) or false
+  out[3 + 2 * i] = redis.call('PTTL', key)
 end
 return out
 """
+_USER_ID = re.compile(rb'"user_id": "([0-9a-f-]+)"')  # the script's pattern, for near-cache hits
+
+
+def _ttl(pttl: int) -> float | None:
+    """A key's remaining lifetime for the near cache: None when it has no expiry or does not exist."""
+    return pttl / 1000 if pttl >= 0 else None
 
 
 def _cache_get(token_hash: str, keys_for: KeysFor | None = None) -> bytes | None:
-    templates = keys_for(request.view_args or {}) if keys_for is not None else None
+    """The session entry (and the view's keys, into ``g``): from this process's near cache when it
+    holds them all (app/nearcache.py: exact, Redis reports every change), else from Redis."""
+    templates = (keys_for(request.view_args or {}) if keys_for is not None else None) or []
+    key = cache_key(token_hash)
+    near = get_near_cache()
+    epoch = near.sync() if near is not None else None
+    if epoch is not None:
+        held = _near_get(cast(NearCache, near), key, templates)
+        if held is not None:
+            return held
     try:
-        if not templates:
-            return cast(bytes | None, get_redis().get(cache_key(token_hash)))
-        result = redis_script(get_redis(), _SESSION_WITH_KEYS)(keys=[cache_key(token_hash)], args=templates)
+        if epoch is None and not templates:
+            return cast(bytes | None, get_redis().get(key))
+        result = redis_script(get_redis(), _SESSION_WITH_KEYS)(keys=[key], args=templates)
     except redis.RedisError:
         log.warning("cache.unavailable", cache="sessions")
         return None
     if not result:
         return None
-    if len(result) > 1:  # (a tombstone or an unreadable entry brings nothing more)
-        user_id = result[1].decode()
-        g.codex_read_with_session = {
-            template.replace("{user}", user_id): value for template, value in zip(templates, result[2:], strict=True)
-        }
-    return cast(bytes, result[0])
+    session = cast(bytes, result[0])
+    fills = [(key, session, _ttl(result[1]))]
+    if len(result) > 2:  # (a tombstone or an unreadable entry brings nothing more)
+        user_id = result[2].decode()
+        fetched: dict[str, bytes | None] = {}
+        for i, template in enumerate(templates):
+            view_key, value = template.replace("{user}", user_id), result[3 + 2 * i]
+            fetched[view_key] = value
+            fills.append((view_key, value, _ttl(result[4 + 2 * i])))
+        if templates:
+            g.codex_read_with_session = fetched
+    if epoch is not None:
+        cast(NearCache, near).fill(epoch, fills)
+    return session
+
+
+def _near_get(near: NearCache, key: str, templates: list[str]) -> bytes | None:
+    """``_cache_get``'s answer when the near cache holds the session entry and every view key."""
+    session = near.get(key)
+    if not isinstance(session, bytes):  # not held, or held as absent (the database decides)
+        return None
+    if templates and session != REVOKED:
+        match = _USER_ID.search(session)
+        if match is None:
+            return None
+        user_id = match.group(1).decode()
+        fetched: dict[str, bytes | None] = {}
+        for template in templates:
+            view_key = template.replace("{user}", user_id)
+            value = near.get(view_key)
+            if isinstance(value, Miss):
+                return None
+            fetched[view_key] = value
+        g.codex_read_with_session = fetched
+    return session
 
 
 def read_with_session(key: str) -> tuple[bool, bytes | None]:
@@ -255,6 +304,7 @@ def evict(user_id: uuid.UUID | str, token_hashes: Iterable[str], *, all_sessions
     user) by tombstones: a revoked token is refused without a database read, and a request that
     read the row just before the revocation cannot cache it again (``_cache_put`` checks)."""
     hashes = set(token_hashes)
+    near = get_near_cache()
     try:
         client = get_redis()
         if all_sessions:
@@ -267,6 +317,8 @@ def evict(user_id: uuid.UUID | str, token_hashes: Iterable[str], *, all_sessions
         elif hashes:
             pipe.srem(index_key(user_id), *hashes)
         pipe.execute()
+        if near is not None:  # (Redis reports the change to every process; this one need not wait)
+            near.evict([cache_key(token_hash) for token_hash in hashes])
     except redis.RedisError:
         # Entries expire within CACHE_TTL_SECONDS on their own.
         log.warning("cache.unavailable", cache="sessions", action="evict")

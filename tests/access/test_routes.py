@@ -414,6 +414,27 @@ def test_refunded_or_disputed_buyer_loses_access_at_once(
         assert response.status_code == 403 and response.json["error"]["code"] == "ACCESS_DENIED"
 
 
+def test_a_refund_reaches_every_process_at_once(
+    app: Flask, client: FlaskClient, db_session: Any, redis: Any, sent_tasks: Any, as_other_process: Any
+) -> None:
+    """Another web process streams from its near cache (session, access entry, content token); the
+    worker's refund reaches it before its next request."""
+    world = make_world(app.extensions["storage"], grant=False)
+    paid = _shop(world).paid_session()
+    assert _run(app, db_session, so.event("checkout.session.completed", paid)) == "processed"
+    bearer = headers(world.buyer)  # one session throughout, as a player has
+    path = f"/api/v1/content/{world.content.id}/stream"
+    with as_other_process() as near:
+        for _ in range(3):  # the session's database read and put, the fill, then a hit
+            assert client.get(path, headers=bearer).status_code == 200
+        assert near.get(access_cache_key(world.buyer.id, world.content.id)) == b"purchased"
+    charge = so.charge(payment_intent=paid["payment_intent"], amount=1999, amount_refunded=1999)
+    evt = so.event("charge.refunded", charge, previous_attributes={"amount_refunded": 0})
+    assert _run(app, db_session, evt) == "processed"
+    with as_other_process():
+        assert client.get(path, headers=bearer).json["error"]["code"] == "ACCESS_DENIED"
+
+
 # ---- a real ingest, then playback of its real playlists ---------------------------------------------
 
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import redis as redis_lib
 from sqlalchemy import text
 
@@ -18,6 +21,23 @@ def me(client, token: str) -> dict:
     return r.json
 
 
+@contextmanager
+def redis_commands(client: redis_lib.Redis) -> Iterator[list[str]]:
+    """The names of the commands ``client`` sends meanwhile."""
+    commands: list[str] = []
+    original = client.execute_command
+
+    def counting(*args, **kwargs):
+        commands.append(str(args[0]))
+        return original(*args, **kwargs)
+
+    client.execute_command = counting  # type: ignore[method-assign]
+    try:
+        yield commands
+    finally:
+        del client.execute_command
+
+
 def test_a_warm_me_is_the_cached_body_read_with_the_session_in_one_call(client, db_session, redis, app) -> None:
     user = make_user(name="Ana")
     make_org(user, name="Bakery")
@@ -28,18 +48,8 @@ def test_a_warm_me_is_the_cached_body_read_with_the_session_in_one_call(client, 
     # A change that bypasses the ORM (no generation bump) shows the body really is served from Redis...
     db_session.execute(text("UPDATE users SET name = 'Changed' WHERE id = :id"), {"id": user.id})
     db_session.commit()
-    commands: list[str] = []
-    original = redis.execute_command
-
-    def counting(*args, **kwargs):
-        commands.append(str(args[0]))
-        return original(*args, **kwargs)
-
-    redis.execute_command = counting
-    try:
+    with redis_commands(redis) as commands:
         warm = client.get(ME, headers=auth(token))
-    finally:
-        del redis.execute_command
     assert warm.get_data() == first.get_data() and warm.json["name"] == "Ana"
     assert commands == ["EVALSHA"]  # session + body + generation: one round trip
     assert warm.headers["Content-Type"] == "application/json"
@@ -47,6 +57,21 @@ def test_a_warm_me_is_the_cached_body_read_with_the_session_in_one_call(client, 
     # ...and a bump (what every ORM write of a user, membership or org does) makes it re-read.
     with app.app_context():
         me_cache.bump([user.id])
+    assert me(client, token)["name"] == "Changed"
+
+
+def test_a_warm_me_makes_no_redis_call_once_the_near_cache_holds_it(client, db_session, redis, app) -> None:
+    user = make_user(name="Ana")
+    token = signed_in(user)
+    me(client, token)  # the session from Postgres, cached; the body built, cached
+    me(client, token)  # read from Redis in one call, kept by this process's near cache
+    with redis_commands(redis) as commands:
+        assert me(client, token)["name"] == "Ana"
+    assert commands == []
+    # A change made by another process (its generation bump) is reported by Redis: read again.
+    redis.set(f"me:gen:{user.id}", "another-process-bumped-it")
+    db_session.execute(text("UPDATE users SET name = 'Changed' WHERE id = :id"), {"id": user.id})
+    db_session.commit()
     assert me(client, token)["name"] == "Changed"
 
 

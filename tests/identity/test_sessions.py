@@ -11,6 +11,7 @@ import redis as redis_lib
 
 from app.identity import auth as auth_module
 from app.identity.auth import hash_token
+from app.nearcache import MISS
 from tests.identity.helpers import ORIGIN, TEST_PASSWORD, auth, make_user, session_row, signed_in
 
 ME = "/api/v1/auth/me"
@@ -76,6 +77,22 @@ def test_revocation_evicts_the_cache_at_once(client, db_session, redis) -> None:
     assert client.delete(f"{SESSIONS}/{sid}", headers=auth(other)).status_code == 204
     assert redis.get(f"sess:{hash_token(token)}") == b"revoked"  # a tombstone replaces the entry
     assert client.get(ME, headers=auth(token)).status_code == 401
+
+
+def test_a_revocation_reaches_every_process_at_once(client, db_session, redis, as_other_process) -> None:
+    """Another web process holds the session in its near cache; the next request it serves after
+    the revocation (no wait) is refused."""
+    user = make_user()
+    for _ in range(10):
+        token, other = signed_in(user), signed_in(user)
+        with as_other_process() as near:
+            for _ in range(3):  # the database read and put, the fill, then a hit
+                assert client.get(ME, headers=auth(token)).status_code == 200
+            assert near.get(f"sess:{hash_token(token)}") not in (MISS, None)
+        sid = session_id_of(db_session, token)
+        assert client.delete(f"{SESSIONS}/{sid}", headers=auth(other)).status_code == 204
+        with as_other_process():
+            assert client.get(ME, headers=auth(token)).status_code == 401
 
 
 def test_a_read_racing_a_revocation_cannot_cache_the_revoked_session(client, db_session, redis, monkeypatch) -> None:

@@ -1,0 +1,174 @@
+"""The per-process near cache (app/nearcache.py) against a real Redis: every change reaches it."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import redis as redis_lib
+
+from app.nearcache import MISS, NearCache
+
+
+@pytest.fixture()
+def cache_url(redis_urls: tuple[str, str]) -> str:
+    return redis_urls[0]
+
+
+# Keys of this test process only: BCAST tracking reports a prefix's changes in every database, and
+# other test processes run the same tests at the same time.
+NC = f"nc:{uuid.uuid4().hex[:8]}:"
+
+
+@pytest.fixture()
+def other(cache_url: str) -> Iterator[redis_lib.Redis]:
+    """Another client: what another process (or a Celery worker) writes."""
+    client = redis_lib.Redis.from_url(cache_url)
+    yield client
+    client.delete(*client.keys(f"{NC}*") or ["nc:none"])
+    client.close()
+
+
+@pytest.fixture()
+def make(cache_url: str) -> Iterator[Any]:
+    """``make(cls=NearCache, **options)``: a listening near cache on the test database, closed after."""
+    made: list[NearCache] = []
+
+    def build(cls: type[NearCache] = NearCache, **kwargs: Any) -> NearCache:
+        near = cls(cache_url, [NC], **kwargs)
+        made.append(near)
+        assert near.wait_usable(5.0)
+        return near
+
+    yield build
+    for near in made:
+        near.close()
+
+
+def held(near: NearCache, key: str) -> Any:
+    assert near.sync() is not None
+    return near.get(key)
+
+
+def filled(near: NearCache, client: redis_lib.Redis, *keys: str) -> None:
+    """Read ``keys`` the way callers do (epoch first, then Redis) and keep them."""
+    epoch = near.sync()
+    assert epoch is not None
+    near.fill(epoch, [(key, client.get(key), None) for key in keys])
+
+
+def test_values_and_absent_keys_are_held_after_a_fill(make, other) -> None:
+    near = make()
+    other.set(NC + "a", b"1")
+    filled(near, other, NC + "a", NC + "absent")
+    assert held(near, NC + "a") == b"1"
+    assert held(near, NC + "absent") is None  # held as absent, not a miss
+    assert held(near, NC + "never-read") is MISS
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda c: c.set(NC + "a", b"2"),
+        lambda c: c.delete(NC + "a"),
+        lambda c: c.set(NC + "absent", b"now here"),
+        lambda c: c.eval("redis.call('SET', KEYS[1], 'lua')", 1, NC + "a"),  # writes inside scripts too
+    ],
+    ids=["set", "delete", "set-absent", "script"],
+)
+def test_a_change_acknowledged_to_another_client_is_seen_by_the_next_lookup(make, other, change) -> None:
+    near = make()
+    for _ in range(20):  # not a lucky timing: every round, no sleep between the write and the read
+        other.set(NC + "a", b"1")
+        other.delete(NC + "absent")
+        filled(near, other, NC + "a", NC + "absent")
+        assert held(near, NC + "a") == b"1" and held(near, NC + "absent") is None
+        change(other)
+        assert held(near, NC + "a") is MISS or held(near, NC + "absent") is MISS
+        assert (held(near, NC + "a"), held(near, NC + "absent")).count(MISS) >= 1
+
+
+def test_a_flush_empties_the_cache(make, other) -> None:
+    near = make()
+    other.set(NC + "a", b"1")
+    filled(near, other, NC + "a")
+    assert held(near, NC + "a") == b"1"
+    other.flushdb()
+    # Redis queues a flush's message during the command, not after it, so it may trail the
+    # writer's reply by a few microseconds (module docstring): soon, not necessarily first.
+    deadline = time.monotonic() + 1.0
+    while held(near, NC + "a") is not MISS and time.monotonic() < deadline:
+        time.sleep(0.001)
+    assert held(near, NC + "a") is MISS
+
+
+def test_an_expired_key_is_not_held_past_its_redis_ttl(make, other) -> None:
+    near = make()
+    other.set(NC + "a", b"1", px=150)
+    epoch = near.sync()
+    assert epoch is not None
+    near.fill(epoch, [(NC + "a", b"1", other.pttl(NC + "a") / 1000)])
+    assert held(near, NC + "a") == b"1"
+    time.sleep(0.2)
+    assert held(near, NC + "a") is MISS
+
+
+def test_a_fill_that_raced_a_change_keeps_nothing(make, other) -> None:
+    near = make()
+    other.set(NC + "a", b"old")
+    epoch = near.sync()  # taken before the read...
+    assert epoch is not None
+    value = other.get(NC + "a")
+    other.set(NC + "a", b"new")  # ...the value changes before the fill...
+    assert near.sync() is not None  # ...and its invalidation is applied first
+    near.fill(epoch, [(NC + "a", value, None)])
+    assert held(near, NC + "a") is MISS
+
+
+def test_a_lost_connection_drops_everything_and_the_cache_comes_back(make, other) -> None:
+    near = make()
+    other.set(NC + "a", b"1")
+    filled(near, other, NC + "a")
+    listeners = [c for c in other.client_list() if c["name"] == "codex-nearcache" and int(c["id"]) > 0]
+    assert listeners
+    for listener in listeners:
+        other.client_kill_filter(_id=listener["id"])
+    other.set(NC + "a", b"changed while nobody listened")  # its message went nowhere
+    assert near.wait_usable(5.0)  # reconnected...
+    assert held(near, NC + "a") is MISS  # ...with nothing from before
+
+
+class _Deaf(NearCache):
+    """A connection that stops answering PINGs (a half-open TCP connection, a stuck server)."""
+
+    deaf = False
+
+    def _apply(self, message: Any) -> None:
+        if self.deaf and isinstance(message, list) and message and message[0] == b"pong":
+            return
+        super()._apply(message)
+
+
+def test_lookups_miss_once_pings_go_unanswered(make, other) -> None:
+    near = make(_Deaf, ping_interval=0.02, stale_after=0.2)
+    other.set(NC + "a", b"1")
+    filled(near, other, NC + "a")
+    near.deaf = True  # type: ignore[attr-defined]
+    time.sleep(0.3)
+    assert near.sync() is None  # nothing it holds is used: changes could be going unreported
+    near.deaf = False  # type: ignore[attr-defined]
+    assert near.wait_usable(5.0)
+    assert held(near, NC + "a") is MISS
+
+
+def test_keys_outside_the_prefixes_are_not_reported(make, other) -> None:
+    near = make()
+    other.set(NC + "a", b"1")
+    filled(near, other, NC + "a")
+    epoch = near.sync()
+    other.set("elsewhere:a", b"1")
+    other.ping()
+    assert near.sync() == epoch and held(near, NC + "a") == b"1"
