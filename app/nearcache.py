@@ -73,7 +73,11 @@ def _command(*parts: str | bytes | int) -> bytes:
 
 
 class NearCache:
-    """This process's copy of the Redis keys under ``prefixes`` (see the module docstring)."""
+    """This process's copy of the Redis keys under ``prefixes`` (see the module docstring).
+
+    ``max_entries`` bounds memory (20,000 entries: a session entry is about 250 bytes, a ``/me``
+    body about 1 KB, so a few tens of MB at most); when full, everything is dropped and refilled.
+    ``max_age`` bounds how long an entry is kept without being read again from Redis."""
 
     def __init__(
         self,
@@ -81,7 +85,7 @@ class NearCache:
         prefixes: Sequence[str],
         *,
         max_age: float = 30.0,
-        max_entries: int = 100_000,
+        max_entries: int = 20_000,
         ping_interval: float = 0.25,
         stale_after: float = 1.0,
     ) -> None:

@@ -1,23 +1,23 @@
 """Requests/s and latency of ``GET /health`` on the real app versus a trivial Flask app.
 
-Both run under gunicorn with the Procfile's settings (2 workers x 4 threads), one after the
-other in the same run, driven by the same closed-loop load generator (bench/common.py). The
-ratio says how much the app's per-request plumbing (request id, security headers, CORS,
-metrics, logging hooks) costs over Flask itself.
+Both run under gunicorn with the Procfile's settings (2 workers x 4 threads) for the whole run and
+are loaded in turn, for BENCH_ROUNDS rounds (``bench.common.interleaved``), by the same closed-loop
+load generator (bench/common.py), so that outside load (or the previous benchmark's leftovers, such
+as Postgres checkpointing after bench_dashboard's million rows) hits both alike. The ratio says how
+much the app's per-request plumbing (request id, security headers, CORS, metrics, logging hooks)
+costs over Flask itself.
 
     python -m bench.bench_http          # or: make bench (all benchmarks + bench/RESULTS.md)
 
-Knobs: BENCH_DURATION (s, default 10), BENCH_WARMUP (s, 2), BENCH_CONCURRENCY (16).
+Knobs: BENCH_DURATION (s per target, default 10), BENCH_ROUNDS (5), BENCH_WARMUP (s, 2), BENCH_CONCURRENCY (16).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from bench.common import LoadResult, env_float, load, percentile, start_gunicorn
+from bench.common import LoadResult, Target, interleaved, percentile
 
-TRIVIAL_APP = "bench.trivial_app:app"
-REAL_APP = "app:create_app()"
 # Development mode (production refuses the local defaults); quiet logs and no rate limiting so
 # that neither dominates the figure. A .env in the working directory still applies.
 REAL_ENV = {"APP_ENV": "development", "LOG_LEVEL": "WARNING", "RATELIMIT_ENABLED": "false"}
@@ -26,15 +26,7 @@ REAL_ENV = {"APP_ENV": "development", "LOG_LEVEL": "WARNING", "RATELIMIT_ENABLED
 GOAL_RATIO = 0.5
 
 
-def measure(app_spec: str, env: dict[str, str]) -> LoadResult:
-    duration = env_float("BENCH_DURATION", 10.0)
-    warmup = env_float("BENCH_WARMUP", 2.0)
-    concurrency = int(env_float("BENCH_CONCURRENCY", 16))
-    with start_gunicorn(app_spec, env) as server:
-        return load(server.url + "/health", duration=duration, concurrency=concurrency, warmup=warmup)
-
-
-def row(target: str, result: LoadResult, baseline: LoadResult | None) -> dict[str, Any]:
+def row(target: str, result: LoadResult, baseline: LoadResult | None, rounds: str = "") -> dict[str, Any]:
     ratio = result.rps / baseline.rps if baseline and baseline.rps else 1.0
     p99 = percentile(result.latencies, 99)
     base_p99 = percentile(baseline.latencies, 99) if baseline else p99
@@ -46,6 +38,7 @@ def row(target: str, result: LoadResult, baseline: LoadResult | None) -> dict[st
         "p50 ms": round(percentile(result.latencies, 50) * 1000, 2),
         "p99 ms": round(p99 * 1000, 2),
         "req/s vs trivial": round(ratio, 2),
+        "per round": rounds,
         "p99 vs trivial": round(p99 / base_p99, 2) if base_p99 else 1.0,
         "goal": f">= {GOAL_RATIO} x trivial req/s" if baseline else "baseline",
         "met": ("yes" if ratio >= GOAL_RATIO else "no") if baseline else "",
@@ -53,11 +46,12 @@ def row(target: str, result: LoadResult, baseline: LoadResult | None) -> dict[st
 
 
 def main() -> list[dict[str, Any]]:
-    baseline = measure(TRIVIAL_APP, {})
-    real = measure(REAL_APP, REAL_ENV)
+    results = interleaved(REAL_ENV, [Target("trivial", "trivial", "/health"), Target("codex", "codex", "/health")])
+    (baseline, base_rounds), (real, real_rounds) = results["trivial"], results["codex"]
+    per_round = [r / b for r, b in zip(real_rounds, base_rounds, strict=True) if b]
     rows = [
         row("trivial Flask GET /health", baseline, None),
-        row("Codex GET /health", real, baseline),
+        row("Codex GET /health", real, baseline, f"{min(per_round):.2f}-{max(per_round):.2f}" if per_round else ""),
     ]
     print_table(rows)
     return rows

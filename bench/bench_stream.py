@@ -12,10 +12,11 @@ Measured in the same run, interleaved: the trivial Flask ``GET /health`` (bench_
 Codex ``GET /health``, the stream endpoint with the buyer's Bearer token, and the proxy's
 ``master.m3u8`` as context, in turn, for BENCH_ROUNDS rounds (see ``interleaved``): on a machine
 shared with other work, a burst of outside load then hits every target alike. The first round's
-warm-up fills the session cache and the access cache (``access:{user}:{content}``), so a measured
-request is: session from Redis, one ``MGET`` of the access entry and the content's snapshot token
-(``content:gen:{id}``; the content + media facts are held in the worker process), an HMAC stream
-token and a signed thumbnail URL. Goal (issue 7): stream issuance >= 0.6 x the trivial endpoint's
+warm-up fills the session cache, the access cache (``access:{user}:{content}``) and each worker's
+near cache (app/nearcache.py), so a measured request is: the session entry, the access entry and
+the content's snapshot token (``content:gen:{id}``) from the worker's near cache (no Redis call;
+Redis reports any change to them), the content + media facts from the worker's snapshot, an HMAC
+stream token and a signed thumbnail URL. Goal (issue 7): stream issuance >= 0.6 x the trivial endpoint's
 requests/s. The "per round" column is that ratio in each round (min-max), a measure of the noise.
 
     python -m bench.bench_stream          # or: python bench/run.py stream
