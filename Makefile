@@ -52,8 +52,9 @@ run: install services migrate seed dirs ## start web, workers, beat and flower (
 	@echo "run: API http://localhost:$${PORT:-5000}  docs /api/v1/docs  Flower http://localhost:5555  mail var/mail/"
 	$(BIN)/honcho start -f Procfile $(PROCESSES)
 
-lint: install ## ruff and mypy
+lint: install ## ruff (lint and format) and mypy
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
 test: install ## services (with ffmpeg), lint, then the test suite

@@ -236,15 +236,17 @@ class PurchaseFactory(BaseFactory):
     organization_id = factory.LazyAttribute(lambda o: o.content.organization_id)
     provider = "stripe"
     checkout_session_id = factory.LazyAttribute(
-        lambda o: CheckoutSessionFactory(
-            customer_id=o.customer_id,
-            content_id=o.content_id,
-            organization_id=o.organization_id,
-            amount_cents=o.amount_cents,
-            status="complete",
-            payment_status="paid",
-            payment_intent_id=o.payment_intent_id,
-        ).id
+        lambda o: (
+            CheckoutSessionFactory(
+                customer_id=o.customer_id,
+                content_id=o.content_id,
+                organization_id=o.organization_id,
+                amount_cents=o.amount_cents,
+                status="complete",
+                payment_status="paid",
+                payment_intent_id=o.payment_intent_id,
+            ).id
+        )
     )
     payment_intent_id = factory.LazyFunction(lambda: f"pi_test_{uuid.uuid4().hex}")
     amount_cents = factory.LazyAttribute(lambda o: o.content.price_cents)

@@ -9,8 +9,19 @@ from app.logging import mask_email, mask_path, redact
 
 
 def test_secret_keys_are_redacted() -> None:
-    event = redact(None, "info", {"event": "x", "password": "p", "api_key": "k", "Authorization": "Bearer t",
-                                  "session_token": "abc", "nested": {"card": "4242"}, "count": 3})
+    event = redact(
+        None,
+        "info",
+        {
+            "event": "x",
+            "password": "p",
+            "api_key": "k",
+            "Authorization": "Bearer t",
+            "session_token": "abc",
+            "nested": {"card": "4242"},
+            "count": 3,
+        },
+    )
     assert event["password"] == "[REDACTED]"
     assert event["api_key"] == "[REDACTED]"
     assert event["Authorization"] == "[REDACTED]"
@@ -20,11 +31,15 @@ def test_secret_keys_are_redacted() -> None:
 
 
 def test_secret_values_are_scrubbed_anywhere() -> None:
-    event = redact(None, "info", {
-        "event": "call failed for ana@example.com",
-        "error": "auth sk_live_abc123 and whsec_xyz and Bearer abc.def",
-        "url": "postgresql://user:pw@db:5432/codex",
-    })
+    event = redact(
+        None,
+        "info",
+        {
+            "event": "call failed for ana@example.com",
+            "error": "auth sk_live_abc123 and whsec_xyz and Bearer abc.def",
+            "url": "postgresql://user:pw@db:5432/codex",
+        },
+    )
     text = json.dumps(event)
     for secret in ("sk_live_abc123", "whsec_xyz", "abc.def", "user:pw", "ana@example.com"):
         assert secret not in text
