@@ -10,7 +10,7 @@ change of a key under the tracked prefixes (``CLIENT TRACKING ON REDIRECT <itsel
 ...`` then ``SUBSCRIBE __redis__:invalidate``; RESP2, Redis >= 6). Redis sends an invalidation
 message when any client sets, deletes or expires such a key (scripts included), and a ``null`` one
 on ``FLUSHDB``/``FLUSHALL``. Every lookup starts with ``sync()``, which applies what that
-connection has already received (one ``poll`` syscall when nothing came). Redis queues the
+connection has already received (one ``select`` syscall when nothing came). Redis queues the
 invalidation before it writes the writer's reply (``beforeSleep``: the tracking broadcast, then the
 pending replies), so on one host a change acknowledged to its writer is seen by every lookup that
 starts after the acknowledgement: a logout or a refund acts at once in every process. (A flush is
@@ -31,7 +31,6 @@ caller passes it) or ``max_age``.
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import select
 import socket
@@ -43,8 +42,9 @@ from typing import Any, Final
 
 import hiredis
 import redis
+import structlog
 
-log = logging.getLogger(__name__)
+log = structlog.get_logger(__name__)
 
 
 class Miss:
@@ -203,7 +203,7 @@ class NearCache:
                 try:
                     self._connect()
                 except (OSError, redis.RedisError, hiredis.ProtocolError) as exc:
-                    log.warning("nearcache.connect_failed: %s", exc)
+                    log.warning("nearcache.connect_failed", error=str(exc))
                 continue
             sock = self._sock
             try:
@@ -233,7 +233,7 @@ class NearCache:
             reply = self._call(sock, reader, tracking)
             if isinstance(reply, hiredis.ReplyError):
                 self._disabled = True  # Redis < 6, or tracking not allowed: plain Redis reads
-                log.warning("nearcache.disabled: %s", reply)
+                log.warning("nearcache.disabled", error=str(reply))
                 raise redis.ResponseError(str(reply))
             self._call(sock, reader, _command("SUBSCRIBE", _CHANNEL))
             sock.setblocking(False)
@@ -303,7 +303,7 @@ class NearCache:
             while (message := self._reader.gets()) is not False:
                 self._apply(message)
         except (OSError, hiredis.ProtocolError) as exc:
-            log.warning("nearcache.connection_lost: %s", exc)
+            log.warning("nearcache.connection_lost", error=str(exc))
             self._reset()
 
     def _apply(self, message: Any) -> None:

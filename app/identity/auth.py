@@ -317,11 +317,12 @@ def evict(user_id: uuid.UUID | str, token_hashes: Iterable[str], *, all_sessions
         elif hashes:
             pipe.srem(index_key(user_id), *hashes)
         pipe.execute()
-        if near is not None:  # (Redis reports the change to every process; this one need not wait)
-            near.evict([cache_key(token_hash) for token_hash in hashes])
     except redis.RedisError:
         # Entries expire within CACHE_TTL_SECONDS on their own.
         log.warning("cache.unavailable", cache="sessions", action="evict")
+    finally:
+        if near is not None:  # (Redis reports the change to every process; this one need not wait)
+            near.evict([cache_key(token_hash) for token_hash in hashes])
 
 
 def evict_after_commit(
