@@ -36,6 +36,7 @@ import select
 import socket
 import threading
 import time
+import weakref
 from collections import deque
 from collections.abc import Iterable, Sequence
 from typing import Any, Final
@@ -107,6 +108,16 @@ class NearCache:
         self._closed = False
         self._disabled = False  # the server refused tracking: never try again
         self._thread: threading.Thread | None = None
+        # A forked child starts afresh: the parent's lock may have been held by its listener at
+        # the fork, and its socket, entries and thread are not the child's.
+        here = weakref.ref(self)
+
+        def after_fork_in_child() -> None:
+            cache = here()
+            if cache is not None:
+                cache._after_fork()
+
+        os.register_at_fork(after_in_child=after_fork_in_child)
 
     # ---- lookups (request threads) -------------------------------------------------------------
 
@@ -181,13 +192,19 @@ class NearCache:
 
     # ---- the connection (the listener thread, under the lock) -----------------------------------
 
+    def _after_fork(self) -> None:
+        self._lock = threading.Lock()
+        sock, self._sock, self._thread = self._sock, None, None
+        self._reset()
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.close()  # (the child's copy of the descriptor; the parent's connection stays up)
+        self._pid = 0
+
     def _start(self) -> None:
         with self._lock:
             if self._pid == os.getpid() or self._closed:
                 return
-            # After a fork the parent's socket and entries are not ours.
-            self._sock = self._thread = None
-            self._reset()
             self._pid = os.getpid()
             if self._disabled:
                 return

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -172,3 +174,45 @@ def test_keys_outside_the_prefixes_are_not_reported(make, other) -> None:
     other.set("elsewhere:a", b"1")
     other.ping()
     assert near.sync() == epoch and held(near, NC + "a") == b"1"
+
+
+def test_a_forked_child_listens_for_itself(make, other) -> None:
+    """gunicorn and Celery fork workers: the child starts its own connection and holds nothing of
+    the parent's, even when the parent's listener was busy at the fork."""
+    near = make()
+    other.set(NC + "a", b"1")
+    filled(near, other, NC + "a")
+    holding, release = threading.Event(), threading.Event()
+
+    def busy_listener() -> None:  # holds the lock across the fork, as the listener thread may
+        with near._lock:
+            holding.set()
+            release.wait()
+
+    busy = threading.Thread(target=busy_listener)
+    busy.start()
+    holding.wait()
+    pid = os.fork()
+    if pid == 0:  # the child: exit status 0 only if every check holds
+        status = 1
+        try:
+            if near.get(NC + "a") is MISS and near.wait_usable(5.0):
+                filled(near, other, NC + "a")
+                other.set(NC + "a", b"2")
+                status = 0 if held(near, NC + "a") is MISS else 3
+            else:
+                status = 2
+        finally:
+            os._exit(status)
+    release.set()
+    busy.join()
+    deadline = time.monotonic() + 10
+    while (reaped := os.waitpid(pid, os.WNOHANG))[0] == 0 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    status = reaped[1]
+    if reaped[0] == 0:
+        os.kill(pid, 9)
+        os.waitpid(pid, 0)
+        pytest.fail("the forked child hung (a lock inherited from the parent?)")
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert held(near, NC + "a") is MISS  # the parent still listens: it saw the child's write
