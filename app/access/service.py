@@ -188,9 +188,10 @@ def visible_content(session: Session, user_id: uuid.UUID, content_id: uuid.UUID)
 #
 # Both run for every play and every few seconds of playback. The content and media facts they need
 # are kept per process (``ContentMeta``, 10 s), tagged with the content's generation token
-# (``app.access.cache``); the token and the access entry come from Redis in the one round trip each
-# request makes (an MGET here, or inside the heartbeat script), so a warm request does no database
-# round trip and decodes no snapshot. What acts at once: grants (commerce deletes the access entry)
+# (``app.access.cache``); the token and the access entry come with the session read (the process's
+# near cache, app/nearcache.py, or the one Redis call a cold request makes; an MGET here otherwise),
+# or from inside the heartbeat script, so a warm request does no database round trip and decodes no
+# snapshot. What acts at once: grants (commerce deletes the access entry)
 # and any committed change of the content row (edit, price, media swap, unpublish, delete: the
 # content service replaces the token). What may lag up to 10 s: the media facts (ready,
 # renditions, duration, thumbnail) after a re-ingest of media already in use. That is safe because
@@ -317,8 +318,9 @@ def playable_session_keys(path_args: dict[str, Any]) -> list[str] | None:
 
 
 def playable(session: Session, user_id: uuid.UUID, content_id: uuid.UUID) -> Playable:
-    """``visible_content`` for the hot paths: same rules (404 / decision); warm, it makes no Redis
-    round trip of its own when the route read its keys with the session, else one ``MGET``."""
+    """``visible_content`` for the hot paths: same rules (404 / decision); it makes no Redis round
+    trip of its own when the route read its keys with the session (near cache or Redis), else one
+    ``MGET``."""
     client = _redis()
     access_key, content_gen_key = access_cache_key(user_id, content_id), gen_key(content_id)
     had_reason, raw_reason = read_with_session(access_key)

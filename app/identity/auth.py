@@ -225,8 +225,8 @@ def _cache_get(token_hash: str, keys_for: KeysFor | None = None) -> bytes | None
     key = cache_key(token_hash)
     near = get_near_cache()
     epoch = near.sync() if near is not None else None
-    if epoch is not None:
-        held = _near_get(cast(NearCache, near), key, templates)
+    if near is not None and epoch is not None:
+        held = _near_get(near, key, templates)
         if held is not None:
             return held
     try:
@@ -249,8 +249,8 @@ def _cache_get(token_hash: str, keys_for: KeysFor | None = None) -> bytes | None
             fills.append((view_key, value, _ttl(result[4 + 2 * i])))
         if templates:
             g.codex_read_with_session = fetched
-    if epoch is not None:
-        cast(NearCache, near).fill(epoch, fills)
+    if near is not None and epoch is not None:
+        near.fill(epoch, fills)
     return session
 
 

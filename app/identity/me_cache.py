@@ -2,8 +2,9 @@
 
 ``/auth/me`` is the hottest authenticated read: every page load of a client asks it. Its body
 (the user's columns and memberships with organization names) is cached as the exact JSON bytes
-of the response, and read in the same Redis call as the session entry (``auth.with_session_read``),
-so a warm request makes no round trip of its own, no Postgres query and no schema dump.
+of the response, and read with the session entry (``auth.with_session_read``: from the process's
+near cache when warm, else in the same Redis call), so a warm request makes no round trip of its
+own, no Postgres query and no schema dump.
 
 Nothing authorizes from this cache: org-scoped guards still read the membership from Postgres on
 every request (security.md §1.1), so a stale entry could only show an old name or role, and the
