@@ -11,7 +11,7 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -26,7 +26,7 @@ from app.logging import mask_path
 log = structlog.get_logger("codex.request")
 _REQUEST_LOG = logging.getLogger("codex.request")
 
-_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
+REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
 UNSAFE_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
 
 API_CSP = "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
@@ -35,10 +35,18 @@ DOCS_CSP = (
     "style-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net; img-src 'self' data: https://cdn.jsdelivr.net; "
     "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
 )
+HSTS = "max-age=31536000; includeSubDomains"
 _API_EXPOSE = "X-Request-ID, Retry-After, X-RateLimit-Limit, X-RateLimit-Remaining, X-RateLimit-Reset"
 
 
 # ---- view options -----------------------------------------------------------------------
+
+
+def no_content() -> Response:
+    """A 204. It has no body, so it gets no Content-Type either (werkzeug would add text/html)."""
+    response = Response(status=204)
+    del response.headers["Content-Type"]
+    return response
 
 
 def body_limit(max_bytes: int) -> Callable[[Any], Any]:
@@ -95,14 +103,14 @@ def _lookupview_option(endpoint: str, name: str) -> Any:
 def _assign_request_id() -> Response | None:
     req = _current_request()
     incoming = req.headers.get("X-Request-ID", "")
-    request_id = incoming if _REQUEST_ID.match(incoming) else uuid.uuid4().hex
+    request_id = incoming if REQUEST_ID.match(incoming) else uuid.uuid4().hex
     g.request_id = request_id
     g.request_started = time.perf_counter()
     structlog.contextvars.clear_contextvars()
     structlog.contextvars.bind_contextvars(request_id=request_id)
     if req.method == "OPTIONS" and req.url_rule is not None:
         # Preflights skip authentication, CSRF and rate limits (security.md §5).
-        return Response(status=204)
+        return no_content()
     return None
 
 
@@ -130,10 +138,6 @@ def _check_body() -> None:
         raise errors.InvalidJson()
 
 
-def _origin_allowed(origin: str | None) -> bool:
-    return bool(origin) and origin in current_app.config["CORS_ORIGINS"]
-
-
 def _apply_cors(req: Request, response: Response, present: set[str]) -> None:
     headers = response.headers
     path = req.path
@@ -151,16 +155,39 @@ def _apply_cors(req: Request, response: Response, present: set[str]) -> None:
         response.vary.add("Origin")  # (merges with what the view set; rare)
     else:
         headers.add("Vary", "Origin")
-    origin = req.headers.get("Origin")
-    if not _origin_allowed(origin):
-        return
-    headers["Access-Control-Allow-Origin"] = origin or ""
-    headers["Access-Control-Allow-Credentials"] = "true"
-    headers["Access-Control-Expose-Headers"] = _API_EXPOSE
-    if req.method == "OPTIONS":
-        headers["Access-Control-Allow-Methods"] = "GET, POST, PUT, PATCH, DELETE, OPTIONS"
-        headers["Access-Control-Allow-Headers"] = "Content-Type, Authorization, X-Request-ID"
-        headers["Access-Control-Max-Age"] = "600"
+    for name, value in api_cors_headers(req.headers.get("Origin"), req.method, current_app.config["CORS_ORIGINS"]):
+        headers[name] = value
+
+
+def api_cors_headers(origin: str | None, method: str, allowed: Collection[str]) -> list[tuple[str, str]]:
+    """The CORS headers of an ``/api/v1`` answer to ``origin`` (none unless it is ``allowed``)."""
+    if not origin or origin not in allowed:
+        return []
+    headers = [
+        ("Access-Control-Allow-Origin", origin),
+        ("Access-Control-Allow-Credentials", "true"),
+        ("Access-Control-Expose-Headers", _API_EXPOSE),
+    ]
+    if method == "OPTIONS":
+        headers += [
+            ("Access-Control-Allow-Methods", "GET, POST, PUT, PATCH, DELETE, OPTIONS"),
+            ("Access-Control-Allow-Headers", "Content-Type, Authorization, X-Request-ID"),
+            ("Access-Control-Max-Age", "600"),
+        ]
+    return headers
+
+
+def plain_api_headers(
+    request_id: str, origin: str | None, method: str, config: Mapping[str, Any]
+) -> list[tuple[str, str]]:
+    """What ``_finish`` gives a bodiless answer of an ``/api/v1`` route (not the docs, not the
+    stream) that set no headers of its own: for app/access/fast_heartbeat.py, which answers
+    outside Flask (tests/access/test_fast_heartbeat.py compares the two)."""
+    headers = [("X-Request-ID", request_id), *_SECURITY_HEADERS, ("Content-Security-Policy", API_CSP)]
+    if config["APP_ENV"] == "production":
+        headers.append(("Strict-Transport-Security", HSTS))
+    headers += [("Cache-Control", "no-store"), ("Vary", "Origin")]
+    return headers + api_cors_headers(origin, method, config["CORS_ORIGINS"])
 
 
 def _current_request() -> Request:
@@ -185,7 +212,7 @@ def _finish(response: Response) -> Response:
     elif "content-security-policy" not in present:
         headers.add("Content-Security-Policy", API_CSP)
     if current_app.config["APP_ENV"] == "production":
-        headers["Strict-Transport-Security"] = "max-age=31536000; includeSubDomains"
+        headers["Strict-Transport-Security"] = HSTS
     if path.startswith("/api/v1") and "cache-control" not in present:
         headers.add("Cache-Control", "no-store")
     _apply_cors(req, response, present)

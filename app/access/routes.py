@@ -32,6 +32,7 @@ from app.access.schemas import (
     fast_stream_args,
 )
 from app.api import Blueprint, error_responses
+from app.http import no_content
 from app.identity.auth import current_principal, path_uuid, require_auth, with_session_read
 from app.identity.prechecks import route_limit
 from app.media.service import presigned_url
@@ -196,7 +197,7 @@ class ContentProgress(MethodView):
         )
         if outcome == "database":  # Redis was down: the write went straight to Postgres
             db.session.commit()
-        return Response(status=204)
+        return no_content()
 
     @blp.response(200, NULLABLE_PROGRESS)
     @error_responses(blp, 401, 404, *COMMON)

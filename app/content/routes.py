@@ -10,7 +10,6 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from flask import Response
 from flask.views import MethodView
 
 from app import db
@@ -18,6 +17,7 @@ from app.api import Blueprint, error_responses
 from app.content import service
 from app.content.models import Content
 from app.content.schemas import ContentCreateSchema, ContentListArgsSchema, ContentSchema, ContentUpdateSchema
+from app.http import no_content
 from app.identity.auth import path_uuid, require_auth
 from app.orgs.access import OrgAccess, require_org_role
 from app.schemas import EmptySchema, list_schema
@@ -85,7 +85,7 @@ class ContentItem(MethodView):
         """Delete a content item (its slug becomes free; grants are kept)"""
         service.delete_content(db.session, service.load_for_change(db.session, content_id))
         db.session.commit()
-        return Response(status=204)
+        return no_content()
 
 
 def _action(name: str, summary: str, statuses: tuple[int, ...]) -> None:

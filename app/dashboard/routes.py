@@ -33,6 +33,7 @@ from app.dashboard.schemas import (
     TopContentArgsSchema,
     TopContentSchema,
 )
+from app.http import no_content
 from app.identity.auth import not_found, path_uuid, require_auth
 from app.notifications.schemas import EmailListArgsSchema, OutboxEmailSchema
 from app.notifications.service import list_org_emails
@@ -179,7 +180,7 @@ class GrantItem(MethodView):
         """Revoke a user's active grant (purchases are left as they are)"""
         grants.revoke_grant(db.session, org, user_id, content_id)
         db.session.commit()
-        return Response(status=204)
+        return no_content()
 
 
 # ---- logs -----------------------------------------------------------------------------------------------

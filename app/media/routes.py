@@ -10,12 +10,12 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from flask import Response
 from flask.views import MethodView
 
 from app import db
 from app.api import Blueprint, error_responses
 from app.db import enqueue_after_commit
+from app.http import no_content
 from app.identity.auth import path_uuid, require_auth
 from app.identity.prechecks import route_limit
 from app.media import service
@@ -94,7 +94,7 @@ class MediaItemResource(MethodView):
         service.delete_media(db.session, media)
         enqueue_after_commit(db.session, PURGE_TASK, str(media.id))
         db.session.commit()
-        return Response(status=204)
+        return no_content()
 
 
 @blp.route("/media/<media_id>/upload-complete")
