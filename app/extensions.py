@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import threading
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any
@@ -35,6 +38,41 @@ def redis_script(client: redis.Redis, source: str) -> Script:
     if script is None:
         script = scripts[source] = client.register_script(source)
     return script
+
+
+def run_script(script: Script, keys: Sequence[Any], args: Sequence[Any]) -> Any:
+    """``script(keys=keys, args=args)`` for the hottest calls: one EVALSHA on this thread's own
+    connection to the script's Redis, without redis-py's command layer and pool (its retry
+    wrapper, observability hooks, argument filters and the pool's per-checkout socket poll cost
+    about half of a warm heartbeat's Redis call in this process). Errors are redis-py's own: a
+    connection that failed is dropped (the next call reconnects), and a server that lost the
+    script (restart, SCRIPT FLUSH) gets it through ``Script.__call__``, which loads it."""
+    held: Any = script  # (the types-redis stubs lack Script's attributes)
+    connection = _thread_connection(held.registered_client)
+    try:
+        connection.send_command("EVALSHA", held.sha, len(keys), *keys, *args)
+        return connection.read_response()
+    except redis.exceptions.NoScriptError:
+        pass
+    except BaseException:
+        connection.disconnect()  # (mid-reply: its stream is no longer in step)
+        raise
+    return script(keys=keys, args=args)
+
+
+def _thread_connection(client: redis.Redis) -> Any:
+    """A connection of this thread and process to ``client``'s server, made like the pool's.
+
+    One per thread, so never shared mid-command; kept on the client, so it goes with it; a
+    forked child makes its own (the pid is checked)."""
+    local: threading.local = client.__dict__.get("_codex_thread_connections") or client.__dict__.setdefault(
+        "_codex_thread_connections", threading.local()
+    )
+    held = getattr(local, "connection", None)
+    if held is None or held[0] != os.getpid():
+        pool: Any = client.connection_pool
+        held = local.connection = (os.getpid(), pool.connection_class(**pool.connection_kwargs))
+    return held[1]
 
 
 # The keys the near cache holds: the session entries and their index (app.identity.auth), the
