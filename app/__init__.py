@@ -35,13 +35,17 @@ def create_app(config: Config | dict[str, Any] | None = None, *, role: str = "we
     app.config.update(config.as_flask_config())
     app.config["TESTING"] = config.APP_ENV == "test"
     app.extensions["codex_config"] = config
-    if config.TRUSTED_PROXY_COUNT:
-        n = config.TRUSTED_PROXY_COUNT
-        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n)  # type: ignore[method-assign]
 
     _init_extensions(app, role)
     _register_blueprints(app)
     app.refuse_async_views()
+    if config.FAST_HEARTBEAT_ENABLED and app.extensions["near_cache"] is not None:
+        from app.access import fast_heartbeat
+
+        fast_heartbeat.install(app)  # warm heartbeats answered below Flask (see the module)
+    if config.TRUSTED_PROXY_COUNT:  # outermost: everything below sees the client's address
+        n = config.TRUSTED_PROXY_COUNT
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n)  # type: ignore[method-assign]
 
     from app.cli import codex_cli
 

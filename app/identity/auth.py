@@ -423,6 +423,24 @@ def resolve(keys_for: KeysFor | None = None) -> Principal | None:
     return principal
 
 
+def warm_bearer_principal(near: NearCache, authorization: str, now: datetime) -> Principal | None:
+    """``resolve``'s answer for a bearer token when this process's near cache holds the live
+    session entry and the session is not due to slide; None in every other case (``resolve``
+    then decides, 401 included). For app/access/fast_heartbeat.py, which has no request context."""
+    match = _BEARER.fullmatch(authorization.strip())
+    if match is None or near.sync() is None:
+        return None
+    token = match.group(1)
+    token_hash = hash_token(token)
+    raw = near.get(cache_key(token_hash))
+    if not isinstance(raw, bytes) or raw == REVOKED:
+        return None
+    principal = _from_cache(raw, token_hash, token, "bearer")
+    if principal is None or principal.expires_at <= now or now - principal.last_seen_at > SLIDE_AFTER:
+        return None
+    return principal
+
+
 def current_principal() -> Principal:
     """The authenticated caller; only valid below a guard."""
     principal = resolve()

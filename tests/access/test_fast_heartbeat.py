@@ -1,0 +1,300 @@
+"""The heartbeat fast path (app/access/fast_heartbeat.py): warm heartbeats answered below Flask
+exactly as the route answers them, and everything else left to the route."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+import redis as redis_lib
+from flask import Flask
+from flask.testing import FlaskClient
+from werkzeug.test import TestResponse
+
+from app import metrics
+from app.access import fast_heartbeat, progress
+from app.access.fast_heartbeat import FastHeartbeat
+from app.identity.auth import COOKIE_NAME
+from tests.access.helpers import World
+from tests.identity.conftest import bound_client
+from tests.identity.helpers import signed_in
+
+ALLOWED_ORIGIN = "http://localhost:3000"  # the test config's CORS_ORIGINS
+
+
+def fast_path(app: Flask) -> FastHeartbeat:
+    middleware = app.wsgi_app
+    assert isinstance(middleware, FastHeartbeat)
+    return middleware
+
+
+@contextmanager
+def flask_only(app: Flask) -> Iterator[None]:
+    """Requests inside go straight to Flask, as with FAST_HEARTBEAT_ENABLED off."""
+    middleware = fast_path(app)
+    app.wsgi_app = middleware.wsgi_app  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        app.wsgi_app = middleware  # type: ignore[method-assign]
+
+
+class Player:
+    """One signed-in player sending heartbeats with an advancing position and clock."""
+
+    def __init__(self, client: FlaskClient, world: World, token: str | None = None) -> None:
+        self.client, self.world = client, world
+        self.token = token or signed_in(world.buyer)
+        self.position = 100
+        self.clock = datetime.now(UTC) - timedelta(minutes=1)
+        self.sent = 0
+
+    def body(self) -> dict[str, Any]:
+        self.position += 5
+        self.clock += timedelta(seconds=5)
+        return {
+            "position_seconds": self.position,
+            "duration_seconds": 1800,
+            "client_ts": self.clock.isoformat().replace("+00:00", "Z"),
+        }
+
+    def put(self, body: Any = None, content_id: Any = None, **headers: str) -> TestResponse:
+        self.sent += 1
+        raw = json.dumps(self.body() if body is None else body)
+        path = f"/api/v1/content/{content_id or self.world.content.id}/progress"
+        bearer = f"Bearer {self.token}" if self.token else ""
+        all_headers = {"Authorization": bearer, "Content-Type": "application/json", **headers}
+        return self.client.put(path, data=raw, headers={k: v for k, v in all_headers.items() if v})
+
+    def put_fast(self, body: Any = None, **headers: str) -> TestResponse:
+        """A heartbeat answered below Flask, sending it again (a later position) until one is.
+
+        The first ones are the route's: the session goes from Postgres into Redis and from Redis
+        into the near cache, the content snapshot and the access entry are loaded. A near cache
+        can also be briefly unusable under load (a late PONG, app/nearcache.py), and its
+        lookups then miss, so a test never relies on one particular request taking the fast path."""
+        middleware = fast_path(self.client.application)
+        for _ in range(8):
+            before = middleware.answered
+            response = self.put(body, **headers)
+            if middleware.answered > before:
+                return response
+            assert response.status_code == 204, response.get_data(as_text=True)
+        raise AssertionError("no heartbeat was answered by the fast path")
+
+    def warm(self) -> None:
+        self.put_fast()
+
+
+def header_bag(response: TestResponse) -> Counter[tuple[str, str]]:
+    return Counter((k, v) for k, v in response.headers.items() if k != "X-Request-ID")
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [{}, {"Origin": ALLOWED_ORIGIN}, {"Origin": "https://evil.example"}, {"X-Request-ID": "player-42.beat_7"}],
+    ids=["plain", "allowed-origin", "other-origin", "request-id"],
+)
+def test_a_warm_heartbeat_is_answered_below_flask_exactly_as_the_route_answers(
+    app: Flask, client: FlaskClient, world: World, redis: redis_lib.Redis, extra: dict[str, str]
+) -> None:
+    player = Player(client, world)
+    player.warm()
+    fast = player.put_fast(**extra)
+    before = fast_path(app).answered
+    with flask_only(app):
+        routed = player.put(**extra)
+    assert fast_path(app).answered == before
+    assert (fast.status_code, fast.data) == (routed.status_code, routed.data) == (204, b"")
+    assert header_bag(fast) == header_bag(routed)
+    assert "Content-Security-Policy" in fast.headers and fast.headers["Cache-Control"] == "no-store"
+    if "X-Request-ID" in extra:
+        assert fast.headers["X-Request-ID"] == routed.headers["X-Request-ID"] == extra["X-Request-ID"]
+    else:
+        assert (
+            len(fast.headers["X-Request-ID"]) == 32 and fast.headers["X-Request-ID"] != routed.headers["X-Request-ID"]
+        )
+
+
+def test_both_paths_write_the_same_progress(app: Flask, client: FlaskClient, world: World, redis: Any) -> None:
+    """The same heartbeats, once each way: the same hash, dirty marks and watch counters."""
+
+    def two_heartbeats(route_only: bool) -> tuple[Any, int]:
+        redis.flushdb()  # (the near cache forgets everything too: the warm-up is the route's again)
+        player = Player(client, world)
+        player.warm()
+        player.position, player.clock = 100, datetime.now(UTC)
+        answered = fast_path(app).answered
+        with flask_only(app) if route_only else nullcontext():
+            for _ in range(2):
+                assert player.put().status_code == 204
+        member = f"{world.buyer.id}:{world.content.id}"
+        stored = {k: v for k, v in redis.hgetall(f"pb:p:{member}").items() if k not in (b"upd", b"ts")}
+        day = progress.day_stamp(datetime.now(UTC).date())
+        stats = redis.hgetall(f"pb:stats:{day}:{world.content.id}")
+        dirty = (redis.sismember("pb:dirty", member), redis.smembers(f"pb:dirty:u:{world.buyer.id}"))
+        return (stored, dirty, stats), fast_path(app).answered - answered
+
+    routed, none_fast = two_heartbeats(route_only=True)
+    assert none_fast == 0
+    for _ in range(5):  # until both went below Flask (see Player.put_fast)
+        fast, answered = two_heartbeats(route_only=False)
+        if answered == 2:
+            break
+    assert answered == 2 and fast == routed
+    stored, dirty, stats = fast
+    assert stored[b"pos"] == b"110" and dirty[0] and dirty[1] == {str(world.content.id).encode()}
+    assert stats[b"views_started"] == b"1" and int(stats[b"seconds_watched"]) > 0
+
+
+def _content_of_nobody() -> str:
+    return "00000000-0000-4000-8000-000000000000"
+
+
+CASES: dict[str, Any] = {
+    # name: (body or None for a good one, headers, content id or None, expected status, error code)
+    "bad input": ({"position_seconds": -1, "duration_seconds": 10}, {}, None, 400, "VALIDATION_ERROR"),
+    "not json": ("{not json", {}, None, 400, "INVALID_JSON"),
+    "wrong type": (None, {"Content-Type": "text/plain"}, None, 415, None),
+    "malformed token": (None, {"Authorization": "Bearer !!"}, None, 401, "UNAUTHENTICATED"),
+    "unknown token": (None, {"Authorization": "Bearer " + "a" * 43}, None, 401, "UNAUTHENTICATED"),
+    "no such content": (None, {}, _content_of_nobody(), 404, "CONTENT_NOT_FOUND"),
+    "upper-case id": (None, {}, "upper", 204, None),
+    "a large body": ("padded", {}, None, 204, None),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_everything_else_is_the_routes_answer(
+    app: Flask, client: FlaskClient, world: World, redis: Any, case: str
+) -> None:
+    body, headers, content_id, status, code = CASES[case]
+    player = Player(client, world)
+    player.warm()
+    if content_id == "upper":
+        content_id = str(world.content.id).upper()
+    if body == "padded":  # valid, but above the fast path's 4 KiB: Flask reads it (body put back)
+        good = player.body()
+        body = json.loads(json.dumps(good))
+        raw = json.dumps(good) + " " * (fast_heartbeat.MAX_BODY + 10)
+        before = fast_path(app).answered
+        response = client.put(
+            f"/api/v1/content/{world.content.id}/progress",
+            data=raw,
+            headers={"Authorization": f"Bearer {player.token}", "Content-Type": "application/json"},
+        )
+    else:
+        before = fast_path(app).answered
+        if body == "{not json":
+            response = client.put(
+                f"/api/v1/content/{world.content.id}/progress",
+                data=body,
+                headers={"Authorization": f"Bearer {player.token}", "Content-Type": "application/json"},
+            )
+        else:
+            response = player.put(body, content_id, **headers)
+    assert fast_path(app).answered == before
+    assert response.status_code == status, response.get_data(as_text=True)
+    if code is not None:
+        assert response.json["error"]["code"] == code
+
+
+def test_a_heartbeat_without_access_is_refused_by_the_route(app: Flask, client: FlaskClient, world: World) -> None:
+    buyer = Player(client, world)
+    buyer.warm()
+    stranger = Player(client, world, token=signed_in(world.stranger))
+    for _ in range(2):  # the second time the session and snapshot are warm: still the route's 403
+        before = fast_path(app).answered
+        response = stranger.put()
+        assert response.status_code == 403 and response.json["error"]["code"] == "ACCESS_DENIED"
+        assert fast_path(app).answered == before
+
+
+def test_cookie_sessions_go_through_the_route_and_its_csrf_check(app: Flask, client: FlaskClient, world: World) -> None:
+    player = Player(client, world)
+    player.warm()
+    client.set_cookie(COOKIE_NAME, player.token)
+    player.token = ""  # no Authorization header
+    before = fast_path(app).answered
+    assert player.put(Origin=ALLOWED_ORIGIN).status_code == 204
+    refused = player.put(Origin="https://evil.example")
+    assert refused.status_code == 403 and refused.json["error"]["code"] == "CSRF_FAILED"
+    assert fast_path(app).answered == before
+
+
+def test_a_session_due_to_slide_goes_through_the_route_which_slides_it(
+    app: Flask, client: FlaskClient, world: World, db_session: Any
+) -> None:
+    from app.identity.models import AuthSession
+
+    token = signed_in(world.buyer, last_seen_ago=timedelta(minutes=10))
+    player = Player(client, world, token=token)
+    before = fast_path(app).answered
+    for _ in range(2):  # the first fills the caches; the second would be warm but is due to slide
+        assert player.put().status_code == 204
+    assert fast_path(app).answered == before
+    db_session.expire_all()
+    seen = max(s.last_seen_at for s in db_session.query(AuthSession).filter_by(user_id=world.buyer.id))
+    assert datetime.now(UTC) - seen < timedelta(minutes=1)
+    player.put_fast()  # slid, cached again: warm
+
+
+def test_logout_reaches_the_fast_path_at_once(app: Flask, client: FlaskClient, world: World) -> None:
+    player = Player(client, world)
+    player.warm()
+    before = fast_path(app).answered
+    assert client.post("/api/v1/auth/logout", headers={"Authorization": f"Bearer {player.token}"}).status_code == 204
+    response = player.put()
+    assert response.status_code == 401 and response.json["error"]["code"] == "UNAUTHENTICATED"
+    assert fast_path(app).answered == before
+
+
+def test_with_rate_limits_on_every_heartbeat_is_counted_by_the_route(
+    app_factory: Any, world: World, db_session: Any, redis: Any
+) -> None:
+    limited = app_factory(RATELIMIT_ENABLED=True)
+    assert limited.extensions["near_cache"].wait_usable(5.0)
+    with bound_client(limited, db_session) as client:
+        player = Player(client, world)
+        remaining = []
+        for _ in range(4):
+            response = player.put()
+            assert response.status_code == 204
+            remaining.append(int(response.headers["X-RateLimit-Remaining"]))
+    assert remaining == sorted(remaining, reverse=True) and len(set(remaining)) == 4  # every one counted
+    assert fast_path(limited).answered == 0
+
+
+def test_redis_trouble_leaves_the_heartbeat_to_the_route(
+    app: Flask, client: FlaskClient, world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    player = Player(client, world)
+    player.warm()
+
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise redis_lib.ConnectionError("gone")
+
+    monkeypatch.setattr(progress, "record_warm_heartbeat", broken)
+    before = fast_path(app).answered
+    assert player.put().status_code == 204  # the route wrote it (Redis itself is fine here)
+    assert fast_path(app).answered == before
+
+
+def test_the_fast_path_counts_in_the_request_metrics(app: Flask, client: FlaskClient, world: World) -> None:
+    player = Player(client, world)
+    player.warm()
+    labels = ("PUT", fast_heartbeat.ENDPOINT, "204")
+    counted, sent = metrics.HTTP_REQUESTS.labels(*labels)._value.get(), player.sent
+    player.put_fast()
+    # One count per heartbeat, under the same label whichever path answered (the route's rule)
+    assert metrics.HTTP_REQUESTS.labels(*labels)._value.get() == counted + player.sent - sent
+    assert [r.rule for r in app.url_map.iter_rules() if r.rule == fast_heartbeat.ENDPOINT]
+
+
+def test_off_switch(app_factory: Any) -> None:
+    assert not isinstance(app_factory(FAST_HEARTBEAT_ENABLED=False).wsgi_app, FastHeartbeat)
