@@ -39,10 +39,10 @@ def create_app(config: Config | dict[str, Any] | None = None, *, role: str = "we
     _init_extensions(app, role)
     _register_blueprints(app)
     app.refuse_async_views()
-    if config.FAST_HEARTBEAT_ENABLED and app.extensions["near_cache"] is not None:
-        from app.access import fast_heartbeat
+    if config.FAST_PATH_ENABLED and app.extensions["near_cache"] is not None:
+        from app.access import fast_path
 
-        fast_heartbeat.install(app)  # warm heartbeats answered below Flask (see the module)
+        fast_path.install(app)  # warm heartbeats and stream URLs answered below Flask (see the module)
     if config.TRUSTED_PROXY_COUNT:  # outermost: everything below sees the client's address
         n = config.TRUSTED_PROXY_COUNT
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n)  # type: ignore[method-assign]

@@ -49,7 +49,7 @@ class Config:
     MAX_CONTENT_LENGTH: int = 1048576
     RATELIMIT_ENABLED: bool = True
     NEAR_CACHE_ENABLED: bool = True
-    FAST_HEARTBEAT_ENABLED: bool = True
+    FAST_PATH_ENABLED: bool = True
     STORAGE_BACKEND: str = "local"
     STORAGE_LOCAL_ROOT: str = "var/storage"
     S3_BUCKET: str = "codex-media"

@@ -180,9 +180,10 @@ def api_cors_headers(origin: str | None, method: str, allowed: Collection[str]) 
 def plain_api_headers(
     request_id: str, origin: str | None, method: str, config: Mapping[str, Any]
 ) -> list[tuple[str, str]]:
-    """What ``_finish`` gives a bodiless answer of an ``/api/v1`` route (not the docs, not the
-    stream) that set no headers of its own: for app/access/fast_heartbeat.py, which answers
-    outside Flask (tests/access/test_fast_heartbeat.py compares the two)."""
+    """What ``_finish`` adds to the answer of an ``/api/v1`` route (other than the docs and the
+    ``/api/v1/stream/`` proxy) that set no headers besides its Content-Type and Content-Length:
+    for app/access/fast_path.py, which answers outside Flask (tests/access/test_fast_path.py
+    compares the two)."""
     headers = [("X-Request-ID", request_id), *_SECURITY_HEADERS, ("Content-Security-Policy", API_CSP)]
     if config["APP_ENV"] == "production":
         headers.append(("Strict-Transport-Security", HSTS))

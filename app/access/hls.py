@@ -15,23 +15,28 @@ cached access rule and the signing.
 
 from __future__ import annotations
 
+import json
 import posixpath
 import re
 import threading
 import time
+import uuid
 from collections import OrderedDict
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 
 import structlog
 from flask import current_app
 from sqlalchemy.orm import Session
 
 from app import errors
-from app.access.service import CONTENT_NOT_FOUND, AccessDenied, can_access, load_content
+from app.access.service import CONTENT_NOT_FOUND, AccessDenied, ContentMeta, can_access, load_content
 from app.content.models import Content
 from app.identity.auth import not_found
 from app.media.models import MediaItem
-from app.security.hls_tokens import HlsClaims, verify_hls_token
+from app.media.service import presigned_url
+from app.schemas import format_timestamp
+from app.security.hls_tokens import HlsClaims, hls_master_url, mint_hls_token, verify_hls_token
 from app.storage import Storage, get_storage
 from app.storage.base import ObjectNotFound, StorageError
 from app.storage.keys import PREVIEW, content_type_for
@@ -254,3 +259,29 @@ def media_playlist(playback: Playback, rendition: str) -> str:
             continue
         out.append(url)
     return "\n".join(out) + "\n"
+
+
+# ---- stream issuance (GET /content/{id}/stream) ----------------------------------------------------
+
+
+def stream_answer(meta: ContentMeta, user_id: uuid.UUID, expires_in: int) -> str:
+    """The stream route's JSON (``StreamSchema`` documents it) for content the caller may play:
+    a fresh HLS token bound to the user, and the item's playback facts.
+
+    Serialised here rather than by the schema: every field is already a JSON value, and the
+    schema's dump was a visible share of this hot path (app/access/fast_path.py answers with it too)."""
+    expires_at = (datetime.now(UTC) + timedelta(seconds=expires_in)).replace(microsecond=0)
+    token = mint_hls_token(
+        content_id=meta.id, media_id=meta.media_id, user_id=user_id, scope="full", expires_at=expires_at
+    )
+    body = {
+        "manifest_url": hls_master_url(token),
+        "expires_at": format_timestamp(expires_at),
+        "content_type": meta.content_type,
+        "preview": False,
+        "duration_seconds": meta.duration_seconds,
+        "renditions": meta.renditions,
+        "thumbnail_url": presigned_url(meta.thumbnail_key),
+        "waveform_url": presigned_url(meta.waveform_key),
+    }
+    return json.dumps(body) + "\n"

@@ -426,7 +426,7 @@ def record_heartbeat(
 def record_warm_heartbeat(
     client: redis.Redis, *, user_id: uuid.UUID, content_id: uuid.UUID, heartbeat: Heartbeat, now: datetime
 ) -> str | None:
-    """``record_heartbeat``'s first round alone, for app/access/fast_heartbeat.py: ``applied`` or
+    """``record_heartbeat``'s first round alone, for app/access/fast_path.py: ``applied`` or
     ``ignored`` when this process holds the content's snapshot and the script decided in one call;
     None when it did not (no snapshot, stale snapshot, access entry or progress hash missing, not
     permitted): nothing was written, and ``record_heartbeat`` settles the request. Redis errors

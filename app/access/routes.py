@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from functools import wraps
 from typing import Any, TypeVar, cast
 
@@ -35,9 +35,7 @@ from app.api import Blueprint, error_responses
 from app.http import no_content
 from app.identity.auth import current_principal, path_uuid, require_auth, with_session_read
 from app.identity.prechecks import route_limit
-from app.media.service import presigned_url
-from app.schemas import format_timestamp, list_schema
-from app.security.hls_tokens import hls_master_url, mint_hls_token
+from app.schemas import list_schema
 
 blp = Blueprint("access", __name__, url_prefix="/api/v1", description="Access, playback and library")
 
@@ -121,23 +119,8 @@ class ContentStream(MethodView):
         meta = playable.meta
         if not meta.media_ready:
             raise service.MediaNotReady()
-        expires_at = (_now() + timedelta(seconds=args["expires_in"])).replace(microsecond=0)
-        token = mint_hls_token(
-            content_id=meta.id, media_id=meta.media_id, user_id=principal.user_id, scope="full", expires_at=expires_at
-        )
-        # Serialised here rather than by StreamSchema (which documents it): every field is already
-        # a JSON value, and the schema's dump was a visible share of this hot path.
-        body = {
-            "manifest_url": hls_master_url(token),
-            "expires_at": format_timestamp(expires_at),
-            "content_type": meta.content_type,
-            "preview": False,
-            "duration_seconds": meta.duration_seconds,
-            "renditions": meta.renditions,
-            "thumbnail_url": presigned_url(meta.thumbnail_key),
-            "waveform_url": presigned_url(meta.waveform_key),
-        }
-        return Response(json.dumps(body) + "\n", status=200, mimetype="application/json")
+        body = hls.stream_answer(meta, principal.user_id, args["expires_in"])
+        return Response(body, status=200, mimetype="application/json")
 
 
 def _playlist(body: str) -> Response:

@@ -426,7 +426,7 @@ def resolve(keys_for: KeysFor | None = None) -> Principal | None:
 def warm_bearer_principal(near: NearCache, authorization: str, now: datetime) -> Principal | None:
     """``resolve``'s answer for a bearer token when this process's near cache holds the live
     session entry and the session is not due to slide; None in every other case (``resolve``
-    then decides, 401 included). For app/access/fast_heartbeat.py, which has no request context."""
+    then decides, 401 included). For app/access/fast_path.py, which has no request context."""
     match = _BEARER.fullmatch(authorization.strip())
     if match is None or near.sync() is None:
         return None

@@ -1,5 +1,5 @@
-"""The heartbeat fast path (app/access/fast_heartbeat.py): warm heartbeats answered below Flask
-exactly as the route answers them, and everything else left to the route."""
+"""The fast path (app/access/fast_path.py): warm heartbeats and stream URLs answered below Flask
+exactly as the routes answer them, and everything else left to the routes."""
 
 from __future__ import annotations
 
@@ -17,8 +17,9 @@ from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
 from app import metrics
-from app.access import fast_heartbeat, progress
-from app.access.fast_heartbeat import FastHeartbeat
+from app.access import fast_path as fast_path_module
+from app.access import progress
+from app.access.fast_path import FastPath
 from app.identity.auth import COOKIE_NAME
 from tests.access.helpers import World
 from tests.identity.conftest import bound_client
@@ -27,15 +28,15 @@ from tests.identity.helpers import signed_in
 ALLOWED_ORIGIN = "http://localhost:3000"  # the test config's CORS_ORIGINS
 
 
-def fast_path(app: Flask) -> FastHeartbeat:
+def fast_path(app: Flask) -> FastPath:
     middleware = app.wsgi_app
-    assert isinstance(middleware, FastHeartbeat)
+    assert isinstance(middleware, FastPath)
     return middleware
 
 
 @contextmanager
 def flask_only(app: Flask) -> Iterator[None]:
-    """Requests inside go straight to Flask, as with FAST_HEARTBEAT_ENABLED off."""
+    """Requests inside go straight to Flask, as with FAST_PATH_ENABLED off."""
     middleware = fast_path(app)
     app.wsgi_app = middleware.wsgi_app  # type: ignore[method-assign]
     try:
@@ -80,9 +81,9 @@ class Player:
         lookups then miss, so a test never relies on one particular request taking the fast path."""
         middleware = fast_path(self.client.application)
         for _ in range(8):
-            before = middleware.answered
+            before = middleware.heartbeats
             response = self.put(body, **headers)
-            if middleware.answered > before:
+            if middleware.heartbeats > before:
                 return response
             assert response.status_code == 204, response.get_data(as_text=True)
         raise AssertionError("no heartbeat was answered by the fast path")
@@ -106,10 +107,10 @@ def test_a_warm_heartbeat_is_answered_below_flask_exactly_as_the_route_answers(
     player = Player(client, world)
     player.warm()
     fast = player.put_fast(**extra)
-    before = fast_path(app).answered
+    before = fast_path(app).heartbeats
     with flask_only(app):
         routed = player.put(**extra)
-    assert fast_path(app).answered == before
+    assert fast_path(app).heartbeats == before
     assert (fast.status_code, fast.data) == (routed.status_code, routed.data) == (204, b"")
     assert header_bag(fast) == header_bag(routed)
     assert "Content-Security-Policy" in fast.headers and fast.headers["Cache-Control"] == "no-store"
@@ -129,7 +130,7 @@ def test_both_paths_write_the_same_progress(app: Flask, client: FlaskClient, wor
         player = Player(client, world)
         player.warm()
         player.position, player.clock = 100, datetime.now(UTC)
-        answered = fast_path(app).answered
+        answered = fast_path(app).heartbeats
         with flask_only(app) if route_only else nullcontext():
             for _ in range(2):
                 assert player.put().status_code == 204
@@ -138,7 +139,7 @@ def test_both_paths_write_the_same_progress(app: Flask, client: FlaskClient, wor
         day = progress.day_stamp(datetime.now(UTC).date())
         stats = redis.hgetall(f"pb:stats:{day}:{world.content.id}")
         dirty = (redis.sismember("pb:dirty", member), redis.smembers(f"pb:dirty:u:{world.buyer.id}"))
-        return (stored, dirty, stats), fast_path(app).answered - answered
+        return (stored, dirty, stats), fast_path(app).heartbeats - answered
 
     routed, none_fast = two_heartbeats(route_only=True)
     assert none_fast == 0
@@ -181,15 +182,15 @@ def test_everything_else_is_the_routes_answer(
     if body == "padded":  # valid, but above the fast path's 4 KiB: Flask reads it (body put back)
         good = player.body()
         body = json.loads(json.dumps(good))
-        raw = json.dumps(good) + " " * (fast_heartbeat.MAX_BODY + 10)
-        before = fast_path(app).answered
+        raw = json.dumps(good) + " " * (fast_path_module.MAX_BODY + 10)
+        before = fast_path(app).heartbeats
         response = client.put(
             f"/api/v1/content/{world.content.id}/progress",
             data=raw,
             headers={"Authorization": f"Bearer {player.token}", "Content-Type": "application/json"},
         )
     else:
-        before = fast_path(app).answered
+        before = fast_path(app).heartbeats
         if body == "{not json":
             response = client.put(
                 f"/api/v1/content/{world.content.id}/progress",
@@ -198,7 +199,7 @@ def test_everything_else_is_the_routes_answer(
             )
         else:
             response = player.put(body, content_id, **headers)
-    assert fast_path(app).answered == before
+    assert fast_path(app).heartbeats == before
     assert response.status_code == status, response.get_data(as_text=True)
     if code is not None:
         assert response.json["error"]["code"] == code
@@ -209,10 +210,10 @@ def test_a_heartbeat_without_access_is_refused_by_the_route(app: Flask, client: 
     buyer.warm()
     stranger = Player(client, world, token=signed_in(world.stranger))
     for _ in range(2):  # the second time the session and snapshot are warm: still the route's 403
-        before = fast_path(app).answered
+        before = fast_path(app).heartbeats
         response = stranger.put()
         assert response.status_code == 403 and response.json["error"]["code"] == "ACCESS_DENIED"
-        assert fast_path(app).answered == before
+        assert fast_path(app).heartbeats == before
 
 
 def test_cookie_sessions_go_through_the_route_and_its_csrf_check(app: Flask, client: FlaskClient, world: World) -> None:
@@ -220,11 +221,11 @@ def test_cookie_sessions_go_through_the_route_and_its_csrf_check(app: Flask, cli
     player.warm()
     client.set_cookie(COOKIE_NAME, player.token)
     player.token = ""  # no Authorization header
-    before = fast_path(app).answered
+    before = fast_path(app).heartbeats
     assert player.put(Origin=ALLOWED_ORIGIN).status_code == 204
     refused = player.put(Origin="https://evil.example")
     assert refused.status_code == 403 and refused.json["error"]["code"] == "CSRF_FAILED"
-    assert fast_path(app).answered == before
+    assert fast_path(app).heartbeats == before
 
 
 def test_a_session_due_to_slide_goes_through_the_route_which_slides_it(
@@ -234,10 +235,10 @@ def test_a_session_due_to_slide_goes_through_the_route_which_slides_it(
 
     token = signed_in(world.buyer, last_seen_ago=timedelta(minutes=10))
     player = Player(client, world, token=token)
-    before = fast_path(app).answered
+    before = fast_path(app).heartbeats
     for _ in range(2):  # the first fills the caches; the second would be warm but is due to slide
         assert player.put().status_code == 204
-    assert fast_path(app).answered == before
+    assert fast_path(app).heartbeats == before
     db_session.expire_all()
     seen = max(s.last_seen_at for s in db_session.query(AuthSession).filter_by(user_id=world.buyer.id))
     assert datetime.now(UTC) - seen < timedelta(minutes=1)
@@ -247,11 +248,11 @@ def test_a_session_due_to_slide_goes_through_the_route_which_slides_it(
 def test_logout_reaches_the_fast_path_at_once(app: Flask, client: FlaskClient, world: World) -> None:
     player = Player(client, world)
     player.warm()
-    before = fast_path(app).answered
+    before = fast_path(app).heartbeats
     assert client.post("/api/v1/auth/logout", headers={"Authorization": f"Bearer {player.token}"}).status_code == 204
     response = player.put()
     assert response.status_code == 401 and response.json["error"]["code"] == "UNAUTHENTICATED"
-    assert fast_path(app).answered == before
+    assert fast_path(app).heartbeats == before
 
 
 def test_with_rate_limits_on_every_heartbeat_is_counted_by_the_route(
@@ -267,7 +268,7 @@ def test_with_rate_limits_on_every_heartbeat_is_counted_by_the_route(
             assert response.status_code == 204
             remaining.append(int(response.headers["X-RateLimit-Remaining"]))
     assert remaining == sorted(remaining, reverse=True) and len(set(remaining)) == 4  # every one counted
-    assert fast_path(limited).answered == 0
+    assert fast_path(limited).heartbeats == 0
 
 
 def test_redis_trouble_leaves_the_heartbeat_to_the_route(
@@ -280,21 +281,143 @@ def test_redis_trouble_leaves_the_heartbeat_to_the_route(
         raise redis_lib.ConnectionError("gone")
 
     monkeypatch.setattr(progress, "record_warm_heartbeat", broken)
-    before = fast_path(app).answered
+    before = fast_path(app).heartbeats
     assert player.put().status_code == 204  # the route wrote it (Redis itself is fine here)
-    assert fast_path(app).answered == before
+    assert fast_path(app).heartbeats == before
 
 
 def test_the_fast_path_counts_in_the_request_metrics(app: Flask, client: FlaskClient, world: World) -> None:
     player = Player(client, world)
     player.warm()
-    labels = ("PUT", fast_heartbeat.ENDPOINT, "204")
+    labels = ("PUT", fast_path_module.HEARTBEAT_ENDPOINT, "204")
     counted, sent = metrics.HTTP_REQUESTS.labels(*labels)._value.get(), player.sent
     player.put_fast()
     # One count per heartbeat, under the same label whichever path answered (the route's rule)
     assert metrics.HTTP_REQUESTS.labels(*labels)._value.get() == counted + player.sent - sent
-    assert [r.rule for r in app.url_map.iter_rules() if r.rule == fast_heartbeat.ENDPOINT]
+    assert [r.rule for r in app.url_map.iter_rules() if r.rule == fast_path_module.HEARTBEAT_ENDPOINT]
 
 
 def test_off_switch(app_factory: Any) -> None:
-    assert not isinstance(app_factory(FAST_HEARTBEAT_ENABLED=False).wsgi_app, FastHeartbeat)
+    assert not isinstance(app_factory(FAST_PATH_ENABLED=False).wsgi_app, FastPath)
+
+
+# ---- stream URLs ------------------------------------------------------------------------------------
+
+
+class Viewer:
+    """One signed-in viewer asking for stream URLs with a single session (as a player does)."""
+
+    def __init__(self, client: FlaskClient, user: Any) -> None:
+        self.client = client
+        self.token = signed_in(user)
+
+    def get(self, content_id: Any, query: str = "", **headers: str) -> TestResponse:
+        path = f"/api/v1/content/{content_id}/stream" + (f"?{query}" if query else "")
+        return self.client.get(path, headers={"Authorization": f"Bearer {self.token}", **headers})
+
+    def get_fast(self, content_id: Any, query: str = "", **headers: str) -> TestResponse:
+        """A stream URL answered below Flask, asking again until one is (see Player.put_fast)."""
+        middleware = fast_path(self.client.application)
+        for _ in range(8):
+            before = middleware.streams
+            response = self.get(content_id, query, **headers)
+            if middleware.streams > before:
+                return response
+            assert response.status_code == 200, response.get_data(as_text=True)
+        raise AssertionError("no stream URL was answered by the fast path")
+
+
+def _token(manifest_url: str) -> str:
+    return manifest_url.split("/api/v1/stream/", 1)[1].split("/", 1)[0]
+
+
+@pytest.mark.parametrize("query", ["", "expires_in=600"])
+@pytest.mark.parametrize("origin", [None, ALLOWED_ORIGIN])
+def test_a_warm_stream_url_is_answered_below_flask_exactly_as_the_route_answers(
+    app: Flask, client: FlaskClient, world: World, query: str, origin: str | None
+) -> None:
+    viewer = Viewer(client, world.buyer)
+    extra = {"Origin": origin} if origin else {}
+    fast = viewer.get_fast(world.content.id, query, **extra)
+    before = fast_path(app).streams
+    with flask_only(app):
+        routed = viewer.get(world.content.id, query, **extra)
+    assert fast_path(app).streams == before
+    assert fast.status_code == routed.status_code == 200
+    assert header_bag(fast) == header_bag(routed)  # Content-Type and Content-Length included
+    mine, theirs = fast.json, routed.json
+    for body in (mine, theirs):  # the token (and so the URL) carries its own expiry
+        expires_at = datetime.fromisoformat(body.pop("expires_at").replace("Z", "+00:00"))
+        wanted = 600 if query else 3600
+        assert abs((expires_at - datetime.now(UTC)).total_seconds() - wanted) < 5
+        assert body.pop("manifest_url").startswith("http://localhost:5000/api/v1/stream/")
+    assert mine == theirs and mine["renditions"] and mine["thumbnail_url"]
+    # The fast path's token is a real one: its master playlist plays.
+    playlist = client.get(f"/api/v1/stream/{_token(fast.json['manifest_url'])}/master.m3u8")
+    assert playlist.status_code == 200 and b"#EXTM3U" in playlist.data
+
+
+STREAM_CASES: dict[str, tuple[str, int, str]] = {
+    "expires_in too short": ("expires_in=10", 400, "VALIDATION_ERROR"),
+    "unknown parameter": ("other=1", 400, "VALIDATION_ERROR"),
+    "repeated parameter": ("expires_in=600&expires_in=700", 400, "VALIDATION_ERROR"),
+}
+
+
+@pytest.mark.parametrize("case", list(STREAM_CASES))
+def test_stream_queries_the_fast_path_does_not_take_get_the_routes_answer(
+    app: Flask, client: FlaskClient, world: World, case: str
+) -> None:
+    query, status, code = STREAM_CASES[case]
+    viewer = Viewer(client, world.buyer)
+    viewer.get_fast(world.content.id)
+    before = fast_path(app).streams
+    response = viewer.get(world.content.id, query)
+    assert (response.status_code, response.json["error"]["code"]) == (status, code)
+    assert fast_path(app).streams == before
+
+
+def test_stream_refusals_are_the_routes_even_when_warm(
+    app: Flask, client: FlaskClient, world: World, db_session: Any
+) -> None:
+    from tests import factories
+
+    stranger = Viewer(client, world.stranger)
+    media = factories.MediaItemFactory(organization_id=world.org.id, created_by=world.owner.id, status="processing")
+    not_ready = world.add_content(media_id=media.id, price_cents=None)
+    draft = world.add_content(status="draft", published_at=None)
+    before = fast_path(app).streams
+    for _ in range(3):  # the first fills the caches; the rest are warm and still refused
+        denied = stranger.get(world.content.id)
+        assert denied.status_code == 403 and denied.json["error"]["code"] == "ACCESS_DENIED"
+        waiting = stranger.get(not_ready.id)
+        assert waiting.status_code == 422 and waiting.json["error"]["code"] == "MEDIA_NOT_READY"
+        hidden = stranger.get(draft.id)
+        assert hidden.status_code == 404 and hidden.json["error"]["code"] == "CONTENT_NOT_FOUND"
+    assert fast_path(app).streams == before
+    # Staff of the org stream the draft, warm ones below Flask.
+    creator = Viewer(client, world.owner)
+    assert creator.get_fast(draft.id).status_code == 200
+
+
+def test_a_revoked_grant_reaches_the_fast_stream_at_once(
+    app: Flask, client: FlaskClient, world: World, db_session: Any
+) -> None:
+    from sqlalchemy import select
+
+    from app.access.models import ContentAccess
+    from app.commerce.cache import invalidate_access_after_commit
+
+    viewer = Viewer(client, world.buyer)
+    viewer.get_fast(world.content.id)
+    grant = db_session.scalars(
+        select(ContentAccess).filter_by(user_id=world.buyer.id, content_id=world.content.id)
+    ).one()
+    grant.revoked_at, grant.revoke_reason = datetime.now(UTC), "refund"
+    with app.app_context():  # (the eviction runs after the commit, in the app)
+        invalidate_access_after_commit(db_session, world.buyer.id, world.content.id)
+        db_session.commit()
+    before = fast_path(app).streams
+    response = viewer.get(world.content.id)
+    assert response.status_code == 403 and response.json["error"]["code"] == "ACCESS_DENIED"
+    assert fast_path(app).streams == before

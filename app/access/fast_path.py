@@ -1,0 +1,225 @@
+"""Warm heartbeats and stream URLs answered below Flask.
+
+``PUT /api/v1/content/{id}/progress`` is the API's most frequent request (a player sends one
+every few seconds for as long as it plays) and ``GET /api/v1/content/{id}/stream`` starts every
+playback. Warm, neither needs the database: the session, the access entry and the content's
+generation token are in the process's near cache (app/nearcache.py), the content's facts in its
+snapshot, and a heartbeat is one Lua call that checks access and applies the write. Flask's
+request context, routing, hooks and response object cost about as much again as that work, so
+this WSGI middleware answers exactly those warm cases itself, with the functions the routes use
+(``progress.record_warm_heartbeat``, ``hls.stream_answer``, ``service.decide_playable``), and
+hands every other request to Flask untouched (a body it read is put back).
+
+It answers only when the outcome is known to be the route's success:
+
+- the exact path with a canonical content UUID, and no rate limit to count (``RATELIMIT_ENABLED``
+  off; with limits on, these requests go through flask-limiter in the routes);
+- ``Authorization: Bearer`` (a cookie needs the CSRF check) whose session entry this process's
+  near cache holds, live and not due to slide (``auth.warm_bearer_principal``);
+- heartbeat: a JSON object body of at most 4 KiB that ``fast_progress`` takes as it stands, the
+  content's snapshot in this process, and a script answer of applied/ignored;
+- stream: a query string ``fast_stream_args`` takes, the access entry and generation token held by
+  the near cache, a snapshot of that generation, access granted and the media ready.
+
+Anything else (a cold cache, a stale snapshot, a denial, a bad body or query, an error) is the
+route's to answer, so every error and its shape come from one implementation. The answers carry
+the headers ``app.http._finish`` adds (``http.plain_api_headers``) and count in the same request
+metric and log line. tests/access/test_fast_path.py checks both paths give the same answers.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import re
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import parse_qsl
+
+import structlog
+from flask import Flask
+from werkzeug.datastructures import MultiDict
+
+from app import http, metrics
+from app.access import hls, progress, service
+from app.access.cache import gen_key
+from app.access.schemas import fast_progress, fast_stream_args
+from app.commerce.cache import access_cache_key
+from app.identity import auth
+from app.logging import mask_path
+from app.nearcache import Miss, NearCache
+
+log = structlog.get_logger("codex.request")
+_REQUEST_LOG = logging.getLogger("codex.request")
+
+_PATH = re.compile(r"/api/v1/content/([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})/(progress|stream)")
+# The routes' rules: the request metric's label.
+HEARTBEAT_ENDPOINT = "/api/v1/content/<content_id>/progress"
+STREAM_ENDPOINT = "/api/v1/content/<content_id>/stream"
+MAX_BODY = 4096  # a heartbeat is about 100 bytes; anything bigger is the route's (413 and all)
+
+StartResponse = Callable[..., Any]
+WsgiApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
+Answer = tuple[str, list[tuple[str, str]], bytes]
+
+
+class FastPath:
+    """WSGI middleware in front of ``app.wsgi_app`` (installed by ``install``)."""
+
+    def __init__(self, app: Flask, wsgi_app: WsgiApp) -> None:
+        self.app = app
+        self.wsgi_app = wsgi_app
+        # Requests answered here (tests, and operators who wonder)
+        self.heartbeats = 0
+        self.streams = 0
+
+    def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        match = _PATH.fullmatch(environ.get("PATH_INFO", ""))
+        if match is not None:
+            method, action = environ.get("REQUEST_METHOD"), match.group(2)
+            answer = None
+            if method == "PUT" and action == "progress":
+                answer = self._heartbeat(environ, match.group(1))
+            elif method == "GET" and action == "stream":
+                answer = self._stream(environ, match.group(1))
+            if answer is not None:
+                status, headers, body = answer
+                start_response(status, headers)
+                return [body] if body else []
+        return self.wsgi_app(environ, start_response)
+
+    # ---- the two answers ---------------------------------------------------------------------
+
+    def _heartbeat(self, environ: dict[str, Any], content_id: str) -> Answer | None:
+        started = time.perf_counter()
+        caller = self._caller(environ)
+        if caller is None or environ.get("HTTP_TRANSFER_ENCODING"):
+            return None
+        principal, _near, now = caller
+        length = environ.get("CONTENT_LENGTH", "")
+        if (
+            _mimetype(environ.get("CONTENT_TYPE", "")) != "application/json"
+            or not length.isdigit()
+            or not 0 < int(length) <= min(MAX_BODY, _body_limit(self.app.config))
+        ):
+            return None
+        body = environ["wsgi.input"].read(int(length))
+        environ["wsgi.input"] = io.BytesIO(body)  # the route reads it again if the answer is not ours
+        try:
+            data = fast_progress(json.loads(body))
+        except ValueError:  # (UnicodeDecodeError and JSONDecodeError included)
+            return None
+        if data is None:
+            return None
+        heartbeat = progress.normalise(
+            data["position_seconds"], data["duration_seconds"], data["completed"], data["client_ts"], now
+        )
+        try:
+            outcome = progress.record_warm_heartbeat(
+                self.app.extensions["redis"],
+                user_id=principal.user_id,
+                content_id=uuid.UUID(content_id),
+                heartbeat=heartbeat,
+                now=now,
+            )
+        except Exception:  # Redis trouble and the rest: the route settles it (and logs it)
+            return None
+        if outcome is None:
+            return None
+        self.heartbeats += 1
+        return self._answer(environ, principal, "204 NO CONTENT", [], b"", HEARTBEAT_ENDPOINT, started)
+
+    def _stream(self, environ: dict[str, Any], content_id: str) -> Answer | None:
+        started = time.perf_counter()
+        caller = self._caller(environ)
+        if caller is None:
+            return None
+        principal, near, _now = caller
+        query = environ.get("QUERY_STRING", "")
+        args = fast_stream_args(MultiDict(parse_qsl(query, keep_blank_values=True)) if query else MultiDict())
+        if args is None:
+            return None
+        item = uuid.UUID(content_id)
+        raw_reason = near.get(access_cache_key(principal.user_id, item))
+        raw_gen = near.get(gen_key(item))
+        snapshot = service.cached_snapshot(item)
+        if isinstance(raw_reason, Miss) or isinstance(raw_gen, Miss) or snapshot is None:
+            return None
+        reason = service.decode_reason(raw_reason)
+        if reason is None or snapshot.gen != service.gen_of(raw_gen):
+            return None
+        meta = snapshot.meta
+        try:
+            decision = service.decide_playable(reason, meta)
+        except Exception:  # not visible to the caller: the route's 404
+            return None
+        if not decision.has_access or not meta.media_ready:
+            return None
+        with self.app.app_context():  # (the token secret, the public URL and storage are the app's)
+            body = hls.stream_answer(meta, principal.user_id, args["expires_in"]).encode()
+        self.streams += 1
+        content = [("Content-Type", "application/json"), ("Content-Length", str(len(body)))]
+        return self._answer(environ, principal, "200 OK", content, body, STREAM_ENDPOINT, started)
+
+    # ---- shared ------------------------------------------------------------------------------
+
+    def _caller(self, environ: dict[str, Any]) -> tuple[auth.Principal, NearCache, datetime] | None:
+        """The bearer's principal from the near cache, when nothing else needs the route first."""
+        near: NearCache | None = self.app.extensions.get("near_cache")
+        authorization = environ.get("HTTP_AUTHORIZATION")
+        if near is None or not authorization or self.app.config["CODEX_RATELIMIT_ENABLED"]:
+            return None
+        now = datetime.now(UTC)
+        principal = auth.warm_bearer_principal(near, authorization, now)
+        return None if principal is None else (principal, near, now)
+
+    def _answer(
+        self,
+        environ: dict[str, Any],
+        principal: auth.Principal,
+        status: str,
+        content: list[tuple[str, str]],
+        body: bytes,
+        endpoint: str,
+        started: float,
+    ) -> Answer:
+        """The route's answer as ``app.http._finish`` completes it: headers, metric, log line."""
+        method = environ["REQUEST_METHOD"]
+        incoming = environ.get("HTTP_X_REQUEST_ID", "")
+        request_id = incoming if http.REQUEST_ID.match(incoming) else uuid.uuid4().hex
+        headers = content + http.plain_api_headers(request_id, environ.get("HTTP_ORIGIN"), method, self.app.config)
+        code = int(status[:3])
+        duration = time.perf_counter() - started
+        metrics.observe_request(method, endpoint, code, duration)
+        if _REQUEST_LOG.isEnabledFor(logging.INFO):
+            user_id = str(principal.user_id)
+            structlog.contextvars.clear_contextvars()
+            structlog.contextvars.bind_contextvars(request_id=request_id, user_id=user_id)
+            log.info(
+                "request",
+                method=method,
+                path=mask_path(environ.get("PATH_INFO", "")),
+                status=code,
+                duration_ms=round(duration * 1000, 2),
+                user_id=user_id,
+                ip=environ.get("REMOTE_ADDR"),
+            )
+        return status, headers, body
+
+
+def _mimetype(content_type: str) -> str:
+    return content_type.split(";", 1)[0].strip().lower()
+
+
+def _body_limit(config: Any) -> int:
+    limit = config.get("MAX_CONTENT_LENGTH")
+    return int(limit) if limit else MAX_BODY
+
+
+def install(app: Flask) -> None:
+    """Put the fast path in front of Flask (inside any proxy fix-up, so ``REMOTE_ADDR`` is the client)."""
+    app.wsgi_app = FastPath(app, app.wsgi_app)  # type: ignore[method-assign]
