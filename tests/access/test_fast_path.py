@@ -421,3 +421,30 @@ def test_a_revoked_grant_reaches_the_fast_stream_at_once(
     response = viewer.get(world.content.id)
     assert response.status_code == 403 and response.json["error"]["code"] == "ACCESS_DENIED"
     assert fast_path(app).streams == before
+
+
+def test_the_request_log_line_is_the_routes(app_factory: Any, world: World, db_session: Any) -> None:
+    import io
+    import logging
+
+    verbose = app_factory(LOG_LEVEL="INFO")
+    assert verbose.extensions["near_cache"].wait_usable(5.0)
+    handler = logging.getLogger().handlers[0]
+    assert isinstance(handler, logging.StreamHandler)
+    buffer = io.StringIO()
+    original = handler.setStream(buffer)
+    try:
+        with bound_client(verbose, db_session) as client:
+            player = Player(client, world)
+            player.put_fast(**{"X-Request-ID": "beat-fast"})
+            with flask_only(verbose):
+                assert player.put(**{"X-Request-ID": "beat-routed"}).status_code == 204
+    finally:
+        handler.setStream(original)
+        logging.getLogger().setLevel(logging.WARNING)
+    lines = [json.loads(line) for line in buffer.getvalue().splitlines() if line.startswith("{")]
+    by_id = {line["request_id"]: line for line in lines if line["event"] == "request"}
+    fast, routed = by_id["beat-fast"], by_id["beat-routed"]
+    for line in (fast, routed):
+        assert line.pop("duration_ms") >= 0 and line.pop("timestamp") and line.pop("request_id")
+    assert fast == routed and fast["status"] == 204 and fast["user_id"] == str(world.buyer.id)
