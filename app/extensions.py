@@ -54,8 +54,10 @@ def run_script(script: Script, keys: Sequence[Any], args: Sequence[Any]) -> Any:
         return connection.read_response()
     except redis.exceptions.NoScriptError:
         pass
+    except redis.exceptions.ResponseError:
+        raise  # an error reply, read whole: the connection is still in step
     except BaseException:
-        connection.disconnect()  # (mid-reply: its stream is no longer in step)
+        connection.disconnect()  # (a timeout or a failure mid-reply: the stream is out of step)
         raise
     return script(keys=keys, args=args)
 

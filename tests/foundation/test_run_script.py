@@ -29,9 +29,11 @@ def test_a_server_that_lost_the_script_gets_it_again(redis: redis_lib.Redis) -> 
 def test_script_errors_are_redis_errors_and_the_next_call_works(redis: redis_lib.Redis) -> None:
     failing = redis.register_script("return redis.call('INCR', KEYS[1])")
     redis.set("text", "not a number")
+    connection = _thread_connection(redis)
     with pytest.raises(redis_lib.ResponseError):
         run_script(failing, ["text"], [])
     assert run_script(redis.register_script(ECHO), ["k"], ["after"]) == [b"after", 1]
+    assert _thread_connection(redis) is connection and connection._sock is not None  # kept: still in step
 
 
 def test_a_killed_connection_raises_once_then_reconnects(redis: redis_lib.Redis) -> None:
