@@ -39,14 +39,14 @@ HSTS = "max-age=31536000; includeSubDomains"
 _API_EXPOSE = "X-Request-ID, Retry-After, X-RateLimit-Limit, X-RateLimit-Remaining, X-RateLimit-Reset"
 
 
-# ---- view options -----------------------------------------------------------------------
-
-
 def no_content() -> Response:
     """A 204. It has no body, so it gets no Content-Type either (werkzeug would add text/html)."""
     response = Response(status=204)
     del response.headers["Content-Type"]
     return response
+
+
+# ---- view options -----------------------------------------------------------------------
 
 
 def body_limit(max_bytes: int) -> Callable[[Any], Any]:
