@@ -26,7 +26,7 @@ from app.logging import mask_path
 log = structlog.get_logger("codex.request")
 _REQUEST_LOG = logging.getLogger("codex.request")
 
-REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
 UNSAFE_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
 
 API_CSP = "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
@@ -102,8 +102,7 @@ def _lookupview_option(endpoint: str, name: str) -> Any:
 
 def _assign_request_id() -> Response | None:
     req = _current_request()
-    incoming = req.headers.get("X-Request-ID", "")
-    request_id = incoming if REQUEST_ID.match(incoming) else uuid.uuid4().hex
+    request_id = request_id_for(req.headers.get("X-Request-ID", ""))
     g.request_id = request_id
     g.request_started = time.perf_counter()
     structlog.contextvars.clear_contextvars()
@@ -112,6 +111,11 @@ def _assign_request_id() -> Response | None:
         # Preflights skip authentication, CSRF and rate limits (security.md §5).
         return no_content()
     return None
+
+
+def request_id_for(incoming: str) -> str:
+    """The caller's ``X-Request-ID`` when it is a plain token, else a new one."""
+    return incoming if _REQUEST_ID.match(incoming) else uuid.uuid4().hex
 
 
 def _check_body() -> None:
@@ -231,19 +235,39 @@ _SECURITY_HEADERS = (
 
 def _observe(req: Request, request_globals: Any, response: Response) -> None:
     started = request_globals.get("request_started")
-    duration = time.perf_counter() - started if started else 0.0
-    endpoint = req.url_rule.rule if req.url_rule is not None else "<unmatched>"
-    metrics.observe_request(req.method, endpoint, response.status_code, duration)
-    if req.path.startswith("/health") or req.path == "/metrics" or not _REQUEST_LOG.isEnabledFor(logging.INFO):
+    user_id = request_globals.get("user_id")
+    record_answer(
+        req.method,
+        req.url_rule.rule if req.url_rule is not None else "<unmatched>",
+        req.path,
+        response.status_code,
+        time.perf_counter() - started if started else 0.0,
+        str(user_id) if user_id else None,
+        req.remote_addr,
+    )
+
+
+def request_log_enabled() -> bool:
+    """Whether request log lines are kept (INFO): callers skip building what only the line needs."""
+    return _REQUEST_LOG.isEnabledFor(logging.INFO)
+
+
+def record_answer(
+    method: str, endpoint: str, path: str, status: int, duration: float, user_id: str | None, ip: str | None
+) -> None:
+    """The request metric and the request log line (INFO) of one answer; app/access/fast_path.py
+    records its answers with it too."""
+    metrics.observe_request(method, endpoint, status, duration)
+    if path.startswith("/health") or path == "/metrics" or not _REQUEST_LOG.isEnabledFor(logging.INFO):
         return  # (the level check first spares building the fields of a line nobody keeps)
     log.info(
         "request",
-        method=req.method,
-        path=mask_path(req.path),
-        status=response.status_code,
+        method=method,
+        path=mask_path(path),
+        status=status,
         duration_ms=round(duration * 1000, 2),
-        user_id=str(request_globals.get("user_id")) if request_globals.get("user_id") else None,
-        ip=req.remote_addr,
+        user_id=user_id,
+        ip=ip,
     )
 
 

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import io
 import json
-import logging
 import re
 import time
 import uuid
@@ -44,17 +43,13 @@ import structlog
 from flask import Flask
 from werkzeug.datastructures import MultiDict
 
-from app import http, metrics
+from app import http
 from app.access import hls, progress, service
 from app.access.cache import gen_key
 from app.access.schemas import fast_progress, fast_stream_args
 from app.commerce.cache import access_cache_key
 from app.identity import auth
-from app.logging import mask_path
 from app.nearcache import Miss, NearCache
-
-log = structlog.get_logger("codex.request")
-_REQUEST_LOG = logging.getLogger("codex.request")
 
 _PATH = re.compile(r"/api/v1/content/([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})/(progress|stream)")
 # The routes' rules: the request metric's label.
@@ -189,25 +184,14 @@ class FastPath:
     ) -> Answer:
         """The route's answer as ``app.http._finish`` completes it: headers, metric, log line."""
         method = environ["REQUEST_METHOD"]
-        incoming = environ.get("HTTP_X_REQUEST_ID", "")
-        request_id = incoming if http.REQUEST_ID.match(incoming) else uuid.uuid4().hex
+        request_id = http.request_id_for(environ.get("HTTP_X_REQUEST_ID", ""))
         headers = content + http.plain_api_headers(request_id, environ.get("HTTP_ORIGIN"), method, self.app.config)
-        code = int(status[:3])
-        duration = time.perf_counter() - started
-        metrics.observe_request(method, endpoint, code, duration)
-        if _REQUEST_LOG.isEnabledFor(logging.INFO):
-            user_id = str(principal.user_id)
+        user_id = str(principal.user_id)
+        if http.request_log_enabled():  # the log line carries these, as the route's does
             structlog.contextvars.clear_contextvars()
             structlog.contextvars.bind_contextvars(request_id=request_id, user_id=user_id)
-            log.info(
-                "request",
-                method=method,
-                path=mask_path(environ.get("PATH_INFO", "")),
-                status=code,
-                duration_ms=round(duration * 1000, 2),
-                user_id=user_id,
-                ip=environ.get("REMOTE_ADDR"),
-            )
+        path, duration = environ.get("PATH_INFO", ""), time.perf_counter() - started
+        http.record_answer(method, endpoint, path, int(status[:3]), duration, user_id, environ.get("REMOTE_ADDR"))
         return status, headers, body
 
 
