@@ -294,6 +294,17 @@ def _set_password(session: Session, user: User, credential: Credential, password
     now = utcnow()
     credential.password_hash = passwords.hash_password(password)
     credential.password_changed_at = now
+    # A reset link mailed before this change must stop working (security.md §1): consume every
+    # open reset token of the user in this transaction (the one just used is already consumed).
+    session.execute(
+        update(VerificationToken)
+        .where(
+            VerificationToken.user_id == user.id,
+            VerificationToken.purpose == PASSWORD_RESET,
+            VerificationToken.consumed_at.is_(None),
+        )
+        .values(consumed_at=now)
+    )
     session.flush()
     queue_email(
         session,
@@ -307,7 +318,8 @@ def _set_password(session: Session, user: User, credential: Credential, password
 
 
 def confirm_password_reset(session: Session, raw: str, password: str) -> User:
-    """Set a new password with a reset token; every session of the user is revoked."""
+    """Set a new password with a reset token; every session and every other open reset token of
+    the user is revoked."""
     token = consume_token(session, raw, PASSWORD_RESET)
     user = session.get(User, token.user_id)
     assert user is not None
@@ -319,7 +331,7 @@ def confirm_password_reset(session: Session, raw: str, password: str) -> User:
 def change_password(
     session: Session, user_id: uuid.UUID, current_session_id: uuid.UUID, current_password: str, new_password: str
 ) -> None:
-    """Change the password; every other session of the user is revoked."""
+    """Change the password; every other session and every open reset token of the user is revoked."""
     user = session.get(User, user_id)
     if user is None:
         raise errors.Unauthenticated()

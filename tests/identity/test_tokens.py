@@ -8,8 +8,8 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 from sqlalchemy import select
 
-from app.identity import passwords
-from app.identity.auth import hash_token
+from app.identity import passwords, service
+from app.identity.auth import hash_token, new_token
 from app.identity.models import AuthSession, Credential, User, VerificationToken
 from app.notifications.models import EmailOutbox
 from tests.identity.helpers import TEST_PASSWORD, auth, count, make_org, make_user, signed_in
@@ -63,7 +63,6 @@ def test_verified_user_with_a_fresh_valid_token_gets_200_and_no_second_welcome(c
     first = token_from(outbox(db_session, "email-verification")[0], "verification_url")
     client.post(VERIFY, json={"token": first})
     user = db_session.scalar(select(User))
-    from app.identity import service
 
     _, second = service.issue_token(db_session, user.id, "email_verification")
     r = client.post(VERIFY, json={"token": second})
@@ -211,6 +210,35 @@ def test_reset_confirm_policy_and_same_password(client, db_session) -> None:
     assert client.post(CONFIRM, json={"token": reset, "password": "N3wpassword"}).status_code == 204
 
 
+def test_reset_confirm_consumes_every_open_reset_token_of_the_user(client, db_session) -> None:
+    user = make_user(email="ana@example.com")
+    client.post(RESET, json={"email": "ana@example.com"})
+    mailed = token_from(outbox(db_session, "password-reset")[0], "reset_url")
+    # A second open reset token, as two reset requests racing each other leave behind (each
+    # deletes only the open tokens it can see), plus an open verification token.
+    raced, raced_hash = new_token()
+    _, verification = service.issue_token(db_session, user.id, "email_verification")
+    db_session.add(
+        VerificationToken(
+            user_id=user.id,
+            purpose="password_reset",
+            token_hash=raced_hash,
+            expires_at=datetime.now(UTC) + timedelta(hours=1),
+        )
+    )
+    db_session.flush()
+
+    assert client.post(CONFIRM, json={"token": mailed, "password": "N3wpassword"}).status_code == 204
+    r = client.post(CONFIRM, json={"token": raced, "password": "An0therpass"})
+    assert r.status_code == 400 and r.json["error"]["code"] == "INVALID_TOKEN"
+    db_session.expire_all()
+    row = db_session.scalar(select(VerificationToken).where(VerificationToken.token_hash == raced_hash))
+    assert row is not None and row.consumed_at is not None  # consumed, not deleted
+    assert passwords.verify_password(db_session.get(Credential, user.id).password_hash, "N3wpassword")
+    # only reset tokens: the open verification token still works
+    assert client.post(VERIFY, json={"token": verification}).status_code == 200
+
+
 # ---- password change ------------------------------------------------------------------------
 
 
@@ -246,3 +274,19 @@ def test_change_password_errors(client, db_session) -> None:
     assert r.status_code == 401
     assert count(db_session, EmailOutbox) == 0
     assert passwords.verify_password(db_session.get(Credential, user.id).password_hash, TEST_PASSWORD)
+
+
+def test_change_password_consumes_the_open_reset_tokens(client, db_session) -> None:
+    user = make_user(email="ana@example.com")
+    token = signed_in(user)
+    client.post(RESET, json={"email": "ana@example.com"})  # e.g. mailed before the user remembered it
+    mailed = token_from(outbox(db_session, "password-reset")[0], "reset_url")
+    r = client.post(
+        CHANGE, json={"current_password": TEST_PASSWORD, "new_password": "N3wpassword"}, headers=auth(token)
+    )
+    assert r.status_code == 204
+    r = client.post(CONFIRM, json={"token": mailed, "password": "An0therpass"})
+    assert r.status_code == 400 and r.json["error"]["code"] == "INVALID_TOKEN"
+    db_session.expire_all()
+    assert passwords.verify_password(db_session.get(Credential, user.id).password_hash, "N3wpassword")
+    assert client.get(ME, headers=auth(token)).status_code == 200  # the reset attempt revoked nothing
