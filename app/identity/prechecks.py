@@ -25,23 +25,47 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 _KEYS: dict[str, Callable[[], str]] = {"ip": ip_key, "user": rate_limit_key}
 
+# "ip": client IP; "user": the user when signed in, else the IP; or a key function of its own.
+Key = Literal["ip", "user"] | Callable[[], str]
 
-def route_limit(limit: str, *, key: Literal["ip", "user"]) -> Callable[[F], F]:
+
+def route_limit(limit: str, *, key: Key) -> Callable[[F], F]:
     """Rate-limit this route method (security.md §3); ``key``: client IP, or user when signed in."""
+    return route_limits((limit, key))
+
+
+def route_limits(*limits: tuple[str, Key]) -> Callable[[F], F]:
+    """Several limits on one route method, all of which apply (e.g. login: per IP and email, and per IP).
+
+    They are checked together, in one flask-limiter evaluation (one Redis call per limit: the
+    moving-window storage of ``limits`` takes one key per call), ordered by window unit and then
+    as given, stopping at the first one exceeded, whose 429 is answered; when none is, the
+    X-RateLimit-* headers describe the first. So list the tightest first.
+    """
 
     def decorator(func: F) -> F:
         def check() -> None:
             return None
 
         # flask-limiter files limits under the callable's qualified name: make it unique per route.
+        described = ", ".join(f"{limit} by {_key_name(key)}" for limit, key in limits)
         check.__module__ = func.__module__
         check.__name__ = f"{func.__name__}__limit"
-        check.__qualname__ = f"{func.__qualname__}.<limit {limit} by {key}>"
-        checker = limiter.limit(limit, key_func=_KEYS[key], per_method=True)(check)
+        check.__qualname__ = f"{func.__qualname__}.<limit {described}>"
+        checker: Callable[[], None] = check
+        # Stacked: only the innermost wrapper evaluates, and it evaluates every limit filed under
+        # the name, in the order they were added (the first given is innermost).
+        for limit, key in limits:
+            key_func = _KEYS[key] if isinstance(key, str) else key
+            checker = limiter.limit(limit, key_func=key_func, per_method=True)(checker)
         func._codex_rate_limits = [*getattr(func, "_codex_rate_limits", []), checker]  # type: ignore[attr-defined]
         return func
 
     return decorator
+
+
+def _key_name(key: Key) -> str:
+    return key if isinstance(key, str) else key.__name__
 
 
 def multipart(func: F) -> F:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import unicodedata
 import uuid
 from typing import Any
 
@@ -10,9 +13,11 @@ from flask.views import MethodView
 
 from app import db, errors
 from app.api import Blueprint, error_responses
+from app.extensions import ip_key
+from app.http import view_option
 from app.identity import auth, me_cache, service
 from app.identity.auth import current_principal, path_uuid, require_auth
-from app.identity.prechecks import route_limit
+from app.identity.prechecks import route_limit, route_limits
 from app.identity.schemas import (
     EmailRequestSchema,
     LoginResponseSchema,
@@ -65,11 +70,40 @@ class Register(MethodView):
         return user_view(user)
 
 
+def login_email_key() -> str:
+    """Rate-limit key of a login attempt: client IP and submitted email (security.md §3).
+
+    The email is normalised as the login schema does (NFC, trimmed, lower-case), so case or
+    spaces do not buy new attempts, and is only present as a keyed hash (HMAC with SECRET_KEY):
+    keys are visible in Redis and in flask-limiter's log line. Route limits run before the body
+    checks (prechecks), so the body may still be anything here: what is not a JSON object with a
+    string ``email`` within the size limit counts under the empty email (the body checks then
+    reject it).
+    """
+    email = _submitted_email()
+    secret = current_app.config["SECRET_KEY"].encode()
+    digest = hmac.new(secret, f"codex-ratelimit:login:{email}".encode(), hashlib.sha256).hexdigest()
+    return f"{ip_key()}:email:{digest[:32]}"
+
+
+def _submitted_email() -> str:
+    length = request.content_length
+    limit = view_option("_codex_body_limit") or current_app.config["MAX_CONTENT_LENGTH"]
+    if request.mimetype != "application/json" or length is None or length > limit:
+        return ""
+    body = request.get_json(silent=True)  # cached for the body checks and the schema
+    email = body.get("email") if isinstance(body, dict) else None
+    if not isinstance(email, str):
+        return ""
+    return unicodedata.normalize("NFC", email).strip().lower()
+
+
 @blp.route("/login")
 class Login(MethodView):
     @blp.response(200, LoginResponseSchema)
     @error_responses(blp, *JSON_BODY, 401, *COMMON)
-    @route_limit("5 per 15 minutes", key="ip")
+    # Both apply; the pair's limit comes first, so its figures are the headers' until one breaks.
+    @route_limits(("5 per 15 minutes", login_email_key), ("100 per 15 minutes", "ip"))
     @blp.arguments(LoginSchema)
     def post(self, data: dict[str, Any]) -> Any:
         """Log in: returns a session token and sets the session cookie"""

@@ -34,6 +34,42 @@ def test_sixth_login_from_one_ip_in_15_minutes_is_429(limited_client, db_session
     assert r.status_code == 200
 
 
+def test_login_limit_is_per_ip_and_normalised_email(limited_client, limited_app, db_session) -> None:
+    make_user(email="ana@example.com")
+    for email in ("ana@example.com", " ANA@example.com", "Ana@Example.COM ", "ana@example.com", "ana@EXAMPLE.com"):
+        r = limited_client.post("/api/v1/auth/login", json={"email": email, "password": "Wr0ngpass"})
+        assert r.status_code == 401
+    r = limited_client.post("/api/v1/auth/login", json={"email": "ana@example.com", "password": TEST_PASSWORD})
+    assert_limited(r)
+    assert r.headers["X-RateLimit-Limit"] == "5" and r.headers["X-RateLimit-Remaining"] == "0"
+    # the same IP with another email has its own budget (and the IP's wider one)
+    r = limited_client.post("/api/v1/auth/login", json={"email": "bob@example.com", "password": "Wr0ngpass"})
+    assert r.status_code == 401 and r.json["error"]["code"] == "INVALID_CREDENTIALS"
+    assert r.headers["X-RateLimit-Limit"] == "5" and r.headers["X-RateLimit-Remaining"] == "4"
+    assert int(r.headers["X-RateLimit-Reset"]) > 0
+    # the keys hold the IP, never the address
+    keys = b" ".join(limited_app.extensions["redis"].keys("*"))
+    assert b"127.0.0.1" in keys
+    assert b"ana" not in keys.lower() and b"bob" not in keys.lower() and b"example" not in keys.lower()
+
+
+def test_login_limit_per_ip_across_many_emails(limited_client, db_session) -> None:
+    for i in range(100):
+        r = limited_client.post("/api/v1/auth/login", json={"email": f"u{i}@example.com", "password": "Wr0ngpass"})
+        assert r.status_code == 401, i
+    r = limited_client.post("/api/v1/auth/login", json={"email": "fresh@example.com", "password": "Wr0ngpass"})
+    assert_limited(r)
+    assert r.headers["X-RateLimit-Limit"] == "100" and r.headers["X-RateLimit-Remaining"] == "0"
+    assert 800 <= int(r.headers["Retry-After"]) <= 900
+    # another IP is not affected
+    r = limited_client.post(
+        "/api/v1/auth/login",
+        json={"email": "fresh@example.com", "password": "Wr0ngpass"},
+        environ_base={"REMOTE_ADDR": "10.0.0.2"},
+    )
+    assert r.status_code == 401
+
+
 def test_rate_limit_comes_before_body_checks(limited_client, db_session) -> None:
     for _ in range(5):
         limited_client.post("/api/v1/auth/login", data="{", content_type="application/json")
