@@ -11,6 +11,8 @@ import os
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+DEFAULT_WEBHOOK_SECRET = "whsec_codex_local"  # the public development default
+
 
 class ConfigError(RuntimeError):
     """A configuration value breaks a rule; the message names the variable."""
@@ -42,7 +44,8 @@ class Config:
     PUBLIC_BASE_URL: str = "http://localhost:5000"
     FRONTEND_URL: str = "http://localhost:3000"
     CORS_ORIGINS: list[str] = field(default_factory=lambda: ["http://localhost:3000"])
-    TRUSTED_PROXY_COUNT: int = 0
+    # None: not set, which trusts no proxy like 0 does; production requires an explicit answer.
+    TRUSTED_PROXY_COUNT: int | None = None
     SESSION_TTL_HOURS: int = 24
     SESSION_REMEMBER_DAYS: int = 30
     SESSION_COOKIE_DOMAIN: str = ""
@@ -71,7 +74,7 @@ class Config:
     MEDIA_X264_PRESET: str = "veryfast"
     PAYMENT_PROVIDER: str = "auto"
     STRIPE_SECRET_KEY: str = ""
-    STRIPE_WEBHOOK_SECRET: list[str] = field(default_factory=lambda: ["whsec_codex_local"])
+    STRIPE_WEBHOOK_SECRET: list[str] = field(default_factory=lambda: [DEFAULT_WEBHOOK_SECRET])
     STRIPE_API_BASE: str = "https://api.stripe.com"
     STRIPE_API_VERSION: str = "2024-06-20"
     DEFAULT_CURRENCY: str = "usd"
@@ -111,6 +114,8 @@ class Config:
                 continue
             values[f.name] = _coerce(f.name, f.type, raw)
         values.update(overrides)
+        if values.get("APP_ENV") == "production":
+            values.setdefault("API_DOCS_ENABLED", False)  # opt-in there (security.md §12)
         config = cls(**values)
         config.normalise()
         return config
@@ -159,6 +164,8 @@ class Config:
             raise ConfigError("CHECKOUT_SESSION_TTL_MINUTES must be between 30 and 1440")
         if self.LOG_FORMAT not in {"console", "json"}:
             raise ConfigError("LOG_FORMAT must be console or json")
+        if self.TRUSTED_PROXY_COUNT is not None and self.TRUSTED_PROXY_COUNT < 0:
+            raise ConfigError("TRUSTED_PROXY_COUNT must be 0 or more")
         if self.APP_ENV == "production":
             self._validate_production()
 
@@ -167,8 +174,11 @@ class Config:
             raise ConfigError("SECRET_KEY must be set to at least 32 characters in production")
         if self.payment_provider == "local":
             raise ConfigError("PAYMENT_PROVIDER must not resolve to local in production")
-        if self.STRIPE_WEBHOOK_SECRET == ["whsec_codex_local"]:
+        if not self.STRIPE_WEBHOOK_SECRET:
             raise ConfigError("STRIPE_WEBHOOK_SECRET must be set in production")
+        if DEFAULT_WEBHOOK_SECRET in self.STRIPE_WEBHOOK_SECRET:
+            # Rotation lists several secrets: the public default must not be one of them either.
+            raise ConfigError("STRIPE_WEBHOOK_SECRET must not contain the default secret in production")
         if self.STORAGE_BACKEND != "s3":
             raise ConfigError("STORAGE_BACKEND must be s3 in production")
         if self.MAIL_BACKEND != "smtp":
@@ -179,6 +189,15 @@ class Config:
             raise ConfigError("FRONTEND_URL must be https in production")
         if not self.FLOWER_BASIC_AUTH:
             raise ConfigError("FLOWER_BASIC_AUTH must be set in production")
+        if not self.CORS_ORIGINS:
+            raise ConfigError("CORS_ORIGINS must list the allowed origins in production")
+        if any("*" in origin for origin in self.CORS_ORIGINS):
+            raise ConfigError("CORS_ORIGINS must not contain a wildcard (*) in production")
+        if not all(origin.startswith("https://") for origin in self.CORS_ORIGINS):
+            raise ConfigError("CORS_ORIGINS must hold only https origins in production")
+        if self.TRUSTED_PROXY_COUNT is None:
+            # A wrong count lets clients choose their IP (rate-limit keys): no silent default.
+            raise ConfigError("TRUSTED_PROXY_COUNT must be set explicitly in production (0 without a proxy)")
 
     def as_flask_config(self) -> dict[str, Any]:
         """Everything as a mapping for ``app.config`` (same names)."""
@@ -186,7 +205,7 @@ class Config:
 
 
 def _coerce(name: str, annotation: Any, raw: str) -> Any:
-    kind = str(annotation)
+    kind = str(annotation).removesuffix(" | None")  # optional: None only when the variable is absent
     try:
         if kind == "int":
             return int(raw.strip())

@@ -16,6 +16,8 @@ PRODUCTION = {
     "PUBLIC_BASE_URL": "https://api.example.com",
     "FRONTEND_URL": "https://example.com",
     "FLOWER_BASIC_AUTH": "ops:pw",
+    "CORS_ORIGINS": "https://example.com,https://admin.example.com",
+    "TRUSTED_PROXY_COUNT": "1",
 }
 
 
@@ -67,3 +69,49 @@ def test_production_refuses_unsafe_settings(variable: str, value: str) -> None:
     expected = "PAYMENT_PROVIDER" if variable == "STRIPE_SECRET_KEY" else variable
     with pytest.raises(ConfigError, match=expected):
         Config.from_env({**PRODUCTION, variable: value}).validate()
+
+
+def test_production_refuses_the_default_webhook_secret_among_rotated_ones() -> None:
+    for value in ("whsec_real,whsec_codex_local", "whsec_codex_local, whsec_real", ""):
+        with pytest.raises(ConfigError, match="STRIPE_WEBHOOK_SECRET"):
+            Config.from_env({**PRODUCTION, "STRIPE_WEBHOOK_SECRET": value}).validate()
+    Config.from_env({**PRODUCTION, "STRIPE_WEBHOOK_SECRET": "whsec_new,whsec_old"}).validate()
+
+
+@pytest.mark.parametrize(
+    "origins",
+    [
+        "",  # empty
+        ",",
+        "*",
+        "https://example.com,*",
+        "https://*.example.com",
+        "http://example.com",
+        "https://example.com, http://localhost:3000",
+    ],
+)
+def test_production_refuses_cors_origins_that_are_empty_wildcard_or_not_https(origins: str) -> None:
+    with pytest.raises(ConfigError, match="CORS_ORIGINS"):
+        Config.from_env({**PRODUCTION, "CORS_ORIGINS": origins}).validate()
+
+
+def test_production_requires_trusted_proxy_count_set_explicitly() -> None:
+    unset = {name: value for name, value in PRODUCTION.items() if name != "TRUSTED_PROXY_COUNT"}
+    with pytest.raises(ConfigError, match="TRUSTED_PROXY_COUNT"):
+        Config.from_env(unset).validate()
+    explicit_zero = Config.from_env({**unset, "TRUSTED_PROXY_COUNT": "0"})
+    explicit_zero.validate()  # 0 is an answer: no proxy in front
+    assert explicit_zero.TRUSTED_PROXY_COUNT == 0
+    Config.from_env(unset, TRUSTED_PROXY_COUNT=0).validate()
+    # elsewhere unset is fine and trusts no proxy
+    assert Config.from_env({}).TRUSTED_PROXY_COUNT is None
+    with pytest.raises(ConfigError, match="TRUSTED_PROXY_COUNT"):
+        Config.from_env({"TRUSTED_PROXY_COUNT": "-1"}).validate()
+
+
+def test_api_docs_default_to_off_in_production_only() -> None:
+    assert Config.from_env(PRODUCTION).API_DOCS_ENABLED is False
+    assert Config.from_env({**PRODUCTION, "API_DOCS_ENABLED": "true"}).API_DOCS_ENABLED is True
+    assert Config.from_env(PRODUCTION, API_DOCS_ENABLED=True).API_DOCS_ENABLED is True
+    assert Config.from_env({}).API_DOCS_ENABLED is True
+    assert Config.from_env({"APP_ENV": "test"}).API_DOCS_ENABLED is True
