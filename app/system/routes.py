@@ -6,6 +6,7 @@ import hmac
 from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, request
+from flask.blueprints import BlueprintSetupState
 
 from app import db, errors, metrics
 from app.jobs import QUEUES
@@ -20,21 +21,31 @@ def health() -> Any:
     return jsonify({"status": "ok"})
 
 
+@bp.record_once
+def _readiness_cache(state: BlueprintSetupState) -> None:
+    state.app.extensions["readiness"] = service.ReadinessCache()
+
+
 @bp.get("/health/ready")
 def ready() -> Any:
+    # Each process answers from a result at most 1 s old (security.md §12).
+    checks = current_app.extensions["readiness"].get(_check_dependencies)
+    healthy = all(value == "ok" for value in checks.values())
+    body = {"status": "ok" if healthy else "unavailable", "checks": checks}
+    return jsonify(body), 200 if healthy else 503
+
+
+def _check_dependencies() -> dict[str, str]:
     state = current_app.extensions["db"]
     redis_client = current_app.extensions["redis"]
     storage = get_storage()
-    checks = service.run_checks(
+    return service.run_checks(
         {
             "database": service.database_check(state.engine),
             "redis": redis_client.ping,
             "storage": storage.check,
         }
     )
-    healthy = all(value == "ok" for value in checks.values())
-    body = {"status": "ok" if healthy else "unavailable", "checks": checks}
-    return jsonify(body), 200 if healthy else 503
 
 
 @bp.get("/metrics")

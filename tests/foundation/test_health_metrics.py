@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import threading
+import time
+from collections.abc import Callable
 from typing import Any
 
+import pytest
 from flask import Flask
+
+from app.system import service
 
 
 def test_health_is_ok_without_dependencies(client: Any) -> None:
@@ -29,6 +35,103 @@ def test_ready_is_503_naming_the_failed_check_and_nothing_secret(app_factory: An
     body = response.get_json()
     assert body == {"status": "unavailable", "checks": {"database": "ok", "redis": "error", "storage": "ok"}}
     assert "hunter2" not in response.get_data(as_text=True)
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture()
+def check_runs(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, str]]:
+    """The results of each set of dependency checks the app runs (the real ``run_checks``, counted)."""
+    runs: list[dict[str, str]] = []
+    real = service.run_checks
+
+    def counted(checks: dict[str, Callable[[], object]]) -> dict[str, str]:
+        result = real(checks)
+        runs.append(result)
+        return result
+
+    monkeypatch.setattr(service, "run_checks", counted)
+    return runs
+
+
+@pytest.fixture()
+def clock(app: Flask, monkeypatch: pytest.MonkeyPatch) -> FakeClock:
+    fake = FakeClock()
+    monkeypatch.setitem(app.extensions, "readiness", service.ReadinessCache(clock=fake))
+    return fake
+
+
+def test_ready_answers_from_a_result_at_most_one_second_old(
+    app: Flask, clock: FakeClock, check_runs: list[dict[str, str]]
+) -> None:
+    client = app.test_client()
+    assert client.get("/health/ready").status_code == 200
+    assert len(check_runs) == 1
+    clock.now += 0.9
+    response = client.get("/health/ready")
+    assert response.status_code == 200
+    assert response.get_json()["checks"] == {"database": "ok", "redis": "ok", "storage": "ok"}
+    assert len(check_runs) == 1  # the cached result
+    clock.now += 0.2  # 1.1 s after the checks
+    assert client.get("/health/ready").status_code == 200
+    assert len(check_runs) == 2
+
+
+def test_ready_reports_a_failed_dependency_within_one_second(
+    app: Flask, clock: FakeClock, check_runs: list[dict[str, str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client = app.test_client()
+    assert client.get("/health/ready").status_code == 200
+
+    def refused() -> bool:
+        raise ConnectionError("redis is down")
+
+    clock.now += 0.3
+    monkeypatch.setattr(app.extensions["redis"], "ping", refused)  # Redis fails now
+    clock.now += 0.75  # 0.75 s after the failure, 1.05 s after the last checks
+    response = client.get("/health/ready")
+    assert response.status_code == 503
+    assert response.get_json() == {
+        "status": "unavailable",
+        "checks": {"database": "ok", "redis": "error", "storage": "ok"},
+    }
+    assert len(check_runs) == 2
+
+
+def test_a_burst_of_concurrent_ready_probes_runs_one_set_of_checks(app: Flask, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(app.extensions, "readiness", service.ReadinessCache())  # the real clock
+    real = service.run_checks
+    runs: list[dict[str, str]] = []
+
+    def slow(checks: dict[str, Callable[[], object]]) -> dict[str, str]:
+        time.sleep(0.2)  # the other probes arrive while the first one's checks run
+        result = real(checks)
+        runs.append(result)
+        return result
+
+    monkeypatch.setattr(service, "run_checks", slow)
+    probes = 8
+    start = threading.Barrier(probes)
+    statuses: list[int] = []
+
+    def probe() -> None:
+        client = app.test_client()
+        start.wait()
+        statuses.append(client.get("/health/ready").status_code)
+
+    threads = [threading.Thread(target=probe) for _ in range(probes)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    assert statuses == [200] * probes
+    assert len(runs) == 1
 
 
 def test_metrics_expose_request_histogram_and_gauges(client: Any) -> None:
