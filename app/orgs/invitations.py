@@ -35,8 +35,6 @@ from app.schemas import paginate
 INVITATION_TTL = timedelta(days=7)
 ORG_INVITATION = "org-invitation"
 INVITATION_NOT_FOUND = "INVITATION_NOT_FOUND"
-#: What the API shows: the stored statuses plus the computed ``expired``.
-VIEW_STATUSES = ("pending", "accepted", "revoked", "expired")
 
 
 def utcnow() -> datetime:
