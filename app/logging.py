@@ -24,7 +24,9 @@ _SCRUBBERS: list[tuple[re.Pattern[str], Any]] = [
     (re.compile(r"(\b[a-z][a-z0-9+.-]*://)[^/\s:@]*(:[^/\s@]*)?@"), r"\1[REDACTED]@"),
 ]
 _EMAIL = re.compile(r"\b([A-Za-z0-9._%+-])[A-Za-z0-9._%+-]*@([A-Za-z0-9.-]+\.[A-Za-z]{2,})\b")
-_TOKEN_PATH = re.compile(r"(/(?:api/v1/stream|storage/upload|storage/download)/)[^/?#]+")
+_TOKEN_PATH = re.compile(
+    r"(/(?:api/v1/stream|storage/upload|storage/download)/|/api/v1/invitations/(?!accept(?:[/?#]|$)))[^/?#]+"
+)
 
 
 def mask_email(value: str) -> str:

@@ -1,10 +1,10 @@
 """Demo data for ``make run``: ``flask --app app codex seed`` (idempotent).
 
-Creates, when missing, a branded demo organization with an owner, a creator and a customer
-(verified emails, one known password), a ~4 s 640x360 video and a ~4 s tone generated with
-ffmpeg, stored at their server-built original keys and ingested to ``ready`` synchronously
-through the real pipeline (``tasks.media.run_ingest``; no worker needed), and two published
-content items: a free audio item and a paid video item.
+Creates, when missing, a branded demo organization with an owner, a creator (invited by the
+owner; the invitation accepted) and a customer (verified emails, one known password), a ~4 s
+640x360 video and a ~4 s tone generated with ffmpeg, stored at their server-built original keys
+and ingested to ``ready`` synchronously through the real pipeline (``tasks.media.run_ingest``;
+no worker needed), and two published content items: a free audio item and a paid video item.
 
 Re-running changes nothing on a seeded database and reports the same accounts and ids. Rows are
 found again by their fixed emails, the org slug, the demo media titles and the content slugs. A
@@ -41,7 +41,7 @@ from app.identity.models import Credential, User
 from app.media import service as media_service
 from app.media.models import MediaItem
 from app.media.pipeline import MediaSettings
-from app.orgs import branding
+from app.orgs import branding, invitations
 from app.orgs import service as orgs
 from app.orgs.access import OrgAccess, membership_role
 from app.orgs.models import Organization
@@ -271,10 +271,15 @@ def _organization(session: Session, report: SeedReport, owner: User, storage: St
 
 
 def _creator_membership(session: Session, report: SeedReport, org: Organization, owner: User, creator: User) -> None:
+    """The creator joins the way staff always do: the owner invites the (verified) address, the
+    creator accepts. The invitation email is queued like any other (its link is used up)."""
     if membership_role(session, org.id, creator.id) is not None:
         return
-    orgs.add_member(session, _acting(org, owner, "owner"), email=creator.email, role="creator")
-    report.created.append(f"membership {creator.email} as creator")
+    _invitation, token = invitations.create_invitation(
+        session, _acting(org, owner, "owner"), email=creator.email, role="creator"
+    )
+    invitations.accept(session, creator, token)
+    report.created.append(f"membership {creator.email} as creator (invited and accepted)")
 
 
 # ---- media ------------------------------------------------------------------------------------

@@ -26,6 +26,8 @@ AUDIT_ACTIONS = (
     "member.role_change",
     "member.remove",
     "ownership.transfer",
+    "invitation.create",
+    "invitation.revoke",
     "settings.update",
     "settings.logo_update",
     "settings.logo_delete",

@@ -29,14 +29,22 @@ def create_owner(email: str, password: str | None, name: str) -> None:
     """Create the platform owner, or promote an existing user (idempotent).
 
     A new account is created verified with the given password. An existing account keeps its
-    password; promoting it revokes its sessions (they carry the old role).
+    password; only one with a verified email is promoted (exit 1 otherwise), and promoting it
+    revokes its sessions (they carry the old role).
     """
     address = _email(email)
     name = name.strip()
     if not 1 <= len(name) <= 100:
         raise click.BadParameter("must be 1..100 characters", param_hint="--name")
     session = db.session
-    if password is None and service.get_user_by_email(session, address) is None:
+    existing = service.get_user_by_email(session, address)
+    if existing is not None and existing.role != "platform_owner" and not existing.email_verified:
+        # Anyone can register any address; only a verified one proves the mailbox (security.md §1).
+        raise click.ClickException(
+            f"refusing to promote {address}: its email address is not verified; "
+            "verify it first (or use another address), then run create-owner again"
+        )
+    if password is None and existing is None:
         password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
     try:
         user, outcome = service.set_platform_owner(session, email=address, password=password, name=name)

@@ -22,6 +22,7 @@ TEMPLATES = (
     "media-ready",
     "media-failed",
     "new-sale",
+    "org-invitation",
 )
 STATUSES = ("queued", "sent", "failed", "dead")
 

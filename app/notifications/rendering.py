@@ -33,7 +33,7 @@ from app.orgs.branding import DEFAULT_PRIMARY_COLOR, Branding
 TEMPLATE_DIR = Path(__file__).resolve().parent.parent.parent / "templates" / "email"
 SUBJECT_MAX = 200
 # Links that grant access on their own; removed from the stored context once a row is final.
-SECRET_VARIABLES = ("verification_url", "reset_url")
+SECRET_VARIABLES = ("verification_url", "reset_url", "accept_url")
 
 
 class Kind(Enum):
@@ -65,6 +65,9 @@ VARIABLES: dict[str, dict[str, Kind]] = {
     "media-ready": {"media_title": T, "media_url": U, "duration": S},
     "media-failed": {"media_title": T, "media_url": U, "error_message": T, "attempts_left": N},
     "new-sale": {"content_title": T, "amount": M, "customer_name": T, "dashboard_url": U},
+    "org-invitation": {
+        "organization_name": T, "role": T, "invited_by_name": T, "accept_url": U, "expires_at": D,
+    },
 }  # fmt: skip
 
 # Variables the caller may pass to every template; filled from the user row otherwise.
@@ -342,6 +345,10 @@ def sample_context(template: str) -> dict[str, Any]:
         "new-sale": {
             "content_title": "Mastering Sourdough", "amount": Money(1999, "usd"), "customer_name": "Grace Hopper",
             "dashboard_url": f"{base}/studio/{org_id}/dashboard",
+        },
+        "org-invitation": {
+            "organization_name": "Ada's Bakery", "role": "creator", "invited_by_name": "Ada Baker",
+            "accept_url": f"{base}/invitations/accept?token=sample-token", "expires_at": when,
         },
     }  # fmt: skip
     if template not in samples:

@@ -79,6 +79,10 @@ def reset_password_url(token: str) -> str:
     return frontend_url("/reset-password", token=token)
 
 
+def invitation_accept_url(token: str) -> str:
+    return frontend_url("/invitations/accept", token=token)
+
+
 def login_url() -> str:
     return frontend_url("/login")
 

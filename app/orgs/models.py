@@ -1,8 +1,9 @@
-"""orgs tables (data-model.md): organizations, memberships, org_settings."""
+"""orgs tables (data-model.md): organizations, memberships, invitations, org_settings."""
 
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 
 from sqlalchemy import Boolean, CheckConstraint, ForeignKey, Index, String, UniqueConstraint, text
 from sqlalchemy.dialects.postgresql import CHAR
@@ -11,6 +12,8 @@ from sqlalchemy.orm import Mapped, mapped_column
 from app.db import Base, TimestampMixin, uuid_pk
 
 MEMBER_ROLES = ("owner", "admin", "creator")
+INVITATION_ROLES = ("admin", "creator")  # ownership is transferred, never invited
+INVITATION_STATUSES = ("pending", "accepted", "revoked")  # stored; ``expired`` is computed
 ROLE_RANK = {"creator": 1, "admin": 2, "owner": 3}
 RESERVED_SLUGS = frozenset(
     {"api", "admin", "www", "app", "static", "storage", "webhooks", "health", "metrics", "docs"}
@@ -47,6 +50,40 @@ class Membership(TimestampMixin, Base):
     role: Mapped[str] = mapped_column(String(20))
 
 
+class Invitation(TimestampMixin, Base):
+    """A pending or settled offer to join an org as staff, addressed to an email (api.md §4).
+
+    Only the SHA-256 of the token is kept. At most one ``pending`` row per (org, email): a new
+    invitation revokes the previous one in the same transaction.
+    """
+
+    __tablename__ = "invitations"
+    __table_args__ = (
+        CheckConstraint("role IN ('admin', 'creator')", name="role"),
+        CheckConstraint("status IN ('pending', 'accepted', 'revoked')", name="status"),
+        Index(
+            "ux_invitations_pending",
+            "organization_id",
+            "email",
+            unique=True,
+            postgresql_where=text("status = 'pending'"),
+        ),
+        Index("ix_invitations_org_created", "organization_id", text("created_at DESC")),
+    )
+
+    id: Mapped[uuid.UUID] = uuid_pk()
+    organization_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("organizations.id", ondelete="CASCADE"))
+    email: Mapped[str] = mapped_column(String(254))
+    role: Mapped[str] = mapped_column(String(20))
+    token_hash: Mapped[str] = mapped_column(CHAR(64), unique=True)
+    status: Mapped[str] = mapped_column(String(20), server_default="pending", default="pending")
+    invited_by: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id", ondelete="RESTRICT"))
+    accepted_by: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    expires_at: Mapped[datetime]
+    accepted_at: Mapped[datetime | None]
+    revoked_at: Mapped[datetime | None]
+
+
 class OrgSettings(TimestampMixin, Base):
     """Branding and switches; one row per organization, inserted with it."""
 
@@ -72,4 +109,14 @@ class OrgSettings(TimestampMixin, Base):
     updated_by: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
 
 
-__all__ = ["MEMBER_ROLES", "RESERVED_SLUGS", "ROLE_RANK", "Membership", "OrgSettings", "Organization"]
+__all__ = [
+    "INVITATION_ROLES",
+    "INVITATION_STATUSES",
+    "MEMBER_ROLES",
+    "RESERVED_SLUGS",
+    "ROLE_RANK",
+    "Invitation",
+    "Membership",
+    "OrgSettings",
+    "Organization",
+]

@@ -1,4 +1,5 @@
-"""``/api/v1/orgs`` routes: organizations, members, settings (api.md §4, §5).
+"""``/api/v1/orgs`` and ``/api/v1/invitations`` routes: organizations, members, invitations,
+settings (api.md §4, §5). Staff join only by invitation: there is no ``POST …/members`` (405).
 
 Decorator order on org-scoped methods (README §3.4): ``require_auth`` (401, CSRF, malformed
 path ids -> 404) above ``@blp.arguments`` (400), ``require_org_role`` below it (404 for
@@ -21,13 +22,18 @@ from app.db import enqueue_after_commit
 from app.http import body_limit, raw_body
 from app.identity.auth import current_principal, current_user, not_found, path_uuid, require_auth
 from app.identity.prechecks import multipart, route_limit
-from app.orgs import branding, service
+from app.orgs import branding, invitations, service
 from app.orgs.access import OrgAccess, require_org_role
 from app.orgs.schemas import (
     LOGO_REQUEST_MAX_BYTES,
+    AcceptedMemberSchema,
+    InvitationAcceptSchema,
+    InvitationCreateSchema,
+    InvitationListArgsSchema,
+    InvitationLookupSchema,
+    InvitationSchema,
     LogoSchema,
     LogoUploadSchema,
-    MemberAddSchema,
     MemberListArgsSchema,
     MemberSchema,
     MemberUpdateSchema,
@@ -44,7 +50,8 @@ from app.storage.keys import logo_key
 
 log = structlog.get_logger(__name__)
 
-blp = Blueprint("orgs", __name__, url_prefix="/api/v1/orgs", description="Organizations, members and settings")
+# One blueprint at /api/v1: the invitee's routes (/invitations/…) are not under /orgs.
+blp = Blueprint("orgs", __name__, url_prefix="/api/v1", description="Organizations, members, invitations and settings")
 
 COMMON = (429, 500, 503)
 JSON_BODY = (400, 413, 415)
@@ -66,7 +73,7 @@ def _invalidate_after_commit(org_id: uuid.UUID) -> None:
 # ---- organizations ----------------------------------------------------------------------------
 
 
-@blp.route("")
+@blp.route("/orgs")
 class Organizations(MethodView):
     @blp.response(200, list_schema(OrganizationSchema))
     @error_responses(blp, 400, 401, 403, *COMMON)
@@ -90,7 +97,7 @@ class Organizations(MethodView):
         return service.org_view(org, "owner")
 
 
-@blp.route("/<org_id>")
+@blp.route("/orgs/<org_id>")
 class OrganizationItem(MethodView):
     @blp.response(200, OrganizationSchema)
     @error_responses(blp, 401, 404, *COMMON)
@@ -116,7 +123,7 @@ class OrganizationItem(MethodView):
 # ---- members ----------------------------------------------------------------------------------
 
 
-@blp.route("/<org_id>/members")
+@blp.route("/orgs/<org_id>/members")
 class Members(MethodView):
     @blp.response(200, list_schema(MemberSchema))
     @error_responses(blp, 400, 401, 404, *COMMON)
@@ -129,19 +136,8 @@ class Members(MethodView):
             db.session, org.organization_id, role=args.get("role"), page=args["page"], per_page=args["per_page"]
         )
 
-    @blp.response(201, MemberSchema)
-    @error_responses(blp, *JSON_BODY, *SIGNED_IN, 404, 409, *COMMON)
-    @require_auth
-    @blp.arguments(MemberAddSchema)
-    @require_org_role("admin")
-    def post(self, data: dict[str, Any], org: OrgAccess) -> Any:
-        """Add an existing user as admin or creator"""
-        member = service.add_member(db.session, org, email=data["email"], role=data["role"])
-        db.session.commit()
-        return member
 
-
-@blp.route("/<org_id>/members/<user_id>")
+@blp.route("/orgs/<org_id>/members/<user_id>")
 class MemberItem(MethodView):
     @blp.response(200, MemberSchema)
     @error_responses(blp, *JSON_BODY, *SIGNED_IN, 404, 422, *COMMON)
@@ -166,6 +162,89 @@ class MemberItem(MethodView):
         service.remove_member(db.session, org, user_id)
         db.session.commit()
         return _empty(204)
+
+
+# ---- invitations (api.md §4) --------------------------------------------------------------------
+
+
+@blp.route("/orgs/<org_id>/invitations")
+class Invitations(MethodView):
+    @blp.response(201, InvitationSchema)
+    @error_responses(blp, *JSON_BODY, *SIGNED_IN, 404, 409, *COMMON)
+    @route_limit("30 per hour", key="user")
+    @require_auth
+    @blp.arguments(InvitationCreateSchema)
+    @require_org_role("admin")
+    def post(self, data: dict[str, Any], org: OrgAccess) -> Any:
+        """Invite an email address to join as admin or creator
+
+        The answer is the same whether or not an account exists for the address. A pending
+        invitation of the same address is replaced (its link stops working). The address gets
+        the `org-invitation` email; only an account with that address, verified, can accept.
+        409 `ALREADY_MEMBER` when the address belongs to a member.
+        """
+        invitation, _token = invitations.create_invitation(db.session, org, email=data["email"], role=data["role"])
+        db.session.commit()  # the email.send message goes out after this commit
+        return invitations.invitation_view(invitation)
+
+    @blp.response(200, list_schema(InvitationSchema))
+    @error_responses(blp, 400, *SIGNED_IN, 404, *COMMON)
+    @require_auth
+    @blp.arguments(InvitationListArgsSchema, location="query")
+    @require_org_role("admin")
+    def get(self, args: dict[str, Any], org: OrgAccess) -> Any:
+        """List the organization's invitations, newest first (status filter includes expired)"""
+        return invitations.list_invitations(
+            db.session, org.organization_id, status=args.get("status"), page=args["page"], per_page=args["per_page"]
+        )
+
+
+@blp.route("/orgs/<org_id>/invitations/<invitation_id>")
+class InvitationItem(MethodView):
+    @blp.response(204)
+    @error_responses(blp, *JSON_BODY, *SIGNED_IN, 404, 409, *COMMON)
+    @require_auth
+    @blp.arguments(EmptySchema)
+    @require_org_role("creator")
+    @path_uuid("invitation_id", "INVITATION_NOT_FOUND")
+    def delete(self, _data: dict[str, Any], invitation_id: uuid.UUID, org: OrgAccess) -> Any:
+        """Revoke a pending invitation (its link stops working)
+
+        404 `INVITATION_NOT_FOUND`; 409 `STATE_CONFLICT` when it is accepted, revoked or expired.
+        """
+        invitations.revoke_invitation(db.session, org, invitation_id)
+        db.session.commit()
+        return _empty(204)
+
+
+@blp.route("/invitations/<token>")
+class InvitationLookup(MethodView):
+    @blp.response(200, InvitationLookupSchema)
+    @error_responses(blp, 404, *COMMON)
+    def get(self, token: str) -> Any:
+        """Show an invitation by its token (public: the accept page)
+
+        404 `INVITATION_NOT_FOUND` when the token is unknown, used, revoked or expired.
+        """
+        return invitations.lookup(db.session, token)
+
+
+@blp.route("/invitations/accept")
+class InvitationAccept(MethodView):
+    @blp.response(200, AcceptedMemberSchema)
+    @error_responses(blp, *JSON_BODY, *SIGNED_IN, 404, 409, *COMMON)
+    @require_auth
+    @blp.arguments(InvitationAcceptSchema)
+    def post(self, data: dict[str, Any]) -> Any:
+        """Accept an invitation as the signed-in user
+
+        The caller's email must be verified (403 `EMAIL_NOT_VERIFIED`) and equal the invited
+        address (403 `INVITATION_EMAIL_MISMATCH`); 404 `INVITATION_NOT_FOUND` for an unknown,
+        used, revoked or expired token; 409 `ALREADY_MEMBER`.
+        """
+        member = invitations.accept(db.session, current_user(), data["token"])
+        db.session.commit()
+        return member
 
 
 # ---- settings ---------------------------------------------------------------------------------
@@ -196,7 +275,7 @@ def _snapshot(org_id: uuid.UUID) -> dict[str, Any]:
     return snapshot
 
 
-@blp.route("/<org_id>/settings")
+@blp.route("/orgs/<org_id>/settings")
 class Settings(MethodView):
     @blp.response(200, SettingsSchema, headers={"Cache-Control": {"schema": {"type": "string"}}})
     @error_responses(blp, 404, *COMMON)
@@ -218,7 +297,7 @@ class Settings(MethodView):
         return settings_view(_snapshot(org.organization_id))
 
 
-@blp.route("/<org_id>/settings/logo")
+@blp.route("/orgs/<org_id>/settings/logo")
 class Logo(MethodView):
     @blp.response(200, LogoSchema)
     @error_responses(blp, 400, *SIGNED_IN, 404, 413, 415, *COMMON)

@@ -1,4 +1,4 @@
-"""Organization, member and settings schemas (api.md §1, §4, §5). Load and dump are separate."""
+"""Organization, member, invitation and settings schemas (api.md §1, §4, §5). Load and dump are separate."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from flask import request
 
 from app import errors
 from app.identity.schemas import EmailField, JsonBool
-from app.orgs.models import MEMBER_ROLES, RESERVED_SLUGS
+from app.orgs.models import INVITATION_ROLES, MEMBER_ROLES, RESERVED_SLUGS
 from app.schemas import PageArgsSchema, Str, StrictBool, Timestamp
 
 SLUG_PATTERN = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)*$")
@@ -126,11 +126,6 @@ class MemberListArgsSchema(PageArgsSchema):
     role = ma.fields.String(validate=ma.validate.OneOf(MEMBER_ROLES))
 
 
-class MemberAddSchema(ma.Schema):
-    email = EmailField(required=True)
-    role = ma.fields.String(required=True, validate=ma.validate.OneOf(("admin", "creator")))
-
-
 class MemberUpdateSchema(ma.Schema):
     role = ma.fields.String(required=True, validate=ma.validate.OneOf(MEMBER_ROLES))
 
@@ -141,6 +136,59 @@ class MemberSchema(ma.Schema):
     name = ma.fields.String(required=True)
     role = ma.fields.String(required=True, metadata={"enum": list(MEMBER_ROLES)})
     joined_at = Timestamp(required=True)
+
+
+# ---- invitations ----------------------------------------------------------------------------
+
+#: The API's invitation statuses: the stored ones plus ``expired`` (pending and past ``expires_at``).
+INVITATION_VIEW_STATUSES = ("pending", "accepted", "revoked", "expired")
+
+
+class InvitationCreateSchema(ma.Schema):
+    """Who to invite: an email address (matched case-insensitively) and the role it will get."""
+
+    email = EmailField(required=True)
+    role = ma.fields.String(required=True, validate=ma.validate.OneOf(INVITATION_ROLES))
+
+
+class InvitationListArgsSchema(PageArgsSchema):
+    status = ma.fields.String(validate=ma.validate.OneOf(INVITATION_VIEW_STATUSES))
+
+
+class InvitationSchema(ma.Schema):
+    """An invitation as managers see it; ``status`` ``expired`` = pending and past ``expires_at``."""
+
+    id = ma.fields.UUID(required=True)
+    organization_id = ma.fields.UUID(required=True)
+    email = ma.fields.String(required=True)
+    role = ma.fields.String(required=True, metadata={"enum": list(INVITATION_ROLES)})
+    status = ma.fields.String(required=True, metadata={"enum": list(INVITATION_VIEW_STATUSES)})
+    invited_by = ma.fields.UUID(required=True)
+    expires_at = Timestamp(required=True)
+    accepted_at = Timestamp(required=True, allow_none=True)
+    created_at = Timestamp(required=True)
+
+
+class InvitationLookupSchema(ma.Schema):
+    """What the accept page may show anyone holding the link: never the full address."""
+
+    organization_name = ma.fields.String(required=True)
+    organization_slug = ma.fields.String(required=True)
+    role = ma.fields.String(required=True, metadata={"enum": list(INVITATION_ROLES)})
+    email_hint = ma.fields.String(required=True, metadata={"example": "c***@example.com"})
+    expires_at = Timestamp(required=True)
+
+
+class InvitationAcceptSchema(ma.Schema):
+    """The token from the invitation link."""
+
+    token = Str(required=True, validate=ma.validate.Length(min=1, max=200))
+
+
+class AcceptedMemberSchema(MemberSchema):
+    """The caller's new membership."""
+
+    organization_id = ma.fields.UUID(required=True)
 
 
 # ---- settings -------------------------------------------------------------------------------

@@ -1,8 +1,9 @@
 """Organizations, members and settings (api.md §4, §5). Takes a session, flushes, never commits.
 
-Membership changes lock the organization row first, so concurrent changes to one org (two
-ownership transfers, a transfer and a removal) run one after the other and the
-one-owner rule (``ux_memberships_one_owner``) is never hit as a database error.
+Staff join only through invitations (``app.orgs.invitations``). Membership changes lock the
+organization row first, so concurrent changes to one org (two ownership transfers, a transfer
+and a removal) run one after the other and the one-owner rule (``ux_memberships_one_owner``) is
+never hit as a database error.
 """
 
 from __future__ import annotations
@@ -161,7 +162,8 @@ def list_members(session: Session, org_id: uuid.UUID, *, role: str | None, page:
     return envelope
 
 
-def _lock_org(session: Session, org_id: uuid.UUID) -> None:
+def lock_org(session: Session, org_id: uuid.UUID) -> None:
+    """Serialize membership and invitation changes of one org (``SELECT … FOR UPDATE`` on its row)."""
     session.execute(select(Organization.id).where(Organization.id == org_id).with_for_update())
 
 
@@ -180,38 +182,9 @@ def _owner_required(message: str) -> errors.Unprocessable:
     return errors.Unprocessable(message, code="OWNER_REQUIRED")
 
 
-def add_member(session: Session, access: OrgAccess, *, email: str, role: str) -> dict[str, Any]:
-    """Add an existing user as ``admin`` or ``creator``; audit ``member.add``."""
-    access.require("admin")
-    user = session.scalar(select(User).where(User.email == email.lower()))
-    if user is None:
-        raise not_found("USER_NOT_FOUND")
-    _lock_org(session, access.organization_id)
-    if session.scalar(
-        select(Membership.id).where(Membership.organization_id == access.organization_id, Membership.user_id == user.id)
-    ):
-        raise errors.Conflict("The user is already a member.", code="ALREADY_MEMBER")
-    membership = Membership(organization_id=access.organization_id, user_id=user.id, role=role)
-    session.add(membership)
-    session.flush()
-    audit.record(
-        session,
-        organization_id=access.organization_id,
-        actor_user_id=access.user_id,
-        actor_role=access.actor_role,
-        action="member.add",
-        target_type="membership",
-        target_id=user.id,
-        metadata={"user_id": str(user.id), "role": role},
-    )
-    session.flush()
-    session.refresh(membership)
-    return member_view(membership, user)
-
-
 def change_member_role(session: Session, access: OrgAccess, user_id: uuid.UUID, role: str) -> dict[str, Any]:
     """Change a member's role; ``owner`` transfers ownership (the previous owner becomes admin)."""
-    _lock_org(session, access.organization_id)
+    lock_org(session, access.organization_id)
     membership, user = _member(session, access.organization_id, user_id)
     access.require("admin")
     if role == "owner":
@@ -265,7 +238,7 @@ def change_member_role(session: Session, access: OrgAccess, user_id: uuid.UUID, 
 
 def remove_member(session: Session, access: OrgAccess, user_id: uuid.UUID) -> None:
     """Remove a member (managers; any member may remove itself); never the owner."""
-    _lock_org(session, access.organization_id)
+    lock_org(session, access.organization_id)
     membership, user = _member(session, access.organization_id, user_id)
     if user_id != access.user_id:
         access.require("admin")

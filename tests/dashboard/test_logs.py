@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from urllib.parse import parse_qs, urlsplit
+
+from sqlalchemy import select
 
 from app.dashboard import audit
+from app.notifications.models import EmailOutbox
 from tests import factories
 from tests.dashboard.seed import World
 from tests.identity.helpers import add_member, auth, make_user, signed_in
@@ -15,10 +19,15 @@ def url(world: World, path: str, org: str = "a") -> str:
 
 
 def test_audit_lists_the_changes_made_through_the_api(client, db_session, world, owner_a, sent_tasks) -> None:
-    """Member, org, grant and refund actions all land in the log, with who and when."""
-    newcomer = make_user(name="Nia", email="nia@example.com")
-    r = client.post(url(world, "members"), json={"email": "nia@example.com", "role": "creator"}, headers=owner_a)
+    """Invitation, member, org, grant and refund actions all land in the log, with who and when."""
+    newcomer = make_user(name="Nia", email="nia@example.com", email_verified_at=datetime.now(UTC))
+    r = client.post(url(world, "invitations"), json={"email": "nia@example.com", "role": "creator"}, headers=owner_a)
     assert r.status_code == 201, r.json
+    invitation_id = r.json["id"]
+    (invitation_email,) = db_session.scalars(select(EmailOutbox).where(EmailOutbox.template == "org-invitation"))
+    token = parse_qs(urlsplit(invitation_email.context["accept_url"]).query)["token"][0]
+    r = client.post("/api/v1/invitations/accept", json={"token": token}, headers=auth(signed_in(newcomer)))
+    assert r.status_code == 200, r.json
     r = client.patch(f"/api/v1/orgs/{world.org_a.id}", json={"description": "We sell lessons."}, headers=owner_a)
     assert r.status_code == 200, r.json
     r = client.post(
@@ -35,8 +44,10 @@ def test_audit_lists_the_changes_made_through_the_api(client, db_session, world,
 
     body = client.get(url(world, "audit"), headers=owner_a).json
     actions = [e["action"] for e in body["items"]]
-    assert sorted(actions) == sorted(["member.add", "org.update", "grant.create", "grant.revoke", "refund.request"])
-    assert body["total"] == 5
+    assert sorted(actions) == sorted(
+        ["invitation.create", "member.add", "org.update", "grant.create", "grant.revoke", "refund.request"]
+    )
+    assert body["total"] == 6
     event = next(e for e in body["items"] if e["action"] == "grant.revoke")
     assert set(event) == {
         "id", "organization_id", "actor_user_id", "actor_role", "action", "target_type", "target_id",
@@ -46,7 +57,13 @@ def test_audit_lists_the_changes_made_through_the_api(client, db_session, world,
     assert event["actor_user_id"] == str(world.owner_a.id) and event["organization_id"] == str(world.org_a.id)
     member = next(e for e in body["items"] if e["action"] == "member.add")
     assert (member["target_type"], member["target_id"]) == ("membership", str(newcomer.id))
-    assert member["metadata"] == {"user_id": str(newcomer.id), "role": "creator"}
+    assert member["actor_user_id"] == str(newcomer.id)  # the new member accepted
+    assert member["metadata"] == {
+        "user_id": str(newcomer.id),
+        "role": "creator",
+        "invited_by": str(world.owner_a.id),
+        "invitation_id": invitation_id,
+    }
     assert client.get(url(world, "audit", "b"), headers=auth(signed_in(world.owner_b))).json["items"] == []
 
 

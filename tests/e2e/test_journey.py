@@ -1,9 +1,10 @@
 """The whole journey through real processes: gunicorn, a Celery worker, a media worker and beat on
 the test Postgres, a private Redis, local storage and the SMTP sink — only HTTP in between.
 
-register -> verify (link from the SMTP sink) -> create org -> upload -> ingest -> publish ->
-checkout -> pay (the local provider signs a real webhook event) -> stream every segment ->
-progress -> library -> dashboard -> refund -> access gone.
+register -> verify (link from the SMTP sink) -> create org -> invite a creator, who registers,
+verifies and accepts (link from the SMTP sink) -> upload -> ingest -> publish -> checkout -> pay
+(the local provider signs a real webhook event) -> stream every segment -> progress -> library ->
+dashboard -> refund -> access gone.
 """
 
 from __future__ import annotations
@@ -147,9 +148,30 @@ def test_the_whole_journey(stack: Stack, smtp_server: Any, journey_clip: Path) -
         org = creator.call("POST", "/api/v1/orgs", 201, json={"name": "Olga's Kitchen", "slug": "olgas-kitchen"})
         assert org["my_role"] == "owner"
 
-        # Upload: create the media row, PUT the bytes to the signed URL, complete, wait for the ingest.
+        # Staff join by invitation only: Olga invites Cleo, who signs up, verifies and accepts the emailed link.
+        invitation = creator.call(
+            "POST", f"/api/v1/orgs/{org['id']}/invitations", 201, json={"email": "cleo@example.com", "role": "creator"}
+        )
+        assert invitation["status"] == "pending"
+        cleo = sign_up(anonymous, smtp_server, stack, "cleo@example.com", "Cleo Creator")
+        invite_mail = eventually(
+            lambda: mail_to(smtp_server, "cleo@example.com", "org-invitation"), "invitation mail to cleo", stack
+        )
+        match = re.search(r"/invitations/accept\?token=([A-Za-z0-9_\-.~%]+)", text_of(invite_mail))
+        assert match, text_of(invite_mail)
+        token = requests.utils.unquote(match[1])
+        shown = anonymous.call("GET", f"/api/v1/invitations/{token}", 200)
+        assert (shown["organization_slug"], shown["role"], shown["email_hint"]) == (
+            "olgas-kitchen",
+            "creator",
+            "c***@example.com",
+        )
+        joined = cleo.call("POST", "/api/v1/invitations/accept", 200, json={"token": token})
+        assert (joined["organization_id"], joined["role"]) == (org["id"], "creator")
+
+        # Cleo uploads: create the media row, PUT the bytes to the signed URL, complete, wait for the ingest.
         size = journey_clip.stat().st_size
-        media = creator.call(
+        media = cleo.call(
             "POST",
             f"/api/v1/orgs/{org['id']}/media",
             201,
@@ -158,23 +180,23 @@ def test_the_whole_journey(stack: Stack, smtp_server: Any, journey_clip: Path) -
         upload = media["upload"]
         put = http.request(upload["method"], upload["url"], data=journey_clip.read_bytes(), headers=upload["headers"])
         assert put.status_code == 200, put.text
-        assert creator.call("POST", f"/api/v1/media/{media['id']}/upload-complete", 202)["status"] == "uploaded"
+        assert cleo.call("POST", f"/api/v1/media/{media['id']}/upload-complete", 202)["status"] == "uploaded"
         ready = eventually(
-            lambda: (m := creator.call("GET", f"/api/v1/media/{media['id']}", 200))["status"] == "ready" and m,
+            lambda: (m := cleo.call("GET", f"/api/v1/media/{media['id']}", 200))["status"] == "ready" and m,
             "media ready",
             stack,
         )
         assert ready["renditions"] and ready["duration_seconds"] >= 5
 
         # Content priced 19.99, published.
-        content = creator.call(
+        content = cleo.call(
             "POST",
             f"/api/v1/orgs/{org['id']}/content",
             201,
             json={"title": "Knife Skills", "content_type": "video", "media_id": media["id"], "price_cents": 1999},
         )
         assert content["status"] == "draft" and content["visibility"] == "purchased_only"
-        assert creator.call("POST", f"/api/v1/content/{content['id']}/publish", 200)["status"] == "published"
+        assert cleo.call("POST", f"/api/v1/content/{content['id']}/publish", 200)["status"] == "published"
 
         # A customer signs up from the org's page and buys it with the local provider's Pay button.
         customer = sign_up(anonymous, smtp_server, stack, "ana@example.com", "Ana Customer", org_slug="olgas-kitchen")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import select
@@ -37,7 +38,7 @@ def test_is_idempotent(app, db_session) -> None:
 
 
 def test_promotes_an_existing_user_and_revokes_its_sessions(app, client, db_session, redis) -> None:
-    user = make_user(email="ana@example.com")
+    user = make_user(email="ana@example.com", email_verified_at=datetime.now(UTC))
     token = signed_in(user)
     assert client.get("/api/v1/auth/me", headers=auth(token)).json["role"] == "customer"
     assert redis.exists(f"sess:{hash_token(token)}")
@@ -48,6 +49,20 @@ def test_promotes_an_existing_user_and_revokes_its_sessions(app, client, db_sess
     db_session.expire_all()
     assert db_session.get(User, user.id).role == "platform_owner"
     assert db_session.scalar(select(AuthSession)).revoked_at is not None
+
+
+def test_refuses_to_promote_an_account_whose_email_is_not_verified(app, client, db_session, redis) -> None:
+    # Anyone may register any address: an unverified account proves nothing about the mailbox
+    # (security.md §1), so it must not become platform owner because of its address.
+    user = make_user(email="root@example.com")
+    token = signed_in(user)
+    result = run(app, "--email", "Root@Example.com", "--password", "Sup3rsecret")
+    assert result.exit_code == 1
+    assert "not verified" in result.output and "root@example.com" in result.output
+    db_session.expire_all()
+    assert db_session.get(User, user.id).role == "customer"
+    assert db_session.scalar(select(AuthSession)).revoked_at is None
+    assert client.get("/api/v1/auth/me", headers=auth(token)).json["role"] == "customer"
 
 
 def test_weak_password_or_bad_email_fails(app, db_session) -> None:

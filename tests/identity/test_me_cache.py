@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 
 import redis as redis_lib
 from sqlalchemy import text
 
 from app.identity import me_cache
 from tests.identity.helpers import add_member, auth, make_org, make_user, signed_in
+from tests.orgs.helpers import make_invitation
 
 ME = "/api/v1/auth/me"
 ORGS = "/api/v1/orgs"
@@ -78,14 +80,15 @@ def test_a_warm_me_makes_no_redis_call_once_the_near_cache_holds_it(client, db_s
 def test_memberships_follow_every_change_at_once(client, db_session, redis) -> None:
     owner = make_user(name="Olga")
     org = make_org(owner, name="Bakery")
-    nina = make_user(name="Nina", email="nina@example.com")
+    nina = make_user(name="Nina", email="nina@example.com", email_verified_at=datetime.now(UTC))
     owner_token, nina_token = signed_in(owner), signed_in(nina)
     assert me(client, nina_token)["memberships"] == []
     assert [m["organization_name"] for m in me(client, owner_token)["memberships"]] == ["Bakery"]
 
     members = f"{ORGS}/{org.id}/members"
-    r = client.post(members, json={"email": "nina@example.com", "role": "creator"}, headers=auth(owner_token))
-    assert r.status_code == 201
+    _invitation, invitation_token = make_invitation(org, owner, email="nina@example.com")
+    r = client.post("/api/v1/invitations/accept", json={"token": invitation_token}, headers=auth(nina_token))
+    assert r.status_code == 200
     assert [(m["organization_name"], m["role"]) for m in me(client, nina_token)["memberships"]] == [
         ("Bakery", "creator")
     ]

@@ -19,6 +19,7 @@ from werkzeug.test import encode_multipart
 
 from app.dashboard.models import AdminAuditEvent
 from tests.identity.helpers import add_member, auth, make_org, make_user, signed_in
+from tests.orgs.helpers import make_invitation
 
 CALLERS = ("anonymous", "customer", "creator", "admin", "owner", "platform_owner", "other_org_admin")
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 32
@@ -39,6 +40,7 @@ class World:
     creator: Any
     target: Any  # another creator, the object of member operations
     outsider: Any
+    invitation: Any  # a pending invitation, the object of the revoke
 
 
 def build_world() -> World:
@@ -48,7 +50,8 @@ def build_world() -> World:
     creator = add_member(org, role="creator")
     target = add_member(org, role="creator")
     outsider = make_user(email="newcomer@example.com")
-    return World(org, owner, admin, creator, target, outsider)
+    invitation, _token = make_invitation(org, owner, email="pending@example.com")
+    return World(org, owner, admin, creator, target, outsider, invitation)
 
 
 def caller_headers(world: World, caller: str) -> dict[str, str]:
@@ -78,8 +81,13 @@ def call(client, world: World, endpoint: str, headers: dict[str, str]):
         return client.patch(org, json={"description": "changed"}, headers=headers)
     if endpoint == "list_members":
         return client.get(f"{org}/members", headers=headers)
-    if endpoint == "add_member":
-        return client.post(f"{org}/members", json={"email": world.outsider.email, "role": "creator"}, headers=headers)
+    if endpoint == "invite":
+        body = {"email": world.outsider.email, "role": "creator"}
+        return client.post(f"{org}/invitations", json=body, headers=headers)
+    if endpoint == "list_invitations":
+        return client.get(f"{org}/invitations", headers=headers)
+    if endpoint == "revoke_invitation":
+        return client.delete(f"{org}/invitations/{world.invitation.id}", headers=headers)
     if endpoint == "change_role":
         return client.patch(f"{org}/members/{world.target.id}", json={"role": "admin"}, headers=headers)
     if endpoint == "transfer_ownership":
@@ -103,7 +111,9 @@ MATRIX: dict[str, tuple[int, ...]] = {
     "get_org":            (401, 404, 200, 200, 200, 200, 404),
     "patch_org":          (401, 404, 403, 200, 200, 200, 404),
     "list_members":       (401, 404, 200, 200, 200, 200, 404),
-    "add_member":         (401, 404, 403, 201, 201, 201, 404),
+    "invite":             (401, 404, 403, 201, 201, 201, 404),
+    "list_invitations":   (401, 404, 403, 200, 200, 200, 404),
+    "revoke_invitation":  (401, 404, 403, 204, 204, 204, 404),
     "change_role":        (401, 404, 403, 200, 200, 200, 404),
     "transfer_ownership": (401, 404, 403, 403, 200, 200, 404),
     "remove_member":      (401, 404, 403, 204, 204, 204, 404),
@@ -113,7 +123,16 @@ MATRIX: dict[str, tuple[int, ...]] = {
     "delete_logo":        (401, 404, 403, 204, 204, 204, 404),
 }  # fmt: skip
 
-WRITES = {"patch_org", "add_member", "change_role", "transfer_ownership", "remove_member", "put_settings", "put_logo"}
+WRITES = {
+    "patch_org",
+    "invite",
+    "revoke_invitation",
+    "change_role",
+    "transfer_ownership",
+    "remove_member",
+    "put_settings",
+    "put_logo",
+}
 CASES = [
     pytest.param(endpoint, caller, expected[i], id=f"{endpoint}-{caller}")
     for endpoint, expected in MATRIX.items()

@@ -1,4 +1,4 @@
-"""Members: list, add, change role, transfer ownership, remove (api.md §4)."""
+"""Members: list, change role, transfer ownership, remove (api.md §4); joining is in test_invitations."""
 
 from __future__ import annotations
 
@@ -51,43 +51,16 @@ def test_list_members_order_and_filter(client, db_session, team) -> None:
     assert client.get(f"{members_url(org)}?role=boss", headers=auth(signed_in(creator))).status_code == 400
 
 
-def test_add_member(client, db_session, team) -> None:
-    org, _owner, admin, *_ = team
-    new = make_user(name="Nina", email="nina@example.com")
+def test_there_is_no_way_to_add_an_existing_account_directly(client, db_session, team) -> None:
+    # Staff join only by invitation (api.md §4): the old route answers 405 and changes nothing.
+    org, owner, *_ = team
+    make_user(name="Nina", email="nina@example.com")
     r = client.post(
-        members_url(org), json={"email": "NINA@example.com", "role": "creator"}, headers=auth(signed_in(admin))
+        members_url(org), json={"email": "nina@example.com", "role": "creator"}, headers=auth(signed_in(owner))
     )
-    assert r.status_code == 201
-    assert r.json["user_id"] == str(new.id) and r.json["role"] == "creator" and r.json["email"] == "nina@example.com"
-    assert r.json["joined_at"].endswith("Z")
-    (event,) = audit_events(db_session)
-    assert (event.action, event.actor_role, event.target_type, event.target_id) == (
-        "member.add",
-        "admin",
-        "membership",
-        str(new.id),
-    )
-    assert event.metadata_ == {"user_id": str(new.id), "role": "creator"}
-
-
-def test_add_member_errors(client, db_session, team) -> None:
-    org, owner, _admin, creator, _ = team
-    headers = auth(signed_in(owner))
-    r = client.post(members_url(org), json={"email": "ghost@example.com", "role": "creator"}, headers=headers)
-    assert r.status_code == 404 and r.json["error"]["code"] == "USER_NOT_FOUND"
-    r = client.post(members_url(org), json={"email": "cleo@example.com", "role": "admin"}, headers=headers)
-    assert r.status_code == 409 and r.json["error"]["code"] == "ALREADY_MEMBER"
-    for body in (
-        {"email": "x@example.com", "role": "owner"},
-        {"email": "x@example.com"},
-        {"email": "bad", "role": "admin"},
-    ):
-        assert client.post(members_url(org), json=body, headers=headers).status_code == 400
-    # a creator may not add, and cannot probe which emails have accounts
-    r = client.post(
-        members_url(org), json={"email": "ghost@example.com", "role": "creator"}, headers=auth(signed_in(creator))
-    )
-    assert r.status_code == 403
+    assert r.status_code == 405 and r.json["error"]["code"] == "METHOD_NOT_ALLOWED"
+    assert "POST" not in r.headers["Allow"] and "GET" in r.headers["Allow"]
+    assert count(db_session, Membership) == 4
     assert count(db_session, AdminAuditEvent) == 0
 
 

@@ -22,13 +22,13 @@ from app.dashboard.models import AdminAuditEvent
 from app.identity import passwords
 from app.identity.models import Credential, User
 from app.media.models import MediaItem
-from app.orgs.models import Membership, Organization, OrgSettings
+from app.orgs.models import Invitation, Membership, Organization, OrgSettings
 from app.storage import keys
 from app.storage.base import Storage
 from tests.identity.conftest import fast_passwords  # noqa: F401 - autouse: cheap argon2
 from tests.identity.helpers import make_org, make_user
 
-COUNTED = (User, Credential, Organization, Membership, OrgSettings, MediaItem, Content, AdminAuditEvent)
+COUNTED = (User, Credential, Organization, Membership, Invitation, OrgSettings, MediaItem, Content, AdminAuditEvent)
 
 
 @pytest.fixture()
@@ -96,6 +96,13 @@ def test_org_accounts_and_branding(db_session: Session, seeded: seed.SeedReport)
         ).all()
     )
     assert roles == {"owner@demo.codex.local": "owner", "creator@demo.codex.local": "creator"}
+    # The creator joined the way staff always do: invited by the owner, invitation accepted.
+    owner_id, creator_id = seeded.accounts[0].user_id, seeded.accounts[1].user_id
+    (invitation,) = db_session.scalars(select(Invitation).where(Invitation.organization_id == org.id)).all()
+    assert (invitation.email, invitation.role, invitation.status) == ("creator@demo.codex.local", "creator", "accepted")
+    assert (invitation.invited_by, invitation.accepted_by) == (owner_id, creator_id)
+    joined = db_session.scalars(select(AdminAuditEvent).where(AdminAuditEvent.action == "member.add")).one()
+    assert joined.actor_user_id == creator_id and joined.metadata_["invitation_id"] == str(invitation.id)
     for account in seeded.accounts:
         user = db_session.get(User, account.user_id)
         credential = db_session.get(Credential, account.user_id)
