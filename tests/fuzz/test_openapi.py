@@ -138,8 +138,8 @@ def load_schema(app: Flask, world: World) -> Any:
         real = dict(body)
         if "content_id" in real:
             real["content_id"] = world.ids["content_id"]
-        if "email" in real:  # a member to add, or an account that exists
-            real["email"] = world.customer.email if "/members" in path else world.owner.email
+        if "email" in real:  # an address to invite (a customer's), or an account that exists
+            real["email"] = world.customer.email if "/invitations" in path else world.owner.email
         if path == "/api/v1/auth/login" and "password" in real:
             real["password"] = TEST_PASSWORD
         if path == "/api/v1/auth/register":  # a new account (201), then the same one again (409)
