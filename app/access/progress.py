@@ -31,9 +31,9 @@ from sqlalchemy.orm import Session
 
 from app import errors
 from app.access import service
-from app.access.cache import gen_key
+from app.access.cache import access_cache_key
 from app.access.models import PlaybackProgress
-from app.commerce.cache import access_cache_key
+from app.content.cache import gen_key
 from app.extensions import run_script
 
 log = structlog.get_logger(__name__)

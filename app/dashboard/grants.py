@@ -17,8 +17,8 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.orm import Session
 
 from app import errors
+from app.access.cache import invalidate_access_after_commit
 from app.access.models import ContentAccess
-from app.commerce.cache import invalidate_access_after_commit
 from app.commerce.service import is_staff
 from app.content.models import Content
 from app.dashboard import audit
