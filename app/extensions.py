@@ -17,7 +17,7 @@ from flask_limiter.util import get_remote_address
 from flask_mail import Mail
 from redis.commands.core import Script
 
-from app import errors
+from app import errors, keys
 from app.nearcache import NearCache
 
 log = structlog.get_logger(__name__)
@@ -32,7 +32,8 @@ def redis_client(url: str) -> redis.Redis:
 
 def redis_script(client: redis.Redis, source: str) -> Script:
     """``client``'s ``Script`` for the Lua ``source``, built once (building one hashes the source)
-    and kept on the client, so it lives and dies with it. Calls use EVALSHA (EVAL after a flush)."""
+    and kept on the client, so it lives and dies with it. Calls use EVALSHA (EVAL after a flush).
+    The one way the application gets a ``Script``; hot callers pass it to ``run_script``."""
     scripts: dict[str, Script] = client.__dict__.setdefault("_codex_scripts", {})
     script = scripts.get(source)
     if script is None:
@@ -77,11 +78,9 @@ def _thread_connection(client: redis.Redis) -> Any:
     return held[1]
 
 
-# The keys the near cache holds: the session entries and their index (app.identity.auth), the
-# cached /me bodies and generations (app.identity.me_cache), access entries (app.commerce.cache)
-# and content snapshot tokens (app.access.cache). Only what ``auth.with_session_read`` fetches is
-# ever filled; the prefixes say which changes Redis reports.
-NEAR_CACHE_PREFIXES = ("sess:", "me:", "access:", "content:gen:")
+# The keys the near cache holds (app/keys.py says which): only what ``auth.with_session_read``
+# fetches is ever filled; the prefixes say which changes Redis reports.
+NEAR_CACHE_PREFIXES = keys.NEAR_CACHE_PREFIXES
 
 
 def near_cache_for(app: Flask) -> NearCache | None:

@@ -21,6 +21,8 @@ import structlog
 from celery import Celery, Task
 from flask import Flask
 
+from app import keys
+
 log = structlog.get_logger(__name__)
 
 QUEUES = ("webhooks", "email", "media", "playback", "default")
@@ -262,7 +264,7 @@ _EMBED = {"callbacks": None, "errbacks": None, "chain": None, "chord": None}
 def beat_lock(redis_client: redis.Redis, task_name: str, ttl_seconds: int) -> bool:
     """Take ``lock:beat:<task>`` (SET NX EX); False when another run holds it (jobs.md §5)."""
     try:
-        return bool(redis_client.set(f"lock:beat:{task_name}", "1", nx=True, ex=ttl_seconds))
+        return bool(redis_client.set(keys.beat_lock(task_name), "1", nx=True, ex=ttl_seconds))
     except redis.RedisError:
         # Conditional claims make a duplicate run harmless; better run than skip.
         return True
@@ -270,4 +272,4 @@ def beat_lock(redis_client: redis.Redis, task_name: str, ttl_seconds: int) -> bo
 
 def release_beat_lock(redis_client: redis.Redis, task_name: str) -> None:
     with contextlib.suppress(redis.RedisError):
-        redis_client.delete(f"lock:beat:{task_name}")
+        redis_client.delete(keys.beat_lock(task_name))

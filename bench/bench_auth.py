@@ -114,11 +114,12 @@ def prepare(env: dict[str, str]) -> str:
 def cache_is_warm(env: dict[str, str], token: str) -> bool:
     import redis
 
+    from app import keys
     from app.identity.auth import hash_token
 
     client = redis.Redis.from_url(env["REDIS_URL"])
     try:
-        return bool(client.exists(f"sess:{hash_token(token)}"))
+        return bool(client.exists(keys.session(hash_token(token))))
     finally:
         client.close()
 

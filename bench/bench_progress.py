@@ -99,7 +99,7 @@ def flush_10k(env: dict[str, str], playback: Playback) -> tuple[float, float, in
     """Fill 10 000 dirty entries with the real script, flush (insert), refill newer, flush (update)."""
     import redis
 
-    from app.access import progress
+    from app import keys
     from app.access.models import PlaybackProgress
     from tasks.playback import flush
 
@@ -113,11 +113,11 @@ def flush_10k(env: dict[str, str], playback: Playback) -> tuple[float, float, in
             for round_ in range(2):
                 forget_keys(client, ["pb:*"])
                 fill(client, playback, round_)
-                assert client.scard(progress.DIRTY) == len(playback.viewer_ids) * len(playback.free_ids)
+                assert client.scard(keys.PROGRESS_DIRTY) == len(playback.viewer_ids) * len(playback.free_ids)
                 started = time.perf_counter()
                 report = flush(session, client)
                 timings.append(time.perf_counter() - started)
-                if report.failed or client.scard(progress.DIRTY):
+                if report.failed or client.scard(keys.PROGRESS_DIRTY):
                     raise RuntimeError(f"flush incomplete: {report}")
             count = session.scalar(
                 text("SELECT count(*) FROM playback_progress WHERE content_id = ANY(:ids)"),
@@ -139,14 +139,11 @@ def fill(client: Any, playback: Playback, round_: int) -> None:
     for user_id in playback.viewer_ids:
         for content_id in playback.free_ids:
             day = progress.day_stamp(now.date())
-            keys = [
-                progress.progress_key(user_id, content_id), progress.DIRTY, progress.user_dirty_key(user_id),
-                f"pb:seen:{day}:{content_id}:{user_id}", f"pb:stats:{day}:{content_id}", progress.STATS_DIRTY,
-            ]  # fmt: skip
+            names = progress._write_keys(user_id, content_id, day)
             args = [60 + round_ * 60, 1800, 0, ts, str(playback.org_id), progress.to_ms(now),
                     progress.member(user_id, content_id), str(content_id), f"{day}:{content_id}",
                     progress.HASH_TTL_SECONDS, progress.SEEN_TTL_SECONDS, "none"]  # fmt: skip
-            script(keys=keys, args=args, client=pipe)
+            script(keys=names, args=args, client=pipe)
     pipe.execute()
 
 

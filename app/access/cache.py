@@ -1,18 +1,9 @@
-"""Invalidation of the hot paths' content snapshot: the generation token ``content:gen:{content_id}``.
+"""The access entry ``access:{user_id}:{content_id}``: its key and its after-commit invalidation (jobs.md §7.1).
 
-Stream issuance and heartbeats keep, in each process, a 10 s snapshot of the content and media facts
-they need (``service.ContentMeta``), tagged with the content's generation token as read from Redis.
-Every hot request reads the token in the round trip it makes anyway (the ``MGET`` with the access
-entry, or inside the heartbeat script), and a snapshot whose token differs is reloaded from Postgres.
-
-The content service calls ``content_changed_after_commit`` for every change of a content row (edit,
-price, media swap, publish/unpublish/archive, delete), and the ingest pipeline calls
-``media_changed_after_commit`` when a media item becomes ready; once the change is committed the token is
-replaced by a fresh random one, so every process drops its snapshot on its next request. Replacing
-it earlier could let a concurrent reader re-tag the old row with the new token. A random token (not
-a counter) cannot come back to a value an old snapshot holds; the token outlives any snapshot by far
-(a day against 10 s), so an expired token (absent = "") cannot match a snapshot taken before the
-change either. Redis being down only delays the effect by the snapshot's 10 s.
+``app.access.service`` reads and fills the entry (60 s TTL). Whatever changes a grant (a purchase,
+refund or dispute in commerce, a complimentary grant in the dashboard) deletes it only once the
+change is committed: deleting earlier would let a concurrent reader re-cache the old answer. Redis
+being down only delays the effect by the TTL.
 """
 
 from __future__ import annotations
@@ -22,38 +13,23 @@ import uuid
 import redis
 import structlog
 from flask import current_app
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from app.content.models import Content
+from app import keys
 from app.db import after_commit
 
 log = structlog.get_logger(__name__)
 
-GEN_TTL_SECONDS = 86400
+access_cache_key = keys.access_entry
+"""The entry's key (named in app/keys.py)."""
 
 
-def gen_key(content_id: uuid.UUID | str) -> str:
-    return f"content:gen:{content_id}"
+def invalidate_access_after_commit(db_session: Session, user_id: uuid.UUID, content_id: uuid.UUID) -> None:
+    after_commit(db_session, _delete_keys, access_cache_key(user_id, content_id))
 
 
-def content_changed_after_commit(db_session: Session, content_id: uuid.UUID) -> None:
-    after_commit(db_session, _replace_tokens, gen_key(content_id))
-
-
-def media_changed_after_commit(db_session: Session, media_id: uuid.UUID) -> None:
-    """The snapshot holds media facts too (ready, renditions, duration, thumbnail): a media item
-    that changes (ingest finished) replaces the token of every content item using it."""
-    content_ids = db_session.scalars(select(Content.id).where(Content.media_id == media_id)).all()
-    if content_ids:
-        after_commit(db_session, _replace_tokens, *(gen_key(content_id) for content_id in content_ids))
-
-
-def _replace_tokens(keys: list[str]) -> None:
+def _delete_keys(names: list[str]) -> None:
     try:
-        pipe = current_app.extensions["redis"].pipeline(transaction=False)
-        for key in sorted(set(keys)):
-            pipe.set(key, uuid.uuid4().hex, ex=GEN_TTL_SECONDS)
-        pipe.execute()
+        current_app.extensions["redis"].delete(*sorted(set(names)))
     except redis.RedisError:
-        log.warning("cache.unavailable", cache="content_snapshot", action="invalidate")
+        log.warning("cache.unavailable", cache="access", action="invalidate")

@@ -45,9 +45,9 @@ from werkzeug.datastructures import MultiDict
 
 from app import http
 from app.access import hls, progress, service
-from app.access.cache import gen_key
+from app.access.cache import access_cache_key
 from app.access.schemas import fast_progress, fast_stream_args
-from app.commerce.cache import access_cache_key
+from app.content.cache import gen_key
 from app.identity import auth
 from app.nearcache import Miss, NearCache
 

@@ -25,34 +25,24 @@ from typing import Any
 
 import redis
 import structlog
-from redis.commands.core import Script
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from app import errors
+from app import errors, keys
 from app.access import service
-from app.access.cache import gen_key
+from app.access.cache import access_cache_key
+from app.access.lua import source
 from app.access.models import PlaybackProgress
-from app.commerce.cache import access_cache_key
-from app.extensions import run_script
+from app.content.cache import gen_key
+from app.extensions import redis_script, run_script
 
 log = structlog.get_logger(__name__)
 
-DIRTY = "pb:dirty"
-STATS_DIRTY = "pb:stats:dirty"
 HASH_TTL_SECONDS = 7 * 86400
 SEEN_TTL_SECONDS = 48 * 3600
 FUTURE_SLACK = timedelta(minutes=5)
 COMPLETE_RATIO = 0.95
 BATCH_SIZE = 500
-
-
-def progress_key(user_id: uuid.UUID | str, content_id: uuid.UUID | str) -> str:
-    return f"pb:p:{user_id}:{content_id}"
-
-
-def user_dirty_key(user_id: uuid.UUID | str) -> str:
-    return f"pb:dirty:u:{user_id}"
 
 
 def member(user_id: uuid.UUID | str, content_id: uuid.UUID | str) -> str:
@@ -173,104 +163,21 @@ def entry_from_hash(user_id: uuid.UUID, content_id: uuid.UUID, raw: dict[Any, An
 
 # ---- write path ---------------------------------------------------------------------------------
 
-# KEYS: 1 hash, 2 pb:dirty, 3 pb:dirty:u:{user}, 4 pb:seen:{day}:{content}:{user},
-#       5 pb:stats:{day}:{content}, 6 pb:stats:dirty
-# ARGV: 1 pos, 2 dur, 3 completed (0|1), 4 ts ms, 5 org, 6 now ms, 7 member, 8 content id,
-#       9 stats member, 10 hash ttl, 11 seen ttl,
-#       12 init: "need" (ask the caller) | "none" (no row) | "row", then 13 pos, 14 dur,
-#       15 completed, 16 completed_at ms or "", 17 ts ms (the Postgres row)
-# Returns -1 (initialise from Postgres and call again), 0 (older than stored: ignored), 1 (applied).
-_APPLY_LUA = """
-local function apply()
-local h = KEYS[1]
-if redis.call('EXISTS', h) == 0 then
-  if ARGV[12] == 'need' then return -1 end
-  if ARGV[12] == 'row' then
-    redis.call('HSET', h, 'pos', ARGV[13], 'dur', ARGV[14], 'completed', ARGV[15],
-               'completed_at', ARGV[16], 'ts', ARGV[17], 'org', ARGV[5])
-  end
-end
-local pos = tonumber(ARGV[1])
-local dur = tonumber(ARGV[2])
-local ts = tonumber(ARGV[4])
-local stored = redis.call('HMGET', h, 'ts', 'pos', 'completed', 'completed_at')
-local stored_ts = tonumber(stored[1])
-if stored_ts and ts < stored_ts then return 0 end
-local stored_pos = tonumber(stored[2])
-local was_completed = stored[3] == '1'
-local completed = was_completed or ARGV[3] == '1' or pos >= 0.95 * dur
-local completed_at = stored[4] or ''
-if completed and not was_completed then completed_at = ARGV[6] end
-local delta = 0
-if stored_pos and stored_ts then
-  local d = pos - stored_pos
-  if d > 0 and d <= (ts - stored_ts) / 1000 + 10 then delta = d end
-end
-redis.call('HSET', h, 'pos', pos, 'dur', dur, 'completed', completed and '1' or '0',
-           'completed_at', completed_at, 'ts', ARGV[4], 'org', ARGV[5], 'upd', ARGV[6])
-redis.call('EXPIRE', h, ARGV[10])
-redis.call('SADD', KEYS[2], ARGV[7])
-redis.call('SADD', KEYS[3], ARGV[8])
-redis.call('EXPIRE', KEYS[3], ARGV[10])
-local counted = false
-if redis.call('SET', KEYS[4], '1', 'NX', 'EX', ARGV[11]) then
-  redis.call('HINCRBY', KEYS[5], 'views_started', 1)
-  counted = true
-end
-if delta > 0 then
-  redis.call('HINCRBY', KEYS[5], 'seconds_watched', delta)
-  counted = true
-end
-if completed and not was_completed then
-  redis.call('HINCRBY', KEYS[5], 'completions', 1)
-  counted = true
-end
-if counted then
-  redis.call('HSET', KEYS[5], 'org', ARGV[5])
-  redis.call('SADD', KEYS[6], ARGV[9])
-end
-return 1
-end
-"""
-_WRITE_LUA = _APPLY_LUA + "return apply()\n"
-
-# The heartbeat endpoint's write: the access check and the write in one round trip.
-# KEYS 7 access:{user}:{content}, 8 content:gen:{content}; ARGV 13-17 always present ("" unless
-# ARGV[12] is "row"), 18 the generation token of the caller's snapshot ("" for none), 19 the cached
-# reasons that permit the write given that snapshot (",purchased,staff,"), 20 a reason the caller
-# read from Postgres (used only when the access entry is missing, e.g. Redis could not keep it).
-# Returns {-4} (snapshot stale: reload it), {-2} (access entry missing: ask Postgres), {-3, reason}
-# (not permitted), or {apply(), reason}.
-_CHECKED_WRITE_LUA = (
-    _APPLY_LUA
-    + """
-if (redis.call('GET', KEYS[8]) or '') ~= ARGV[18] then return {-4} end
-local reason = redis.call('GET', KEYS[7]) or ARGV[20]
-if reason == '' then return {-2} end
-if not string.find(ARGV[19], ',' .. reason .. ',', 1, true) then return {-3, reason} end
-return {apply(), reason}
-"""
-)
-
-
-def _script(client: redis.Redis, source: str) -> Script:
-    """The client's ``Script`` for ``source``, built once (building one hashes the source), and
-    kept on the client so it lives and dies with it."""
-    scripts: dict[str, Script] = client.__dict__.setdefault("_codex_access_scripts", {})
-    script = scripts.get(source)
-    if script is None:
-        script = scripts[source] = client.register_script(source)
-    return script
+# The scripts (app/access/lua/*.lua; each file's header gives its KEYS, ARGV and answers).
+# apply.lua applies one heartbeat; write.lua runs it alone (``record``), checked_write.lua after
+# checking the snapshot's generation token and the access entry (``record_heartbeat``).
+_WRITE_LUA = source("apply", "write")
+_CHECKED_WRITE_LUA = source("apply", "checked_write")
 
 
 def _write_keys(user_id: uuid.UUID, content_id: uuid.UUID, day: str) -> list[str]:
     return [
-        progress_key(user_id, content_id),
-        DIRTY,
-        user_dirty_key(user_id),
-        f"pb:seen:{day}:{content_id}:{user_id}",
-        f"pb:stats:{day}:{content_id}",
-        STATS_DIRTY,
+        keys.progress(user_id, content_id),
+        keys.PROGRESS_DIRTY,
+        keys.user_dirty(user_id),
+        keys.progress_seen(day, content_id, user_id),
+        keys.daily_stats(day, content_id),
+        keys.STATS_DIRTY,
     ]
 
 
@@ -336,13 +243,13 @@ def record(
 ) -> str:
     """Apply one heartbeat (no access check); returns ``applied``, ``ignored`` or ``database`` (Redis was down)."""
     day = day_stamp(now.date())
-    keys = _write_keys(user_id, content_id, day)
+    names = _write_keys(user_id, content_id, day)
     args = _write_args(heartbeat, now, _heartbeat_strings(user_id, content_id, organization_id, day)[1])
     try:
-        script = _script(client, _WRITE_LUA)
-        result = script(keys=keys, args=[*args, "need"])
+        script = redis_script(client, _WRITE_LUA)
+        result = script(keys=names, args=[*args, "need"])
         if result == -1:
-            result = script(keys=keys, args=[*args, *_init_args(session, user_id, content_id)])
+            result = script(keys=names, args=[*args, *_init_args(session, user_id, content_id)])
     except redis.RedisError:
         return _write_database(session, user_id, content_id, heartbeat, now)
     return "applied" if result == 1 else "ignored"
@@ -357,8 +264,8 @@ def _heartbeat_strings(
 ) -> tuple[tuple[str, ...], tuple[str, str, str, str]]:
     """The script's keys and its string arguments (5, 7, 8, 9) for one viewer of one item on
     one day: the same on every heartbeat of a playback, and a dozen UUID formattings to build."""
-    keys = (*_write_keys(user_id, content_id, day), access_cache_key(user_id, content_id), gen_key(content_id))
-    return keys, (str(organization_id), member(user_id, content_id), str(content_id), f"{day}:{content_id}")
+    names = (*_write_keys(user_id, content_id, day), access_cache_key(user_id, content_id), gen_key(content_id))
+    return names, (str(organization_id), member(user_id, content_id), str(content_id), f"{day}:{content_id}")
 
 
 def _checked_write(
@@ -372,9 +279,9 @@ def _checked_write(
     db_reason: str = "",
 ) -> list[Any]:
     """One run of ``_CHECKED_WRITE_LUA``: ``[code, *rest]`` as the script returns it."""
-    keys, strings = _heartbeat_strings(user_id, content_id, snapshot.meta.organization_id, day_stamp(now.date()))
+    names, strings = _heartbeat_strings(user_id, content_id, snapshot.meta.organization_id, day_stamp(now.date()))
     args = [*_write_args(heartbeat, now, strings), *init, snapshot.gen, snapshot.permitted, db_reason]
-    result: list[Any] = run_script(_script(client, _CHECKED_WRITE_LUA), keys, args)
+    result: list[Any] = run_script(redis_script(client, _CHECKED_WRITE_LUA), names, args)
     return result
 
 
@@ -441,7 +348,7 @@ def record_warm_heartbeat(
 def read(session: Session, client: redis.Redis, user_id: uuid.UUID, content_id: uuid.UUID) -> Entry | None:
     """Redis first (it holds anything not yet flushed), then Postgres."""
     try:
-        raw = client.hgetall(progress_key(user_id, content_id))
+        raw = client.hgetall(keys.progress(user_id, content_id))
     except redis.RedisError:
         log.warning("cache.unavailable", cache="playback", action="progress_read")
         raw = {}
@@ -526,33 +433,10 @@ def write_batch(session: Session, entries: list[Entry]) -> int:
 
 _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
-# One string per member, "user:content|pos|dur|completed|completed_at|ts" ("" for a missing field):
-# a few hundred short replies parse far faster than eight bulk strings per entry.
-_FETCH = """
-local function line(m)
-  local v = redis.call('HMGET', 'pb:p:' .. m, 'pos', 'dur', 'completed', 'completed_at', 'ts')
-  return m .. '|' .. (v[1] or '') .. '|' .. (v[2] or '') .. '|' .. (v[3] or '') .. '|' .. (v[4] or '') .. '|' ..
-         (v[5] or '')
-end
-"""
-# KEYS[1] = pb:dirty; ARGV[1] = batch size. SPOP and fetch in one round trip.
-_CLAIM_LUA = (
-    _FETCH
-    + """
-local out = {}
-for i, m in ipairs(redis.call('SPOP', KEYS[1], tonumber(ARGV[1]))) do out[i] = line(m) end
-return out
-"""
-)
-# ARGV: members to fetch (nothing is popped).
-_READ_LUA = (
-    _FETCH
-    + """
-local out = {}
-for i = 1, #ARGV do out[i] = line(ARGV[i]) end
-return out
-"""
-)
+# fetch.lua reads one member's fields as one line; claim.lua pops a batch and reads it,
+# read.lua reads given members (the library's flush of one user).
+_CLAIM_LUA = source("fetch", "claim")
+_READ_LUA = source("fetch", "read")
 
 
 @dataclass
@@ -584,64 +468,41 @@ def _parse_lines(lines: list[Any]) -> Batch:
 
 def claim_batch(client: redis.Redis, size: int = BATCH_SIZE) -> Batch:
     """``SPOP pb:dirty <size>`` with every entry's fields: the members are ours until flushed or released."""
-    return _parse_lines(_script(client, _CLAIM_LUA)(keys=[DIRTY], args=[size]))
+    return _parse_lines(redis_script(client, _CLAIM_LUA)(keys=[keys.PROGRESS_DIRTY], args=[size, keys.PROGRESS_PREFIX]))
 
 
 def read_rows(client: redis.Redis, members: list[str]) -> Batch:
     if not members:
         return Batch([], Rows())
-    return _parse_lines(_script(client, _READ_LUA)(keys=[], args=members))
+    return _parse_lines(redis_script(client, _READ_LUA)(keys=[], args=[keys.PROGRESS_PREFIX, *members]))
 
 
 def release_batch(client: redis.Redis, members: list[str]) -> None:
     """The database write failed: the members are dirty again for the next run."""
     if members:
-        client.sadd(DIRTY, *members)
+        client.sadd(keys.PROGRESS_DIRTY, *members)
 
 
-# After a committed batch: drop each content id from its user's dirty set unless a newer
-# heartbeat has marked the member dirty again meanwhile.
-_FORGET_LUA = """
-for i = 1, #ARGV do
-  local m = ARGV[i]
-  if redis.call('SISMEMBER', KEYS[1], m) == 0 then
-    local sep = string.find(m, ':', 1, true)
-    if sep then
-      redis.call('SREM', 'pb:dirty:u:' .. string.sub(m, 1, sep - 1), string.sub(m, sep + 1))
-    end
-  end
-end
-return 1
-"""
+# After a committed batch: each member leaves its user's dirty set unless dirty again meanwhile.
+_FORGET_LUA = source("forget")
 
 
 def forget_flushed(client: redis.Redis, members: list[str]) -> None:
     if members:
-        _script(client, _FORGET_LUA)(keys=[DIRTY], args=members)
+        redis_script(client, _FORGET_LUA)(keys=[keys.PROGRESS_DIRTY], args=[keys.USER_DIRTY_PREFIX, *members])
 
 
 # ---- one user's entries (the library flushes the caller's buffer first, api.md §10) ---------
 
-# ARGV: user id, then (content id, flushed ts) pairs. Only entries still at the flushed ts are
-# marked clean; a heartbeat that arrived meanwhile keeps its entry dirty.
-_FORGET_USER_LUA = """
-local user = ARGV[1]
-for i = 2, #ARGV, 2 do
-  local c = ARGV[i]
-  if redis.call('HGET', 'pb:p:' .. user .. ':' .. c, 'ts') == ARGV[i + 1] then
-    redis.call('SREM', KEYS[1], user .. ':' .. c)
-    redis.call('SREM', KEYS[2], c)
-  end
-end
-return 1
-"""
+# After the library's flush of one user: entries still at the flushed ts are clean again.
+_FORGET_USER_LUA = source("forget_user")
 
 
 def flush_user(session: Session, client: redis.Redis, user_id: uuid.UUID) -> Rows:
     """Write the user's buffered entries (no commit); pass the result to ``forget_user_flushed``
     after the commit. Redis down: nothing to flush from here."""
     try:
-        content_ids = [_text(c) for c in client.smembers(user_dirty_key(user_id))]
+        content_ids = [_text(c) for c in client.smembers(keys.user_dirty(user_id))]
         rows = read_rows(client, [member(user_id, c) for c in content_ids]).rows
     except redis.RedisError:
         log.warning("cache.unavailable", cache="playback", action="flush_user")
@@ -653,10 +514,10 @@ def flush_user(session: Session, client: redis.Redis, user_id: uuid.UUID) -> Row
 def forget_user_flushed(client: redis.Redis, user_id: uuid.UUID, rows: Rows) -> None:
     if not rows:
         return
-    args: list[str] = [str(user_id)]
+    args: list[str] = [keys.PROGRESS_PREFIX, str(user_id)]
     for content_id, ts in zip(rows.content_ids, rows.client_ts_ms, strict=True):
         args += [content_id, str(ts)]
     try:
-        _script(client, _FORGET_USER_LUA)(keys=[DIRTY, user_dirty_key(user_id)], args=args)
+        redis_script(client, _FORGET_USER_LUA)(keys=[keys.PROGRESS_DIRTY, keys.user_dirty(user_id)], args=args)
     except redis.RedisError:
         log.warning("cache.unavailable", cache="playback", action="forget_user")

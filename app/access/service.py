@@ -7,7 +7,7 @@ content's org, or a platform_owner) -> ``purchased`` / ``complimentary`` (an act
 
 The database part (staff or grant) is cached in Redis under ``access:{user_id}:{content_id}``
 for 60 s (jobs.md §7.1); commerce deletes that key after committing a purchase, refund,
-dispute or grant change (``app.commerce.cache``), so a revoked buyer loses access at once. The
+dispute or grant change (``app.access.cache``), so a revoked buyer loses access at once. The
 ``free`` rule is applied on top of the cached answer from the content row the caller already
 loaded, so a price change is never hidden by the cache. Redis being down costs one query.
 """
@@ -26,9 +26,9 @@ from sqlalchemy import exists, select
 from sqlalchemy.orm import Session
 
 from app import errors
-from app.access.cache import gen_key
+from app.access.cache import access_cache_key
 from app.access.models import ContentAccess
-from app.commerce.cache import access_cache_key
+from app.content.cache import gen_key
 from app.content.models import Content
 from app.identity.auth import not_found, parse_uuid, read_with_session
 from app.identity.models import User
@@ -188,7 +188,7 @@ def visible_content(session: Session, user_id: uuid.UUID, content_id: uuid.UUID)
 #
 # Both run for every play and every few seconds of playback. The content and media facts they need
 # are kept per process (``ContentMeta``, 10 s), tagged with the content's generation token
-# (``app.access.cache``); the token and the access entry come with the session read (the process's
+# (``app.content.cache``); the token and the access entry come with the session read (the process's
 # near cache, app/nearcache.py, or the one Redis call a cold request makes; an MGET here otherwise),
 # or from inside the heartbeat script, so a warm request does no database round trip and decodes no
 # snapshot. What acts at once: grants (commerce deletes the access entry)

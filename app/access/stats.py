@@ -24,11 +24,12 @@ import structlog
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from app.access.progress import STATS_DIRTY
+from app import keys
+from app.access.lua import source
+from app.extensions import redis_script
 
 log = structlog.get_logger(__name__)
 
-INFLIGHT_PREFIX = "pb:stats:inflight:"
 BATCH_SIZE = 500
 FIELDS = ("views_started", "seconds_watched", "completions")
 
@@ -42,52 +43,17 @@ class DayCounters:
     completions: int
 
 
-def inflight_key(run_id: str, stats_member: str) -> str:
-    return f"{INFLIGHT_PREFIX}{run_id}:{stats_member}"
-
-
-# KEYS[1] = pb:stats:dirty; ARGV: 1 count, 2 run id. Returns {number popped, claimed members…}
-# (a popped member whose counters are gone is dropped, so "none claimed" is not "set empty").
-_CLAIM_LUA = """
-local members = redis.call('SPOP', KEYS[1], tonumber(ARGV[1]))
-local claimed = {}
-for _, m in ipairs(members) do
-  local live = 'pb:stats:' .. m
-  if redis.call('EXISTS', live) == 1 then
-    redis.call('RENAME', live, 'pb:stats:inflight:' .. ARGV[2] .. ':' .. m)
-    table.insert(claimed, m)
-  end
-end
-table.insert(claimed, 1, #members)
-return claimed
-"""
-
-# KEYS[1] = pb:stats:dirty; ARGV: pairs (inflight key, member). Adds each inflight hash back into
-# the live one, marks the member dirty, deletes the inflight key.
-_MERGE_BACK_LUA = """
-for i = 1, #ARGV, 2 do
-  local src = ARGV[i]
-  local live = 'pb:stats:' .. ARGV[i + 1]
-  local data = redis.call('HGETALL', src)
-  if #data > 0 then
-    for j = 1, #data, 2 do
-      if data[j] == 'org' then
-        redis.call('HSET', live, 'org', data[j + 1])
-      else
-        redis.call('HINCRBY', live, data[j], tonumber(data[j + 1]))
-      end
-    end
-    redis.call('SADD', KEYS[1], ARGV[i + 1])
-  end
-  redis.call('DEL', src)
-end
-return 1
-"""
+# app/access/lua/stats_claim.lua renames a batch's live counters to the run's inflight keys;
+# stats_merge_back.lua adds inflight counters back into the live ones.
+_CLAIM_LUA = source("stats_claim")
+_MERGE_BACK_LUA = source("stats_merge_back")
 
 
 def claim(client: redis.Redis, run_id: str, size: int = BATCH_SIZE) -> tuple[int, list[str]]:
     """(members popped from ``pb:stats:dirty``, the ones whose counters were renamed for this run)."""
-    popped, *claimed = client.register_script(_CLAIM_LUA)(keys=[STATS_DIRTY], args=[size, run_id])
+    popped, *claimed = redis_script(client, _CLAIM_LUA)(
+        keys=[keys.STATS_DIRTY], args=[size, run_id, keys.DAILY_STATS_PREFIX, keys.STATS_INFLIGHT_PREFIX]
+    )
     return int(popped), [m.decode() if isinstance(m, bytes) else str(m) for m in claimed]
 
 
@@ -102,7 +68,7 @@ def parse_stats_member(value: str) -> tuple[date, uuid.UUID] | None:
 def read_counters(client: redis.Redis, run_id: str, members: list[str]) -> list[DayCounters]:
     pipe = client.pipeline(transaction=False)
     for m in members:
-        pipe.hgetall(inflight_key(run_id, m))
+        pipe.hgetall(keys.stats_inflight(run_id, m))
     out: list[DayCounters] = []
     for m, raw in zip(members, pipe.execute(), strict=True):
         parsed = parse_stats_member(m)
@@ -157,27 +123,27 @@ def write_counters(session: Session, counters: list[DayCounters]) -> int:
 
 def drop_inflight(client: redis.Redis, run_id: str, members: list[str]) -> None:
     if members:
-        client.delete(*(inflight_key(run_id, m) for m in members))
+        client.delete(*(keys.stats_inflight(run_id, m) for m in members))
 
 
 def merge_back(client: redis.Redis, run_id: str, members: list[str]) -> None:
     """The write failed: put the counters back into the live keys for the next run."""
-    args: list[str] = []
+    args: list[str] = [keys.DAILY_STATS_PREFIX]
     for m in members:
-        args += [inflight_key(run_id, m), m]
-    if args:
-        client.register_script(_MERGE_BACK_LUA)(keys=[STATS_DIRTY], args=args)
+        args += [keys.stats_inflight(run_id, m), m]
+    if len(args) > 1:
+        redis_script(client, _MERGE_BACK_LUA)(keys=[keys.STATS_DIRTY], args=args)
 
 
 def merge_leftovers(client: redis.Redis) -> int:
     """Counters a crashed run renamed but never deleted go back into the live keys."""
-    args: list[str] = []
-    for raw in client.scan_iter(match=f"{INFLIGHT_PREFIX}*", count=500):
+    args: list[str] = [keys.DAILY_STATS_PREFIX]
+    for raw in client.scan_iter(match=f"{keys.STATS_INFLIGHT_PREFIX}*", count=500):
         key = raw.decode() if isinstance(raw, bytes) else str(raw)
-        rest = key[len(INFLIGHT_PREFIX) :]
+        rest = key[len(keys.STATS_INFLIGHT_PREFIX) :]
         run_id, _, stats_member = rest.partition(":")
         if run_id and stats_member:
             args += [key, stats_member]
-    if args:
-        client.register_script(_MERGE_BACK_LUA)(keys=[STATS_DIRTY], args=args)
-    return len(args) // 2
+    if len(args) > 1:
+        redis_script(client, _MERGE_BACK_LUA)(keys=[keys.STATS_DIRTY], args=args)
+    return (len(args) - 1) // 2

@@ -36,8 +36,8 @@ from sqlalchemy.exc import StatementError
 from sqlalchemy.orm import Session
 
 from app import db, errors
+from app.access.cache import invalidate_access_after_commit
 from app.access.models import ContentAccess
-from app.commerce.cache import invalidate_access_after_commit
 from app.commerce.emails import queue_purchase_emails, queue_refund_email
 from app.commerce.models import CheckoutSession, Purchase, StripeEvent
 from app.dashboard import audit

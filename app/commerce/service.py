@@ -28,7 +28,7 @@ from app.commerce.schemas import SESSION_ID
 from app.content.models import Content
 from app.identity.models import User
 from app.media.models import MediaItem
-from app.orgs.access import membership_role
+from app.orgs.access import is_staff
 from app.orgs.models import OrgSettings
 from app.payments import CheckoutRequest, PaymentProvider, PermanentProviderError, ProviderError, get_provider
 from app.payments.base import StripeObject
@@ -82,10 +82,6 @@ def idempotency_key(user_id: uuid.UUID, content_id: uuid.UUID, price_cents: int,
 
 
 # ---- checkout ----------------------------------------------------------------------------------
-
-
-def is_staff(session: Session, user: User, organization_id: uuid.UUID) -> bool:
-    return user.is_platform_owner or membership_role(session, organization_id, user.id) is not None
 
 
 def _check_can_buy(session: Session, user: User, content: Content) -> None:

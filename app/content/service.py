@@ -22,7 +22,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from app import errors
-from app.access.cache import content_changed_after_commit
+from app.content.cache import content_changed_after_commit
 from app.content.models import Content
 from app.content.slugs import first_free_slug, slug_taken, slugify
 from app.identity.auth import not_found
@@ -251,7 +251,7 @@ def update_content(session: Session, content: Content, data: dict[str, Any]) -> 
         return content
     for key, value in changed.items():
         setattr(content, key, value)
-    content_changed_after_commit(session, content.id)  # the hot paths' snapshot (app.access.cache)
+    content_changed_after_commit(session, content.id)  # the hot paths' snapshot (app.content.cache)
     try:
         with session.begin_nested():
             session.flush()

@@ -17,15 +17,14 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.orm import Session
 
 from app import errors
+from app.access.cache import invalidate_access_after_commit
 from app.access.models import ContentAccess
-from app.commerce.cache import invalidate_access_after_commit
-from app.commerce.service import is_staff
 from app.content.models import Content
 from app.dashboard import audit
 from app.identity.auth import not_found
 from app.identity.models import User
 from app.notifications.service import content_url, queue_email
-from app.orgs.access import OrgAccess
+from app.orgs.access import OrgAccess, is_staff
 
 ACCESS_GRANTED = "access-granted"
 

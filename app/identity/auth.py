@@ -34,7 +34,7 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from app import db, errors
+from app import db, errors, keys
 from app.extensions import get_near_cache, get_redis, redis_script
 from app.http import check_csrf, view_option
 from app.identity.models import AuthSession, User
@@ -176,16 +176,7 @@ def _parse_cache_entry(raw: bytes | str, token_hash: str, token: str, via: str) 
         return None
 
 
-# ---- the session cache ----------------------------------------------------------------------
-
-
-def cache_key(token_hash: str) -> str:
-    return f"sess:{token_hash}"
-
-
-def index_key(user_id: uuid.UUID | str) -> str:
-    return f"sess:u:{user_id}"
-
+# ---- the session cache (keys named in app/keys.py) -------------------------------------------
 
 KeysFor = Callable[[dict[str, Any]], list[str] | None]
 """The keys a view reads right after authentication, from its path arguments; ``{user}`` stands
@@ -222,7 +213,7 @@ def _cache_get(token_hash: str, keys_for: KeysFor | None = None) -> bytes | None
     """The session entry (and the view's keys, into ``g``): from this process's near cache when it
     holds them all (app/nearcache.py: exact, Redis reports every change), else from Redis."""
     templates = (keys_for(request.view_args or {}) if keys_for is not None else None) or []
-    key = cache_key(token_hash)
+    key = keys.session(token_hash)
     near = get_near_cache()
     epoch = near.sync() if near is not None else None
     if near is not None and epoch is not None:
@@ -292,7 +283,7 @@ def _cache_put(principal: Principal, now: datetime) -> None:
         return
     try:
         redis_script(get_redis(), _PUT_UNLESS_REVOKED)(
-            keys=[cache_key(principal.token_hash), index_key(principal.user_id)],
+            keys=[keys.session(principal.token_hash), keys.session_index(principal.user_id)],
             args=[principal.cache_value(), ttl, REVOKED, principal.token_hash, CACHE_TTL_SECONDS],
         )
     except redis.RedisError:
@@ -308,21 +299,23 @@ def evict(user_id: uuid.UUID | str, token_hashes: Iterable[str], *, all_sessions
     try:
         client = get_redis()
         if all_sessions:
-            hashes.update(h.decode() if isinstance(h, bytes) else h for h in client.smembers(index_key(user_id)))
+            hashes.update(
+                h.decode() if isinstance(h, bytes) else h for h in client.smembers(keys.session_index(user_id))
+            )
         pipe = client.pipeline(transaction=False)
         for token_hash in hashes:
-            pipe.set(cache_key(token_hash), REVOKED, ex=CACHE_TTL_SECONDS)
+            pipe.set(keys.session(token_hash), REVOKED, ex=CACHE_TTL_SECONDS)
         if all_sessions:
-            pipe.delete(index_key(user_id))
+            pipe.delete(keys.session_index(user_id))
         elif hashes:
-            pipe.srem(index_key(user_id), *hashes)
+            pipe.srem(keys.session_index(user_id), *hashes)
         pipe.execute()
     except redis.RedisError:
         # Entries expire within CACHE_TTL_SECONDS on their own.
         log.warning("cache.unavailable", cache="sessions", action="evict")
     finally:
         if near is not None:  # (Redis reports the change to every process; this one need not wait)
-            near.evict([cache_key(token_hash) for token_hash in hashes])
+            near.evict([keys.session(token_hash) for token_hash in hashes])
 
 
 def evict_after_commit(
@@ -432,7 +425,7 @@ def warm_bearer_principal(near: NearCache, authorization: str, now: datetime) ->
         return None
     token = match.group(1)
     token_hash = hash_token(token)
-    raw = near.get(cache_key(token_hash))
+    raw = near.get(keys.session(token_hash))
     if not isinstance(raw, bytes) or raw == REVOKED:
         return None
     principal = _from_cache(raw, token_hash, token, "bearer")
@@ -637,7 +630,7 @@ def _slide(response: Response) -> Response:
     # Drop the cached copy rather than rewrite it, unless it is a tombstone: a concurrent
     # revocation must win.
     with contextlib.suppress(redis.RedisError):
-        redis_script(get_redis(), _DELETE_UNLESS_REVOKED)(keys=[cache_key(principal.token_hash)], args=[REVOKED])
+        redis_script(get_redis(), _DELETE_UNLESS_REVOKED)(keys=[keys.session(principal.token_hash)], args=[REVOKED])
     if principal.remember_me and principal.via == "cookie" and "Set-Cookie" not in response.headers:
         set_session_cookie(response, principal.token, remember_me=True)
     return response

@@ -35,6 +35,7 @@ import structlog
 from sqlalchemy import event, select
 from sqlalchemy.orm import Session, UOWTransaction
 
+from app import keys
 from app.db import after_commit
 from app.extensions import get_redis
 from app.identity.auth import read_with_session
@@ -47,14 +48,6 @@ TTL_SECONDS = 300
 GENERATION_TTL_SECONDS = 2 * TTL_SECONDS
 NO_GENERATION = b"-"  # the generation while ``me:gen:{id}`` does not exist
 _SEPARATOR = b"\n"  # "<generation>\n<json body>"; a generation never contains a newline
-
-
-def body_key(user_id: uuid.UUID | str) -> str:
-    return f"me:{user_id}"
-
-
-def generation_key(user_id: uuid.UUID | str) -> str:
-    return f"me:gen:{user_id}"
 
 
 class Lookup:
@@ -70,11 +63,11 @@ class Lookup:
 def lookup(user_id: uuid.UUID) -> Lookup:
     """The cached body if its generation is current: read with the session when the view asked
     for it (``session_keys``), else one ``MGET``."""
-    had_body, stored = read_with_session(body_key(user_id))
-    had_generation, generation = read_with_session(generation_key(user_id))
+    had_body, stored = read_with_session(keys.me_body(user_id))
+    had_generation, generation = read_with_session(keys.me_generation(user_id))
     if not (had_body and had_generation):
         try:
-            stored, generation = get_redis().mget(body_key(user_id), generation_key(user_id))
+            stored, generation = get_redis().mget(keys.me_body(user_id), keys.me_generation(user_id))
         except redis.RedisError:
             log.warning("cache.unavailable", cache="me")
             return Lookup(None, None)
@@ -83,7 +76,7 @@ def lookup(user_id: uuid.UUID) -> Lookup:
 
 def session_keys(_path_args: dict[str, Any]) -> list[str]:
     """For ``auth.with_session_read``: the caller's body and generation, read with the session."""
-    return [body_key("{user}"), generation_key("{user}")]
+    return [keys.me_body("{user}"), keys.me_generation("{user}")]
 
 
 def _current(stored: bytes | None, generation: bytes | None) -> Lookup:
@@ -100,7 +93,7 @@ def store(user_id: uuid.UUID, generation: bytes | None, body: bytes) -> None:
     if generation is None:
         return
     try:
-        get_redis().set(body_key(user_id), generation + _SEPARATOR + body, ex=TTL_SECONDS)
+        get_redis().set(keys.me_body(user_id), generation + _SEPARATOR + body, ex=TTL_SECONDS)
     except redis.RedisError:
         log.warning("cache.unavailable", cache="me")
 
@@ -113,7 +106,7 @@ def bump(user_ids: Iterable[uuid.UUID | str]) -> None:
     try:
         pipe = get_redis().pipeline(transaction=False)
         for user_id in ids:
-            pipe.set(generation_key(user_id), secrets.token_hex(8), ex=GENERATION_TTL_SECONDS)
+            pipe.set(keys.me_generation(user_id), secrets.token_hex(8), ex=GENERATION_TTL_SECONDS)
         pipe.execute()
     except redis.RedisError:
         # Entries expire within TTL_SECONDS; nothing authorizes from them.

@@ -35,7 +35,7 @@ from sqlalchemy import exists, func, select, update
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 
-from app.access.cache import media_changed_after_commit
+from app.content.cache import media_changed_after_commit
 from app.content.models import Content
 from app.db import enqueue_after_commit
 from app.identity.models import User

@@ -35,6 +35,7 @@ from sqlalchemy.orm import Session
 
 from app import db, errors
 from app.identity.auth import Principal, authenticate, declare_path_ids, not_found, parse_path_ids
+from app.identity.models import User
 from app.orgs.models import ROLE_RANK, Membership, Organization
 
 log = structlog.get_logger(__name__)
@@ -89,6 +90,11 @@ def membership_role(session: Session, organization_id: uuid.UUID, user_id: uuid.
     return session.scalar(
         select(Membership.role).where(Membership.organization_id == organization_id, Membership.user_id == user_id)
     )
+
+
+def is_staff(session: Session, user: User, organization_id: uuid.UUID) -> bool:
+    """Staff of the organization: any member, or a platform_owner (they already have access to its content)."""
+    return user.is_platform_owner or membership_role(session, organization_id, user.id) is not None
 
 
 def _access(

@@ -18,6 +18,7 @@ from flask import current_app
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from app import keys
 from app.orgs.models import Organization, OrgSettings
 from app.schemas import format_timestamp
 
@@ -25,10 +26,6 @@ log = structlog.get_logger(__name__)
 
 CACHE_TTL_SECONDS = 3600
 DEFAULT_PRIMARY_COLOR = "#3B82F6"
-
-
-def cache_key(org_id: uuid.UUID | str) -> str:
-    return f"org_settings:{org_id}"
 
 
 def logo_url(key: str | None) -> str | None:
@@ -64,7 +61,7 @@ def settings_snapshot(session: Session, org_id: uuid.UUID) -> dict[str, Any] | N
     """The org's settings as a plain dict (cached), or None when the org does not exist."""
     client: redis.Redis = current_app.extensions["redis"]
     try:
-        cached = client.get(cache_key(org_id))
+        cached = client.get(keys.org_settings(org_id))
         if cached:
             value: dict[str, Any] = json.loads(cached)
             return value
@@ -79,7 +76,7 @@ def settings_snapshot(session: Session, org_id: uuid.UUID) -> dict[str, Any] | N
         return None
     snapshot = _snapshot(row[0], row[1])
     with contextlib.suppress(redis.RedisError):
-        client.set(cache_key(org_id), json.dumps(snapshot), ex=CACHE_TTL_SECONDS)
+        client.set(keys.org_settings(org_id), json.dumps(snapshot), ex=CACHE_TTL_SECONDS)
     return snapshot
 
 
@@ -87,7 +84,7 @@ def invalidate(org_id: uuid.UUID | str) -> None:
     """Drop the cached settings; call after the commit that changed them."""
     client: redis.Redis = current_app.extensions["redis"]
     try:
-        client.delete(cache_key(org_id))
+        client.delete(keys.org_settings(org_id))
     except redis.RedisError:
         log.warning("cache.unavailable", cache="org_settings")
 

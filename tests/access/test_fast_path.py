@@ -409,8 +409,8 @@ def test_a_revoked_grant_reaches_the_fast_stream_at_once(
 ) -> None:
     from sqlalchemy import select
 
+    from app.access.cache import invalidate_access_after_commit
     from app.access.models import ContentAccess
-    from app.commerce.cache import invalidate_access_after_commit
 
     viewer = Viewer(client, world.buyer)
     viewer.get_fast(world.content.id)

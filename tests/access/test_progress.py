@@ -235,7 +235,7 @@ def test_without_redis_the_write_goes_to_postgres_with_the_same_guards(
     def down(*args: Any, **kwargs: Any) -> Any:
         raise redis_lib.ConnectionError("down")
 
-    monkeypatch.setattr(progress, "_script", down)
+    monkeypatch.setattr(progress, "redis_script", down)
     monkeypatch.setattr(app.extensions["redis"], "hgetall", down)
     put(client, world.buyer, world.content.id, position_seconds=590, duration_seconds=600, client_ts=past(20))
     put(client, world.buyer, world.content.id, position_seconds=5, duration_seconds=600, client_ts=past(60))

@@ -14,8 +14,8 @@ from flask.testing import FlaskClient
 from sqlalchemy import update
 
 from app.access import service
-from app.access.cache import content_changed_after_commit, gen_key
-from app.commerce.cache import access_cache_key
+from app.access.cache import access_cache_key
+from app.content.cache import content_changed_after_commit, gen_key
 from app.content.models import Content
 from app.media.models import MediaItem
 from app.security.hls_tokens import mint_hls_token
@@ -482,7 +482,7 @@ def test_real_ingest_output_streams_through_the_proxy(
         assert ready.original_key not in body
 
 
-# ---- the content snapshot of the hot paths (app.access.cache) ------------------------------------------
+# ---- the content snapshot of the hot paths (app.content.cache) -----------------------------------------
 
 
 def heartbeat(client: FlaskClient, user: Any, content_id: Any) -> Any:

@@ -8,8 +8,8 @@ from datetime import UTC, datetime
 import pytest
 from sqlalchemy import select
 
+from app.access.cache import access_cache_key
 from app.access.models import ContentAccess
-from app.commerce.cache import access_cache_key
 from app.commerce.models import Purchase
 from app.dashboard.models import AdminAuditEvent
 from app.notifications.models import EmailOutbox

@@ -117,7 +117,7 @@ def test_video_ingest_goes_ready_with_one_360p_rendition(media_env: MediaEnv, cl
 def test_content_using_the_media_reloads_its_snapshot_when_it_is_ready(media_env: MediaEnv, clips: Clips) -> None:
     """Content may point at media still processing; once ingest commits ``ready`` its snapshot token is
     replaced, so the stream stops answering MEDIA_NOT_READY at once (not after the snapshot's 10 s)."""
-    from app.access.cache import gen_key
+    from app.content.cache import gen_key
 
     media = MediaItemFactory()
     content = content_using(media_env, media, "Waiting")

@@ -1,0 +1,176 @@
+"""The only place Redis key names are built (the cache/session Redis, ``REDIS_URL``).
+
+Every key the application reads or writes is named by one function (or constant) below, so the
+layout is visible in one file and a prefix cannot drift between a writer and its readers. Modules
+call these; they never spell a key themselves (tests/foundation/test_ownership.py checks). A Lua
+script gets its keys through ``KEYS``/``ARGV``; where a script must build a key itself (it only
+learns the member inside Redis, e.g. from ``SPOP``), the caller passes the family's prefix from
+here as an ``ARGV`` and the script appends the member. This module imports no domain package.
+
+Layout::
+
+    sess:{token_sha256}                      session cache entry (or the "revoked" tombstone)
+    sess:u:{user_id}                         set of a user's cached session hashes
+    me:{user_id}                             cached GET /auth/me body, tagged with its generation
+    me:gen:{user_id}                         the /me body's generation
+    access:{user_id}:{content_id}            cached entitlement reason
+    content:gen:{content_id}                 the content snapshot's generation token
+    org_settings:{org_id}                    cached org settings (branding)
+    pb:p:{user_id}:{content_id}              buffered playback progress (hash)
+    pb:dirty                                 progress members to flush ("{user_id}:{content_id}")
+    pb:dirty:u:{user_id}                     one user's dirty content ids
+    pb:seen:{yyyymmdd}:{content_id}:{user_id} "views_started counted today" marker
+    pb:stats:{yyyymmdd}:{content_id}         the day's watch counters (hash)
+    pb:stats:dirty                           stats members to roll up ("{yyyymmdd}:{content_id}")
+    pb:stats:inflight:{run_id}:{member}      counters claimed by one rollup run
+    lock:beat:{task_name}                    a periodic task's single-run lock
+
+flask-limiter's keys (``rl/…``) are the library's, built from ``extensions.rate_limit_key``.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+Id = uuid.UUID | str
+
+# ---- sessions (app.identity.auth) ---------------------------------------------------------------
+
+SESSION_PREFIX = "sess:"
+
+
+def session(token_hash: str) -> str:
+    """A session's cache entry: the principal as JSON, or the revoked tombstone."""
+    return f"sess:{token_hash}"
+
+
+def session_index(user_id: Id) -> str:
+    """The set of a user's cached session hashes (to tombstone them all at once)."""
+    return f"sess:u:{user_id}"
+
+
+# ---- the /auth/me body (app.identity.me_cache) --------------------------------------------------
+
+ME_PREFIX = "me:"
+
+
+def me_body(user_id: Id) -> str:
+    """The cached ``GET /auth/me`` body: ``<generation>\\n<json>``."""
+    return f"me:{user_id}"
+
+
+def me_generation(user_id: Id) -> str:
+    """The current generation of a user's ``/me`` body (a random token)."""
+    return f"me:gen:{user_id}"
+
+
+# ---- access entries (app.access.cache) -----------------------------------------------------------
+
+ACCESS_PREFIX = "access:"
+
+
+def access_entry(user_id: Id, content_id: Id) -> str:
+    """The cached database part of the entitlement rule (``staff``/``purchased``/… or ``none``)."""
+    return f"access:{user_id}:{content_id}"
+
+
+# ---- content snapshot tokens (app.content.cache) ------------------------------------------------
+
+CONTENT_GENERATION_PREFIX = "content:gen:"
+
+
+def content_generation(content_id: Id) -> str:
+    """The generation token of a content item's hot-path snapshot."""
+    return f"content:gen:{content_id}"
+
+
+# ---- org settings (app.orgs.branding) ------------------------------------------------------------
+
+ORG_SETTINGS_PREFIX = "org_settings:"
+
+
+def org_settings(org_id: Id) -> str:
+    """An organization's settings snapshot (JSON)."""
+    return f"org_settings:{org_id}"
+
+
+# ---- playback progress and watch statistics (app.access.progress, app.access.stats) ------------
+
+PLAYBACK_PREFIX = "pb:"
+
+PROGRESS_PREFIX = "pb:p:"
+"""``PROGRESS_PREFIX .. member`` is ``progress(user, content)``: the flush scripts
+(app/access/lua/fetch.lua, forget_user.lua) get it as an ARGV and append the member."""
+
+PROGRESS_DIRTY = "pb:dirty"
+"""The set of progress members (``{user_id}:{content_id}``) not yet flushed to Postgres."""
+
+USER_DIRTY_PREFIX = "pb:dirty:u:"
+"""``USER_DIRTY_PREFIX .. user_id`` is ``user_dirty(user)``: app/access/lua/forget.lua gets it as
+an ARGV and appends the user id it reads from each member."""
+
+DAILY_STATS_PREFIX = "pb:stats:"
+"""``DAILY_STATS_PREFIX .. stats_member`` is ``daily_stats(day, content)`` (a stats member is
+``{yyyymmdd}:{content_id}``): app/access/lua/stats_claim.lua and stats_merge_back.lua get it as an
+ARGV and append the member."""
+
+STATS_DIRTY = "pb:stats:dirty"
+"""The set of stats members whose counters the next rollup adds to Postgres."""
+
+STATS_INFLIGHT_PREFIX = "pb:stats:inflight:"
+"""``stats_inflight(run, member)`` starts with it (a rollup scans for leftovers under it);
+app/access/lua/stats_claim.lua gets it as an ARGV and appends ``{run_id}:{member}``."""
+
+
+def progress(user_id: Id, content_id: Id) -> str:
+    """One viewer's buffered progress on one item (hash: pos, dur, completed, completed_at, ts, …)."""
+    return f"pb:p:{user_id}:{content_id}"
+
+
+def user_dirty(user_id: Id) -> str:
+    """The content ids of one user's unflushed progress (the library flushes them first)."""
+    return f"pb:dirty:u:{user_id}"
+
+
+def progress_seen(day: str, content_id: Id, user_id: Id) -> str:
+    """Set once per viewer, item and day (``yyyymmdd``): the day's ``views_started`` counted."""
+    return f"pb:seen:{day}:{content_id}:{user_id}"
+
+
+def daily_stats(day: str, content_id: Id) -> str:
+    """One item's watch counters of one day (``yyyymmdd``), until the rollup claims them."""
+    return f"pb:stats:{day}:{content_id}"
+
+
+def stats_inflight(run_id: str, stats_member: str) -> str:
+    """Counters of ``stats_member`` claimed (renamed) by rollup run ``run_id``."""
+    return f"pb:stats:inflight:{run_id}:{stats_member}"
+
+
+# ---- periodic tasks (app.jobs) -------------------------------------------------------------------
+
+LOCK_PREFIX = "lock:"
+
+
+def beat_lock(task_name: str) -> str:
+    """Held (SET NX EX) while a periodic task runs, so an accidental second beat skips it."""
+    return f"lock:beat:{task_name}"
+
+
+# ---- derived lists -------------------------------------------------------------------------------
+
+PREFIXES: tuple[str, ...] = (
+    SESSION_PREFIX,
+    ME_PREFIX,
+    ACCESS_PREFIX,
+    CONTENT_GENERATION_PREFIX,
+    ORG_SETTINGS_PREFIX,
+    PLAYBACK_PREFIX,
+    LOCK_PREFIX,
+)
+"""Every key above starts with one of these (nothing else in app/ or tasks/ may spell them)."""
+
+NEAR_CACHE_PREFIXES: tuple[str, ...] = (SESSION_PREFIX, ME_PREFIX, ACCESS_PREFIX, CONTENT_GENERATION_PREFIX)
+"""The keys each process's near cache tracks (app/nearcache.py): those ``auth.with_session_read``
+fetches with the session entry (sessions, /me bodies and generations, access entries, content
+snapshot tokens). Redis reports every change under these prefixes."""
