@@ -33,6 +33,7 @@ AUDIT_ACTIONS = (
     "grant.revoke",
     "refund.request",
     "refund.auto_duplicate",
+    "payment.mismatch",
 )
 
 
