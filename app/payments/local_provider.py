@@ -41,6 +41,20 @@ from app.payments.signature import sign
 SESSION_PREFIX = "cs_local_"
 # Late events, retries with backoff and admin replays come after a session expired.
 RECORD_KEPT_AFTER_EXPIRY = timedelta(days=30)
+# What the record keeps: what the session was created with, not the customer's email (no PII
+# outside the database); its state (paid, expired) is worked out when it is read.
+RECORDED_FIELDS = (
+    "id",
+    "amount_subtotal",
+    "amount_total",
+    "cancel_url",
+    "client_reference_id",
+    "created",
+    "currency",
+    "expires_at",
+    "metadata",
+    "success_url",
+)
 
 
 def session_record_key(session_id: str) -> str:
@@ -124,23 +138,8 @@ class LocalProvider:
         self._keep(obj, request.expires_at)
         return obj
 
-    # The record holds what the session was created with, not the customer's email (no PII kept
-    # outside the database); its state (paid, expired) is worked out when it is read.
-    _RECORDED = (
-        "id",
-        "amount_subtotal",
-        "amount_total",
-        "cancel_url",
-        "client_reference_id",
-        "created",
-        "currency",
-        "expires_at",
-        "metadata",
-        "success_url",
-    )
-
     def _keep(self, obj: StripeObject, expires_at: datetime) -> None:
-        record = json.dumps({key: obj[key] for key in self._RECORDED})
+        record = json.dumps({key: obj[key] for key in RECORDED_FIELDS})
         try:
             current_app.extensions["redis"].set(
                 session_record_key(obj["id"]), record, exat=expires_at + RECORD_KEPT_AFTER_EXPIRY
