@@ -36,6 +36,10 @@ TASKS = Counter("codex_tasks_total", "Celery task runs by outcome", ["task", "ou
 WEBHOOK_SIGNATURE_FAILURES = Counter(
     "codex_webhook_signature_failures_total", "Stripe webhook deliveries with a bad signature"
 )
+PAYMENT_MISMATCHES = Counter(
+    "codex_payment_mismatch_total",
+    "Paid checkout sessions refused because amount or currency differ from the session this app created",
+)
 QUEUE_LENGTH = Gauge("codex_queue_length", "Messages waiting per Celery queue", ["queue"], multiprocess_mode="max")
 
 # Backlog gauges: table -> gauge of rows per status. A table that does not exist yet is skipped.

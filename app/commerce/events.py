@@ -40,10 +40,11 @@ from app.access.cache import invalidate_access_after_commit
 from app.access.models import ContentAccess
 from app.commerce.emails import queue_purchase_emails, queue_refund_email
 from app.commerce.models import CheckoutSession, Purchase, StripeEvent
+from app.content.models import Content
 from app.dashboard import audit
-from app.db import enqueue_after_commit
+from app.db import after_commit, enqueue_after_commit
 from app.identity.models import User
-from app.metrics import WEBHOOK_SIGNATURE_FAILURES
+from app.metrics import PAYMENT_MISMATCHES, WEBHOOK_SIGNATURE_FAILURES
 from app.payments import get_provider
 from app.payments.base import PaymentProvider, ProviderError, StripeObject
 from app.payments.signature import SignatureError, verify
@@ -72,11 +73,15 @@ RECONCILE_WINDOW = timedelta(hours=72)
 EXPIRE_GRACE = timedelta(hours=1)
 BACKOFF_BASE_SECONDS = 30
 BACKOFF_MAX_SECONDS = 3600
+# ``next_attempt_at`` of a failure that must not be retried by itself (a money mismatch): never
+# due, so neither the claim nor the sweeper takes it; an admin replay resets it to now.
+NOT_RETRIED = datetime(9999, 12, 31, tzinfo=UTC)
 LAST_ERROR_MAX = 2000
 
 _EVENT_ID = re.compile(r"^[A-Za-z0-9_]{1,255}$")
 _CURRENCY = re.compile(r"^[a-z]{3}$")
 _MAX_CENTS = 10**10
+MIN_SESSION_CENTS = 50  # checkout_sessions.amount_cents CHECK (Stripe's own minimum)
 
 
 def utcnow() -> datetime:
@@ -95,9 +100,11 @@ class InvalidPayload(errors.AppError):
 
 
 class EventError(Exception):
-    """Processing failed; ``permanent`` errors make the event ``dead`` at once."""
+    """Processing failed; ``permanent`` errors make the event ``dead`` at once (``AmountMismatch``:
+    ``failed``, never retried by itself)."""
 
     permanent = False
+    code: str | None = None  # a spec error code: ``last_error`` starts with it instead of the class name
 
 
 class PermanentEventError(EventError):
@@ -108,6 +115,21 @@ class PermanentEventError(EventError):
 
 class TransientEventError(EventError):
     """Try again later (the purchase is not recorded yet, the provider is unreachable)."""
+
+
+class AmountMismatch(PermanentEventError):
+    """security.md §9 "Money must match": the session's amount or currency is not what this app
+    asked for, or the session is not one this app created. Recorded as ``failed`` and never
+    retried by itself (``record_failure``): no purchase, no grant, an audit row in the org."""
+
+    code = "AMOUNT_MISMATCH"
+
+    def __init__(self, reason: str, facts: SessionFacts, expected: tuple[int, str] | None = None) -> None:
+        stored = f"{expected[0]} {expected[1]}" if expected else "none"
+        super().__init__(f"{reason} (event: {facts.amount_cents} {facts.currency}; expected: {stored})")
+        self.reason = reason
+        self.facts = facts
+        self.expected = expected
 
 
 # ---- ingest (request path, jobs.md §4.1) ----------------------------------------------------------
@@ -422,19 +444,28 @@ def describe(exc: BaseException) -> str:
     if isinstance(exc, StatementError):
         first = str(exc.orig).strip().splitlines()[0] if exc.orig is not None else ""
         return f"{type(exc).__name__}: {type(exc.orig).__name__}: {first}"[:LAST_ERROR_MAX]
-    return f"{type(exc).__name__}: {exc}"[:LAST_ERROR_MAX]
+    code = exc.code if isinstance(exc, EventError) else None
+    return f"{code or type(exc).__name__}: {exc}"[:LAST_ERROR_MAX]
 
 
 def record_failure(session: Session, claim: Claim, exc: BaseException) -> str | None:
-    """After a rollback: ``failed`` with backoff (re-enqueued with that countdown) or ``dead``.
+    """After a rollback: ``failed`` with backoff (re-enqueued with that countdown) or ``dead``;
+    an ``AmountMismatch`` is ``failed`` for good (security.md §9), audited and counted.
 
     Returns the new status (None when the claim is no longer ours). The caller commits.
     """
     max_attempts = current_app.config["STRIPE_EVENT_MAX_ATTEMPTS"]
+    mismatch = exc if isinstance(exc, AmountMismatch) else None
     permanent = isinstance(exc, EventError) and exc.permanent
-    dead = permanent or claim.attempts >= max_attempts
+    dead = mismatch is None and (permanent or claim.attempts >= max_attempts)
     delay = backoff_seconds(claim.attempts)
     status = "dead" if dead else "failed"
+    if mismatch is not None:
+        next_attempt_at: Any = NOT_RETRIED
+    elif dead:
+        next_attempt_at = func.now()
+    else:
+        next_attempt_at = func.now() + timedelta(seconds=delay)
     row = session.execute(
         update(StripeEvent)
         .where(
@@ -445,7 +476,7 @@ def record_failure(session: Session, claim: Claim, exc: BaseException) -> str | 
         .values(
             status=status,
             last_error=describe(exc),
-            next_attempt_at=func.now() if dead else func.now() + timedelta(seconds=delay),
+            next_attempt_at=next_attempt_at,
             updated_at=func.now(),
         )
         .returning(StripeEvent.type)
@@ -453,7 +484,9 @@ def record_failure(session: Session, claim: Claim, exc: BaseException) -> str | 
     ).first()
     if row is None:
         return None
-    if dead:
+    if mismatch is not None:
+        record_mismatch(session, claim.event_id, mismatch)
+    elif dead:
         log.error(
             "stripe.event_dead",
             event_id=claim.event_id,
@@ -468,6 +501,46 @@ def record_failure(session: Session, claim: Claim, exc: BaseException) -> str | 
         )
         enqueue_after_commit(session, PROCESS_TASK, claim.event_id, countdown=delay)
     return status
+
+
+def record_mismatch(session: Session, event_id: str, exc: AmountMismatch) -> None:
+    """The rest of a money mismatch, in the transaction that records the failure (the work
+    transaction was rolled back): the org's audit row, an ERROR log, the metric once committed."""
+    facts = exc.facts
+    expected = {"amount_cents": exc.expected[0], "currency": exc.expected[1]} if exc.expected else None
+    audit.record(
+        session,
+        organization_id=facts.organization_id,
+        actor_user_id=None,
+        actor_role="system",
+        action="payment.mismatch",
+        target_type="checkout_session",
+        target_id=facts.session_id,
+        metadata={
+            "event_id": event_id,
+            "reason": exc.reason,
+            "content_id": str(facts.content_id),
+            "customer_id": str(facts.customer_id),
+            "charged": {"amount_cents": facts.amount_cents, "currency": facts.currency},
+            "expected": expected,
+        },
+    )
+    after_commit(session, _count_mismatches, event_id)
+    log.error(
+        "stripe.amount_mismatch",
+        event_id=event_id,
+        checkout_session_id=facts.session_id,
+        organization_id=str(facts.organization_id),
+        reason=exc.reason,
+        charged_cents=facts.amount_cents,
+        charged_currency=facts.currency,
+        expected_cents=exc.expected[0] if exc.expected else None,
+        expected_currency=exc.expected[1] if exc.expected else None,
+    )
+
+
+def _count_mismatches(event_ids: list[str]) -> None:
+    PAYMENT_MISMATCHES.inc(len(event_ids))
 
 
 _LOCKS = "codex_advisory_locks"
@@ -714,6 +787,7 @@ class CompletedSession:
     id: str
     provider: str
     amount_cents: int
+    currency: str
     # (id, payment_intent_id) of purchases with this payment intent, or completed non-duplicate
     # purchases of the same content by the same customer.
     purchases: list[tuple[uuid.UUID, str]]
@@ -721,80 +795,124 @@ class CompletedSession:
 
 # Fulfil step 2 and the purchase lookup of steps 3/5 in one statement. The lookup sees every
 # purchase committed before the statement began, which is after the payment's and the
-# (customer, content) advisory locks were taken.
+# (customer, content) advisory locks were taken. No row: nothing is returned (see ``read_back``).
 _COMPLETE_SESSION = """
     WITH cs AS (
-        INSERT INTO checkout_sessions AS t (id, provider, customer_id, content_id, organization_id, amount_cents,
-            currency, status, payment_status, payment_intent_id, url, success_url, cancel_url, expires_at,
-            completed_at)
-        VALUES (%(id)s, %(provider)s, %(customer_id)s, %(content_id)s, %(organization_id)s, %(amount_cents)s,
-            %(currency)s, 'complete', %(payment_status)s, %(payment_intent_id)s, %(url)s, %(success_url)s,
-            %(cancel_url)s, %(expires_at)s, %(now)s)
-        ON CONFLICT (id) DO UPDATE SET
+        UPDATE checkout_sessions AS t SET
             status = 'complete',
-            completed_at = coalesce(t.completed_at, EXCLUDED.completed_at),
+            completed_at = coalesce(t.completed_at, %(now)s),
             payment_status = CASE WHEN %(paid)s THEN 'paid' ELSE t.payment_status END,
-            payment_intent_id = coalesce(t.payment_intent_id, EXCLUDED.payment_intent_id),
+            payment_intent_id = coalesce(t.payment_intent_id, %(payment_intent_id)s),
             updated_at = now()
-        RETURNING t.id, t.provider, t.customer_id, t.content_id, t.amount_cents
+        WHERE t.id = %(id)s
+        RETURNING t.id, t.provider, t.customer_id, t.content_id, t.amount_cents, t.currency
     )
-    SELECT cs.id, cs.provider, cs.customer_id, cs.content_id, cs.amount_cents, p.id, p.payment_intent_id
+    SELECT cs.id, cs.provider, cs.customer_id, cs.content_id, cs.amount_cents, cs.currency, p.id, p.payment_intent_id
     FROM cs LEFT JOIN purchases p
       ON p.payment_intent_id = %(payment_intent_id)s
-      OR (p.customer_id = %(customer_id)s AND p.content_id = %(content_id)s
+      OR (p.customer_id = cs.customer_id AND p.content_id = cs.content_id
           AND p.status = 'completed' AND NOT p.is_duplicate)
 """
 
 
 def complete_session(
-    session: Session, obj: StripeObject, facts: SessionFacts, *, paid: bool, payment_intent_id: str | None
+    session: Session, facts: SessionFacts, *, paid: bool, payment_intent_id: str | None
 ) -> CompletedSession:
-    """The ``checkout_sessions`` row, inserted from the object when missing (e.g. the insert after
-    creation failed, or the session was made elsewhere), now ``complete`` (and ``paid``), locked
-    for this transaction.
+    """The ``checkout_sessions`` row this app created, now ``complete`` (and ``paid``), locked for
+    this transaction, after checking that the event's money is the row's (security.md §9).
 
-    One statement, ``INSERT … ON CONFLICT (id) DO UPDATE … RETURNING``: ``open``/``expired`` ->
-    ``complete`` (money was taken, so an expiry recorded first yields), ``completed_at`` and
-    ``payment_intent_id`` kept once set, ``payment_status`` only ever raised to ``paid``.
+    One statement, ``UPDATE … RETURNING``: ``open``/``expired`` -> ``complete`` (money was taken,
+    so an expiry recorded first yields), ``completed_at`` and ``payment_intent_id`` kept once set,
+    ``payment_status`` only ever raised to ``paid``. A missing row (the insert after creating the
+    session failed) is stored from the provider's own copy of the session, never from the event.
+    Raises ``AmountMismatch`` when the event's ``amount_total`` or currency differ from the row.
     """
-    if facts.amount_cents < 50 and session.get(CheckoutSession, facts.session_id) is None:
-        raise PermanentEventError("amount_total below the minimum of a checkout session")
-    now = utcnow()
-    rows = (
-        session.connection()
-        .exec_driver_sql(
-            _COMPLETE_SESSION,
-            {
-                "id": facts.session_id,
-                "provider": "local" if facts.session_id.startswith("cs_local_") else "stripe",
-                "customer_id": facts.customer_id,
-                "content_id": facts.content_id,
-                "organization_id": facts.organization_id,
-                "amount_cents": max(facts.amount_cents, 50),  # only used when the row is new (checked above)
-                "currency": facts.currency,
-                "payment_status": "paid" if paid else "unpaid",
-                "paid": paid,
-                "payment_intent_id": payment_intent_id,
-                "url": _short_str(obj.get("url"), 10_000) or "",
-                "success_url": (_short_str(obj.get("success_url"), 10_000) or "")[:2000],
-                "cancel_url": (_short_str(obj.get("cancel_url"), 10_000) or "")[:2000],
-                "expires_at": _timestamp(obj.get("expires_at"), now),
-                "now": now,
-            },
-        )
-        .all()
-    )
+    params = {
+        "id": facts.session_id,
+        "paid": paid,
+        "payment_intent_id": payment_intent_id,
+        "now": utcnow(),
+    }
+    connection = session.connection()
+    rows = connection.exec_driver_sql(_COMPLETE_SESSION, params).all()
+    if not rows:
+        read_back(session, facts)
+        rows = connection.exec_driver_sql(_COMPLETE_SESSION, params).all()
     first = rows[0]
     if first[2] != facts.customer_id or first[3] != facts.content_id:
         raise PermanentEventError("checkout session metadata does not match the stored session")
-    purchases = [(row[5], row[6]) for row in rows if row[5] is not None]
-    return CompletedSession(first[0], first[1], first[4], purchases)
+    if (facts.amount_cents, facts.currency) != (first[4], first[5]):
+        raise AmountMismatch("amount_total or currency differs from the checkout session", facts, (first[4], first[5]))
+    purchases = [(row[6], row[7]) for row in rows if row[6] is not None]
+    return CompletedSession(first[0], first[1], first[4], first[5], purchases)
+
+
+def read_back(session: Session, facts: SessionFacts) -> None:
+    """No ``checkout_sessions`` row: ask the provider for the session (``GET
+    /v1/checkout/sessions/{id}``) and store the row from its answer, but only when the session
+    carries this deployment's metadata (the event's, already checked against our tables) and an
+    ``amount_total`` of at least the content's current price in the content's currency.
+
+    Raises ``AmountMismatch`` otherwise (unknown to the provider, other metadata, less money,
+    another currency), ``TransientEventError`` when the provider cannot answer now, and
+    ``PermanentEventError`` when it refuses the call (a 4xx other than 404).
+    """
+    provider = get_provider()
+    try:
+        remote = provider.retrieve_checkout_session(facts.session_id)
+    except ProviderError as exc:
+        if exc.transient:
+            raise TransientEventError(f"checkout session read-back failed: {exc}") from exc
+        raise PermanentEventError(f"checkout session read-back refused: {exc}") from exc
+    if remote is None or remote.get("id") != facts.session_id:
+        raise AmountMismatch("checkout session unknown here and at the provider", facts)
+    meta = remote.get("metadata")
+    ours = {
+        "customer_id": str(facts.customer_id),
+        "content_id": str(facts.content_id),
+        "organization_id": str(facts.organization_id),
+    }
+    if not isinstance(meta, dict) or {key: meta.get(key) for key in ours} != ours:
+        raise AmountMismatch("the provider's session does not carry this deployment's metadata", facts)
+    content = session.get(Content, facts.content_id)
+    assert content is not None  # session_facts found it
+    least = (max(content.price_cents or 0, MIN_SESSION_CENTS), content.currency)
+    amount, currency = remote.get("amount_total"), remote.get("currency")
+    if (
+        isinstance(amount, bool)
+        or not isinstance(amount, int)
+        or not isinstance(currency, str)
+        or currency.lower() != content.currency
+        or amount < least[0]
+    ):
+        raise AmountMismatch("the provider's session is below the content's price or in another currency", facts, least)
+    now = utcnow()
+    session.execute(
+        pg_insert(CheckoutSession)
+        .values(
+            id=facts.session_id,
+            provider=provider.name,
+            customer_id=facts.customer_id,
+            content_id=facts.content_id,
+            organization_id=facts.organization_id,
+            amount_cents=amount,
+            currency=content.currency,
+            status="open",  # complete_session moves it on, as for a row stored at checkout
+            payment_status="unpaid",
+            url=_short_str(remote.get("url"), 10_000) or "",
+            success_url=(_short_str(remote.get("success_url"), 10_000) or "")[:2000],
+            cancel_url=(_short_str(remote.get("cancel_url"), 10_000) or "")[:2000],
+            expires_at=_timestamp(remote.get("expires_at"), now),
+        )
+        .on_conflict_do_nothing(index_elements=[CheckoutSession.id])
+    )
+    log.warning("stripe.session_read_back", checkout_session_id=facts.session_id, provider=provider.name)
 
 
 def record_session(session: Session, obj: StripeObject) -> CompletedSession:
     """checkout.session.completed with ``payment_status = unpaid``: complete, not (yet) paid."""
     facts = session_facts(session, obj)
-    return complete_session(session, obj, facts, paid=False, payment_intent_id=payment_intent_of(obj))
+    return complete_session(session, facts, paid=False, payment_intent_id=payment_intent_of(obj))
 
 
 # Fulfil step 6: the purchase and its grant in one statement. One grant row per (user, content):
@@ -824,7 +942,8 @@ def fulfil(session: Session, obj: StripeObject, *, send_emails: bool = True) -> 
 
     Idempotent per payment intent: the caller holds the payment's advisory lock and
     ``UNIQUE(payment_intent_id)`` backs it, so completed + async_succeeded + reconciliation +
-    replays all end in one purchase, one grant and one receipt.
+    replays all end in one purchase, one grant and one receipt. The amount and currency are the
+    stored session's; an event that differs is an ``AmountMismatch`` (``complete_session``).
     """
     payment_intent_id = payment_intent_of(obj)
     if payment_intent_id is None:
@@ -833,18 +952,11 @@ def fulfil(session: Session, obj: StripeObject, *, send_emails: bool = True) -> 
     # Two different payments for the same item must not both become "the" purchase: the facts
     # query also takes the (customer, content) lock, always after the payment's lock.
     facts = session_facts(session, obj, lock_purchase=True)
-    row = complete_session(session, obj, facts, paid=True, payment_intent_id=payment_intent_id)
+    row = complete_session(session, facts, paid=True, payment_intent_id=payment_intent_id)
     existing = next((pid for pid, intent in row.purchases if intent == payment_intent_id), None)
     if existing is not None:
         return existing
     original = row.purchases[0][0] if row.purchases else None
-    if facts.amount_cents != row.amount_cents:
-        log.warning(
-            "stripe.amount_mismatch",
-            checkout_session_id=row.id,
-            expected_cents=row.amount_cents,
-            charged_cents=facts.amount_cents,
-        )
     now = utcnow()
     purchase_id = uuid.uuid4()
     if original is not None:
@@ -859,8 +971,8 @@ def fulfil(session: Session, obj: StripeObject, *, send_emails: bool = True) -> 
             "provider": row.provider,
             "checkout_session_id": row.id,
             "payment_intent_id": payment_intent_id,
-            "amount_cents": facts.amount_cents,
-            "currency": facts.currency,
+            "amount_cents": row.amount_cents,  # the stored session's money (the event's was checked against it)
+            "currency": row.currency,
             "now": now,
             "grant_id": uuid.uuid4(),
         },
@@ -872,7 +984,7 @@ def fulfil(session: Session, obj: StripeObject, *, send_emails: bool = True) -> 
         "commerce.purchase_completed",
         purchase_id=str(purchase_id),
         checkout_session_id=row.id,
-        amount_cents=facts.amount_cents,
+        amount_cents=row.amount_cents,
     )
     return purchase_id
 
@@ -895,8 +1007,8 @@ def _duplicate(
         provider=row.provider,
         checkout_session_id=row.id,
         payment_intent_id=payment_intent_id,
-        amount_cents=facts.amount_cents,
-        currency=facts.currency,
+        amount_cents=row.amount_cents,
+        currency=row.currency,
         status="completed",
         purchased_at=now,
         refunded_amount_cents=0,

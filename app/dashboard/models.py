@@ -35,6 +35,7 @@ AUDIT_ACTIONS = (
     "grant.revoke",
     "refund.request",
     "refund.auto_duplicate",
+    "payment.mismatch",
 )
 
 

@@ -6,6 +6,12 @@ hex, Stripe-shaped session/charge/refund objects, and events signed with the fir
 webhook endpoint uses (the signature is verified there too). Ids derived from one session
 share its hex part (``cs_local_X`` -> ``pi_local_X``, ``ch_local_X``, ``evt_local_X``), so a
 double click on Pay is one event and one payment. Refuses to run in production.
+
+Like Stripe it keeps its own copy of every session it creates, apart from our
+``checkout_sessions`` row: a Redis record (``payments:local:session:{id}``, kept 30 days past
+``expires_at``), so that a session whose row was never stored (the insert after creation
+failed) can still be read back (security.md §9). The row stays the first source: it carries the
+session's later state.
 """
 
 from __future__ import annotations
@@ -14,18 +20,46 @@ import hashlib
 import json
 import secrets
 from collections.abc import Iterator, Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import redis
 from flask import current_app
 from sqlalchemy import select
 
 from app import db, errors
 from app.commerce.models import CheckoutSession, Purchase, StripeEvent
-from app.payments.base import CheckoutRequest, PermanentProviderError, RefundResult, StripeObject
+from app.payments.base import (
+    CheckoutRequest,
+    PermanentProviderError,
+    RefundResult,
+    StripeObject,
+    TransientProviderError,
+)
 from app.payments.signature import sign
 
 SESSION_PREFIX = "cs_local_"
+# Late events, retries with backoff and admin replays come after a session expired.
+RECORD_KEPT_AFTER_EXPIRY = timedelta(days=30)
+# What the record keeps: what the session was created with, not the customer's email (no PII
+# outside the database); its state (paid, expired) is worked out when it is read.
+RECORDED_FIELDS = (
+    "id",
+    "amount_subtotal",
+    "amount_total",
+    "cancel_url",
+    "client_reference_id",
+    "created",
+    "currency",
+    "expires_at",
+    "metadata",
+    "success_url",
+)
+
+
+def session_record_key(session_id: str) -> str:
+    """The provider's own copy of a session it created (written and read only here)."""
+    return f"payments:local:session:{session_id}"
 
 
 def _epoch(value: datetime) -> int:
@@ -81,7 +115,7 @@ class LocalProvider:
 
     def create_checkout_session(self, request: CheckoutRequest) -> StripeObject:
         session_id = SESSION_PREFIX + secrets.token_hex(16)
-        return {
+        obj = {
             "id": session_id,
             "object": "checkout.session",
             "amount_subtotal": request.amount_cents,
@@ -101,6 +135,28 @@ class LocalProvider:
             "success_url": request.success_url,
             "url": self.checkout_url(session_id),
         }
+        self._keep(obj, request.expires_at)
+        return obj
+
+    def _keep(self, obj: StripeObject, expires_at: datetime) -> None:
+        record = json.dumps({key: obj[key] for key in RECORDED_FIELDS})
+        try:
+            current_app.extensions["redis"].set(
+                session_record_key(obj["id"]), record, exat=expires_at + RECORD_KEPT_AFTER_EXPIRY
+            )
+        except redis.RedisError as exc:
+            # Stripe failing to store a session fails the create call too: checkout answers 503.
+            raise TransientProviderError(f"local session store unavailable: {type(exc).__name__}") from exc
+
+    def _record(self, session_id: str) -> StripeObject | None:
+        try:
+            raw = current_app.extensions["redis"].get(session_record_key(session_id))
+        except redis.RedisError as exc:
+            raise TransientProviderError(f"local session store unavailable: {type(exc).__name__}") from exc
+        if raw is None:
+            return None
+        record: StripeObject = json.loads(raw)
+        return record
 
     def session_object(self, row: CheckoutSession, *, paid: bool) -> StripeObject:
         """``row`` as Stripe would show it; ``paid`` once its Pay button produced the event."""
@@ -136,20 +192,46 @@ class LocalProvider:
 
     def is_paid(self, row: CheckoutSession) -> bool:
         """Paid once a completion event exists for it (the Pay button ran), processed or not."""
-        if row.payment_status == "paid":
-            return True
+        return row.payment_status == "paid" or self._completion_event_exists(row.id)
+
+    def _completion_event_exists(self, session_id: str) -> bool:
         event_id = db.session.scalar(
             select(StripeEvent.id)
-            .where(StripeEvent.object_id == row.id, StripeEvent.type == "checkout.session.completed")
+            .where(StripeEvent.object_id == session_id, StripeEvent.type == "checkout.session.completed")
             .limit(1)
         )
         return event_id is not None
 
     def retrieve_checkout_session(self, session_id: str) -> StripeObject | None:
+        """From the ``checkout_sessions`` row; without one, from the provider's own record.
+
+        Raises ``TransientProviderError`` when the record cannot be read (Redis unreachable).
+        """
         row = self._row(session_id)
-        if row is None:
+        if row is not None:
+            return self.session_object(row, paid=self.is_paid(row))
+        if not session_id.startswith(SESSION_PREFIX):
             return None
-        return self.session_object(row, paid=self.is_paid(row))
+        record = self._record(session_id)
+        if record is None:
+            return None
+        return self.recorded_object(record, paid=self._completion_event_exists(session_id))
+
+    def recorded_object(self, record: StripeObject, *, paid: bool) -> StripeObject:
+        """A session known only from the provider's record, as Stripe would show it now."""
+        session_id = record["id"]
+        hex_part = _suffix(session_id, SESSION_PREFIX) or session_id
+        expired = record["expires_at"] <= int(datetime.now(UTC).timestamp())
+        return {
+            **record,
+            "object": "checkout.session",
+            "livemode": False,
+            "mode": "payment",
+            "payment_intent": f"pi_local_{hex_part}" if paid else None,
+            "payment_status": "paid" if paid else "unpaid",
+            "status": "complete" if paid else ("expired" if expired else "open"),
+            "url": None if paid or expired else self.checkout_url(session_id),
+        }
 
     def find_session_for_payment_intent(self, payment_intent_id: str) -> StripeObject | None:
         hex_part = _suffix(payment_intent_id, "pi_local_")

@@ -3,6 +3,7 @@ Stripe deliveries, and running the worker's code inside the test's transaction."
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -14,12 +15,13 @@ from flask.testing import FlaskClient
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from app.commerce.models import Purchase, StripeEvent
+from app.commerce.models import CheckoutSession, Purchase, StripeEvent
 from app.content.models import Content
 from app.identity.models import User
 from app.notifications.models import EmailOutbox
 from app.orgs.models import Organization
 from tests import factories
+from tests.factories import committed_session
 from tests.fakes import stripe_objects as so
 from tests.identity.helpers import make_org
 
@@ -42,11 +44,43 @@ class Shop:
             "organization_id": str(content.organization_id),
         }
 
-    def paid_session(self, **kwargs: Any) -> dict[str, Any]:
+    def paid_session(self, *, stored: bool = True, **kwargs: Any) -> dict[str, Any]:
+        """A paid Checkout Session of this shop's metadata (or the ``metadata`` given).
+
+        ``stored``: its ``checkout_sessions`` row exists, as checkout stores it on creation (open,
+        unpaid, the same amount and currency), so that fulfilment finds the session it created.
+        Sessions with metadata of the test's own are never stored.
+        """
         kwargs.setdefault("amount_total", self.content.price_cents)
         content, customer = kwargs.pop("content", None), kwargs.pop("customer", None)
-        metadata = kwargs.pop("metadata") if "metadata" in kwargs else self.metadata(content, customer)
-        return so.checkout_session(metadata=metadata, **kwargs)
+        given = "metadata" in kwargs
+        metadata = kwargs.pop("metadata") if given else self.metadata(content, customer)
+        obj = so.checkout_session(metadata=metadata, **kwargs)
+        if stored and not given:
+            store_session(obj)
+        return obj
+
+
+def committed_paid_session(flask_app: Flask, shop: Shop, **kwargs: Any) -> dict[str, Any]:
+    """``shop.paid_session`` with its row committed (tests whose web and worker are other sessions)."""
+    with committed_session(flask_app):
+        return shop.paid_session(**kwargs)
+
+
+def store_session(obj: dict[str, Any]) -> CheckoutSession:
+    """The ``checkout_sessions`` row checkout would have stored for ``obj`` when it was created."""
+    meta = obj["metadata"]
+    row: CheckoutSession = factories.CheckoutSessionFactory(
+        id=obj["id"],
+        provider="local" if obj["id"].startswith("cs_local_") else "stripe",
+        customer_id=uuid.UUID(meta["customer_id"]),
+        content_id=uuid.UUID(meta["content_id"]),
+        organization_id=uuid.UUID(meta["organization_id"]),
+        amount_cents=obj["amount_total"],
+        currency=obj["currency"],
+        expires_at=datetime.fromtimestamp(obj["expires_at"], UTC),
+    )
+    return row
 
 
 def make_shop(price_cents: int = 1999) -> Shop:

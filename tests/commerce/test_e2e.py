@@ -23,7 +23,7 @@ from app.commerce.models import Purchase, StripeEvent
 from app.notifications.models import EmailOutbox
 from tasks.payments import process_event
 from tests import factories
-from tests.commerce.helpers import WEBHOOK, Shop, make_shop
+from tests.commerce.helpers import WEBHOOK, Shop, committed_paid_session, make_shop
 from tests.factories import committed_session
 from tests.fakes import stripe_objects as so
 from tests.identity.helpers import auth, signed_in
@@ -121,7 +121,7 @@ def shop_for_worker(committed_worker_app: Flask) -> Shop:
 
 def test_same_event_delivered_five_times_concurrently(committed_db, shop_committed, sent_tasks) -> None:
     app, shop = committed_db, shop_committed
-    evt = so.event("checkout.session.completed", shop.paid_session())
+    evt = so.event("checkout.session.completed", committed_paid_session(app, shop))
     body, headers = so.signed(evt)
 
     statuses = together(5, lambda _: app.test_client().post(WEBHOOK, data=body, headers=headers).status_code)
@@ -143,7 +143,7 @@ def test_same_event_delivered_five_times_concurrently(committed_db, shop_committ
 def test_different_events_for_one_payment_concurrently(committed_db, shop_committed, sent_tasks) -> None:
     """completed (twice, two ids), async_payment_succeeded and reconciliation for one payment intent."""
     app, shop = committed_db, shop_committed
-    obj = shop.paid_session()
+    obj = committed_paid_session(app, shop)
     deliveries = [
         so.event("checkout.session.completed", obj),
         so.event("checkout.session.completed", obj),
@@ -164,7 +164,7 @@ def test_different_events_for_one_payment_concurrently(committed_db, shop_commit
 
 def test_two_paid_sessions_for_one_item_concurrently(committed_db, shop_committed, sent_tasks) -> None:
     app, shop = committed_db, shop_committed
-    evts = [so.event("checkout.session.completed", shop.paid_session()) for _ in range(2)]
+    evts = [so.event("checkout.session.completed", committed_paid_session(app, shop)) for _ in range(2)]
     for evt in evts:
         body, headers = so.signed(evt)
         app.test_client().post(WEBHOOK, data=body, headers=headers)
@@ -196,7 +196,7 @@ def _start_worker(flask_app: Flask) -> Any:
 
 def test_worker_dying_mid_transaction_is_recovered_by_the_sweeper(committed_worker_app, shop_for_worker) -> None:
     app, shop = committed_worker_app, shop_for_worker
-    evt = so.event("checkout.session.completed", shop.paid_session())
+    evt = so.event("checkout.session.completed", committed_paid_session(app, shop))
     body, headers = so.signed(evt)
     app.extensions["task_sender"], sender = (lambda *a: None), app.extensions["task_sender"]
     try:
@@ -237,7 +237,7 @@ def test_flushed_redis_loses_nothing(committed_worker_app, shop_for_worker) -> N
     customers = []
     with committed_session(app):
         customers = [factories.UserFactory(email_verified_at=datetime.now(UTC)) for _ in range(4)]
-    evts = [so.event("checkout.session.completed", shop.paid_session(customer=c)) for c in customers]
+    evts = [so.event("checkout.session.completed", committed_paid_session(app, shop, customer=c)) for c in customers]
     for evt in evts:  # stored and acknowledged; their messages go to the broker...
         body, headers = so.signed(evt)
         assert app.test_client().post(WEBHOOK, data=body, headers=headers).status_code == 200

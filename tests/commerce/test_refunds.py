@@ -27,7 +27,9 @@ def bought(shop: Shop, fake_stripe: Any = None, **kwargs: Any) -> Purchase:
     purchase: Purchase = factories.PurchaseFactory(customer_id=shop.customer.id, content=shop.content, **kwargs)
     if fake_stripe is not None:
         fake_stripe.add_session(
-            shop.paid_session(session_id=purchase.checkout_session_id, payment_intent=purchase.payment_intent_id)
+            shop.paid_session(
+                stored=False, session_id=purchase.checkout_session_id, payment_intent=purchase.payment_intent_id
+            )
         )
     factories.GrantFactory(
         user_id=shop.customer.id,

@@ -125,17 +125,7 @@ def test_a_real_worker_runs_the_published_message(committed_db: Flask, celery_wo
 
     with committed_session(committed_db) as session:
         shop = make_shop()
-        evt = so.event(
-            "checkout.session.completed",
-            so.checkout_session(
-                metadata={
-                    "customer_id": str(shop.customer.id),
-                    "content_id": str(shop.content.id),
-                    "organization_id": str(shop.org.id),
-                },
-                amount_total=shop.content.price_cents,
-            ),
-        )
+        evt = so.event("checkout.session.completed", shop.paid_session())
     with committed_session(committed_db) as session:
         ingest_event(committed_db, session, evt)
     RedisTaskPublisher(committed_db.extensions["celery"])("payments.process_stripe_event", (evt["id"],), None)

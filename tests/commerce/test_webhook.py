@@ -19,7 +19,7 @@ from tests.identity.helpers import count
 
 
 def completed_event(shop: Any, **kwargs: Any) -> dict[str, Any]:
-    return so.event("checkout.session.completed", shop.paid_session(), **kwargs)
+    return so.event("checkout.session.completed", shop.paid_session(stored=False), **kwargs)
 
 
 def failures() -> float:
@@ -141,7 +141,7 @@ def test_unhandled_type_is_stored_ignored_and_not_enqueued(client, db_session, s
 
 def test_livemode_mismatch_is_ignored(client, db_session, shop, sent_tasks) -> None:
     # The local provider (and sk_test_ keys) expect test events; a live event is recorded, not acted on.
-    evt = so.event("checkout.session.completed", shop.paid_session(livemode=True))
+    evt = so.event("checkout.session.completed", shop.paid_session(stored=False, livemode=True))
     assert deliver(client, evt).status_code == 200
     row = db_session.get(StripeEvent, evt["id"])
     assert row.status == "ignored" and "livemode" in row.last_error
@@ -151,8 +151,8 @@ def test_livemode_mismatch_is_ignored(client, db_session, shop, sent_tasks) -> N
 def test_live_key_expects_live_events(app, db_session, shop, stripe_provider, sent_tasks, monkeypatch) -> None:
     monkeypatch.setattr(stripe_provider, "_api_key", "sk_live_x")
     client = app.test_client()
-    live = so.event("checkout.session.completed", shop.paid_session(livemode=True))
-    test = so.event("checkout.session.completed", shop.paid_session())
+    live = so.event("checkout.session.completed", shop.paid_session(stored=False, livemode=True))
+    test = so.event("checkout.session.completed", shop.paid_session(stored=False))
     assert deliver(client, live).status_code == 200 and deliver(client, test).status_code == 200
     assert db_session.get(StripeEvent, live["id"]).status == "received"
     assert db_session.get(StripeEvent, test["id"]).status == "ignored"

@@ -231,10 +231,7 @@ class FakeStripe:
         if path == "/v1/checkout/sessions":
             return self._create_session(params) if method == "POST" else self._list_sessions(params)
         if method == "GET" and path.startswith("/v1/checkout/sessions/"):
-            obj = self.state.sessions.get(path.rsplit("/", 1)[-1])
-            if obj is None:
-                return self._missing("checkout.session", path.rsplit("/", 1)[-1])
-            return 200, obj, {}
+            return self._retrieve_session(path.removeprefix("/v1/checkout/sessions/"))
         if method == "POST" and path == "/v1/refunds":
             return self._create_refund(params)
         if method == "GET" and path.startswith("/v1/charges/"):
@@ -273,6 +270,14 @@ class FakeStripe:
         )
         obj["_payment_intent_metadata"] = dict((params.get("payment_intent_data") or {}).get("metadata") or {})
         self.state.sessions[obj["id"]] = obj
+        return 200, self._public(obj), {}
+
+    def _retrieve_session(self, session_id: str) -> tuple[int, dict[str, Any], dict[str, str]]:
+        """``GET /v1/checkout/sessions/{id}``: only a session this account holds (created through
+        the API, or put there with ``add_session``), as it is now; anything else is Stripe's 404."""
+        obj = self.state.sessions.get(session_id) if "/" not in session_id else None
+        if obj is None:
+            return self._missing("checkout.session", session_id)
         return 200, self._public(obj), {}
 
     @staticmethod

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import socket
 from datetime import UTC, datetime, timedelta
 
 import pytest
+import redis as redis_lib
 from sqlalchemy import select
 
 from app.commerce.models import CheckoutSession, StripeEvent
-from app.payments.local_provider import LocalProvider
+from app.payments import CheckoutRequest, TransientProviderError
+from app.payments.local_provider import LocalProvider, session_record_key
 from app.payments.signature import verify
 from tests import factories
 from tests.commerce.helpers import Shop, in_app, process, purchases
@@ -172,6 +175,55 @@ def test_session_object_and_lookups(app, db_session, shop, local_provider) -> No
         assert local_provider.payment_intent_for_charge("ch_local_" + "ab" * 16) == obj["payment_intent"]
         assert list(local_provider.list_recent_complete_sessions(datetime.now(UTC))) == []
         assert local_provider.retrieve_checkout_session("cs_test_other") is None
+
+
+def _request(shop: Shop) -> CheckoutRequest:
+    return CheckoutRequest(
+        amount_cents=1999,
+        currency="usd",
+        product_name="Knife Skills",
+        customer_email=shop.customer.email,
+        client_reference_id=str(shop.customer.id),
+        metadata=shop.metadata(),
+        success_url="http://localhost:3000/ok?session_id={CHECKOUT_SESSION_ID}",
+        cancel_url="http://localhost:3000/cancel",
+        expires_at=datetime.now(UTC) + timedelta(minutes=30),
+        idempotency_key="checkout:1",
+    )
+
+
+def test_created_session_is_read_back_without_its_row(app, db_session, shop, local_provider, redis) -> None:
+    """The provider's own record answers when the row was never stored; a completion event makes it paid."""
+    with in_app(app, db_session):
+        created = local_provider.create_checkout_session(_request(shop))
+        session_id = created["id"]
+        assert db_session.get(CheckoutSession, session_id) is None
+        obj = local_provider.retrieve_checkout_session(session_id)
+        assert (obj["status"], obj["payment_status"], obj["payment_intent"]) == ("open", "unpaid", None)
+        assert (obj["amount_total"], obj["currency"], obj["metadata"]) == (1999, "usd", shop.metadata())
+        assert obj["url"] == created["url"] and "customer_email" not in obj  # no PII in the record
+        assert 0 < redis.ttl(session_record_key(session_id)) - 30 * 86400 <= 30 * 60
+        factories.StripeEventFactory(object_id=session_id, type="checkout.session.completed")
+        obj = local_provider.retrieve_checkout_session(session_id)
+        hex_part = session_id.removeprefix("cs_local_")
+        assert (obj["status"], obj["payment_status"], obj["payment_intent"]) == (
+            "complete",
+            "paid",
+            f"pi_local_{hex_part}",
+        )
+        assert local_provider.retrieve_checkout_session("cs_local_" + "0" * 32) is None
+
+
+def test_unreachable_record_store_is_transient(app, db_session, shop, local_provider, monkeypatch) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    monkeypatch.setitem(app.extensions, "redis", redis_lib.Redis(port=port, socket_connect_timeout=0.5))
+    with in_app(app, db_session):
+        with pytest.raises(TransientProviderError):
+            local_provider.create_checkout_session(_request(shop))
+        with pytest.raises(TransientProviderError):
+            local_provider.retrieve_checkout_session("cs_local_" + "0" * 32)
 
 
 def test_local_provider_refuses_production(app) -> None:

@@ -77,6 +77,16 @@ def test_retrieve_and_missing(stripe_provider, fake_stripe) -> None:
     assert stripe_provider.retrieve_checkout_session("cs_test_missing") is None
 
 
+def test_retrieve_serves_only_sessions_the_account_holds(stripe_provider, fake_stripe) -> None:
+    """``GET /v1/checkout/sessions/{id}`` as Stripe answers it: the session as created, nothing
+    the fake keeps for itself; another account's or a made-up id is a 404 (None)."""
+    created = stripe_provider.create_checkout_session(request())
+    obj = stripe_provider.retrieve_checkout_session(created["id"])
+    assert obj == created and not any(key.startswith("_") for key in obj)
+    assert (obj["amount_total"], obj["currency"], obj["metadata"]) == (1999, "usd", request().metadata)
+    assert stripe_provider.retrieve_checkout_session(so.stripe_id("cs_test_a1", 56)) is None
+
+
 def test_find_session_for_payment_intent(stripe_provider, fake_stripe) -> None:
     obj = fake_stripe.add_session(so.checkout_session(metadata={"customer_id": "x"}, payment_intent="pi_find"))
     assert stripe_provider.find_session_for_payment_intent("pi_find")["id"] == obj["id"]
