@@ -24,6 +24,7 @@ Layout::
     pb:stats:dirty                           stats members to roll up ("{yyyymmdd}:{content_id}")
     pb:stats:inflight:{run_id}:{member}      counters claimed by one rollup run
     lock:beat:{task_name}                    a periodic task's single-run lock
+    payments:local:session:{session_id}      the local payment provider's copy of a session it created
 
 flask-limiter's keys (``rl/…``) are the library's, built from ``extensions.rate_limit_key``.
 """
@@ -157,6 +158,17 @@ def beat_lock(task_name: str) -> str:
     return f"lock:beat:{task_name}"
 
 
+# ---- the local payment provider (app.payments.local_provider) ----------------------------------
+
+PAYMENTS_PREFIX = "payments:"
+
+
+def local_payment_session(session_id: str) -> str:
+    """The local provider's own record of a checkout session it created, so a session whose
+    ``checkout_sessions`` row was never stored can still be read back (security.md §9)."""
+    return f"payments:local:session:{session_id}"
+
+
 # ---- derived lists -------------------------------------------------------------------------------
 
 PREFIXES: tuple[str, ...] = (
@@ -167,6 +179,7 @@ PREFIXES: tuple[str, ...] = (
     ORG_SETTINGS_PREFIX,
     PLAYBACK_PREFIX,
     LOCK_PREFIX,
+    PAYMENTS_PREFIX,
 )
 """Every key above starts with one of these (nothing else in app/ or tasks/ may spell them)."""
 

@@ -27,7 +27,7 @@ import redis
 from flask import current_app
 from sqlalchemy import select
 
-from app import db, errors
+from app import db, errors, keys
 from app.commerce.models import CheckoutSession, Purchase, StripeEvent
 from app.payments.base import (
     CheckoutRequest,
@@ -57,9 +57,7 @@ RECORDED_FIELDS = (
 )
 
 
-def session_record_key(session_id: str) -> str:
-    """The provider's own copy of a session it created (written and read only here)."""
-    return f"payments:local:session:{session_id}"
+session_record_key = keys.local_payment_session  # the provider's own copy, written and read only here
 
 
 def _epoch(value: datetime) -> int:

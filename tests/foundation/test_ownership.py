@@ -121,6 +121,7 @@ SAMPLES = {
     "daily_stats": ("20250101", uuid.uuid4()),
     "stats_inflight": ("run", "20250101:" + str(uuid.uuid4())),
     "beat_lock": ("playback.flush_progress",),
+    "local_payment_session": ("cs_local_abc",),
 }
 
 

@@ -1,7 +1,7 @@
 """audit action payment.mismatch
 
-Revision ID: audit_payment_mismatch
-Revises: 0009
+Revision ID: 0011
+Revises: 0010
 Create Date: 2026-12-06 09:00:00
 
 A paid checkout session whose amount or currency differs from the session this app created is
@@ -13,8 +13,8 @@ from collections.abc import Sequence
 
 from alembic import op
 
-revision: str = "audit_payment_mismatch"
-down_revision: str | None = "0009"
+revision: str = "0011"
+down_revision: str | None = "0010"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
@@ -24,6 +24,8 @@ BEFORE = (
     "member.role_change",
     "member.remove",
     "ownership.transfer",
+    "invitation.create",
+    "invitation.revoke",
     "settings.update",
     "settings.logo_update",
     "settings.logo_delete",
