@@ -103,6 +103,7 @@ def _init_extensions(app: Flask, role: str) -> None:
 
     init_auth(app)  # route limits before the body hooks (README §3.4); session sliding
     http.register_request_hooks(app)
+    _register_email_lookups(app)
 
     app.config.update(api_settings(app))
     api = Api(app)
@@ -111,6 +112,16 @@ def _init_extensions(app: Flask, role: str) -> None:
 
     celery_app = jobs.celery_init_app(app)
     app.extensions["task_sender"] = jobs.make_task_sender(celery_app)
+
+
+def _register_email_lookups(app: Flask) -> None:
+    """Notifications sits below every domain that queues email, so it cannot import the two whose
+    data an email needs at send time: orgs (branding) and identity (the user's name) hand it theirs."""
+    from app.identity.service import user_name
+    from app.notifications.branding import register_lookups
+    from app.orgs.branding import branding_for
+
+    register_lookups(app, branding=branding_for, user_name=user_name)
 
 
 def _register_blueprints(app: Flask) -> None:

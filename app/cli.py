@@ -1,4 +1,9 @@
-"""``flask --app app codex …`` commands for operators."""
+"""``flask --app app codex …`` commands for operators.
+
+The CLI's composition root: it holds the ``codex`` group and the app-wide commands, and mounts
+the domains' commands at the bottom. Each domain's ``cli.py`` defines plain click commands and
+never imports this module, so imports point down (a domain does not know the group it joins).
+"""
 
 from __future__ import annotations
 
@@ -9,6 +14,10 @@ from flask import current_app
 from flask.cli import with_appcontext
 
 from app import db
+from app.commerce.cli import stripe_replay
+from app.dashboard.cli import rebuild_rollups
+from app.identity.cli import create_owner
+from app.notifications.cli import email_preview
 
 
 @click.group("codex")
@@ -65,8 +74,7 @@ def seed() -> None:
         click.echo(line)
 
 
-# Domain command modules add their commands to ``codex_cli`` when imported.
-from app.commerce import cli as _commerce_cli  # noqa: E402,F401
-from app.dashboard import cli as _dashboard_cli  # noqa: E402,F401
-from app.identity import cli as _identity_cli  # noqa: E402,F401
-from app.notifications import cli as _notifications_cli  # noqa: E402,F401
+codex_cli.add_command(create_owner)
+codex_cli.add_command(email_preview)
+codex_cli.add_command(rebuild_rollups)
+codex_cli.add_command(stripe_replay)

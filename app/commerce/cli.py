@@ -1,4 +1,4 @@
-"""Stripe event operator commands on the ``codex`` CLI group."""
+"""Stripe event operator commands; ``app.cli`` adds them to the ``codex`` CLI group."""
 
 from __future__ import annotations
 
@@ -6,11 +6,10 @@ import click
 from flask.cli import with_appcontext
 
 from app import db, errors
-from app.cli import codex_cli
 from app.commerce import events
 
 
-@codex_cli.command("stripe-replay")
+@click.command("stripe-replay")
 @click.argument("event_id")
 @with_appcontext
 def stripe_replay(event_id: str) -> None:

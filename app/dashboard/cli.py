@@ -1,4 +1,4 @@
-"""Dashboard operator commands on the ``codex`` CLI group."""
+"""Dashboard operator commands; ``app.cli`` adds them to the ``codex`` CLI group."""
 
 from __future__ import annotations
 
@@ -8,11 +8,10 @@ import click
 from flask.cli import with_appcontext
 
 from app import db
-from app.cli import codex_cli
 from app.dashboard import rollups
 
 
-@codex_cli.command("rebuild-rollups")
+@click.command("rebuild-rollups")
 @click.option("--org", "org_id", type=click.UUID, default=None, help="Only this organization (default: all).")
 @with_appcontext
 def rebuild_rollups(org_id: uuid.UUID | None) -> None:

@@ -1,4 +1,4 @@
-"""Identity operator commands (registered on the ``codex`` CLI group)."""
+"""Identity operator commands; ``app.cli`` adds them to the ``codex`` CLI group."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ import marshmallow as ma
 from flask.cli import with_appcontext
 
 from app import db, errors
-from app.cli import codex_cli
 from app.identity import service
 from app.identity.schemas import EmailField
 
@@ -20,7 +19,7 @@ def _email(value: str) -> str:
     return email
 
 
-@codex_cli.command("create-owner")
+@click.command("create-owner")
 @click.option("--email", required=True, help="The platform owner's email address.")
 @click.option("--password", default=None, help="Password for a new account (prompted when omitted).")
 @click.option("--name", default="Platform Owner", show_default=True, help="Display name for a new account.")

@@ -42,6 +42,11 @@ def get_user_by_email(session: Session, email: str) -> User | None:
     return session.scalar(select(User).where(User.email == email.lower()))
 
 
+def user_name(session: Session, user_id: uuid.UUID) -> str | None:
+    """The user's display name, None when the user is gone (the lookup emails use for ``user_name``)."""
+    return session.scalar(select(User.name).where(User.id == user_id))
+
+
 def create_user(
     session: Session,
     *,

@@ -1,4 +1,4 @@
-"""Email operator commands (registered on the ``codex`` CLI group)."""
+"""Email operator commands; ``app.cli`` adds them to the ``codex`` CLI group."""
 
 from __future__ import annotations
 
@@ -10,11 +10,10 @@ from flask import current_app
 from flask.cli import with_appcontext
 
 from app import db
-from app.cli import codex_cli
 from app.notifications.models import TEMPLATES
 
 
-@codex_cli.command("email-preview")
+@click.command("email-preview")
 @click.argument("name", type=click.Choice([*TEMPLATES, "all"]))
 @click.option(
     "--out",

@@ -27,8 +27,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import jinja2
 from flask import current_app
 
+from app.notifications.branding import DEFAULT_PRIMARY_COLOR, Branding
 from app.notifications.models import TEMPLATES
-from app.orgs.branding import DEFAULT_PRIMARY_COLOR, Branding
 
 TEMPLATE_DIR = Path(__file__).resolve().parent.parent.parent / "templates" / "email"
 SUBJECT_MAX = 200

@@ -26,7 +26,6 @@ from sqlalchemy import Table, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from app.db import enqueue_after_commit
-from app.identity.models import User
 from app.logging import mask_email
 from app.notifications.backends import (
     Delivery,
@@ -38,6 +37,7 @@ from app.notifications.backends import (
     sender_domain,
     sender_parts,
 )
+from app.notifications.branding import lookup_branding, lookup_user_name
 from app.notifications.models import TEMPLATES, EmailOutbox
 from app.notifications.rendering import (
     SECRET_VARIABLES,
@@ -46,7 +46,6 @@ from app.notifications.rendering import (
     render_email,
     sample_context,
 )
-from app.orgs.branding import branding_for
 from app.schemas import paginate
 
 log = structlog.get_logger(__name__)
@@ -268,11 +267,14 @@ def build_email(
     organization_id: uuid.UUID | None,
     context: Mapping[str, Any],
 ) -> OutgoingEmail:
-    """Render the message with the branding of ``organization_id`` (platform defaults when None)."""
-    branding = branding_for(session, organization_id)
+    """Render the message with the branding of ``organization_id`` (platform defaults when None).
+
+    Branding and the user's name come from the lookups orgs and identity register (see ``branding``).
+    """
+    branding = lookup_branding(session, organization_id)
     values = dict(context)
     if not values.get("user_name") and user_id is not None:
-        values["user_name"] = session.scalar(select(User.name).where(User.id == user_id))
+        values["user_name"] = lookup_user_name(session, user_id)
     rendered = render_email(template, values, branding)
     _, sender_address = sender_parts(current_app.config["MAIL_DEFAULT_SENDER"])
     return OutgoingEmail(

@@ -1,7 +1,9 @@
 """Org settings as branding, read through the Redis cache ``org_settings:{org_id}`` (1 h).
 
-Used by the public settings endpoint and by the email layout. Writers call ``invalidate`` after
-their commit (jobs.md §8.3, api.md §5). Redis being down only costs a database read.
+Used by the public settings endpoint and by the email layout: ``branding_for`` is the lookup
+``create_app`` registers with notifications, which owns the ``Branding`` value and the platform
+defaults. Writers call ``invalidate`` after their commit (jobs.md §8.3, api.md §5). Redis being
+down only costs a database read.
 """
 
 from __future__ import annotations
@@ -9,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import json
 import uuid
-from dataclasses import asdict, dataclass
 from typing import Any
 
 import redis
@@ -19,13 +20,13 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app import keys
+from app.notifications.branding import Branding, platform_branding
 from app.orgs.models import Organization, OrgSettings
 from app.schemas import format_timestamp
 
 log = structlog.get_logger(__name__)
 
 CACHE_TTL_SECONDS = 3600
-DEFAULT_PRIMARY_COLOR = "#3B82F6"
 
 
 def logo_url(key: str | None) -> str | None:
@@ -89,39 +90,11 @@ def invalidate(org_id: uuid.UUID | str) -> None:
         log.warning("cache.unavailable", cache="org_settings")
 
 
-@dataclass(frozen=True)
-class Branding:
-    """The variables every email template gets (jobs.md §8.3)."""
-
-    platform_name: str
-    logo_url: str | None
-    primary_color: str
-    secondary_color: str | None
-    support_email: str
-    contact_url: str | None
-    business_name: str | None
-    timezone: str
-    organization_slug: str | None = None
-
-    def as_context(self) -> dict[str, Any]:
-        return asdict(self)
-
-
 def branding_for(session: Session, org_id: uuid.UUID | None) -> Branding:
     """Branding of ``org_id``, or the platform defaults when it is None or gone."""
     snapshot = settings_snapshot(session, org_id) if org_id else None
     if snapshot is None:
-        config = current_app.config
-        return Branding(
-            platform_name=config["PLATFORM_NAME"],
-            logo_url=None,
-            primary_color=DEFAULT_PRIMARY_COLOR,
-            secondary_color=None,
-            support_email=config["PLATFORM_SUPPORT_EMAIL"],
-            contact_url=None,
-            business_name=None,
-            timezone="UTC",
-        )
+        return platform_branding()
     return Branding(
         platform_name=snapshot["platform_name"],
         logo_url=logo_url(snapshot["logo_key"]),
