@@ -71,6 +71,14 @@ class Clips:
 
         return self._get(f"tone-{seconds}.mp3", make)
 
+    def tone_mp4(self, seconds: float = 3.5) -> Path:
+        """AAC audio only, in an MP4 container (passes the ``ftyp`` magic check, has no video)."""
+
+        def make(path: Path) -> None:
+            _ffmpeg("-f", "lavfi", "-i", f"sine=frequency=440:duration={seconds}", "-c:a", "aac", str(path))
+
+        return self._get(f"tone-{seconds}.m4a", make)
+
     def garbage(self) -> Path:
         """Passes an ``ftyp`` magic-bytes check, but is not a decodable file."""
 
