@@ -57,6 +57,15 @@ class Clips:
 
         return self._get(f"video-{width}x{height}-{seconds}-{'av' if audio else 'v'}.mp4", make)
 
+    def faststart(self) -> Path:
+        """The 640x360 clip with its index (``moov``) first, as phones and editors usually write it:
+        ffmpeg can then read it as the segment of an HLS playlist."""
+
+        def make(path: Path) -> None:
+            _ffmpeg("-i", str(self.video(640, 360)), "-c", "copy", "-movflags", "+faststart", str(path))
+
+        return self._get("faststart.mp4", make)
+
     def rotated(self) -> Path:
         """A 1280x720 clip stored with a 90° display matrix: a 720x1280 portrait video when shown."""
 

@@ -72,9 +72,13 @@ def playlist(kind: str, target: Path) -> bytes:
 
 
 def victim(env: MediaEnv, clips: Clips) -> Path:
-    """Another organization's original on local storage; returns its path on disk."""
+    """Another organization's original on local storage; returns its path on disk.
+
+    With its index first, ffmpeg's own guess reads it fine as an HLS segment: before the fix the
+    ID3 disguised playlist below became ``ready`` with this video's sound.
+    """
     other = MediaItemFactory()
-    env.put_original(other, clips.video(640, 360))
+    env.put_original(other, clips.faststart())
     return env.storage.path_for(other.original_key)  # type: ignore[attr-defined,no-any-return]
 
 

@@ -23,6 +23,18 @@ __all__ = ["limited_app", "limited_client"]  # fixtures used below
 MP4_HEAD = b"\x00\x00\x00\x18ftypisom" + b"\x00" * 100
 
 
+def hls_playlist(target: str, size: int | None = None) -> bytes:
+    """An HLS playlist pointing at ``target``; with ``size``, padded with a comment line to exactly that."""
+    text = f"#EXTM3U\n#EXT-X-TARGETDURATION:10\n#EXTINF:3.0,\n{target}\n#EXT-X-ENDLIST\n".encode()
+    if size is None:
+        return text
+    assert size > len(text) + 1, "target path too long for the padding"
+    return text + b"#" * (size - len(text) - 1) + b"\n"
+
+
+GOOD = MP4_HEAD.ljust(1000, b"\1")  # passes the magic check
+
+
 @pytest.fixture()
 def staff(db_session: Session) -> Staff:
     return make_staff()
@@ -178,9 +190,8 @@ def test_upload_complete_pins_the_etag_and_the_upload_url_refuses_new_bytes(
     assert row is not None and row.upload_etag == answered
 
     storage = client.application.extensions["storage"]
-    playlist = hls_playlist(
-        len(GOOD), str(storage.path_for(keys.original_key(uuid.uuid4(), uuid.uuid4(), "video/mp4")))
-    )
+    other_org_original = storage.path_for(keys.original_key(uuid.uuid4(), uuid.uuid4(), "video/mp4"))
+    playlist = hls_playlist(str(other_org_original), len(GOOD))
     again = client.put(urlsplit(upload["url"]).path, data=playlist, headers=upload["headers"])
     assert again.status_code == 409 and again.json["error"]["code"] == "STATE_CONFLICT"
     assert storage.get_bytes(row.original_key) == GOOD and storage.head(row.original_key).etag == answered
@@ -376,15 +387,6 @@ def failed_after_upload(client: FlaskClient, db_session: Session, staff: Staff, 
     return media
 
 
-def hls_playlist(size: int, target: str) -> bytes:
-    """An HLS playlist pointing at ``target``, padded with comment lines to exactly ``size`` bytes."""
-    text = f"#EXTM3U\n#EXT-X-TARGETDURATION:10\n#EXTINF:3.0,\n{target}\n#EXT-X-ENDLIST\n".encode()
-    return (text + b"#" * (size - len(text) - 1) + b"\n") if size > len(text) else text
-
-
-GOOD = MP4_HEAD.ljust(200, b"\1")
-
-
 @pytest.mark.parametrize(
     ("change", "code", "message"),
     [
@@ -407,9 +409,9 @@ def test_retry_repeats_the_upload_checks_against_the_pinned_etag(
         storage.delete(media.original_key)
     else:
         replacement = {
-            "same size, still ftyp": MP4_HEAD.ljust(200, b"\2"),
-            "a playlist of the same size": hls_playlist(200, str(storage.path_for(other_org_original))),
-            "a playlist of another size": hls_playlist(0, str(storage.path_for(other_org_original))),
+            "same size, still ftyp": MP4_HEAD.ljust(len(GOOD), b"\2"),
+            "a playlist of the same size": hls_playlist(str(storage.path_for(other_org_original)), len(GOOD)),
+            "a playlist of another size": hls_playlist(str(storage.path_for(other_org_original))),
         }[change]
         storage.put_bytes(media.original_key, replacement, "video/mp4")
 
@@ -444,9 +446,11 @@ def test_retry_of_a_row_without_a_pinned_etag_checks_the_magic_bytes_then_pins(
     client: FlaskClient, db_session: Session, staff: Staff, sent_tasks: Sent
 ) -> None:
     """Rows uploaded before ETags were pinned: size and magic are checked, and the checked object is pinned."""
-    media = make_media(staff.org.id, staff.creator.id, ready=False, status="failed", attempts=1, file_size_bytes=200)
+    media = make_media(
+        staff.org.id, staff.creator.id, ready=False, status="failed", attempts=1, file_size_bytes=len(GOOD)
+    )
     storage = client.application.extensions["storage"]
-    storage.put_bytes(media.original_key, hls_playlist(200, "/etc/passwd.mp4"), "video/mp4")
+    storage.put_bytes(media.original_key, hls_playlist("/etc/passwd.mp4", len(GOOD)), "video/mp4")
     r = client.post(f"/api/v1/media/{media.id}/retry", headers=staff.creator.headers)
     assert r.status_code == 422 and r.json["error"]["code"] == "UPLOAD_TYPE_MISMATCH" and sent_tasks == []
 
