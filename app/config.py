@@ -72,6 +72,7 @@ class Config:
     FFMPEG_PATH: str = "ffmpeg"
     FFPROBE_PATH: str = "ffprobe"
     MEDIA_X264_PRESET: str = "veryfast"
+    MEDIA_FFMPEG_MAX_MEMORY_MB: int = 4096  # RLIMIT_AS of every ffmpeg/ffprobe child (security.md §8)
     PAYMENT_PROVIDER: str = "auto"
     STRIPE_SECRET_KEY: str = ""
     STRIPE_WEBHOOK_SECRET: list[str] = field(default_factory=lambda: [DEFAULT_WEBHOOK_SECRET])
@@ -139,7 +140,7 @@ class Config:
 
     @property
     def media_hard_time_limit(self) -> int:
-        return self.MEDIA_TASK_SOFT_TIME_LIMIT + 300
+        return media_hard_time_limit(self.MEDIA_TASK_SOFT_TIME_LIMIT)
 
     @property
     def broker_visibility_timeout(self) -> int:
@@ -202,6 +203,11 @@ class Config:
     def as_flask_config(self) -> dict[str, Any]:
         """Everything as a mapping for ``app.config`` (same names)."""
         return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+def media_hard_time_limit(soft_limit: int) -> int:
+    """``media.ingest``'s hard time limit (spec README §6: soft + 300), also ffmpeg's RLIMIT_CPU."""
+    return soft_limit + 300
 
 
 def _coerce(name: str, annotation: Any, raw: str) -> Any:

@@ -346,6 +346,8 @@ def _prepare_media(
             clip = _make_clip(spec, Path(workdir))
             storage.put_file(media.original_key, clip, spec.mime_type)
             values["file_size_bytes"] = clip.stat().st_size
+            stored = storage.head(media.original_key)
+            values["upload_etag"] = stored.etag if stored else None  # the re-stored clip is the checked one
     session.execute(update(MediaItem).where(MediaItem.id == media.id).values(**values))
     report.created.append(f"{spec.key} media {media.id} re-ingested (was {previous})")
     return media.id, True

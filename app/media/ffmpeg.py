@@ -1,4 +1,4 @@
-"""Thin wrappers around ffprobe/ffmpeg (jobs.md §6, security.md §15).
+"""Thin wrappers around ffprobe/ffmpeg (jobs.md §6, security.md §8 and §15).
 
 Everything runs with argument lists (never a shell) on files inside the job's temporary
 directory. ``probe`` parses ``ffprobe -show_format -show_streams -of json`` into small dataclasses;
@@ -6,16 +6,27 @@ directory. ``probe`` parses ``ffprobe -show_format -show_streams -of json`` into
 block to a callback that may stop the run (the heartbeat lost its claim). The ``*_args`` builders
 are the only place command lines are written, so the benchmark can run the very same commands
 by hand.
+
+Every original is hostile (security.md §8). Each read of an original, or of a file made from it,
+goes through ``input_args``: a forced demuxer (never ffmpeg's guess, which would follow an HLS or
+concat playlist to other files) and ``-protocol_whitelist file``. Every child runs in its own
+process group with no stdin and the resource limits of ``Limits``, and a timeout or a stop kills
+the whole group.
 """
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import json
 import math
 import os
 import re
+import resource
 import selectors
+import signal
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -64,6 +75,112 @@ class FFmpegStalled(Exception):
     """ffmpeg reported no progress for longer than the stall timeout; it was killed."""
 
 
+# ---- hostile input: demuxer, protocols, limits, process group (security.md §8) ------------
+
+#: The names ffprobe reports as ``format_name`` for each demuxer we force.
+DEMUXER_NAMES: dict[str, frozenset[str]] = {
+    "mov": frozenset({"mov", "mp4", "m4a", "3gp", "3g2", "mj2"}),
+    "matroska": frozenset({"matroska", "webm"}),
+    "mp3": frozenset({"mp3"}),
+    "wav": frozenset({"wav"}),
+    "ogg": frozenset({"ogg"}),
+    "mpegts": frozenset({"mpegts"}),  # our own HLS segments (``stream_level``)
+}
+# Local files only: no http, no tcp, no concat:/subfile:/data: wrappers. The pipeline's pipes are all
+# outputs (``-progress pipe:1``, ``-f null -``), which this per-input option does not govern, so
+# ``pipe`` is not needed here.
+INPUT_PROTOCOLS = "file"
+
+
+def input_args(source: Path, demuxer: str) -> list[str]:
+    """The options that open an original (or a file derived from it): forced demuxer, file protocol only."""
+    if demuxer not in DEMUXER_NAMES:
+        raise ValueError(f"not a demuxer we read originals with: {demuxer!r}")
+    return ["-protocol_whitelist", INPUT_PROTOCOLS, "-f", demuxer, "-i", f"file:{source}"]
+
+
+def format_matches(format_name: str, demuxer: str) -> bool:
+    """True when every name of a probe's ``format_name`` belongs to ``demuxer``."""
+    names = [name for name in format_name.split(",") if name]
+    allowed = DEMUXER_NAMES.get(demuxer, frozenset())
+    return bool(names) and all(name in allowed for name in names)
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Resource limits of one ffmpeg/ffprobe child (soft = hard): CPU seconds, address space, file size."""
+
+    cpu_seconds: int
+    memory_bytes: int
+    file_bytes: int
+
+
+_PR_SET_PDEATHSIG = 1
+try:  # Linux: the child is killed when the worker dies (its own process group no longer shares the worker's fate)
+    _prctl: Any = ctypes.CDLL(None, use_errno=True).prctl if sys.platform.startswith("linux") else None
+except (OSError, AttributeError):  # pragma: no cover - not Linux
+    _prctl = None
+
+
+def _child_setup(limits: Limits | None) -> Callable[[], None]:
+    """Runs in the child between fork and exec: no locks, no logging, only system calls."""
+    wanted = []
+    if limits is not None:
+        wanted = [
+            (resource.RLIMIT_CPU, limits.cpu_seconds),
+            (resource.RLIMIT_AS, limits.memory_bytes),
+            (resource.RLIMIT_FSIZE, limits.file_bytes),
+        ]
+
+    def setup() -> None:
+        if _prctl is not None:
+            _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+        for which, value in wanted:
+            hard = resource.getrlimit(which)[1]
+            # An unprivileged process cannot raise its hard limit: never ask for more than it has.
+            value = value if hard == resource.RLIM_INFINITY else min(value, hard)
+            resource.setrlimit(which, (value, value))
+
+    return setup
+
+
+def _spawn(args: Sequence[str], limits: Limits | None, what: str) -> subprocess.Popen[bytes]:
+    """Start a child in a new session (its own process group), stdin /dev/null, with ``limits``."""
+    try:
+        return subprocess.Popen(  # noqa: S603 - argument list from our builders, no shell
+            list(args),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            close_fds=True,
+            start_new_session=True,
+            # Not thread-safe in general; this one only makes system calls, and ffmpeg runs from one thread.
+            preexec_fn=_child_setup(limits),
+        )
+    except (OSError, subprocess.SubprocessError) as exc:
+        detail = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+        raise FFmpegUnavailable(f"{what} could not run: {detail}") from exc
+
+
+def _kill_group(proc: subprocess.Popen[bytes]) -> None:
+    """SIGKILL the child's whole process group (the child leads it: pgid = pid), then reap it."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
+def _capture(args: Sequence[str], limits: Limits | None, timeout: float, what: str) -> tuple[int, bytes, bytes]:
+    """Run to the end and return (returncode, stdout, stderr); a timeout (or anything raised into the
+    wait, such as the task's soft time limit) kills the group and re-raises."""
+    with _spawn(args, limits, what) as proc:
+        try:
+            stdout, stderr = proc.communicate(timeout=timeout)
+        except BaseException:
+            _kill_group(proc)
+            raise
+    return proc.returncode, stdout, stderr
+
+
 # ---- probe --------------------------------------------------------------------------------
 
 
@@ -96,37 +213,52 @@ class ProbeResult:
     duration: float | None
     video: VideoStream | None  # the main picture (cover art does not count)
     audio: AudioStream | None
+    demuxer: str = ""  # what the file was read with; every later run reads it the same way
 
     @property
     def has_stream(self) -> bool:
         return self.video is not None or self.audio is not None
 
 
-def probe(path: Path, ffprobe: str = "ffprobe", *, timeout: float = PROBE_TIMEOUT_SECONDS) -> ProbeResult:
-    """Run ffprobe on ``path``; ProbeError when it fails or prints something unreadable."""
-    args = [ffprobe, "-v", "error", "-show_format", "-show_streams", "-of", "json", str(path)]
+def probe(
+    path: Path,
+    ffprobe: str = "ffprobe",
+    *,
+    demuxer: str | None = None,
+    limits: Limits | None = None,
+    timeout: float = PROBE_TIMEOUT_SECONDS,
+) -> ProbeResult:
+    """Run ffprobe on ``path``; ProbeError when it fails or prints something unreadable.
+
+    The pipeline always passes ``demuxer`` (an original is never read as ffprobe guesses);
+    ``None`` lets ffprobe guess, for our own files in tests and the benchmark only.
+    """
+    if demuxer is None:
+        source = ["-protocol_whitelist", INPUT_PROTOCOLS, "-i", f"file:{path}"]
+    else:
+        source = input_args(path, demuxer)
+    args = [ffprobe, "-v", "error", *source, "-show_format", "-show_streams", "-of", "json"]
     try:
-        completed = subprocess.run(  # noqa: S603 - argument list, no shell
-            args, capture_output=True, timeout=timeout, check=False, stdin=subprocess.DEVNULL
-        )
+        returncode, stdout, raw_stderr = _capture(args, limits, timeout, "ffprobe")
     except subprocess.TimeoutExpired as exc:
         raise ProbeError("ffprobe timed out") from exc
-    except OSError as exc:
-        raise FFmpegUnavailable(f"ffprobe could not run: {exc.strerror or exc}") from exc
-    stderr = completed.stderr.decode(errors="replace")[-STDERR_TAIL_BYTES:]
-    if completed.returncode != 0:
-        raise ProbeError("ffprobe failed", returncode=completed.returncode, stderr=stderr)
+    stderr = raw_stderr.decode(errors="replace")[-STDERR_TAIL_BYTES:]
+    if returncode != 0:
+        raise ProbeError("ffprobe failed", returncode=returncode, stderr=stderr)
     try:
-        data = json.loads(completed.stdout or b"{}")
+        data = json.loads(stdout or b"{}")
     except ValueError as exc:
         raise ProbeError("ffprobe printed invalid JSON", stderr=stderr) from exc
     if not isinstance(data, dict):
         raise ProbeError("ffprobe printed unexpected JSON", stderr=stderr)
-    return parse_probe(data)
+    return parse_probe(data, demuxer)
 
 
-def parse_probe(data: Mapping[str, Any]) -> ProbeResult:
-    """Pick the main video and audio streams out of ffprobe's JSON (pure; tested on fixtures)."""
+def parse_probe(data: Mapping[str, Any], demuxer: str | None = None) -> ProbeResult:
+    """Pick the main video and audio streams out of ffprobe's JSON (pure; tested on fixtures).
+
+    ``demuxer``: the one forced on ffprobe; without it, the first name of the guessed format.
+    """
     fmt = data.get("format") or {}
     streams = [s for s in data.get("streams") or [] if isinstance(s, dict)]
     video = _pick([(_video(s), s) for s in streams if s.get("codec_type") == "video"])
@@ -135,7 +267,14 @@ def parse_probe(data: Mapping[str, Any]) -> ProbeResult:
     if duration is None:
         durations = [d for s in streams if (d := _positive_float(s.get("duration"))) is not None]
         duration = max(durations) if durations else None
-    return ProbeResult(format_name=str(fmt.get("format_name") or ""), duration=duration, video=video, audio=audio)
+    format_name = str(fmt.get("format_name") or "")
+    return ProbeResult(
+        format_name=format_name,
+        duration=duration,
+        video=video,
+        audio=audio,
+        demuxer=demuxer or format_name.split(",", 1)[0],
+    )
 
 
 def _pick(candidates: Sequence[tuple[Any, Mapping[str, Any]]]) -> Any:
@@ -232,20 +371,17 @@ def run(
     *,
     on_progress: ProgressCallback | None = None,
     stall_timeout: float | None = None,
+    limits: Limits | None = None,
 ) -> str:
     """Run one ffmpeg command (built by the ``*_args`` helpers below); return its stderr tail.
 
     ``on_progress`` gets each progress block (about every 0.5 s) and returns False to stop: ffmpeg
     is killed and FFmpegCancelled raised. No progress for ``stall_timeout`` seconds kills it with
     FFmpegStalled. Whatever ends this function (including the task's SoftTimeLimitExceeded, raised
-    into the wait below), ffmpeg does not outlive it. Non-zero exit → FFmpegError.
+    into the wait below), ffmpeg and its process group do not outlive it. A child stopped by a
+    resource limit (SIGXCPU, SIGXFSZ, or a failed allocation) exits non-zero → FFmpegError.
     """
-    try:
-        proc = subprocess.Popen(  # noqa: S603 - argument list from our builders, no shell
-            list(args), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, close_fds=True
-        )
-    except OSError as exc:
-        raise FFmpegUnavailable(f"ffmpeg could not run: {exc.strerror or exc}") from exc
+    proc = _spawn(args, limits, "ffmpeg")
     assert proc.stdout is not None and proc.stderr is not None
     stderr = bytearray()
     pending = b""
@@ -282,8 +418,7 @@ def run(
             returncode = proc.wait()
     finally:
         if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+            _kill_group(proc)
         proc.stdout.close()
         proc.stderr.close()
     tail = stderr.decode(errors="replace")
@@ -331,6 +466,7 @@ def video_encode_args(
     renditions: Sequence[VideoRendition],
     *,
     preset: str,
+    demuxer: str,
 ) -> list[str]:
     """One ffmpeg run for the whole ladder: decode once, ``split`` to one scaler + x264 per rung.
 
@@ -346,7 +482,7 @@ def video_encode_args(
     graph = [f"{head}split={len(renditions)}" + "".join(f"[s{i}]" for i in range(len(renditions)))]
     for i, r in enumerate(renditions):
         graph.append(f"[s{i}]scale={r.width}:{r.height}:flags=bicubic,setsar=1,format=yuv420p[v{i}]")
-    args = [*_global(ffmpeg), "-i", str(source), "-filter_complex", ";".join(graph)]
+    args = [*_global(ffmpeg), *input_args(source, demuxer), "-filter_complex", ";".join(graph)]
     for i, r in enumerate(renditions):
         args += ["-map", f"[v{i}]"]
         if audio is not None:
@@ -368,14 +504,21 @@ def video_encode_args(
 
 
 def thumbnail_args(
-    ffmpeg: str, source: Path, target: Path, video: VideoStream, at_seconds: float, size: tuple[int, int]
+    ffmpeg: str,
+    source: Path,
+    target: Path,
+    video: VideoStream,
+    at_seconds: float,
+    size: tuple[int, int],
+    *,
+    demuxer: str,
 ) -> list[str]:
     """One JPEG frame (``-q:v 3``) at ``at_seconds``, scaled to ``size`` (display-rotated)."""
     width, height = size
     return [
         *_global(ffmpeg),
         "-ss", f"{max(0.0, at_seconds):.3f}",
-        "-i", str(source),
+        *input_args(source, demuxer),
         "-map", f"0:{video.index}",
         "-frames:v", "1",
         "-vf", f"scale={width}:{height}:flags=bicubic,setsar=1",
@@ -385,11 +528,11 @@ def thumbnail_args(
     ]  # fmt: skip
 
 
-def loudnorm_measure_args(ffmpeg: str, source: Path, audio: AudioStream) -> list[str]:
+def loudnorm_measure_args(ffmpeg: str, source: Path, audio: AudioStream, *, demuxer: str) -> list[str]:
     """Pass 1: measure only (the JSON report goes to stderr at level info)."""
     return [
         *_global(ffmpeg, "info"),
-        "-i", str(source),
+        *input_args(source, demuxer),
         "-map", f"0:{audio.index}",
         "-af", f"loudnorm={LOUDNORM_TARGET}:print_format=json",
         "-f", "null", "-",
@@ -451,6 +594,8 @@ def audio_encode_args(
     renditions: Sequence[AudioRendition],
     measured: Loudness | None,
     waveform_pcm: Path,
+    *,
+    demuxer: str,
 ) -> list[str]:
     """Pass 2 in one run: normalise once, then every AAC rendition and the 8 kHz mono PCM for the waveform."""
     n = len(renditions)
@@ -459,7 +604,7 @@ def audio_encode_args(
         f"asplit={n + 1}" + "".join(f"[a{i}]" for i in range(n)) + "[w];"
         f"[w]aresample={WAVEFORM_RATE},aformat=sample_fmts=s16:channel_layouts=mono[wf]"
     )
-    args = [*_global(ffmpeg), "-i", str(source), "-filter_complex", graph]
+    args = [*_global(ffmpeg), *input_args(source, demuxer), "-filter_complex", graph]
     for i, r in enumerate(renditions):
         args += [
             "-map", f"[a{i}]",
@@ -471,15 +616,21 @@ def audio_encode_args(
     return args
 
 
-def stream_level(path: Path, ffprobe: str = "ffprobe") -> int | None:
-    """H.264 ``level_idc`` of the first video stream of an output segment (for CODECS)."""
-    args = [ffprobe, "-v", "error", "-select_streams", "v:0", "-show_entries", "stream=level", "-of", "json", str(path)]
+def stream_level(path: Path, ffprobe: str = "ffprobe", *, limits: Limits | None = None) -> int | None:
+    """H.264 ``level_idc`` of the first video stream of an output segment (for CODECS).
+
+    The segment is made from the original, so it is read like one: forced MPEG-TS, files only.
+    """
+    args = [
+        ffprobe, "-v", "error", *input_args(path, "mpegts"),
+        "-select_streams", "v:0", "-show_entries", "stream=level", "-of", "json",
+    ]  # fmt: skip
     try:
-        completed = subprocess.run(  # noqa: S603 - argument list, no shell
-            args, capture_output=True, timeout=60, check=False, stdin=subprocess.DEVNULL
-        )
-        streams = json.loads(completed.stdout or b"{}").get("streams") or []
+        returncode, stdout, _ = _capture(args, limits, 60, "ffprobe")
+        if returncode != 0:
+            return None
+        streams = json.loads(stdout or b"{}").get("streams") or []
         level = int(streams[0]["level"]) if streams else None
-    except (OSError, subprocess.TimeoutExpired, ValueError, KeyError, TypeError, AttributeError):
+    except (FFmpegUnavailable, subprocess.TimeoutExpired, ValueError, KeyError, TypeError, AttributeError):
         return None
     return level if level and level > 0 else None

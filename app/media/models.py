@@ -72,6 +72,8 @@ class MediaItem(TimestampMixin, Base):
     file_size_bytes: Mapped[int] = mapped_column(BigInteger)
     status: Mapped[str] = mapped_column(String(20), server_default="uploading", default="uploading")
     original_key: Mapped[str] = mapped_column(String(500))
+    # The original's ETag as upload-complete checked it; the worker downloads only that version.
+    upload_etag: Mapped[str | None] = mapped_column(String(200))
     attempts: Mapped[int] = mapped_column(Integer, server_default=text("0"), default=0)
     job_id: Mapped[str | None] = mapped_column(String(64))
     processing_started_at: Mapped[datetime | None]

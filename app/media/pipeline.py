@@ -5,8 +5,9 @@ One ingest attempt, as driven by ``tasks.media.run_ingest`` (which owns the comm
     claim (commit) -> process() in a temp dir, heartbeating -> complete (commit)
                                       \\-> record_failure (commit) + discard_attempt
 
-``process`` needs no database: it downloads the original, probes it, runs ffmpeg, checks the
-outputs and uploads them under the attempt's own prefix (``…/hls/a{n}/``, ``…/thumbnails/a{n}/``,
+``process`` needs no database: it downloads the original (only the version upload-complete
+checked: its pinned ETag), re-checks its magic bytes, probes it, runs ffmpeg, checks the outputs
+and uploads them under the attempt's own prefix (``…/hls/a{n}/``, ``…/thumbnails/a{n}/``,
 ``…/waveforms/a{n}/``). Only the final conditional UPDATE points the row at them, so readers see
 either the previous complete set of keys or the new one, and a failed attempt never touches a
 working set. Functions taking a session never commit.
@@ -35,16 +36,18 @@ from sqlalchemy import exists, func, select, update
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 
+from app.config import media_hard_time_limit
 from app.content.cache import media_changed_after_commit
 from app.content.models import Content
 from app.db import enqueue_after_commit
 from app.identity.models import User
-from app.media import ffmpeg, ladder
+from app.media import ffmpeg, ladder, magic
 from app.media import waveform as waveform_mod
+from app.media.ffmpeg import Limits
 from app.media.models import MediaItem
 from app.notifications.service import media_url, queue_email
 from app.storage import keys
-from app.storage.base import ObjectTooLarge, Storage, StorageError
+from app.storage.base import ObjectChanged, ObjectTooLarge, Storage, StorageError
 
 log = structlog.get_logger(__name__)
 
@@ -72,6 +75,7 @@ VALIDATION_FAILED = "Output validation failed."
 TOO_LONG = "Processing took too long."
 FAILED_REPEATEDLY = "Processing failed repeatedly."
 STALLED = "Processing stalled."
+UPLOAD_CHANGED = "The upload changed after it was completed."  # security.md §8
 # Decision (the spec names no message for this state): shown while a transient error waits for its retry.
 INTERRUPTED = "Processing was interrupted and will be retried."
 
@@ -111,6 +115,11 @@ class MediaSettings:
     max_attempts: int = 3
     stuck_after_seconds: int = 900
     heartbeat_interval: float = HEARTBEAT_INTERVAL_SECONDS
+    # Resource limits of every ffmpeg/ffprobe child (security.md §8); the defaults are the config's.
+    cpu_limit_seconds: int = media_hard_time_limit(7200)
+    max_memory_mb: int = 4096
+    max_video_bytes: int = 5 * 1024**3
+    max_audio_bytes: int = 500 * 1024**2
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any], **overrides: Any) -> MediaSettings:
@@ -120,9 +129,22 @@ class MediaSettings:
             "x264_preset": config["MEDIA_X264_PRESET"],
             "max_attempts": int(config["MEDIA_MAX_ATTEMPTS"]),
             "stuck_after_seconds": int(config["MEDIA_STUCK_AFTER_SECONDS"]),
+            "cpu_limit_seconds": media_hard_time_limit(int(config["MEDIA_TASK_SOFT_TIME_LIMIT"])),
+            "max_memory_mb": int(config["MEDIA_FFMPEG_MAX_MEMORY_MB"]),
+            "max_video_bytes": int(config["MEDIA_MAX_VIDEO_BYTES"]),
+            "max_audio_bytes": int(config["MEDIA_MAX_AUDIO_BYTES"]),
         }
         values.update(overrides)
         return cls(**values)
+
+    def limits(self, media_type: str) -> Limits:
+        """RLIMIT_CPU: the task's hard limit; RLIMIT_AS: the memory cap; RLIMIT_FSIZE: 4 times the type's limit."""
+        type_limit = self.max_video_bytes if media_type == "video" else self.max_audio_bytes
+        return Limits(
+            cpu_seconds=self.cpu_limit_seconds,
+            memory_bytes=self.max_memory_mb * 1024 * 1024,
+            file_bytes=4 * type_limit,
+        )
 
 
 @dataclass(frozen=True)
@@ -135,10 +157,27 @@ class Job:
     original_key: str
     attempt: int
     job_id: str
+    upload_etag: str | None = None  # None: a row uploaded before ETags were pinned (nothing to compare)
 
     @classmethod
     def from_media(cls, media: MediaItem, job_id: str) -> Job:
-        return cls(media.id, media.organization_id, media.media_type, media.original_key, media.attempts, job_id)
+        return cls(
+            media.id,
+            media.organization_id,
+            media.media_type,
+            media.original_key,
+            media.attempts,
+            job_id,
+            media.upload_etag,
+        )
+
+    @property
+    def mime_type(self) -> str:
+        """The declared MIME type (the original's key was built from it)."""
+        parsed = keys.parse_original_key(self.original_key)
+        if parsed is None:  # pragma: no cover - keys are only built by keys.original_key
+            raise IngestFailure(UNREADABLE, f"not an original key: {self.original_key}")
+        return parsed[2]
 
     def prefixes(self) -> tuple[str, ...]:
         return keys.attempt_prefixes(self.organization_id, self.media_id, self.attempt)
@@ -259,30 +298,59 @@ def process(
     """
     beat = beat or _no_heartbeat
     source = workdir / f"original{Path(job.original_key).suffix}"
-    storage.download_file(job.original_key, source)
-    probed = check_probe(job.media_type, source, settings)
+    demuxer = fetch_original(job, source, storage)
+    limits = settings.limits(job.media_type)
+    probed = check_probe(job.media_type, source, settings, demuxer=demuxer, limits=limits)
     out = workdir / "out"
     out.mkdir()
     if job.media_type == "video":
-        result = _process_video(job, source, probed, out, settings, beat)
+        result = _process_video(job, source, probed, out, settings, beat, limits)
     else:
-        result = _process_audio(job, source, probed, out, settings, beat)
+        result = _process_audio(job, source, probed, out, settings, beat, limits)
     result.uploaded_keys = upload_outputs(job, out, result, storage, beat)
     return result
+
+
+def fetch_original(job: Job, source: Path, storage: Storage) -> str:
+    """Download exactly the original upload-complete checked, re-check its magic bytes, and return
+    the demuxer every later run must read it with (security.md §8).
+
+    A replaced object (ETag not the pinned one) fails with UPLOAD_CHANGED; bytes that do not fit
+    the declared type never reach ffprobe.
+    """
+    try:
+        storage.download_file(job.original_key, source, if_match=job.upload_etag)
+    except ObjectChanged as exc:
+        raise IngestFailure(UPLOAD_CHANGED, str(exc)) from exc
+    mime_type = job.mime_type
+    with source.open("rb") as handle:
+        head = handle.read(magic.MAGIC_BYTES)
+    if not magic.magic_matches(mime_type, head):
+        raise IngestFailure(UNREADABLE, f"magic bytes do not match {mime_type}")
+    return magic.demuxer_for(mime_type)
 
 
 def _no_heartbeat(_progress: ffmpeg.Progress | None = None) -> bool:
     return True
 
 
-def check_probe(media_type: str, source: Path, settings: MediaSettings) -> ffmpeg.ProbeResult:
-    """ffprobe + the checks of jobs.md §6.1 step 2, each with its user-facing message."""
+def check_probe(
+    media_type: str,
+    source: Path,
+    settings: MediaSettings,
+    *,
+    demuxer: str,
+    limits: Limits | None = None,
+) -> ffmpeg.ProbeResult:
+    """ffprobe (forced ``demuxer``) + the checks of jobs.md §6.1 step 2, each with its user-facing message."""
     try:
-        probed = ffmpeg.probe(source, settings.ffprobe)
+        probed = ffmpeg.probe(source, settings.ffprobe, demuxer=demuxer, limits=limits)
     except ffmpeg.FFmpegUnavailable as exc:
         raise TransientIngestError(INTERRUPTED) from exc
     except ffmpeg.ProbeError as exc:
         raise IngestFailure(UNREADABLE, exc.stderr[-500:]) from exc
+    if not ffmpeg.format_matches(probed.format_name, demuxer):
+        raise IngestFailure(UNREADABLE, f"format {probed.format_name!r} is not {demuxer}")
     if not probed.has_stream:
         raise IngestFailure(UNREADABLE, "no decodable stream")
     if media_type == "video" and probed.video is None:
@@ -299,9 +367,14 @@ def check_probe(media_type: str, source: Path, settings: MediaSettings) -> ffmpe
     return probed
 
 
-def _run(args: list[str], beat: Callable[[ffmpeg.Progress | None], bool], settings: MediaSettings) -> str:
+def _run(
+    args: list[str],
+    beat: Callable[[ffmpeg.Progress | None], bool],
+    settings: MediaSettings,
+    limits: Limits,
+) -> str:
     try:
-        return ffmpeg.run(args, on_progress=beat, stall_timeout=settings.stuck_after_seconds)
+        return ffmpeg.run(args, on_progress=beat, stall_timeout=settings.stuck_after_seconds, limits=limits)
     except ffmpeg.FFmpegCancelled as exc:
         raise IngestCancelled() from exc
     except ffmpeg.FFmpegStalled as exc:
@@ -324,6 +397,7 @@ def _process_video(
     out: Path,
     settings: MediaSettings,
     beat: Callable[[ffmpeg.Progress | None], bool],
+    limits: Limits,
 ) -> IngestResult:
     assert probed.video is not None and probed.duration is not None
     duration = probed.duration
@@ -331,11 +405,11 @@ def _process_video(
     renditions = ladder.video_ladder(width, height)
     for command, stage in video_commands(settings, source, out, probed):
         _set_stage(beat, stage, duration)
-        _run(command, beat, settings)
+        _run(command, beat, settings, limits)
     thumbnail = out / "thumbnail.jpg"
     if not _nonempty(thumbnail):
         # The frame at 10 % was not there (a video stream shorter than the container): take the first.
-        _run(thumbnail_command(settings, source, thumbnail, probed, at_seconds=0.0), beat, settings)
+        _run(thumbnail_command(settings, source, thumbnail, probed, at_seconds=0.0), beat, settings, limits)
     for r in renditions:
         validate_playlist(out / r.name, duration)
     chosen = ladder.preview_source(renditions)
@@ -346,7 +420,7 @@ def _process_video(
     with_audio = probed.audio is not None
     variants = []
     for r in renditions:
-        level = ffmpeg.stream_level(out / r.name / "seg_00001.ts", settings.ffprobe) or 40
+        level = ffmpeg.stream_level(out / r.name / "seg_00001.ts", settings.ffprobe, limits=limits) or 40
         peak, average = measure_bandwidth(out / r.name) or ladder.nominal_bandwidth(
             r.video_kbps, r.audio_kbps if with_audio else 0
         )
@@ -376,7 +450,14 @@ def video_commands(
     for r in renditions:
         (out / r.name).mkdir(parents=True, exist_ok=True)
     encode = ffmpeg.video_encode_args(
-        settings.ffmpeg, source, out, probed.video, probed.audio, renditions, preset=settings.x264_preset
+        settings.ffmpeg,
+        source,
+        out,
+        probed.video,
+        probed.audio,
+        renditions,
+        preset=settings.x264_preset,
+        demuxer=probed.demuxer,
     )
     thumb = thumbnail_command(settings, source, out / "thumbnail.jpg", probed, at_seconds=0.1 * probed.duration)
     return [(encode, "encode"), (thumb, "thumbnail")]
@@ -387,7 +468,9 @@ def thumbnail_command(
 ) -> list[str]:
     assert probed.video is not None
     size = ladder.thumbnail_size(*probed.video.display_size)
-    return ffmpeg.thumbnail_args(settings.ffmpeg, source, target, probed.video, at_seconds, size)
+    return ffmpeg.thumbnail_args(
+        settings.ffmpeg, source, target, probed.video, at_seconds, size, demuxer=probed.demuxer
+    )
 
 
 def _process_audio(
@@ -397,11 +480,13 @@ def _process_audio(
     out: Path,
     settings: MediaSettings,
     beat: Callable[[ffmpeg.Progress | None], bool],
+    limits: Limits,
 ) -> IngestResult:
     assert probed.audio is not None and probed.duration is not None
     duration = probed.duration
     _set_stage(beat, "loudness", duration)
-    stderr = _run(ffmpeg.loudnorm_measure_args(settings.ffmpeg, source, probed.audio), beat, settings)
+    measure = ffmpeg.loudnorm_measure_args(settings.ffmpeg, source, probed.audio, demuxer=probed.demuxer)
+    stderr = _run(measure, beat, settings, limits)
     try:
         measured = ffmpeg.parse_loudnorm(stderr)
     except ffmpeg.FFmpegError as exc:
@@ -412,9 +497,12 @@ def _process_audio(
     pcm = out / "waveform.pcm"
     _set_stage(beat, "encode", duration)
     _run(
-        ffmpeg.audio_encode_args(settings.ffmpeg, source, out, probed.audio, renditions, measured, pcm),
+        ffmpeg.audio_encode_args(
+            settings.ffmpeg, source, out, probed.audio, renditions, measured, pcm, demuxer=probed.demuxer
+        ),
         beat,
         settings,
+        limits,
     )
     for r in renditions:
         validate_playlist(out / r.name, duration)

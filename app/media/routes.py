@@ -122,8 +122,8 @@ class Retry(MethodView):
     @blp.arguments(EmptySchema)
     @path_uuid("media_id", service.MEDIA_NOT_FOUND)
     def post(self, _data: dict[str, Any], media_id: uuid.UUID) -> Any:
-        """Retry processing of a failed media item"""
-        media = service.retry_media(db.session, service.load_for_change(db.session, media_id))
+        """Retry processing of a failed media item (the stored file is checked again first)"""
+        media = service.retry_media(db.session, service.load_for_change(db.session, media_id), get_storage())
         enqueue_after_commit(db.session, INGEST_TASK, str(media.id))
         db.session.commit()
         return service.media_view(media)

@@ -25,38 +25,17 @@ from sqlalchemy.orm import Session
 from app import errors
 from app.content.models import Content
 from app.identity.auth import not_found
+from app.media.magic import MAGIC_BYTES, magic_matches
 from app.media.models import MediaItem
+from app.media.pipeline import UPLOAD_CHANGED
 from app.orgs.access import OrgAccess, resource_access
 from app.schemas import paginate
-from app.storage import Storage, StorageError, UploadTarget
+from app.storage import ObjectInfo, Storage, StorageError, UploadTarget
 from app.storage import keys as storage_keys
 
 log = structlog.get_logger(__name__)
 
 MEDIA_NOT_FOUND = "MEDIA_NOT_FOUND"
-MAGIC_BYTES = 4096  # security.md §8: the first 4 KiB are checked at upload-complete
-
-_QUICKTIME_ATOMS = {b"ftyp", b"moov", b"mdat", b"wide", b"free", b"skip"}
-
-
-# ---- magic bytes (security.md §8) ---------------------------------------------------------------
-
-
-def magic_matches(mime_type: str, head: bytes) -> bool:
-    """True when ``head`` (the object's leading bytes) fits the declared MIME type."""
-    if mime_type in ("video/mp4", "audio/mp4"):
-        return head[4:8] == b"ftyp"
-    if mime_type == "video/quicktime":
-        return head[4:8] in _QUICKTIME_ATOMS
-    if mime_type in ("video/webm", "audio/webm"):
-        return head.startswith(b"\x1a\x45\xdf\xa3")
-    if mime_type == "audio/mpeg":
-        return head.startswith(b"ID3") or (len(head) >= 2 and head[0] == 0xFF and head[1] & 0xE0 == 0xE0)
-    if mime_type == "audio/wav":
-        return head[:4] == b"RIFF" and head[8:12] == b"WAVE"
-    if mime_type == "audio/ogg":
-        return head.startswith(b"OggS")
-    return False
 
 
 # ---- views ----------------------------------------------------------------------------------
@@ -280,17 +259,14 @@ def delete_media(session: Session, media: MediaItem) -> None:
 # ---- upload-complete and retry ----------------------------------------------------------------
 
 
-def upload_complete(session: Session, media: MediaItem, storage: Storage) -> bool:
-    """Check the stored object and move ``uploading -> uploaded``.
+def check_original(media: MediaItem, storage: Storage, *, pinned: str | None = None) -> ObjectInfo:
+    """upload-complete's checks of the stored original (api.md §6, security.md §8); returns its HEAD.
 
-    Returns True when the row changed, False for an ``uploaded`` row (the route re-enqueues
-    ingest either way). 409 STATE_CONFLICT for any other status; 422 UPLOAD_MISSING /
-    UPLOAD_SIZE_MISMATCH / UPLOAD_TYPE_MISMATCH when the bytes do not fit; 503 on storage errors.
+    In order: HEAD (422 UPLOAD_MISSING), size = declared (UPLOAD_SIZE_MISMATCH), ETag = ``pinned``
+    when one is given (a retry: the object checked at upload-complete was replaced, so it is no longer
+    there: UPLOAD_MISSING with the worker's message), first 4 KiB vs the magic table
+    (UPLOAD_TYPE_MISMATCH). 503 on storage errors.
     """
-    if media.status == "uploaded":
-        return False
-    if media.status != "uploading":
-        raise errors.Conflict(f"The upload is already complete (status {media.status}).")
     try:
         info = storage.head(media.original_key)
         if info is None:
@@ -300,6 +276,8 @@ def upload_complete(session: Session, media: MediaItem, storage: Storage) -> boo
                 f"The stored file has {info.size} bytes, but {media.file_size_bytes} were declared.",
                 code="UPLOAD_SIZE_MISMATCH",
             )
+        if pinned is not None and info.etag != pinned:
+            raise errors.Unprocessable(UPLOAD_CHANGED, code="UPLOAD_MISSING")
         head = storage.read_range(media.original_key, 0, min(MAGIC_BYTES, info.size))
     except StorageError:
         log.warning("media.upload_check_failed", media_id=str(media.id))
@@ -308,15 +286,37 @@ def upload_complete(session: Session, media: MediaItem, storage: Storage) -> boo
         raise errors.Unprocessable(
             f"The file's contents do not match its declared type {media.mime_type}.", code="UPLOAD_TYPE_MISMATCH"
         )
+    return info
+
+
+def upload_complete(session: Session, media: MediaItem, storage: Storage) -> bool:
+    """Check the stored object, pin its ETag and move ``uploading -> uploaded``.
+
+    Returns True when the row changed, False for an ``uploaded`` row (the route re-enqueues
+    ingest either way). 409 STATE_CONFLICT for any other status; 422 UPLOAD_MISSING /
+    UPLOAD_SIZE_MISMATCH / UPLOAD_TYPE_MISMATCH when the bytes do not fit; 503 on storage errors.
+    From here on the local upload route refuses new bytes and the worker reads only this ETag.
+    """
+    if media.status == "uploaded":
+        return False
+    if media.status != "uploading":
+        raise errors.Conflict(f"The upload is already complete (status {media.status}).")
+    info = check_original(media, storage)
     media.status = "uploaded"
     media.uploaded_at = datetime.now(UTC)
+    media.upload_etag = info.etag
     session.flush()
     session.refresh(media)
     return True
 
 
-def retry_media(session: Session, media: MediaItem) -> MediaItem:
-    """``failed -> uploaded`` within the attempt limit (the route enqueues ingest after commit)."""
+def retry_media(session: Session, media: MediaItem, storage: Storage) -> MediaItem:
+    """``failed -> uploaded`` within the attempt limit (the route enqueues ingest after commit).
+
+    Repeats upload-complete's checks first (security.md §8), against the pinned ETag, so a retry
+    never hands the worker bytes nobody checked. A row from before ETags were pinned gets the
+    checked object's ETag now.
+    """
     if media.status != "failed":
         raise errors.Conflict(f"Only failed media can be retried (status {media.status}).")
     limit = int(current_app.config["MEDIA_MAX_ATTEMPTS"])
@@ -324,6 +324,8 @@ def retry_media(session: Session, media: MediaItem) -> MediaItem:
         raise errors.Unprocessable(
             f"This media item has used all {limit} processing attempts.", code="RETRY_LIMIT_REACHED"
         )
+    info = check_original(media, storage, pinned=media.upload_etag)
+    media.upload_etag = media.upload_etag or info.etag
     media.status = "uploaded"
     media.error_message = None
     session.flush()

@@ -21,6 +21,10 @@ class ObjectTooLarge(StorageError):
     """``put_stream`` read more than ``max_bytes``; nothing was stored (not transient)."""
 
 
+class ObjectChanged(StorageError):
+    """The object's ETag is not the one asked for (``if_match``): it was replaced (not transient)."""
+
+
 @dataclass(frozen=True)
 class ObjectInfo:
     key: str
@@ -54,7 +58,9 @@ class Storage(Protocol):
 
     def read_range(self, key: str, start: int, length: int) -> bytes: ...
 
-    def download_file(self, key: str, path: Path) -> None: ...
+    def download_file(self, key: str, path: Path, *, if_match: str | None = None) -> None:
+        """Copy the object to ``path``; with ``if_match``, only if its ETag is that one, else ObjectChanged."""
+        ...
 
     def head(self, key: str) -> ObjectInfo | None: ...
 

@@ -56,6 +56,9 @@ _UUID = "[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
 _PUBLIC_LOGO = re.compile(rf"orgs/{_UUID}/branding/logo-{_UUID}\.(?:png|jpg|webp)")
 # Ladder names (jobs.md §6.2/§6.3): 1080p…360p, source, 128k/64k, plus the preview playlist.
 _RENDITION = re.compile(r"[0-9]{2,4}p|[0-9]{2,3}k|source|preview")
+_ORIGINAL = re.compile(
+    rf"orgs/({_UUID})/media/({_UUID})/original\.(?:{'|'.join(map(re.escape, ORIGINAL_EXTENSIONS.values()))})"
+)
 _OUTPUT_ATTEMPT = re.compile(rf"orgs/{_UUID}/media/{_UUID}/(?:hls|thumbnails|waveforms)/a([1-9][0-9]*)/.+")
 
 
@@ -100,6 +103,19 @@ def original_key(org_id: UuidLike, media_id: UuidLike, mime_type: str) -> str:
     except KeyError:
         raise ValueError(f"unsupported media MIME type: {mime_type!r}") from None
     return f"{media_prefix(org_id, media_id)}original.{ext}"
+
+
+def parse_original_key(key: str) -> tuple[uuid.UUID, uuid.UUID, str] | None:
+    """``(org_id, media_id, mime_type)`` of an original's key, else None.
+
+    The MIME type is the declared one: the key's extension was chosen from it (``original_key``).
+    """
+    match = _ORIGINAL.fullmatch(key) if isinstance(key, str) else None
+    if match is None:
+        return None
+    ext = key.rsplit(".", 1)[1]
+    mime = next(m for m, e in ORIGINAL_EXTENSIONS.items() if e == ext)
+    return uuid.UUID(match.group(1)), uuid.UUID(match.group(2)), mime
 
 
 def hls_prefix(org_id: UuidLike, media_id: UuidLike, attempt: int) -> str:

@@ -12,13 +12,13 @@ import os
 import shutil
 import time
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, BinaryIO
 
 from app.security import tokens
-from app.storage.base import ObjectInfo, ObjectNotFound, ObjectTooLarge, StorageError, UploadTarget
+from app.storage.base import ObjectChanged, ObjectInfo, ObjectNotFound, ObjectTooLarge, StorageError, UploadTarget
 
 CHUNK = 1024 * 1024
 
@@ -76,11 +76,21 @@ class LocalStorage:
         finally:
             tmp.unlink(missing_ok=True)
 
-    def put_stream(self, key: str, stream: BinaryIO, content_type: str, max_bytes: int | None = None) -> int:
+    def put_stream(
+        self,
+        key: str,
+        stream: BinaryIO,
+        content_type: str,
+        max_bytes: int | None = None,
+        *,
+        before_replace: Callable[[], None] | None = None,
+    ) -> int:
         """Copy ``stream`` to ``key``; raise ObjectTooLarge (and leave nothing) past ``max_bytes``.
 
         The object appears atomically (temporary file + rename), so a reader never sees a partial
-        upload and a failed one leaves the previous object, if any, in place.
+        upload and a failed one leaves the previous object, if any, in place. ``before_replace``
+        runs once every byte is written, just before the rename; whatever it raises leaves the
+        previous object in place (the upload route re-checks the media's state there).
         """
         target = self.path_for(key)
         tmp = self._tmp_for(target)
@@ -93,6 +103,8 @@ class LocalStorage:
                     if max_bytes is not None and written > max_bytes:
                         raise ObjectTooLarge("more bytes than allowed")
                     out.write(chunk)
+            if before_replace is not None:
+                before_replace()
             os.replace(tmp, target)
         except OSError as exc:
             raise StorageError(f"write failed: {exc.strerror or exc}") from exc
@@ -120,9 +132,15 @@ class LocalStorage:
         except FileNotFoundError:
             raise ObjectNotFound(f"missing object {key}") from None
 
-    def download_file(self, key: str, path: Path) -> None:
+    def download_file(self, key: str, path: Path, *, if_match: str | None = None) -> None:
+        """Copy the object; the ETag is taken from the opened file, so the check and the bytes copied
+        are the same file even if an upload replaces the object meanwhile (writes are renames)."""
         try:
-            shutil.copyfile(self.path_for(key), path)
+            with self.path_for(key).open("rb") as source:
+                if if_match is not None and self.etag_of(os.fstat(source.fileno())) != if_match:
+                    raise ObjectChanged(f"object {key} changed")
+                with path.open("wb") as target:
+                    shutil.copyfileobj(source, target, CHUNK)
         except FileNotFoundError:
             raise ObjectNotFound(f"missing object {key}") from None
 
@@ -138,8 +156,11 @@ class LocalStorage:
 
     @staticmethod
     def etag_of(stat: os.stat_result) -> str:
-        """Changes whenever the file is replaced (every write is a rename of a new file)."""
-        return hashlib.md5(f"{stat.st_size}:{stat.st_mtime_ns}".encode(), usedforsecurity=False).hexdigest()
+        """Changes whenever the file is replaced: every write is a rename of a new file, whose inode
+        differs from the one it replaces (the old file still exists when the new one is created), so
+        two writes of the same size within one tick of the file-time clock still differ."""
+        fingerprint = f"{stat.st_ino}:{stat.st_size}:{stat.st_mtime_ns}"
+        return hashlib.md5(fingerprint.encode(), usedforsecurity=False).hexdigest()
 
     def list_keys(self, prefix: str) -> Iterator[str]:
         base = self.path_for(prefix.rstrip("/")) if prefix.strip("/") else self.root

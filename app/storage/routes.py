@@ -17,11 +17,13 @@ from typing import IO, Any, BinaryIO, cast
 
 from flask import Blueprint, Response, current_app, redirect, request
 from flask.blueprints import BlueprintSetupState
+from sqlalchemy import select
 from werkzeug.wrappers import Response as BaseResponse
 
-from app import errors
+from app import db, errors
 from app.extensions import ip_key
 from app.http import body_limit, raw_body
+from app.media.models import MediaItem
 from app.security import tokens
 from app.storage import get_storage, keys
 from app.storage.base import ObjectTooLarge, StorageError
@@ -76,6 +78,30 @@ def _claim_str(claims: dict[str, Any], name: str) -> str:
     if not isinstance(value, str) or not value:
         raise errors.InvalidSignedUrl()
     return value
+
+
+def _require_uploading(key: str, *, lock: bool) -> None:
+    """The upload token's key must be the original of a live media item still ``uploading``
+    (security.md §8: once upload-complete checked the bytes they are pinned).
+
+    404 NOT_FOUND when there is no such item (or it was deleted), 409 STATE_CONFLICT once it left
+    ``uploading``. ``lock`` takes FOR SHARE on the row until the caller's transaction ends, so
+    upload-complete (FOR UPDATE) cannot check the object between this check and the write.
+    """
+    parsed = keys.parse_original_key(key)
+    if parsed is None:
+        raise errors.NotFound()
+    org_id, media_id, _ = parsed
+    stmt = select(MediaItem.status, MediaItem.deleted_at).where(
+        MediaItem.id == media_id, MediaItem.organization_id == org_id, MediaItem.original_key == key
+    )
+    if lock:
+        stmt = stmt.with_for_update(read=True)
+    row = db.session.execute(stmt).one_or_none()
+    if row is None or row.deleted_at is not None:
+        raise errors.NotFound()
+    if row.status != "uploading":
+        raise errors.Conflict(f"The upload is already complete (status {row.status}); the file can no longer change.")
 
 
 def _open_local(storage: LocalStorage, key: str) -> tuple[IO[bytes], os.stat_result]:
@@ -184,7 +210,10 @@ def _unsatisfiable(size: int) -> errors.AppError:
 @raw_body
 @body_limit(UPLOAD_BODY_CEILING)
 def upload(token: str) -> Response:
-    """Receive the bytes of a signed local upload (the local stand-in for an S3 presigned PUT)."""
+    """Receive the bytes of a signed local upload (the local stand-in for an S3 presigned PUT).
+
+    Only while the media item is ``uploading``: afterwards 409, and the stored file is unchanged.
+    """
     storage = _local_storage()
     claims = _claims("upload", token)
     key = _claim_str(claims, "k")
@@ -202,16 +231,27 @@ def upload(token: str) -> Response:
         raise errors.PayloadTooLarge()
     if request.mimetype != content_type.lower():
         raise errors.UnsupportedMediaType("The Content-Type does not match the signed upload.")
+    _require_uploading(key, lock=False)  # refuse before reading a body that cannot be kept
+    db.session.rollback()  # no transaction (or pooled connection) held while the body streams in
     # Bound werkzeug's stream for chunked bodies (no Content-Length) too. One byte of slack: werkzeug
     # raises on any read once the maximum is reached, even at the end of a body of exactly n bytes;
     # put_stream counts the bytes and rejects the (n+1)th itself.
     request.max_content_length = max_bytes + 1
     try:
-        storage.put_stream(key, cast(BinaryIO, request.stream), content_type, max_bytes)
+        storage.put_stream(
+            key,
+            cast(BinaryIO, request.stream),
+            content_type,
+            max_bytes,
+            # Checked again under a row lock just before the rename: upload-complete may have run meanwhile.
+            before_replace=lambda: _require_uploading(key, lock=True),
+        )
     except ObjectTooLarge:
         raise errors.PayloadTooLarge() from None
     except StorageError:
         raise errors.ServiceUnavailable("storage") from None
+    finally:
+        db.session.rollback()  # read-only: releases the row lock
     info = storage.head(key)
     response = Response(status=200)
     del response.headers["Content-Type"]

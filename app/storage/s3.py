@@ -19,15 +19,18 @@ from boto3.exceptions import Boto3Error
 from botocore.config import Config as BotoConfig
 from botocore.exceptions import BotoCoreError, ClientError
 
-from app.storage.base import ObjectInfo, ObjectNotFound, ObjectTooLarge, StorageError, UploadTarget
+from app.storage.base import ObjectChanged, ObjectInfo, ObjectNotFound, ObjectTooLarge, StorageError, UploadTarget
 
 if TYPE_CHECKING:
     from mypy_boto3_s3.client import S3Client
     from mypy_boto3_s3.type_defs import ObjectIdentifierTypeDef
 
 DELETE_BATCH = 1000  # the S3 limit per DeleteObjects call
+DOWNLOAD_CHUNK = 1024 * 1024
 # HEAD answers carry no body, so a missing key (or bucket) shows up as a bare "404".
 _NOT_FOUND_CODES = {"404", "NoSuchKey", "NotFound"}
+# If-Match on a replaced object: "PreconditionFailed" with a body (GET), a bare "412" without (HEAD).
+_PRECONDITION_CODES = {"412", "PreconditionFailed"}
 _BOTO_ERRORS = (BotoCoreError, ClientError, Boto3Error)
 
 
@@ -100,6 +103,8 @@ class S3Storage:
         except _BOTO_ERRORS as exc:
             if _error_code(exc) in _NOT_FOUND_CODES:
                 raise ObjectNotFound(_describe(action, exc)) from exc
+            if _error_code(exc) in _PRECONDITION_CODES:
+                raise ObjectChanged(_describe(action, exc)) from exc
             raise StorageError(_describe(action, exc)) from exc
 
     # ---- writes -----------------------------------------------------------------------
@@ -167,8 +172,28 @@ class S3Storage:
             raise
         return data
 
-    def download_file(self, key: str, path: Path) -> None:
-        self._call("download", lambda: self.client.download_file(self.bucket, key, str(path)))
+    def download_file(self, key: str, path: Path, *, if_match: str | None = None) -> None:
+        """With ``if_match``: one GetObject with ``If-Match`` streamed to ``path`` (boto3's transfer
+        manager does not accept IfMatch), so a replaced object answers 412 (ObjectChanged) and the
+        bytes written are that version's or none."""
+        if if_match is None:
+            self._call("download", lambda: self.client.download_file(self.bucket, key, str(path)))
+            return
+
+        def fetch() -> None:
+            body = self.client.get_object(Bucket=self.bucket, Key=key, IfMatch=f'"{if_match}"')["Body"]
+            try:
+                with path.open("wb") as out:
+                    for chunk in body.iter_chunks(DOWNLOAD_CHUNK):
+                        out.write(chunk)
+            finally:
+                body.close()
+
+        try:
+            self._call("download", fetch)
+        except StorageError:
+            path.unlink(missing_ok=True)  # never leave part of an object behind
+            raise
 
     def head(self, key: str) -> ObjectInfo | None:
         try:

@@ -57,6 +57,15 @@ class Clips:
 
         return self._get(f"video-{width}x{height}-{seconds}-{'av' if audio else 'v'}.mp4", make)
 
+    def faststart(self) -> Path:
+        """The 640x360 clip with its index (``moov``) first, as phones and editors usually write it:
+        ffmpeg can then read it as the segment of an HLS playlist."""
+
+        def make(path: Path) -> None:
+            _ffmpeg("-i", str(self.video(640, 360)), "-c", "copy", "-movflags", "+faststart", str(path))
+
+        return self._get("faststart.mp4", make)
+
     def rotated(self) -> Path:
         """A 1280x720 clip stored with a 90° display matrix: a 720x1280 portrait video when shown."""
 
@@ -70,6 +79,14 @@ class Clips:
             _ffmpeg("-f", "lavfi", "-i", f"sine=frequency=440:duration={seconds}", "-c:a", "libmp3lame", str(path))
 
         return self._get(f"tone-{seconds}.mp3", make)
+
+    def tone_mp4(self, seconds: float = 3.5) -> Path:
+        """AAC audio only, in an MP4 container (passes the ``ftyp`` magic check, has no video)."""
+
+        def make(path: Path) -> None:
+            _ffmpeg("-f", "lavfi", "-i", f"sine=frequency=440:duration={seconds}", "-c:a", "aac", str(path))
+
+        return self._get(f"tone-{seconds}.m4a", make)
 
     def garbage(self) -> Path:
         """Passes an ``ftyp`` magic-bytes check, but is not a decodable file."""

@@ -160,18 +160,23 @@ def test_upload_to_ready_through_the_api_local(committed_db: Flask, celery_worke
     assert (mail.template, mail.recipient, mail.context["attempts_left"]) == ("media-failed", user.email, 2)
     assert wait_sent(flask_app, mail.id).status == "sent"
 
-    # Retry through the API: fails again (attempt 2), then with a repaired original succeeds (attempt 3).
+    # Retry through the API: the pinned original is checked again and fails again (attempt 2).
     r = client.post(f"/api/v1/media/{broken['id']}/retry", headers=headers)
     assert r.status_code == 202 and (r.json["status"], r.json["error_message"]) == ("uploaded", None)
     wait_for(flask_app, uuid.UUID(broken["id"]), "failed")
     assert api_media(client, broken["id"], headers)["attempts"] == 2
     assert [m.context["attempts_left"] for m in emails(flask_app, uuid.UUID(broken["id"]))] == [2, 1]
-    repaired = keys.original_key(org.id, broken["id"], "video/mp4")
-    flask_app.extensions["storage"].put_file(repaired, video_clip, "video/mp4")
-    assert client.post(f"/api/v1/media/{broken['id']}/retry", headers=headers).status_code == 202
-    retried = wait_for(flask_app, uuid.UUID(broken["id"]), "ready")
-    assert retried.attempts == 3 and retried.hls_master_key == keys.hls_master_key(org.id, retried.id, 3)
+    # The upload URL no longer takes bytes, and an original replaced behind its back is refused at
+    # retry (security.md §8: the checked bytes are pinned): a new upload is a new media item.
+    same_size = bytes(len(clips.garbage().read_bytes()))
+    r = client.put(urlsplit(broken["upload"]["url"]).path, data=same_size, headers=broken["upload"]["headers"])
+    assert r.status_code == 409 and r.json["error"]["code"] == "STATE_CONFLICT"
+    replaced = keys.original_key(org.id, broken["id"], "video/mp4")
+    flask_app.extensions["storage"].put_file(replaced, video_clip, "video/mp4")
     r = client.post(f"/api/v1/media/{broken['id']}/retry", headers=headers)
+    assert r.status_code == 422 and r.json["error"]["code"] == "UPLOAD_SIZE_MISMATCH"
+    assert api_media(client, broken["id"], headers)["status"] == "failed"
+    r = client.post(f"/api/v1/media/{video['id']}/retry", headers=headers)
     assert r.status_code == 409 and r.json["error"]["code"] == "STATE_CONFLICT"
 
     # A duplicate ingest message for a finished item does not run it again.

@@ -131,7 +131,14 @@ def test_video_encode_args_are_one_run_for_the_whole_ladder(tmp_path: Path) -> N
     video = ffmpeg.VideoStream(index=0, codec="h264", width=1280, height=720, fps=30.0)
     audio = ffmpeg.AudioStream(index=1, codec="aac")
     args = ffmpeg.video_encode_args(
-        "ffmpeg", tmp_path / "in.mp4", tmp_path, video, audio, ladder.video_ladder(1280, 720), preset="veryfast"
+        "ffmpeg",
+        tmp_path / "in.mp4",
+        tmp_path,
+        video,
+        audio,
+        ladder.video_ladder(1280, 720),
+        preset="veryfast",
+        demuxer="mov",
     )
     assert args.count("-filter_complex") == 1 and args.count("-i") == 1
     graph = args[args.index("-filter_complex") + 1]
@@ -142,7 +149,14 @@ def test_video_encode_args_are_one_run_for_the_whole_ladder(tmp_path: Path) -> N
     assert args[args.index("-hls_time") + 1] == "6"
     assert str(tmp_path / "720p" / "seg_%05d.ts") in args
     silent = ffmpeg.video_encode_args(
-        "ffmpeg", tmp_path / "in.mp4", tmp_path, video, None, ladder.video_ladder(640, 360), preset="veryfast"
+        "ffmpeg",
+        tmp_path / "in.mp4",
+        tmp_path,
+        video,
+        None,
+        ladder.video_ladder(640, 360),
+        preset="veryfast",
+        demuxer="mov",
     )
     assert "-c:a" not in silent and "0:1" not in silent
 
@@ -185,7 +199,7 @@ def test_parse_loudnorm_and_the_pass_two_filter() -> None:
 def test_loudnorm_measures_a_real_tone(clips: Clips) -> None:
     probed = ffmpeg.probe(clips.tone())
     assert probed.audio is not None
-    stderr = ffmpeg.run(ffmpeg.loudnorm_measure_args("ffmpeg", clips.tone(), probed.audio))
+    stderr = ffmpeg.run(ffmpeg.loudnorm_measure_args("ffmpeg", clips.tone(), probed.audio, demuxer=probed.demuxer))
     measured = ffmpeg.parse_loudnorm(stderr)
     assert measured.usable and -40 < measured.input_i < 0
 

@@ -253,14 +253,14 @@ def test_ftyp_garbage_fails_with_a_readable_error_and_emails_the_uploader(media_
 @pytest.mark.parametrize(
     ("media_type", "mime", "clip", "message"),
     [
-        ("video", "video/mp4", "tone", "The file has no video stream."),
+        ("video", "video/mp4", "tone_mp4", "The file has no video stream."),
         ("audio", "audio/mp4", "silent_video", "The file has no audio stream."),
         ("video", "video/mp4", "short", "Duration must be between 1 second and 24 hours."),
     ],
 )
 def test_probe_checks(media_env: MediaEnv, clips: Clips, media_type: str, mime: str, clip: str, message: str) -> None:
     path = {
-        "tone": lambda: clips.tone(),
+        "tone_mp4": lambda: clips.tone_mp4(),
         "silent_video": lambda: clips.video(320, 240, 2, audio=False),
         "short": lambda: clips.video(320, 240, 0.5),
     }[clip]()
@@ -277,7 +277,7 @@ def test_probe_rejects_huge_dimensions(tmp_path: Path) -> None:
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(ffmpeg, "probe", lambda *a, **k: probed)
         with pytest.raises(pipeline.IngestFailure) as info:
-            pipeline.check_probe("video", tmp_path / "x.mp4", settings)
+            pipeline.check_probe("video", tmp_path / "x.mp4", settings, demuxer="mov")
     assert info.value.message == "Video dimensions exceed 7680×4320."  # noqa: RUF001
 
 
@@ -304,7 +304,7 @@ def test_missing_ffmpeg_is_transient(media_env: MediaEnv, clips: Clips) -> None:
 
 def test_soft_time_limit_is_processing_took_too_long(media_env: MediaEnv, clips: Clips) -> None:
     class Slow(Wrapped):
-        def download_file(self, key: str, path: Path) -> None:
+        def download_file(self, key: str, path: Path, *, if_match: str | None = None) -> None:
             raise SoftTimeLimitExceeded()
 
     media = MediaItemFactory()
@@ -369,8 +369,8 @@ class Wrapped:
     def put_file(self, key: str, path: Path, content_type: str) -> None:
         self.inner.put_file(key, path, content_type)
 
-    def download_file(self, key: str, path: Path) -> None:
-        self.inner.download_file(key, path)
+    def download_file(self, key: str, path: Path, *, if_match: str | None = None) -> None:
+        self.inner.download_file(key, path, if_match=if_match)
 
     def head(self, key: str) -> ObjectInfo | None:
         return self.inner.head(key)
@@ -468,8 +468,8 @@ def test_media_deleted_while_processing_discards_the_attempt(media_env: MediaEnv
     media_env.put_original(media, clips.video(640, 360))
 
     class DeleteAfterDownload(Wrapped):
-        def download_file(self, key: str, path: Path) -> None:
-            super().download_file(key, path)
+        def download_file(self, key: str, path: Path, *, if_match: str | None = None) -> None:
+            super().download_file(key, path, if_match=if_match)
             # DELETE /media/{id} while ffmpeg runs: the next heartbeat finds no row of ours.
             media_env.as_other_actor(update(MediaItem).where(MediaItem.id == media.id).values(deleted_at=func.now()))
 
@@ -488,8 +488,8 @@ def test_a_superseded_attempt_never_touches_the_row(media_env: MediaEnv, clips: 
     session = media_env.session
 
     class Reclaimed(Wrapped):
-        def download_file(self, key: str, path: Path) -> None:
-            super().download_file(key, path)
+        def download_file(self, key: str, path: Path, *, if_match: str | None = None) -> None:
+            super().download_file(key, path, if_match=if_match)
             media_env.as_other_actor(update(MediaItem).where(MediaItem.id == media.id).values(job_id="newer-job"))
 
     settings = pipeline.MediaSettings(**{**media_env.settings.__dict__, "heartbeat_interval": 3600.0})

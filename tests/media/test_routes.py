@@ -11,8 +11,8 @@ from flask.testing import FlaskClient
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from app.media.magic import magic_matches
 from app.media.models import MediaItem
-from app.media.service import magic_matches
 from app.storage import keys
 from tests.content.helpers import Staff, caller, make_content, make_media, make_staff
 from tests.identity.conftest import limited_app, limited_client
@@ -21,6 +21,18 @@ from tests.media.conftest import FTYP_GARBAGE, Sent
 __all__ = ["limited_app", "limited_client"]  # fixtures used below
 
 MP4_HEAD = b"\x00\x00\x00\x18ftypisom" + b"\x00" * 100
+
+
+def hls_playlist(target: str, size: int | None = None) -> bytes:
+    """An HLS playlist pointing at ``target``; with ``size``, padded with a comment line to exactly that."""
+    text = f"#EXTM3U\n#EXT-X-TARGETDURATION:10\n#EXTINF:3.0,\n{target}\n#EXT-X-ENDLIST\n".encode()
+    if size is None:
+        return text
+    assert size > len(text) + 1, "target path too long for the padding"
+    return text + b"#" * (size - len(text) - 1) + b"\n"
+
+
+GOOD = MP4_HEAD.ljust(1000, b"\1")  # passes the magic check
 
 
 @pytest.fixture()
@@ -161,6 +173,28 @@ def test_upload_complete_checks_the_object_then_queues_ingest(
     db_session.flush()
     r = complete(client, body["id"], staff.creator.headers)
     assert r.status_code == 409 and r.json["error"]["code"] == "STATE_CONFLICT" and len(sent_tasks) == 2
+
+
+def test_upload_complete_pins_the_etag_and_the_upload_url_refuses_new_bytes(
+    client: FlaskClient, db_session: Session, staff: Staff, sent_tasks: Sent
+) -> None:
+    """security.md §8: the pinned ETag is the one the local PUT answered; afterwards the same signed
+    URL answers 409 and the checked file stays (no HLS playlist can be swapped in for the worker)."""
+    body = created(client, staff, file_size_bytes=len(GOOD))
+    upload = body["upload"]
+    r = client.put(urlsplit(upload["url"]).path, data=GOOD, headers=upload["headers"])
+    assert r.status_code == 200
+    answered = r.headers["ETag"].strip('"')
+    assert complete(client, body["id"], staff.creator.headers).status_code == 202
+    row = db_session.get(MediaItem, uuid.UUID(body["id"]))
+    assert row is not None and row.upload_etag == answered
+
+    storage = client.application.extensions["storage"]
+    other_org_original = storage.path_for(keys.original_key(uuid.uuid4(), uuid.uuid4(), "video/mp4"))
+    playlist = hls_playlist(str(other_org_original), len(GOOD))
+    again = client.put(urlsplit(upload["url"]).path, data=playlist, headers=upload["headers"])
+    assert again.status_code == 409 and again.json["error"]["code"] == "STATE_CONFLICT"
+    assert storage.get_bytes(row.original_key) == GOOD and storage.head(row.original_key).etag == answered
 
 
 @pytest.mark.parametrize(
@@ -324,6 +358,10 @@ def test_retry_within_the_attempt_limit(
     media = make_media(
         staff.org.id, staff.creator.id, ready=False, status="failed", attempts=2, error_message="Transcoding failed."
     )
+    storage = client.application.extensions["storage"]
+    storage.put_bytes(media.original_key, MP4_HEAD.ljust(media.file_size_bytes, b"\0"), media.mime_type)
+    media.upload_etag = storage.head(media.original_key).etag
+    db_session.flush()
     url = f"/api/v1/media/{media.id}/retry"
     assert client.post(url, headers=staff.other_creator.headers).status_code == 403
     r = client.post(url, headers=staff.creator.headers)
@@ -335,6 +373,91 @@ def test_retry_within_the_attempt_limit(
     assert sent_tasks == [("media.ingest", (str(media.id),), None)]
     r = client.post(url, headers=staff.creator.headers)
     assert r.status_code == 409 and r.json["error"]["code"] == "STATE_CONFLICT" and len(sent_tasks) == 1
+
+
+def failed_after_upload(client: FlaskClient, db_session: Session, staff: Staff, data: bytes) -> MediaItem:
+    """Created, PUT and completed through the API (ETag pinned), then failed by an ingest attempt."""
+    body = created(client, staff, file_size_bytes=len(data))
+    put_upload(client, body["upload"], data)
+    assert complete(client, body["id"], staff.creator.headers).status_code == 202
+    media = db_session.get(MediaItem, uuid.UUID(body["id"]))
+    assert media is not None and media.upload_etag
+    media.status, media.attempts, media.error_message = "failed", 1, "The file could not be read as audio or video."
+    db_session.flush()
+    return media
+
+
+@pytest.mark.parametrize(
+    ("change", "code", "message"),
+    [
+        ("same size, still ftyp", "UPLOAD_MISSING", "The upload changed after it was completed."),
+        ("a playlist of the same size", "UPLOAD_MISSING", "The upload changed after it was completed."),
+        ("a playlist of another size", "UPLOAD_SIZE_MISMATCH", None),
+        ("deleted", "UPLOAD_MISSING", "The uploaded file was not found in storage."),
+    ],
+)
+def test_retry_repeats_the_upload_checks_against_the_pinned_etag(
+    client: FlaskClient, db_session: Session, staff: Staff, sent_tasks: Sent, change: str, code: str, message: str
+) -> None:
+    """security.md §8: an object replaced after upload-complete (a second PUT with a still-valid S3
+    presigned URL) is never handed to the worker by a retry."""
+    media = failed_after_upload(client, db_session, staff, GOOD)
+    sent_tasks.clear()
+    storage = client.application.extensions["storage"]
+    other_org_original = keys.original_key(uuid.uuid4(), uuid.uuid4(), "video/mp4")
+    if change == "deleted":
+        storage.delete(media.original_key)
+    else:
+        replacement = {
+            "same size, still ftyp": MP4_HEAD.ljust(len(GOOD), b"\2"),
+            "a playlist of the same size": hls_playlist(str(storage.path_for(other_org_original)), len(GOOD)),
+            "a playlist of another size": hls_playlist(str(storage.path_for(other_org_original))),
+        }[change]
+        storage.put_bytes(media.original_key, replacement, "video/mp4")
+
+    r = client.post(f"/api/v1/media/{media.id}/retry", headers=staff.creator.headers)
+    assert r.status_code == 422 and r.json["error"]["code"] == code, r.json
+    if message:
+        assert r.json["error"]["message"] == message
+    db_session.expire_all()
+    row = db_session.get(MediaItem, media.id)
+    assert (row.status, row.attempts, row.error_message) == (
+        "failed",
+        1,
+        "The file could not be read as audio or video.",
+    )
+    assert sent_tasks == []
+
+
+def test_retry_with_the_pinned_object_unchanged_is_accepted(
+    client: FlaskClient, db_session: Session, staff: Staff, sent_tasks: Sent
+) -> None:
+    media = failed_after_upload(client, db_session, staff, GOOD)
+    pinned = media.upload_etag
+    sent_tasks.clear()
+    r = client.post(f"/api/v1/media/{media.id}/retry", headers=staff.creator.headers)
+    assert r.status_code == 202 and r.json["status"] == "uploaded"
+    assert sent_tasks == [("media.ingest", (str(media.id),), None)]
+    db_session.expire_all()
+    assert db_session.get(MediaItem, media.id).upload_etag == pinned
+
+
+def test_retry_of_a_row_without_a_pinned_etag_checks_the_magic_bytes_then_pins(
+    client: FlaskClient, db_session: Session, staff: Staff, sent_tasks: Sent
+) -> None:
+    """Rows uploaded before ETags were pinned: size and magic are checked, and the checked object is pinned."""
+    media = make_media(
+        staff.org.id, staff.creator.id, ready=False, status="failed", attempts=1, file_size_bytes=len(GOOD)
+    )
+    storage = client.application.extensions["storage"]
+    storage.put_bytes(media.original_key, hls_playlist("/etc/passwd.mp4", len(GOOD)), "video/mp4")
+    r = client.post(f"/api/v1/media/{media.id}/retry", headers=staff.creator.headers)
+    assert r.status_code == 422 and r.json["error"]["code"] == "UPLOAD_TYPE_MISMATCH" and sent_tasks == []
+
+    storage.put_bytes(media.original_key, GOOD, "video/mp4")
+    assert client.post(f"/api/v1/media/{media.id}/retry", headers=staff.creator.headers).status_code == 202
+    db_session.expire_all()
+    assert db_session.get(MediaItem, media.id).upload_etag == storage.head(media.original_key).etag
 
 
 def test_retry_limit_reached(client: FlaskClient, db_session: Session, staff: Staff, sent_tasks: Sent) -> None:

@@ -12,7 +12,7 @@ import pytest
 from app.errors import InvalidSignedUrl
 from app.security import tokens
 from app.storage import keys
-from app.storage.base import ObjectNotFound, ObjectTooLarge, StorageError
+from app.storage.base import ObjectChanged, ObjectNotFound, ObjectTooLarge, StorageError
 from app.storage.local import LocalStorage
 
 SECRET = "test-secret"
@@ -50,6 +50,40 @@ def test_failed_overwrite_keeps_the_previous_object(storage: LocalStorage) -> No
     with pytest.raises(ObjectTooLarge):
         storage.put_stream(key, io.BytesIO(b"y" * 50), "video/mp4", 10)
     assert storage.get_bytes(key) == b"first"
+
+
+def test_download_with_if_match_copies_only_the_pinned_version(storage: LocalStorage, tmp_path: Path) -> None:
+    """security.md §8: the worker downloads with the ETag upload-complete pinned (the one the PUT answered)."""
+    key = keys.original_key(uuid.uuid4(), uuid.uuid4(), "video/mp4")
+    storage.put_stream(key, io.BytesIO(b"checked bytes"), "video/mp4", 100)
+    pinned = storage.head(key)
+    assert pinned is not None and pinned.etag
+    storage.download_file(key, tmp_path / "ok.mp4", if_match=pinned.etag)
+    assert (tmp_path / "ok.mp4").read_bytes() == b"checked bytes"
+
+    # Replaced right away with as many bytes: the file-time clock may not even have ticked.
+    storage.put_stream(key, io.BytesIO(b"hostile bytes"), "video/mp4", 100)
+    assert storage.head(key).etag != pinned.etag  # type: ignore[union-attr]
+    with pytest.raises(ObjectChanged):
+        storage.download_file(key, tmp_path / "changed.mp4", if_match=pinned.etag)
+    assert not (tmp_path / "changed.mp4").exists()
+    storage.download_file(key, tmp_path / "any.mp4")  # no pin: whatever is there
+    assert (tmp_path / "any.mp4").read_bytes() == b"hostile bytes"
+    with pytest.raises(ObjectNotFound):
+        storage.download_file(keys.original_key(uuid.uuid4(), uuid.uuid4(), "video/mp4"), tmp_path / "x", if_match="x")
+
+
+def test_put_stream_before_replace_can_keep_the_previous_object(storage: LocalStorage) -> None:
+    key = keys.original_key(uuid.uuid4(), uuid.uuid4(), "video/mp4")
+    storage.put_bytes(key, b"first", "video/mp4")
+
+    def refuse() -> None:
+        raise RuntimeError("state changed")
+
+    with pytest.raises(RuntimeError):
+        storage.put_stream(key, io.BytesIO(b"second"), "video/mp4", 10, before_replace=refuse)
+    assert storage.get_bytes(key) == b"first"
+    assert _files(storage.root) == [key]
 
 
 def test_reads_and_missing_objects(storage: LocalStorage, tmp_path: Path) -> None:

@@ -12,12 +12,16 @@ from typing import Any
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
 
 from app.logging import mask_path
+from app.media.models import MediaItem
 from app.security import tokens
 from app.storage import keys
 from app.storage.local import LocalStorage
 from app.storage.s3 import S3Storage
+from tests.factories import MediaItemFactory
 
 from .test_s3 import s3_config
 
@@ -41,6 +45,12 @@ def _new_key(mime: str = "video/mp4") -> str:
     return keys.original_key(uuid.uuid4(), uuid.uuid4(), mime)
 
 
+def _uploading_key(mime: str = "video/mp4") -> str:
+    """The original key of a media item still ``uploading``: the only key the upload route writes."""
+    media_type = mime.split("/")[0]
+    return str(MediaItemFactory(status="uploading", media_type=media_type, mime_type=mime).original_key)
+
+
 def _assert_error(response: Any, status: int, code: str) -> None:
     assert response.status_code == status, response.get_data(as_text=True)
     body = response.get_json()
@@ -54,7 +64,7 @@ def _assert_error(response: Any, status: int, code: str) -> None:
 
 
 def test_upload_stores_the_bytes_and_returns_an_etag(client: FlaskClient, storage: LocalStorage) -> None:
-    key = _new_key()
+    key = _uploading_key()
     target = storage.presign_upload(key, "video/mp4", 64, 600)
     assert target.url.startswith("http://localhost:5000/storage/upload/")
     response = client.put(_path(target.url), data=b"a" * 64, headers=target.headers)
@@ -71,7 +81,7 @@ def test_upload_stores_the_bytes_and_returns_an_etag(client: FlaskClient, storag
 
 
 def test_upload_accepts_a_charset_parameter_but_not_another_type(client: FlaskClient, storage: LocalStorage) -> None:
-    key = _new_key("audio/mpeg")
+    key = _uploading_key("audio/mpeg")
     url = _path(storage.presign_upload(key, "audio/mpeg", 10, 600).url)
     _assert_error(client.put(url, data=b"ID3", headers={"Content-Type": "video/mp4"}), 415, "UNSUPPORTED_MEDIA_TYPE")
     _assert_error(client.put(url, data=b"ID3"), 415, "UNSUPPORTED_MEDIA_TYPE")
@@ -80,7 +90,7 @@ def test_upload_accepts_a_charset_parameter_but_not_another_type(client: FlaskCl
 
 
 def test_upload_larger_than_signed_is_413_and_leaves_no_file(client: FlaskClient, storage: LocalStorage) -> None:
-    key = _new_key()
+    key = _uploading_key()
     url = _path(storage.presign_upload(key, "video/mp4", 10, 600).url)
     _assert_error(client.put(url, data=b"x" * 11, headers={"Content-Type": "video/mp4"}), 413, "PAYLOAD_TOO_LARGE")
     assert storage.head(key) is None
@@ -89,7 +99,7 @@ def test_upload_larger_than_signed_is_413_and_leaves_no_file(client: FlaskClient
 
 def test_streamed_upload_without_length_is_cut_at_the_signed_size(client: FlaskClient, storage: LocalStorage) -> None:
     """A chunked body (no Content-Length) is counted while streaming: 413 and nothing stored."""
-    key = _new_key()
+    key = _uploading_key()
     url = _path(storage.presign_upload(key, "video/mp4", 10, 600).url)
     response = client.put(
         url,
@@ -113,12 +123,78 @@ def test_streamed_upload_without_length_is_cut_at_the_signed_size(client: FlaskC
 
 def test_upload_above_the_app_wide_body_limit(app: Flask, client: FlaskClient, storage: LocalStorage) -> None:
     size = app.config["MAX_CONTENT_LENGTH"] + 1
-    key = _new_key()
+    key = _uploading_key()
     url = _path(storage.presign_upload(key, "video/mp4", size, 600).url)
     response = client.put(url, data=b"z" * size, headers={"Content-Type": "video/mp4"})
     assert response.status_code == 200
     info = storage.head(key)
     assert info is not None and info.size == size
+
+
+@pytest.mark.parametrize("status", ["uploaded", "processing", "ready", "failed"])
+def test_upload_is_refused_once_the_media_left_uploading(
+    client: FlaskClient, db_session: Session, storage: LocalStorage, status: str
+) -> None:
+    """security.md §8: once upload-complete checked the bytes they are pinned; a new PUT with the
+    still-valid token answers 409 and the stored file stays what was checked."""
+    key = _uploading_key()
+    target = storage.presign_upload(key, "video/mp4", 64, 600)
+    first = client.put(_path(target.url), data=b"a" * 64, headers=target.headers)
+    assert first.status_code == 200
+    before = storage.head(key)
+    media = db_session.scalars(select(MediaItem).where(MediaItem.original_key == key)).one()
+    values: dict[str, Any] = {"status": status}
+    if status == "ready":
+        media_id, org_id = media.id, media.organization_id
+        values.update(
+            hls_master_key=keys.hls_master_key(org_id, media_id, 1),
+            hls_preview_key=keys.hls_preview_playlist_key(org_id, media_id, 1),
+            thumbnail_key=keys.thumbnail_key(org_id, media_id, 1),
+            renditions=["360p"], duration_seconds=4, width=640, height=360, ready_at=func.now(),
+        )  # fmt: skip
+    db_session.execute(update(MediaItem).where(MediaItem.id == media.id).values(**values))
+    db_session.flush()
+
+    again = client.put(_path(target.url), data=b"#EXTM3U\n" + b"b" * 56, headers=target.headers)
+    _assert_error(again, 409, "STATE_CONFLICT")
+    assert storage.path_for(key).read_bytes() == b"a" * 64
+    assert storage.head(key) == before  # same ETag: the pinned object was not replaced
+    assert [p.name for p in storage.path_for(key).parent.iterdir()] == [storage.path_for(key).name]
+
+
+def test_upload_for_a_deleted_or_unknown_media_item_is_404(
+    client: FlaskClient, db_session: Session, storage: LocalStorage
+) -> None:
+    deleted = str(MediaItemFactory(status="uploading", deleted_at=func.now()).original_key)
+    for key in (deleted, _new_key()):
+        url = _path(storage.presign_upload(key, "video/mp4", 10, 600).url)
+        _assert_error(client.put(url, data=b"x" * 10, headers={"Content-Type": "video/mp4"}), 404, "NOT_FOUND")
+        assert storage.head(key) is None
+
+
+def test_upload_checks_the_state_again_just_before_replacing_the_file(
+    client: FlaskClient, db_session: Session, storage: LocalStorage
+) -> None:
+    """upload-complete commits while the body is still streaming: the new bytes are thrown away,
+    so the object it checked (and pinned) is the one that stays."""
+    key = _uploading_key()
+    storage.put_bytes(key, b"checked" * 4, "video/mp4")
+    before = storage.head(key)
+
+    class CompletedMidway(io.BytesIO):
+        def readinto(self, buffer: Any) -> int:  # how werkzeug's LimitedStream reads the body
+            count = super().readinto(buffer)
+            if self.tell() == len(self.getvalue()):  # the whole body arrived; meanwhile upload-complete ran
+                db_session.execute(update(MediaItem).where(MediaItem.original_key == key).values(status="uploaded"))
+                db_session.flush()
+            return count
+
+    url = _path(storage.presign_upload(key, "video/mp4", 64, 600).url)
+    body = CompletedMidway(b"replaced" * 4)
+    response = client.put(url, input_stream=body, content_length=32, headers={"Content-Type": "video/mp4"})
+    _assert_error(response, 409, "STATE_CONFLICT")
+    assert storage.get_bytes(key) == b"checked" * 4 and storage.head(key) == before
+    assert [p.name for p in storage.path_for(key).parent.iterdir()] == [storage.path_for(key).name]  # no temp file
 
 
 def test_bad_upload_tokens_are_403(app: Flask, client: FlaskClient, storage: LocalStorage) -> None:

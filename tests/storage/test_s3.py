@@ -13,7 +13,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from app.storage import keys
-from app.storage.base import ObjectNotFound, ObjectTooLarge, StorageError
+from app.storage.base import ObjectChanged, ObjectNotFound, ObjectTooLarge, StorageError
 from app.storage.s3 import S3Storage
 
 
@@ -137,6 +137,23 @@ def test_files_round_trip(storage: S3Storage, tmp_path: Path) -> None:
     storage.delete(key)
     assert storage.head(key) is None
     storage.delete(key)  # deleting a missing key is not an error on S3
+
+
+def test_download_with_if_match_fails_once_the_object_was_replaced(storage: S3Storage, tmp_path: Path) -> None:
+    """security.md §8: GetObject with If-Match of the pinned ETag; a replaced object answers 412."""
+    key = keys.original_key(uuid.uuid4(), uuid.uuid4(), "video/mp4")
+    storage.put_bytes(key, b"checked bytes", "video/mp4")
+    pinned = storage.head(key)
+    assert pinned is not None and pinned.etag
+    storage.download_file(key, tmp_path / "ok.mp4", if_match=pinned.etag)
+    assert (tmp_path / "ok.mp4").read_bytes() == b"checked bytes"
+
+    storage.put_bytes(key, b"hostile bytes", "video/mp4")  # a second PUT with the still-valid presigned URL
+    with pytest.raises(ObjectChanged):
+        storage.download_file(key, tmp_path / "changed.mp4", if_match=pinned.etag)
+    assert not (tmp_path / "changed.mp4").exists()
+    storage.download_file(key, tmp_path / "any.mp4")
+    assert (tmp_path / "any.mp4").read_bytes() == b"hostile bytes"
 
 
 def test_missing_objects(storage: S3Storage, tmp_path: Path) -> None:
