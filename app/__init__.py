@@ -99,7 +99,7 @@ def _init_extensions(app: Flask, role: str) -> None:
 
     http.register_request_id(app)
     init_limiter(app)
-    from app.identity.auth import init_app as init_auth
+    from app.identity.sessions import init_app as init_auth
 
     init_auth(app)  # route limits before the body hooks (README §3.4); session sliding
     http.register_request_hooks(app)

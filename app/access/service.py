@@ -30,8 +30,9 @@ from app.access.cache import access_cache_key
 from app.access.models import ContentAccess
 from app.content.cache import gen_key
 from app.content.models import Content
-from app.identity.auth import not_found, parse_uuid, read_with_session
+from app.http import not_found, parse_uuid
 from app.identity.models import User
+from app.identity.sessions import read_with_session
 from app.media.models import MediaItem
 from app.orgs.models import Membership
 
@@ -310,7 +311,7 @@ class Playable:
 
 
 def playable_session_keys(path_args: dict[str, Any]) -> list[str] | None:
-    """For ``auth.with_session_read``: ``playable``'s two keys, read with the session entry."""
+    """For ``guards.with_session_read``: ``playable``'s two keys, read with the session entry."""
     content_id = parse_uuid(path_args.get("content_id"))
     if content_id is None:
         return None  # the route answers 404 for it

@@ -2,7 +2,7 @@
 
 ``/auth/me`` is the hottest authenticated read: every page load of a client asks it. Its body
 (the user's columns and memberships with organization names) is cached as the exact JSON bytes
-of the response, and read with the session entry (``auth.with_session_read``: from the process's
+of the response, and read with the session entry (``guards.with_session_read``: from the process's
 near cache when warm, else in the same Redis call), so a warm request makes no round trip of its
 own, no Postgres query and no schema dump.
 
@@ -38,8 +38,8 @@ from sqlalchemy.orm import Session, UOWTransaction
 from app import keys
 from app.db import after_commit
 from app.extensions import get_redis
-from app.identity.auth import read_with_session
 from app.identity.models import User
+from app.identity.sessions import read_with_session
 from app.orgs.models import Membership, Organization
 
 log = structlog.get_logger(__name__)
@@ -75,7 +75,7 @@ def lookup(user_id: uuid.UUID) -> Lookup:
 
 
 def session_keys(_path_args: dict[str, Any]) -> list[str]:
-    """For ``auth.with_session_read``: the caller's body and generation, read with the session."""
+    """For ``guards.with_session_read``: the caller's body and generation, read with the session."""
     return [keys.me_body("{user}"), keys.me_generation("{user}")]
 
 

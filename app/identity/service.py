@@ -18,10 +18,11 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from app import errors
+from app.http import not_found
 from app.identity import me_cache, passwords
-from app.identity.auth import evict_after_commit, hash_token, new_token, not_found, session_lifetime, utcnow
 from app.identity.models import AuthSession, Credential, User, VerificationToken
 from app.identity.schemas import MeSchema
+from app.identity.sessions import evict_after_commit, hash_token, new_token, session_lifetime, utcnow
 from app.notifications.service import login_url, queue_email, reset_password_url, verify_email_url
 from app.orgs.models import Membership, Organization, OrgSettings
 from app.schemas import paginate

@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session
 
 from app import errors
 from app.content.models import Content
-from app.identity.auth import not_found
+from app.http import not_found
 from app.media.models import MediaItem
 from app.orgs.access import OrgAccess, resource_access
 from app.schemas import paginate

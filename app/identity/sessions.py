@@ -1,4 +1,5 @@
-"""Who is calling: session tokens, the Redis session cache, the guards (security.md §1, §1.1).
+"""Login sessions: token -> ``Principal`` through the Redis session cache, sliding expiry, cookies
+(security.md §1, §1.1).
 
 A request presents a token as ``Authorization: Bearer <token>`` or the ``codex_session`` cookie
 (Bearer wins; a malformed Authorization header is a 401 even when a cookie is present). The
@@ -7,10 +8,9 @@ Postgres; Redis being down only costs the database read. Resolution never writes
 expiry update happens in ``after_request`` and only for successful responses, so a rejected
 request writes nothing (README §3.4).
 
-Guards are decorators; put ``require_auth`` *above* ``@blp.arguments`` so authentication (401)
-and CSRF (403) come before schema errors (400). Path ids declared with ``path_uuid`` (or by
-``require_org_role``) below it are parsed right after CSRF: an invalid UUID is a 404 with the
-resource's code, before the body is validated.
+The session read can fetch the view's own keys in the same round trip (``KeysFor``, declared on
+the view with ``guards.with_session_read``; the view reads them with ``read_with_session``).
+The guards that views use sit in app/identity/guards.py.
 """
 
 from __future__ import annotations
@@ -24,8 +24,7 @@ import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from functools import wraps
-from typing import Any, TypeVar, cast
+from typing import Any, cast
 
 import redis
 import structlog
@@ -34,15 +33,13 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from app import db, errors, keys
+from app import db, keys
 from app.extensions import get_near_cache, get_redis, redis_script
-from app.http import check_csrf, view_option
+from app.http import view_option
 from app.identity.models import AuthSession, User
 from app.nearcache import Miss, NearCache
 
 log = structlog.get_logger(__name__)
-
-F = TypeVar("F", bound=Callable[..., Any])
 
 COOKIE_NAME = "codex_session"
 CACHE_TTL_SECONDS = 300
@@ -66,7 +63,6 @@ SLIDE_AFTER = timedelta(minutes=5)
 
 _BEARER = re.compile(r"(?i:bearer) +([A-Za-z0-9_-]{1,256})")
 _TOKEN = re.compile(r"[A-Za-z0-9_-]{1,256}")
-_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 
 
 def utcnow() -> datetime:
@@ -91,15 +87,6 @@ def session_lifetime(remember_me: bool) -> timedelta:
     if remember_me:
         return timedelta(days=config["SESSION_REMEMBER_DAYS"])
     return timedelta(hours=config["SESSION_TTL_HOURS"])
-
-
-def parse_uuid(value: Any) -> uuid.UUID | None:
-    """The UUID in ``value`` (hyphenated form, any case), else None. Other spellings are refused."""
-    if isinstance(value, uuid.UUID):
-        return value
-    if isinstance(value, str) and _UUID.fullmatch(value):
-        return uuid.UUID(value)
-    return None
 
 
 # ---- the principal --------------------------------------------------------------------------
@@ -181,6 +168,8 @@ def _parse_cache_entry(raw: bytes | str, token_hash: str, token: str, via: str) 
 KeysFor = Callable[[dict[str, Any]], list[str] | None]
 """The keys a view reads right after authentication, from its path arguments; ``{user}`` stands
 for the session's user id (see ``read_with_session``)."""
+SESSION_KEYS_OPTION = "_codex_session_keys"
+"""The view option that holds the view's ``KeysFor`` (set by ``guards.with_session_read``)."""
 
 # The session entry plus the view's keys in one round trip. The keys depend on the session's
 # user id, so a pipeline cannot send them with the GET; the script fills ``{user}`` in. (Keys built
@@ -434,23 +423,6 @@ def warm_bearer_principal(near: NearCache, authorization: str, now: datetime) ->
     return principal
 
 
-def current_principal() -> Principal:
-    """The authenticated caller; only valid below a guard."""
-    principal = resolve()
-    if principal is None:
-        raise errors.Unauthenticated()
-    return principal
-
-
-def current_user() -> User:
-    """The caller's user row (loaded from Postgres)."""
-    principal = current_principal()
-    user = db.session.get(User, principal.user_id)
-    if user is None:
-        raise errors.Unauthenticated()
-    return user
-
-
 def mark_session_ended() -> None:
     """The current session was revoked by this request: no sliding, no cookie re-issue."""
     g.codex_session_ended = True
@@ -460,122 +432,11 @@ def rate_limit_identity() -> str | None:
     """User id for per-user rate limits (the limiter runs before any guard); None when anonymous."""
     try:
         # The view's own session read, so that /auth/me's one round trip holds with limits on.
-        principal = resolve(view_option("_codex_session_keys"))
+        principal = resolve(view_option(SESSION_KEYS_OPTION))
     except Exception:  # the limiter must never fail a request because of the identity lookup
         log.warning("ratelimit.identity_unavailable")
         return None
     return str(principal.user_id) if principal else None
-
-
-# ---- guards ---------------------------------------------------------------------------------
-
-
-def authenticate(keys_for: KeysFor | None = None) -> Principal:
-    """401 without a valid session; CSRF check when the cookie authenticated an unsafe request."""
-    principal = resolve(keys_for)
-    if principal is None:
-        raise errors.Unauthenticated()
-    if principal.via == "cookie":
-        check_csrf()
-    return principal
-
-
-def parse_path_ids(kwargs: dict[str, Any], path_ids: dict[str, str]) -> None:
-    """Replace declared path parameters by UUIDs; an invalid one is a 404 with its code."""
-    for name, code in path_ids.items():
-        if name not in kwargs:
-            continue
-        parsed = parse_uuid(kwargs[name])
-        if parsed is None:
-            raise errors.NotFound(code=code, message=_not_found_message(code))
-        kwargs[name] = parsed
-
-
-def _not_found_message(code: str) -> str:
-    thing = code.removesuffix("_NOT_FOUND").replace("_", " ").lower()
-    thing = {"org": "organization"}.get(thing, thing)
-    return f"The {thing} was not found." if thing else "The requested resource was not found."
-
-
-def not_found(code: str) -> errors.NotFound:
-    """The 404 for ``code``; identical whether the thing is missing or belongs to someone else."""
-    return errors.NotFound(code=code, message=_not_found_message(code))
-
-
-def declare_path_ids(func: Any, path_ids: dict[str, str]) -> None:
-    # Outer declarations first: /orgs/{org_id}/members/{user_id} checks org_id before user_id.
-    func._codex_path_ids = {**path_ids, **getattr(func, "_codex_path_ids", {})}
-
-
-def path_uuid(name: str, code: str) -> Callable[[F], F]:
-    """Declare ``name`` as a UUID path parameter (404 ``code`` when malformed). Put it below
-    ``@blp.arguments``; ``require_auth`` above parses it before the body is validated."""
-
-    def decorator(func: F) -> F:
-        @wraps(func)
-        def wrapper(*args: Any, **kwargs: Any) -> Any:
-            parse_path_ids(kwargs, {name: code})
-            return func(*args, **kwargs)
-
-        declare_path_ids(wrapper, {name: code})
-        return cast(F, wrapper)
-
-    return decorator
-
-
-def require_auth(func: F) -> F:
-    """401 ``UNAUTHENTICATED`` without a valid session; 403 ``CSRF_FAILED`` for a cookie-authenticated
-    unsafe request from an untrusted origin; then 404 for malformed declared path ids."""
-    path_ids: dict[str, str] = dict(getattr(func, "_codex_path_ids", {}))
-    keys_for: KeysFor | None = getattr(func, "_codex_session_keys", None)
-
-    @wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        authenticate(keys_for)
-        parse_path_ids(kwargs, path_ids)
-        return func(*args, **kwargs)
-
-    return cast(F, wrapper)
-
-
-def with_session_read(keys_for: KeysFor) -> Callable[[F], F]:
-    """Put below ``require_auth``: the session cache read also GETs ``keys_for(path arguments)``
-    (``{user}`` = the session's user id) in the same Redis round trip; the view's code finds them
-    with ``read_with_session`` (``GET /auth/me``: its cached body; the stream: the access entry)."""
-
-    def decorator(func: F) -> F:
-        func._codex_session_keys = keys_for  # type: ignore[attr-defined]
-        return func
-
-    return decorator
-
-
-def require_verified_email(func: F) -> F:
-    """403 ``EMAIL_NOT_VERIFIED`` unless the caller's address is verified (checkout)."""
-
-    @wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        authenticate()
-        if not current_user().email_verified:
-            raise errors.Forbidden("Verify your email address first.", code="EMAIL_NOT_VERIFIED")
-        return func(*args, **kwargs)
-
-    return cast(F, wrapper)
-
-
-def require_platform_owner(func: F) -> F:
-    """403 ``FORBIDDEN`` unless the caller is a platform_owner (Stripe events, ``all=true`` lists)."""
-    path_ids: dict[str, str] = dict(getattr(func, "_codex_path_ids", {}))
-
-    @wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        principal = authenticate()
-        parse_path_ids(kwargs, path_ids)
-        if not principal.is_platform_owner:
-            raise errors.Forbidden()
-        return func(*args, **kwargs)
-
-    return cast(F, wrapper)
 
 
 # ---- cookies --------------------------------------------------------------------------------
