@@ -113,7 +113,7 @@ class ContentStream(MethodView):
     def get(self, args: dict[str, Any], content_id: uuid.UUID) -> Any:
         """A signed HLS manifest URL for content the caller may access"""
         principal = current_principal()
-        playable = service.playable(db.session, principal.user_id, content_id)
+        playable = service.playable(db.session, principal.user_id, content_id, principal.prefetched)
         if not playable.decision.has_access:
             raise service.AccessDenied()
         meta = playable.meta

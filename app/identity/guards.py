@@ -65,9 +65,9 @@ def require_auth(func: F) -> F:
 
 def with_session_read(keys_for: KeysFor) -> Callable[[F], F]:
     """Put below ``require_auth``: the session cache read also GETs ``keys_for(path arguments)``
-    (``{user}`` = the session's user id) in the same Redis round trip; the view's code finds them
-    with ``sessions.read_with_session`` (``GET /auth/me``: its cached body; the stream: the access
-    entry)."""
+    (``{user}`` = the session's user id) in the same Redis round trip; the view finds them on
+    its principal, ``current_principal().prefetched`` (``GET /auth/me``: its cached body; the
+    stream: the access entry)."""
 
     def decorator(func: F) -> F:
         setattr(func, SESSION_KEYS_OPTION, keys_for)

@@ -39,7 +39,7 @@ from app import keys
 from app.db import after_commit
 from app.extensions import get_redis
 from app.identity.models import User
-from app.identity.sessions import read_with_session
+from app.identity.sessions import NOTHING_PREFETCHED, Prefetched
 from app.orgs.models import Membership, Organization
 
 log = structlog.get_logger(__name__)
@@ -60,14 +60,15 @@ class Lookup:
         self.generation = generation  # None: Redis was unavailable, do not store
 
 
-def lookup(user_id: uuid.UUID) -> Lookup:
-    """The cached body if its generation is current: read with the session when the view asked
-    for it (``session_keys``), else one ``MGET``."""
-    had_body, stored = read_with_session(keys.me_body(user_id))
-    had_generation, generation = read_with_session(keys.me_generation(user_id))
-    if not (had_body and had_generation):
+def lookup(user_id: uuid.UUID, prefetched: Prefetched = NOTHING_PREFETCHED) -> Lookup:
+    """The cached body if its generation is current: ``prefetched`` with the session when the
+    view asked for it (``session_keys``), else one ``MGET``."""
+    body_key, generation_key = keys.me_body(user_id), keys.me_generation(user_id)
+    if body_key in prefetched and generation_key in prefetched:
+        stored, generation = prefetched[body_key], prefetched[generation_key]
+    else:
         try:
-            stored, generation = get_redis().mget(keys.me_body(user_id), keys.me_generation(user_id))
+            stored, generation = get_redis().mget(body_key, generation_key)
         except redis.RedisError:
             log.warning("cache.unavailable", cache="me")
             return Lookup(None, None)

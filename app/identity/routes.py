@@ -151,7 +151,8 @@ class Me(MethodView):
     @with_session_read(me_cache.session_keys)  # session + cached body: one Redis round trip
     def get(self) -> Any:
         """The signed-in user with its organization memberships"""
-        body = service.me_body(db.session, current_principal().user_id)  # cached JSON (hot path)
+        principal = current_principal()
+        body = service.me_body(db.session, principal.user_id, principal.prefetched)  # cached JSON (hot path)
         if body is None:
             raise errors.Unauthenticated()
         return current_app.response_class(body, mimetype="application/json")

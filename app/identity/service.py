@@ -22,7 +22,7 @@ from app.http import not_found
 from app.identity import me_cache, passwords
 from app.identity.models import AuthSession, Credential, User, VerificationToken
 from app.identity.schemas import MeSchema
-from app.identity.sessions import evict_after_commit, hash_token, new_token, session_lifetime, utcnow
+from app.identity.sessions import Prefetched, evict_after_commit, hash_token, new_token, session_lifetime, utcnow
 from app.notifications.service import login_url, queue_email, reset_password_url, verify_email_url
 from app.orgs.models import Membership, Organization, OrgSettings
 from app.schemas import paginate
@@ -161,10 +161,11 @@ def me(session: Session, user_id: uuid.UUID) -> dict[str, Any] | None:
     }
 
 
-def me_body(session: Session, user_id: uuid.UUID) -> bytes | None:
-    """The JSON body of ``GET /auth/me``: from the ``me:{user_id}`` cache while it is current,
-    else built from Postgres (one query) and cached. None when the user no longer exists."""
-    cached = me_cache.lookup(user_id)
+def me_body(session: Session, user_id: uuid.UUID, prefetched: Prefetched) -> bytes | None:
+    """The JSON body of ``GET /auth/me``: from the ``me:{user_id}`` cache while it is current
+    (``prefetched``: read with the session), else built from Postgres (one query) and cached.
+    None when the user no longer exists."""
+    cached = me_cache.lookup(user_id, prefetched)
     if cached.body is not None:
         return cached.body
     view = me(session, user_id)

@@ -9,7 +9,7 @@ expiry update happens in ``after_request`` and only for successful responses, so
 request writes nothing (README §3.4).
 
 The session read can fetch the view's own keys in the same round trip (``KeysFor``, declared on
-the view with ``guards.with_session_read``; the view reads them with ``read_with_session``).
+the view with ``guards.with_session_read``); they travel on the principal (``Principal.prefetched``).
 The guards that views use sit in app/identity/guards.py.
 """
 
@@ -21,9 +21,10 @@ import json
 import re
 import secrets
 import uuid
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from types import MappingProxyType
 from typing import Any, cast
 
 import redis
@@ -91,6 +92,13 @@ def session_lifetime(remember_me: bool) -> timedelta:
 
 # ---- the principal --------------------------------------------------------------------------
 
+Prefetched = Mapping[str, bytes | None]
+"""Keys the session read fetched for the view (``KeysFor``), by name; ``None``: no such key in
+Redis. Only keys of the principal's own user: they were built from the session entry that
+authenticated the request. A key that is absent was not fetched: read it yourself."""
+
+NOTHING_PREFETCHED: Prefetched = MappingProxyType({})
+
 
 @dataclass(frozen=True)
 class Principal:
@@ -105,10 +113,22 @@ class Principal:
     token_hash: str
     token: str
     via: str  # "bearer" | "cookie"
+    # This request's; the rest is the session's (and shared through ``_PARSED``).
+    prefetched: Prefetched = field(default_factory=lambda: NOTHING_PREFETCHED, compare=False, repr=False)
 
     @property
     def is_platform_owner(self) -> bool:
         return self.role == "platform_owner"
+
+    def with_prefetched(self, prefetched: Prefetched) -> Principal:
+        """This principal carrying one request's prefetched keys. A shallow copy by hand: it runs
+        on every request of a view that prefetches, and ``dataclasses.replace`` costs several
+        times more (it goes through ``fields()`` and the frozen ``__init__``)."""
+        clone = object.__new__(Principal)
+        state = clone.__dict__
+        state.update(self.__dict__)
+        state["prefetched"] = prefetched
+        return clone
 
     def cache_value(self) -> str:
         # The spec's {session_id, user_id, role, expires_at} plus what sliding expiry needs.
@@ -167,7 +187,7 @@ def _parse_cache_entry(raw: bytes | str, token_hash: str, token: str, via: str) 
 
 KeysFor = Callable[[dict[str, Any]], list[str] | None]
 """The keys a view reads right after authentication, from its path arguments; ``{user}`` stands
-for the session's user id (see ``read_with_session``)."""
+for the session's user id. They arrive as ``Principal.prefetched``."""
 SESSION_KEYS_OPTION = "_codex_session_keys"
 """The view option that holds the view's ``KeysFor`` (set by ``guards.with_session_read``)."""
 
@@ -198,9 +218,16 @@ def _ttl(pttl: int) -> float | None:
     return pttl / 1000 if pttl >= 0 else None
 
 
-def _cache_get(token_hash: str, keys_for: KeysFor | None = None) -> bytes | None:
-    """The session entry (and the view's keys, into ``g``): from this process's near cache when it
-    holds them all (app/nearcache.py: exact, Redis reports every change), else from Redis."""
+CacheRead = tuple[bytes | None, dict[str, bytes | None] | None]
+"""The session entry (None: not cached, or Redis unavailable) and the view's keys fetched with
+it (None: none were)."""
+
+_NOT_CACHED: CacheRead = (None, None)
+
+
+def _cache_get(token_hash: str, keys_for: KeysFor | None = None) -> CacheRead:
+    """The session entry and the view's keys: from this process's near cache when it holds them
+    all (app/nearcache.py: exact, Redis reports every change), else from Redis."""
     templates = (keys_for(request.view_args or {}) if keys_for is not None else None) or []
     key = keys.session(token_hash)
     near = get_near_cache()
@@ -211,58 +238,47 @@ def _cache_get(token_hash: str, keys_for: KeysFor | None = None) -> bytes | None
             return held
     try:
         if epoch is None and not templates:
-            return cast(bytes | None, get_redis().get(key))
+            return cast(bytes | None, get_redis().get(key)), None
         result = redis_script(get_redis(), _SESSION_WITH_KEYS)(keys=[key], args=templates)
     except redis.RedisError:
         log.warning("cache.unavailable", cache="sessions")
-        return None
+        return _NOT_CACHED
     if not result:
-        return None
+        return _NOT_CACHED
     session = cast(bytes, result[0])
     fills = [(key, session, _ttl(result[1]))]
-    if len(result) > 2:  # (a tombstone or an unreadable entry brings nothing more)
+    fetched: dict[str, bytes | None] | None = None
+    if len(result) > 2 and templates:  # (a tombstone or an unreadable entry brings nothing more)
         user_id = result[2].decode()
-        fetched: dict[str, bytes | None] = {}
+        fetched = {}
         for i, template in enumerate(templates):
             view_key, value = template.replace("{user}", user_id), result[3 + 2 * i]
             fetched[view_key] = value
             fills.append((view_key, value, _ttl(result[4 + 2 * i])))
-        if templates:
-            g.codex_read_with_session = fetched
     if near is not None and epoch is not None:
         near.fill(epoch, fills)
-    return session
+    return session, fetched
 
 
-def _near_get(near: NearCache, key: str, templates: list[str]) -> bytes | None:
+def _near_get(near: NearCache, key: str, templates: list[str]) -> CacheRead | None:
     """``_cache_get``'s answer when the near cache holds the session entry and every view key."""
     session = near.get(key)
     if not isinstance(session, bytes):  # not held, or held as absent (the database decides)
         return None
-    if templates and session != REVOKED:
-        match = _USER_ID.search(session)
-        if match is None:
+    if not templates or session == REVOKED:
+        return session, None
+    match = _USER_ID.search(session)
+    if match is None:
+        return None
+    user_id = match.group(1).decode()
+    fetched: dict[str, bytes | None] = {}
+    for template in templates:
+        view_key = template.replace("{user}", user_id)
+        value = near.get(view_key)
+        if isinstance(value, Miss):
             return None
-        user_id = match.group(1).decode()
-        fetched: dict[str, bytes | None] = {}
-        for template in templates:
-            view_key = template.replace("{user}", user_id)
-            value = near.get(view_key)
-            if isinstance(value, Miss):
-                return None
-            fetched[view_key] = value
-        g.codex_read_with_session = fetched
-    return session
-
-
-def read_with_session(key: str) -> tuple[bool, bytes | None]:
-    """``(True, value)`` when this request's session read also fetched ``key`` (``None``: no such
-    key in Redis), else ``(False, None)``: read it yourself. Only keys of the authenticated user
-    are there: they were built from the same session entry that authenticated the request."""
-    fetched: dict[str, bytes | None] | None = g.get("codex_read_with_session")
-    if fetched is None or key not in fetched or g.get("codex_principal") is None:
-        return False, None
-    return True, fetched[key]
+        fetched[view_key] = value
+    return session, fetched
 
 
 def _cache_put(principal: Principal, now: datetime) -> None:
@@ -323,19 +339,20 @@ def _evict_committed(pending: list[tuple[uuid.UUID, list[str], bool]]) -> None:
 # ---- resolution -----------------------------------------------------------------------------
 
 
-def _presented_token() -> tuple[str | None, str | None, bool]:
-    """(token, via, malformed) for the current request."""
+def _presented_token() -> tuple[str | None, str | None]:
+    """(token, via) for the current request; none for a malformed Authorization header, even
+    with a cookie."""
     headers = request.headers
     header = headers.get("Authorization")
     if header is not None:
         match = _BEARER.fullmatch(header.strip())
         if match is None:
-            return None, None, True
-        return match.group(1), "bearer", False
+            return None, None
+        return match.group(1), "bearer"
     cookie = request.cookies.get(COOKIE_NAME)
     if cookie and _TOKEN.fullmatch(cookie):
-        return cookie, "cookie", False
-    return None, None, False
+        return cookie, "cookie"
+    return None, None
 
 
 def _load_from_db(token_hash: str, token: str, via: str, now: datetime) -> Principal | None:
@@ -374,20 +391,19 @@ def resolve(keys_for: KeysFor | None = None) -> Principal | None:
     """The caller's session, or None (anonymous, unknown, expired, revoked or malformed).
 
     Memoised for the request; reads only (cache, then database). ``keys_for``: what the view will
-    read next, fetched in the same round trip as the session entry (``read_with_session``).
+    read next, fetched in the same round trip as the session entry (``Principal.prefetched``).
     """
     state = g._get_current_object()  # the request's g itself: read and written a dozen times here
     if "codex_auth_resolved" in state:
         return cast(Principal | None, state.codex_principal)
     state.codex_auth_resolved = True
     state.codex_principal = None
-    token, via, malformed = _presented_token()
-    state.codex_auth_malformed = malformed
+    token, via = _presented_token()
     if token is None or via is None:
         return None
     now = utcnow()
     token_hash = hash_token(token)
-    cached = _cache_get(token_hash, keys_for)
+    cached, prefetched = _cache_get(token_hash, keys_for)
     if cached == REVOKED:
         return None
     principal = _from_cache(cached, token_hash, token, via) if cached is not None else None
@@ -399,6 +415,8 @@ def resolve(keys_for: KeysFor | None = None) -> Principal | None:
         principal = None
     if principal is None:
         return None
+    if prefetched is not None:
+        principal = principal.with_prefetched(prefetched)
     state.codex_principal = principal
     state.user_id = principal.user_id
     structlog.contextvars.bind_contextvars(user_id=str(principal.user_id))

@@ -9,6 +9,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import redis as redis_lib
 
+from app import keys
+from app.identity import me_cache
 from app.identity import sessions as sessions_module
 from app.identity.sessions import hash_token
 from app.nearcache import MISS
@@ -245,3 +247,22 @@ def test_expired_cache_entry_is_rejected(client, db_session, redis) -> None:
     cached["expires_at"] = (datetime.now(UTC) - timedelta(seconds=1)).isoformat()
     redis.set(f"sess:{hash_token(token)}", json.dumps(cached), ex=60)
     assert client.get(ME, headers=auth(token)).status_code == 401
+
+
+def test_the_keys_read_with_the_session_travel_on_that_requests_principal_only(app, client, db_session, redis) -> None:
+    """``Principal.prefetched`` is what this request's session read fetched for its view; a
+    principal parsed from the same cache entry for another request (they share the parse memo)
+    carries nothing, and equals it otherwise."""
+    user = make_user()
+    token = signed_in(user)
+    assert client.get(ME, headers=auth(token)).status_code == 200  # session and body now in Redis
+    body_key, generation_key = keys.me_body(user.id), keys.me_generation(user.id)
+    with app.test_request_context(ME, headers=auth(token)):
+        reading = sessions_module.resolve(me_cache.session_keys)
+    with app.test_request_context(ME, headers=auth(token)):
+        plain = sessions_module.resolve()
+    assert reading is not None and plain is not None
+    assert dict(reading.prefetched) == {body_key: redis.get(body_key), generation_key: redis.get(generation_key)}
+    assert reading.prefetched[body_key] is not None
+    assert dict(plain.prefetched) == {}
+    assert plain == reading and plain.user_id == user.id
