@@ -99,9 +99,11 @@ def _init_extensions(app: Flask, role: str) -> None:
 
     http.register_request_id(app)
     init_limiter(app)
-    from app.identity.auth import init_app as init_auth
+    from app.identity.sessions import init_app as init_auth
+    from app.orgs.for_identity import supply as supply_identity
 
     init_auth(app)  # route limits before the body hooks (README §3.4); session sliding
+    supply_identity()  # sign-up by org slug, /auth/me memberships (identity does not import orgs)
     http.register_request_hooks(app)
     _register_email_lookups(app)
 

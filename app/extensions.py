@@ -78,7 +78,7 @@ def _thread_connection(client: redis.Redis) -> Any:
     return held[1]
 
 
-# The keys the near cache holds (app/keys.py says which): only what ``auth.with_session_read``
+# The keys the near cache holds (app/keys.py says which): only what ``guards.with_session_read``
 # fetches is ever filled; the prefixes say which changes Redis reports.
 NEAR_CACHE_PREFIXES = keys.NEAR_CACHE_PREFIXES
 

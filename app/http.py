@@ -1,4 +1,5 @@
-"""Request plumbing shared by every route: request id, preflight and CORS, body checks, headers, logs.
+"""Request plumbing shared by every route: request id, preflight and CORS, body checks, headers, logs,
+path ids and their 404s.
 
 Hooks run in the spec's check order (README §3.4): the route match (404/405) and the rate limit
 (429, flask-limiter's hook) come first, then body size (413), Content-Type (415) and JSON
@@ -12,7 +13,8 @@ import re
 import time
 import uuid
 from collections.abc import Callable, Collection, Mapping
-from typing import Any
+from functools import wraps
+from typing import Any, TypeVar, cast
 from urllib.parse import urlsplit
 
 import structlog
@@ -26,7 +28,10 @@ from app.logging import mask_path
 log = structlog.get_logger("codex.request")
 _REQUEST_LOG = logging.getLogger("codex.request")
 
+F = TypeVar("F", bound=Callable[..., Any])
+
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
+_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 UNSAFE_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
 
 API_CSP = "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
@@ -95,6 +100,67 @@ def _lookupview_option(endpoint: str, name: str) -> Any:
         if method is not None and hasattr(method, name):
             return getattr(method, name)
     return getattr(view, name, None)
+
+
+# ---- path ids and 404s ------------------------------------------------------------------
+
+
+def parse_uuid(value: Any) -> uuid.UUID | None:
+    """The UUID in ``value`` (hyphenated form, any case), else None. Other spellings are refused."""
+    if isinstance(value, uuid.UUID):
+        return value
+    if isinstance(value, str) and _UUID.fullmatch(value):
+        return uuid.UUID(value)
+    return None
+
+
+def not_found(code: str) -> errors.NotFound:
+    """The 404 for ``code``; identical whether the thing is missing or belongs to someone else."""
+    return errors.NotFound(code=code, message=_not_found_message(code))
+
+
+def _not_found_message(code: str) -> str:
+    thing = code.removesuffix("_NOT_FOUND").replace("_", " ").lower()
+    thing = {"org": "organization"}.get(thing, thing)
+    return f"The {thing} was not found." if thing else "The requested resource was not found."
+
+
+def parse_path_ids(kwargs: dict[str, Any], path_ids: dict[str, str]) -> None:
+    """Replace declared path parameters by UUIDs; an invalid one is a 404 with its code."""
+    for name, code in path_ids.items():
+        if name not in kwargs:
+            continue
+        parsed = parse_uuid(kwargs[name])
+        if parsed is None:
+            raise errors.NotFound(code=code, message=_not_found_message(code))
+        kwargs[name] = parsed
+
+
+def declare_path_ids(func: Any, path_ids: dict[str, str]) -> None:
+    """Record on ``func`` the path ids it parses, for a guard above to parse first."""
+    # Outer declarations first: /orgs/{org_id}/members/{user_id} checks org_id before user_id.
+    func._codex_path_ids = {**path_ids, **getattr(func, "_codex_path_ids", {})}
+
+
+def declared_path_ids(func: Any) -> dict[str, str]:
+    """The path ids declared on ``func`` below (``path_uuid``, ``declare_path_ids``), name -> code."""
+    return dict(getattr(func, "_codex_path_ids", {}))
+
+
+def path_uuid(name: str, code: str) -> Callable[[F], F]:
+    """Declare ``name`` as a UUID path parameter (404 ``code`` when malformed). Put it below
+    ``@blp.arguments``; ``require_auth`` above parses it before the body is validated."""
+
+    def decorator(func: F) -> F:
+        @wraps(func)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            parse_path_ids(kwargs, {name: code})
+            return func(*args, **kwargs)
+
+        declare_path_ids(wrapper, {name: code})
+        return cast(F, wrapper)
+
+    return decorator
 
 
 # ---- hooks ------------------------------------------------------------------------------

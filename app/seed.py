@@ -36,8 +36,8 @@ from app.content import service as content_service
 from app.content.models import Content
 from app.identity import passwords
 from app.identity import service as identity
-from app.identity.auth import Principal
 from app.identity.models import Credential, User
+from app.identity.sessions import Principal
 from app.media import service as media_service
 from app.media.models import MediaItem
 from app.media.pipeline import MediaSettings

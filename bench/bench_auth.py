@@ -69,8 +69,8 @@ def prepare(env: dict[str, str]) -> str:
     import redis
 
     from app.identity import passwords
-    from app.identity.auth import new_token
     from app.identity.models import AuthSession, Credential, User
+    from app.identity.sessions import new_token
     from app.orgs.models import Membership, Organization, OrgSettings
 
     migrate(env["DATABASE_URL"])
@@ -115,7 +115,7 @@ def cache_is_warm(env: dict[str, str], token: str) -> bool:
     import redis
 
     from app import keys
-    from app.identity.auth import hash_token
+    from app.identity.sessions import hash_token
 
     client = redis.Redis.from_url(env["REDIS_URL"])
     try:

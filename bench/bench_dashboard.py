@@ -273,7 +273,7 @@ def vacuum(db_url: str) -> None:
 
 
 def session_token(db_url: str, owner_id: uuid.UUID) -> str:
-    from app.identity.auth import new_token
+    from app.identity.sessions import new_token
 
     token, token_hash = new_token()
     now = datetime.now(UTC)

@@ -74,8 +74,8 @@ def prepare(env: dict[str, str]) -> Playback:
     from app.access.models import ContentAccess
     from app.commerce.models import CheckoutSession, Purchase
     from app.content.models import Content
-    from app.identity.auth import new_token
     from app.identity.models import AuthSession
+    from app.identity.sessions import new_token
     from app.media.models import MediaItem
     from app.orgs.models import Membership, Organization, OrgSettings
     from app.storage import keys

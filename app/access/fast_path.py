@@ -15,7 +15,7 @@ It answers only when the outcome is known to be the route's success:
 - the exact path with a canonical content UUID, and no rate limit to count (``RATELIMIT_ENABLED``
   off; with limits on, these requests go through flask-limiter in the routes);
 - ``Authorization: Bearer`` (a cookie needs the CSRF check) whose session entry this process's
-  near cache holds, live and not due to slide (``auth.warm_bearer_principal``);
+  near cache holds, live and not due to slide (``sessions.warm_bearer_principal``);
 - heartbeat: a JSON object body of at most 4 KiB that ``fast_progress`` takes as it stands, the
   content's snapshot in this process, and a script answer of applied/ignored;
 - stream: a query string ``fast_stream_args`` takes, the access entry and generation token held by
@@ -48,7 +48,7 @@ from app.access import hls, progress, service
 from app.access.cache import access_cache_key
 from app.access.schemas import fast_progress, fast_stream_args
 from app.content.cache import gen_key
-from app.identity import auth
+from app.identity import sessions
 from app.nearcache import Miss, NearCache
 
 _PATH = re.compile(r"/api/v1/content/([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})/(progress|stream)")
@@ -162,20 +162,20 @@ class FastPath:
 
     # ---- shared ------------------------------------------------------------------------------
 
-    def _caller(self, environ: dict[str, Any]) -> tuple[auth.Principal, NearCache, datetime] | None:
+    def _caller(self, environ: dict[str, Any]) -> tuple[sessions.Principal, NearCache, datetime] | None:
         """The bearer's principal from the near cache, when nothing else needs the route first."""
         near: NearCache | None = self.app.extensions.get("near_cache")
         authorization = environ.get("HTTP_AUTHORIZATION")
         if near is None or not authorization or self.app.config["CODEX_RATELIMIT_ENABLED"]:
             return None
         now = datetime.now(UTC)
-        principal = auth.warm_bearer_principal(near, authorization, now)
+        principal = sessions.warm_bearer_principal(near, authorization, now)
         return None if principal is None else (principal, near, now)
 
     def _answer(
         self,
         environ: dict[str, Any],
-        principal: auth.Principal,
+        principal: sessions.Principal,
         status: str,
         content: list[tuple[str, str]],
         body: bytes,

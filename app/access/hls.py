@@ -32,7 +32,7 @@ from sqlalchemy.orm import Session
 from app import errors
 from app.access.service import CONTENT_NOT_FOUND, AccessDenied, ContentMeta, can_access, load_content
 from app.content.models import Content
-from app.identity.auth import not_found
+from app.http import not_found
 from app.media.models import MediaItem
 from app.media.service import presigned_url
 from app.schemas import format_timestamp

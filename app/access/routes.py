@@ -32,8 +32,8 @@ from app.access.schemas import (
     fast_stream_args,
 )
 from app.api import Blueprint, error_responses
-from app.http import no_content
-from app.identity.auth import current_principal, path_uuid, require_auth, with_session_read
+from app.http import no_content, path_uuid
+from app.identity.guards import current_principal, require_auth, with_session_read
 from app.identity.prechecks import route_limit
 from app.schemas import list_schema
 
@@ -113,7 +113,7 @@ class ContentStream(MethodView):
     def get(self, args: dict[str, Any], content_id: uuid.UUID) -> Any:
         """A signed HLS manifest URL for content the caller may access"""
         principal = current_principal()
-        playable = service.playable(db.session, principal.user_id, content_id)
+        playable = service.playable(db.session, principal.user_id, content_id, principal.prefetched)
         if not playable.decision.has_access:
             raise service.AccessDenied()
         meta = playable.meta

@@ -30,8 +30,9 @@ from app.access.cache import access_cache_key
 from app.access.models import ContentAccess
 from app.content.cache import gen_key
 from app.content.models import Content
-from app.identity.auth import not_found, parse_uuid, read_with_session
+from app.http import not_found, parse_uuid
 from app.identity.models import User
+from app.identity.sessions import Prefetched
 from app.media.models import MediaItem
 from app.orgs.models import Membership
 
@@ -310,28 +311,28 @@ class Playable:
 
 
 def playable_session_keys(path_args: dict[str, Any]) -> list[str] | None:
-    """For ``auth.with_session_read``: ``playable``'s two keys, read with the session entry."""
+    """For ``guards.with_session_read``: ``playable``'s two keys, read with the session entry."""
     content_id = parse_uuid(path_args.get("content_id"))
     if content_id is None:
         return None  # the route answers 404 for it
     return [access_cache_key("{user}", content_id), gen_key(content_id)]
 
 
-def playable(session: Session, user_id: uuid.UUID, content_id: uuid.UUID) -> Playable:
+def playable(session: Session, user_id: uuid.UUID, content_id: uuid.UUID, prefetched: Prefetched) -> Playable:
     """``visible_content`` for the hot paths: same rules (404 / decision); it makes no Redis round
-    trip of its own when the route read its keys with the session (near cache or Redis), else one
-    ``MGET``."""
+    trip of its own when the route read its keys with the session (``prefetched``: near cache or
+    Redis), else one ``MGET``."""
     client = _redis()
     access_key, content_gen_key = access_cache_key(user_id, content_id), gen_key(content_id)
-    had_reason, raw_reason = read_with_session(access_key)
-    had_gen, raw_gen = read_with_session(content_gen_key)
-    try:
-        if not (had_reason and had_gen):
+    if access_key in prefetched and content_gen_key in prefetched:
+        raw_reason, raw_gen = prefetched[access_key], prefetched[content_gen_key]
+    else:
+        try:
             raw_reason, raw_gen = client.mget([access_key, content_gen_key])
-    except redis.RedisError:
-        log.warning("cache.unavailable", cache="content_snapshot")
-        visible = visible_content(session, user_id, content_id)
-        return Playable(ContentMeta.of(visible.content, visible.media), visible.decision)
+        except redis.RedisError:
+            log.warning("cache.unavailable", cache="content_snapshot")
+            visible = visible_content(session, user_id, content_id)
+            return Playable(ContentMeta.of(visible.content, visible.media), visible.decision)
     gen = gen_of(raw_gen)
     snapshot = cached_snapshot(content_id)
     if snapshot is None or snapshot.gen != gen:

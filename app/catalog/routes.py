@@ -11,7 +11,7 @@ from app.api import Blueprint, error_responses
 from app.catalog import service
 from app.catalog.schemas import CatalogDetailSchema, CatalogItemSchema, CatalogListArgsSchema
 from app.content.service import CONTENT_NOT_FOUND
-from app.identity.auth import not_found, parse_uuid
+from app.http import not_found, parse_uuid
 from app.schemas import list_schema
 
 blp = Blueprint("catalog", __name__, url_prefix="/api/v1", description="Public catalogue")

@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 
 from app.content.models import Content
 from app.content.service import CONTENT_NOT_FOUND, contains
-from app.identity.auth import not_found, parse_uuid
+from app.http import not_found, parse_uuid
 from app.media.models import MediaItem
 from app.media.service import presigned_url
 from app.orgs.models import Organization

@@ -36,8 +36,8 @@ from app.commerce.schemas import (
     StripeEventListArgsSchema,
     StripeEventSchema,
 )
-from app.http import body_limit
-from app.identity.auth import current_principal, current_user, path_uuid, require_auth
+from app.http import body_limit, path_uuid
+from app.identity.guards import current_principal, current_user, require_auth
 from app.identity.prechecks import route_limit
 from app.orgs.access import OrgAccess, require_org_role
 from app.schemas import EmptySchema, list_schema, paginate

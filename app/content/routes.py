@@ -17,8 +17,8 @@ from app.api import Blueprint, error_responses
 from app.content import service
 from app.content.models import Content
 from app.content.schemas import ContentCreateSchema, ContentListArgsSchema, ContentSchema, ContentUpdateSchema
-from app.http import no_content
-from app.identity.auth import path_uuid, require_auth
+from app.http import no_content, path_uuid
+from app.identity.guards import require_auth
 from app.orgs.access import OrgAccess, require_org_role
 from app.schemas import EmptySchema, list_schema
 

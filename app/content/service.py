@@ -25,7 +25,7 @@ from app import errors
 from app.content.cache import content_changed_after_commit
 from app.content.models import Content
 from app.content.slugs import first_free_slug, slug_taken, slugify
-from app.identity.auth import not_found
+from app.http import not_found
 from app.media.models import MediaItem
 from app.media.service import MEDIA_NOT_FOUND, load_live, presigned_url, require_creator_or_manager
 from app.orgs.access import OrgAccess

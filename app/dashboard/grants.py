@@ -21,7 +21,7 @@ from app.access.cache import invalidate_access_after_commit
 from app.access.models import ContentAccess
 from app.content.models import Content
 from app.dashboard import audit
-from app.identity.auth import not_found
+from app.http import not_found
 from app.identity.models import User
 from app.notifications.service import content_url, queue_email
 from app.orgs.access import OrgAccess, is_staff

@@ -33,8 +33,8 @@ from app.dashboard.schemas import (
     TopContentArgsSchema,
     TopContentSchema,
 )
-from app.http import no_content
-from app.identity.auth import not_found, path_uuid, require_auth
+from app.http import no_content, not_found, path_uuid
+from app.identity.guards import require_auth
 from app.notifications.schemas import EmailListArgsSchema, OutboxEmailSchema
 from app.notifications.service import list_org_emails
 from app.orgs.access import OrgAccess, require_org_role

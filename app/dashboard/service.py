@@ -39,7 +39,7 @@ from app.commerce.models import Purchase
 from app.commerce.service import purchase_view
 from app.content.models import Content
 from app.dashboard.models import AdminAuditEvent, ContentRevenue, CustomerRevenue, DailyRevenue, DashboardCustomer
-from app.identity.auth import not_found
+from app.http import not_found
 from app.identity.models import User
 from app.schemas import page_envelope, paginate
 

@@ -2,7 +2,7 @@
 
 ``/auth/me`` is the hottest authenticated read: every page load of a client asks it. Its body
 (the user's columns and memberships with organization names) is cached as the exact JSON bytes
-of the response, and read with the session entry (``auth.with_session_read``: from the process's
+of the response, and read with the session entry (``guards.with_session_read``: from the process's
 near cache when warm, else in the same Redis call), so a warm request makes no round trip of its
 own, no Postgres query and no schema dump.
 
@@ -10,9 +10,9 @@ Nothing authorizes from this cache: org-scoped guards still read the membership 
 every request (security.md §1.1), so a stale entry could only show an old name or role, and the
 scheme below prevents even that:
 
-- Every write that can change the view (a ``User``, ``Membership`` or renamed ``Organization``
-  flushed through the ORM) sets a fresh random *generation* ``me:gen:{user_id}`` once the
-  transaction commits.
+- Every write that can change the view (a ``User`` flushed through the ORM here; a ``Membership``
+  or renamed ``Organization``, by app/orgs/for_identity.py, which builds the view) sets a fresh
+  random *generation* ``me:gen:{user_id}`` once the transaction commits (``stale_after_commit``).
 - An entry is stored tagged with the generation read *before* the database read, and is served
   only while that generation is still current. A reader that raced a writer (read old rows, then
   stored them after the writer's commit) stored them under the old generation, so they are never
@@ -32,15 +32,14 @@ from typing import Any
 
 import redis
 import structlog
-from sqlalchemy import event, select
+from sqlalchemy import event
 from sqlalchemy.orm import Session, UOWTransaction
 
 from app import keys
 from app.db import after_commit
 from app.extensions import get_redis
-from app.identity.auth import read_with_session
 from app.identity.models import User
-from app.orgs.models import Membership, Organization
+from app.identity.sessions import NOTHING_PREFETCHED, Prefetched
 
 log = structlog.get_logger(__name__)
 
@@ -60,14 +59,15 @@ class Lookup:
         self.generation = generation  # None: Redis was unavailable, do not store
 
 
-def lookup(user_id: uuid.UUID) -> Lookup:
-    """The cached body if its generation is current: read with the session when the view asked
-    for it (``session_keys``), else one ``MGET``."""
-    had_body, stored = read_with_session(keys.me_body(user_id))
-    had_generation, generation = read_with_session(keys.me_generation(user_id))
-    if not (had_body and had_generation):
+def lookup(user_id: uuid.UUID, prefetched: Prefetched = NOTHING_PREFETCHED) -> Lookup:
+    """The cached body if its generation is current: ``prefetched`` with the session when the
+    view asked for it (``session_keys``), else one ``MGET``."""
+    body_key, generation_key = keys.me_body(user_id), keys.me_generation(user_id)
+    if body_key in prefetched and generation_key in prefetched:
+        stored, generation = prefetched[body_key], prefetched[generation_key]
+    else:
         try:
-            stored, generation = get_redis().mget(keys.me_body(user_id), keys.me_generation(user_id))
+            stored, generation = get_redis().mget(body_key, generation_key)
         except redis.RedisError:
             log.warning("cache.unavailable", cache="me")
             return Lookup(None, None)
@@ -75,7 +75,7 @@ def lookup(user_id: uuid.UUID) -> Lookup:
 
 
 def session_keys(_path_args: dict[str, Any]) -> list[str]:
-    """For ``auth.with_session_read``: the caller's body and generation, read with the session."""
+    """For ``guards.with_session_read``: the caller's body and generation, read with the session."""
     return [keys.me_body("{user}"), keys.me_generation("{user}")]
 
 
@@ -113,26 +113,19 @@ def bump(user_ids: Iterable[uuid.UUID | str]) -> None:
         log.warning("cache.unavailable", cache="me", action="bump")
 
 
+def stale_after_commit(db_session: Session, user_ids: Iterable[uuid.UUID]) -> None:
+    """``bump`` these users once ``db_session`` commits (nothing if it rolls back); one ``bump``
+    for all the users of a transaction, whoever noted them."""
+    after_commit(db_session, bump, *user_ids)
+
+
 # ---- invalidation from the ORM ----------------------------------------------------------------
 
 
 @event.listens_for(Session, "after_flush")
 def _collect(db_session: Session, flush_context: UOWTransaction) -> None:
-    """Note the users whose view this flush changed (``new``/``dirty``/``deleted`` still hold
-    the flushed objects here); their generations are replaced after the commit."""
-    users: set[uuid.UUID] = set()
-    renamed_orgs: list[uuid.UUID] = []
-    for obj in chain(db_session.new, db_session.dirty, db_session.deleted):
-        if isinstance(obj, User):
-            users.add(obj.id)
-        elif isinstance(obj, Membership):
-            users.add(obj.user_id)
-        elif isinstance(obj, Organization) and obj not in db_session.new:
-            renamed_orgs.append(obj.id)  # name or slug may show in every member's view
-    if renamed_orgs:
-        members = db_session.connection().execute(
-            select(Membership.user_id).where(Membership.organization_id.in_(renamed_orgs))
-        )
-        users.update(members.scalars())
+    """Note the users whose row this flush changed (``new``/``dirty``/``deleted`` still hold the
+    flushed objects here); their generations are replaced after the commit."""
+    users = [obj.id for obj in chain(db_session.new, db_session.dirty, db_session.deleted) if isinstance(obj, User)]
     if users:
-        after_commit(db_session, bump, *users)
+        stale_after_commit(db_session, users)

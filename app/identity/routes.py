@@ -14,9 +14,9 @@ from flask.views import MethodView
 from app import db, errors
 from app.api import Blueprint, error_responses
 from app.extensions import ip_key
-from app.http import view_option
-from app.identity import auth, me_cache, service
-from app.identity.auth import current_principal, path_uuid, require_auth
+from app.http import path_uuid, view_option
+from app.identity import me_cache, service, sessions
+from app.identity.guards import authenticate, current_principal, require_auth, with_session_read
 from app.identity.prechecks import route_limit, route_limits
 from app.identity.schemas import (
     EmailRequestSchema,
@@ -120,7 +120,7 @@ class Login(MethodView):
             {"token": result.token, "expires_at": result.session.expires_at, "user": user_view(result.user)}
         )
         response = jsonify(body)
-        auth.set_session_cookie(response, result.token, result.session.remember_me)
+        sessions.set_session_cookie(response, result.token, result.session.remember_me)
         return response
 
 
@@ -131,15 +131,15 @@ class Logout(MethodView):
     @blp.arguments(EmptySchema)
     def post(self, _data: dict[str, Any]) -> Any:
         """Log out: revoke the presented session (if any) and clear the cookie"""
-        principal = auth.resolve()
+        principal = sessions.resolve()
         if principal is not None:
             if principal.via == "cookie":
-                auth.authenticate()  # CSRF: a foreign page must not end the session
+                authenticate()  # CSRF: a foreign page must not end the session
             service.end_session(db.session, principal.user_id, principal.session_id)
             db.session.commit()
-            auth.mark_session_ended()
+            sessions.mark_session_ended()
         response = _empty(204)
-        auth.clear_session_cookie(response)
+        sessions.clear_session_cookie(response)
         return response
 
 
@@ -148,10 +148,11 @@ class Me(MethodView):
     @blp.response(200, MeSchema)
     @error_responses(blp, 401, *COMMON)
     @require_auth
-    @auth.with_session_read(me_cache.session_keys)  # session + cached body: one Redis round trip
+    @with_session_read(me_cache.session_keys)  # session + cached body: one Redis round trip
     def get(self) -> Any:
         """The signed-in user with its organization memberships"""
-        body = service.me_body(db.session, current_principal().user_id)  # cached JSON (hot path)
+        principal = current_principal()
+        body = service.me_body(db.session, principal.user_id, principal.prefetched)  # cached JSON (hot path)
         if body is None:
             raise errors.Unauthenticated()
         return current_app.response_class(body, mimetype="application/json")
@@ -267,6 +268,6 @@ class SessionItem(MethodView):
         db.session.commit()
         response = _empty(204)
         if session_id == principal.session_id:
-            auth.mark_session_ended()
-            auth.clear_session_cookie(response)
+            sessions.mark_session_ended()
+            sessions.clear_session_cookie(response)
         return response

@@ -7,23 +7,24 @@ commits. Session-cache evictions are attached to the session and run after its c
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
 from flask import jsonify
-from sqlalchemy import bindparam, delete, select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from app import errors
+from app.http import not_found
 from app.identity import me_cache, passwords
-from app.identity.auth import evict_after_commit, hash_token, new_token, not_found, session_lifetime, utcnow
 from app.identity.models import AuthSession, Credential, User, VerificationToken
 from app.identity.schemas import MeSchema
+from app.identity.sessions import Prefetched, evict_after_commit, hash_token, new_token, session_lifetime, utcnow
 from app.notifications.service import login_url, queue_email, reset_password_url, verify_email_url
-from app.orgs.models import Membership, Organization, OrgSettings
 from app.schemas import paginate
 
 log = structlog.get_logger(__name__)
@@ -33,6 +34,36 @@ PASSWORD_RESET = "password_reset"  # noqa: S105 - a token purpose, not a secret
 TOKEN_LIFETIMES = {EMAIL_VERIFICATION: timedelta(hours=24), PASSWORD_RESET: timedelta(hours=1)}
 USER_AGENT_MAX = 255
 IP_MAX = 45
+
+
+# ---- what identity asks of organizations ------------------------------------------------------
+# app.orgs sits above identity: it imports identity, never the reverse. Two answers here need its
+# tables all the same (sign-up through an organization, the memberships of the Me object), so
+# app.orgs hands them over at start-up (``create_app`` calls ``app.orgs.for_identity.supply``).
+
+
+@dataclass(frozen=True)
+class FromOrgs:
+    signup_organization: Callable[[Session, str], uuid.UUID]
+    """The id of the organization a customer signs up through, by slug; 404 ``ORG_NOT_FOUND``,
+    403 ``SIGNUPS_DISABLED``."""
+    me_view: Callable[[Session, uuid.UUID], dict[str, Any] | None]
+    """The Me object (``MeSchema``): the user's columns and its memberships; None when there is
+    no such user."""
+
+
+_from_orgs: FromOrgs | None = None
+
+
+def use_orgs(supplied: FromOrgs) -> None:
+    global _from_orgs
+    _from_orgs = supplied
+
+
+def _orgs() -> FromOrgs:
+    if _from_orgs is None:
+        raise RuntimeError("app.orgs has not supplied identity's organization answers (create_app does)")
+    return _from_orgs
 
 
 # ---- users ----------------------------------------------------------------------------------
@@ -82,96 +113,23 @@ def create_user(
 
 def register(session: Session, *, email: str, password: str, name: str, org_slug: str | None) -> User:
     """Create a customer account, issue an email-verification token and queue its email."""
-    signup_org_id: uuid.UUID | None = None
-    if org_slug is not None:
-        row = session.execute(
-            select(Organization.id, OrgSettings.enable_signups)
-            .join(OrgSettings, OrgSettings.organization_id == Organization.id)
-            .where(Organization.slug == org_slug)
-        ).first()
-        if row is None:
-            raise not_found("ORG_NOT_FOUND")
-        if not row.enable_signups:
-            raise errors.Forbidden("This organization does not accept sign-ups.", code="SIGNUPS_DISABLED")
-        signup_org_id = row.id
+    signup_org_id = _orgs().signup_organization(session, org_slug) if org_slug is not None else None
     user = create_user(session, email=email, password=password, name=name, signup_organization_id=signup_org_id)
     _send_verification(session, user)
     return user
 
 
-def memberships_of(session: Session, user_id: uuid.UUID) -> list[dict[str, Any]]:
-    rows = session.execute(
-        select(Organization.id, Organization.name, Organization.slug, Membership.role)
-        .join(Membership, Membership.organization_id == Organization.id)
-        .where(Membership.user_id == user_id)
-        .order_by(Organization.name, Organization.id)
-    ).all()
-    return [
-        {"organization_id": r.id, "organization_name": r.name, "organization_slug": r.slug, "role": r.role}
-        for r in rows
-    ]
-
-
-# Built once: /auth/me is the hottest authenticated read, and composing the statement costs
-# more CPU than running it.
-_ME_STATEMENT = (
-    select(
-        User.id,
-        User.email,
-        User.name,
-        User.role,
-        User.email_verified_at,
-        User.created_at,
-        Organization.id.label("organization_id"),
-        Organization.name.label("organization_name"),
-        Organization.slug.label("organization_slug"),
-        Membership.role.label("membership_role"),
-    )
-    .select_from(User)
-    .outerjoin(Membership, Membership.user_id == User.id)
-    .outerjoin(Organization, Organization.id == Membership.organization_id)
-    .where(User.id == bindparam("user_id"))
-    .order_by(Organization.name, Organization.id)
-)
-
-
 _ME_SCHEMA = MeSchema()
 
 
-def me(session: Session, user_id: uuid.UUID) -> dict[str, Any] | None:
-    """The Me object in one round trip: the user's columns, outer-joined to its memberships."""
-    rows = session.execute(_ME_STATEMENT, {"user_id": user_id}).all()
-    if not rows:
-        return None
-    first = rows[0]
-    return {
-        "id": first.id,
-        "email": first.email,
-        "name": first.name,
-        "role": first.role,
-        "email_verified": first.email_verified_at is not None,
-        "email_verified_at": first.email_verified_at,
-        "created_at": first.created_at,
-        "memberships": [
-            {
-                "organization_id": r.organization_id,
-                "organization_name": r.organization_name,
-                "organization_slug": r.organization_slug,
-                "role": r.membership_role,
-            }
-            for r in rows
-            if r.organization_id is not None
-        ],
-    }
-
-
-def me_body(session: Session, user_id: uuid.UUID) -> bytes | None:
-    """The JSON body of ``GET /auth/me``: from the ``me:{user_id}`` cache while it is current,
-    else built from Postgres (one query) and cached. None when the user no longer exists."""
-    cached = me_cache.lookup(user_id)
+def me_body(session: Session, user_id: uuid.UUID, prefetched: Prefetched) -> bytes | None:
+    """The JSON body of ``GET /auth/me``: from the ``me:{user_id}`` cache while it is current
+    (``prefetched``: read with the session), else built from Postgres (one query) and cached.
+    None when the user no longer exists."""
+    cached = me_cache.lookup(user_id, prefetched)
     if cached.body is not None:
         return cached.body
-    view = me(session, user_id)
+    view = _orgs().me_view(session, user_id)
     if view is None:
         return None
     # Exactly what flask-smorest would send for the MeSchema response.

@@ -15,8 +15,8 @@ from flask.views import MethodView
 from app import db
 from app.api import Blueprint, error_responses
 from app.db import enqueue_after_commit
-from app.http import no_content
-from app.identity.auth import path_uuid, require_auth
+from app.http import no_content, path_uuid
+from app.identity.guards import require_auth
 from app.identity.prechecks import route_limit
 from app.media import service
 from app.media.pipeline import INGEST_TASK, PURGE_TASK

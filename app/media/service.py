@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session
 
 from app import errors
 from app.content.models import Content
-from app.identity.auth import not_found
+from app.http import not_found
 from app.media.magic import MAGIC_BYTES, magic_matches
 from app.media.models import MediaItem
 from app.media.pipeline import UPLOAD_CHANGED

@@ -34,8 +34,10 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app import db, errors
-from app.identity.auth import Principal, authenticate, declare_path_ids, not_found, parse_path_ids
+from app.http import declare_path_ids, not_found, parse_path_ids
+from app.identity.guards import authenticate
 from app.identity.models import User
+from app.identity.sessions import Principal
 from app.orgs.models import ROLE_RANK, Membership, Organization
 
 log = structlog.get_logger(__name__)

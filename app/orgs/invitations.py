@@ -24,8 +24,9 @@ from sqlalchemy.orm import Session
 
 from app import errors
 from app.dashboard import audit
-from app.identity.auth import hash_token, new_token, not_found
+from app.http import not_found
 from app.identity.models import User
+from app.identity.sessions import hash_token, new_token
 from app.notifications.service import invitation_accept_url, queue_email
 from app.orgs.access import OrgAccess
 from app.orgs.models import Invitation, Membership, Organization

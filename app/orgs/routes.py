@@ -19,8 +19,8 @@ from flask.views import MethodView
 from app import db, errors
 from app.api import Blueprint, error_responses
 from app.db import enqueue_after_commit
-from app.http import body_limit, raw_body
-from app.identity.auth import current_principal, current_user, not_found, path_uuid, require_auth
+from app.http import body_limit, not_found, path_uuid, raw_body
+from app.identity.guards import current_principal, current_user, require_auth
 from app.identity.prechecks import multipart, route_limit
 from app.orgs import branding, invitations, service
 from app.orgs.access import OrgAccess, require_org_role

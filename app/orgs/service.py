@@ -17,8 +17,9 @@ from sqlalchemy.orm import Session
 
 from app import errors
 from app.dashboard import audit
-from app.identity.auth import Principal, not_found, parse_uuid
+from app.http import not_found, parse_uuid
 from app.identity.models import User
+from app.identity.sessions import Principal
 from app.orgs.access import OrgAccess
 from app.orgs.models import Membership, Organization, OrgSettings
 from app.schemas import paginate

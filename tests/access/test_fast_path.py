@@ -20,7 +20,7 @@ from app import metrics
 from app.access import fast_path as fast_path_module
 from app.access import progress
 from app.access.fast_path import FastPath
-from app.identity.auth import COOKIE_NAME
+from app.identity.sessions import COOKIE_NAME
 from tests.access.helpers import World
 from tests.identity.conftest import bound_client
 from tests.identity.helpers import signed_in

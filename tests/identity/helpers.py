@@ -15,8 +15,8 @@ from argon2 import PasswordHasher
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from app.identity.auth import new_token
 from app.identity.models import AuthSession, User
+from app.identity.sessions import new_token
 from app.orgs.models import Membership, Organization
 from tests import factories
 

@@ -8,8 +8,8 @@ from typing import Any
 from sqlalchemy import select
 
 from app.identity import passwords
-from app.identity.auth import hash_token
 from app.identity.models import AuthSession, Credential, User
+from app.identity.sessions import hash_token
 from tests.identity.helpers import auth, make_user, signed_in
 
 

@@ -14,7 +14,8 @@ from flask.testing import FlaskClient
 from flask.views import MethodView
 
 from app.api import Blueprint
-from app.identity.auth import path_uuid, require_auth, require_platform_owner, require_verified_email
+from app.http import path_uuid
+from app.identity.guards import require_auth, require_platform_owner, require_verified_email
 from app.orgs.access import OrgAccess, require_org_role, resource_access
 from tests.identity.conftest import bound_client
 from tests.identity.helpers import ORIGIN, add_member, auth, make_org, make_user, signed_in

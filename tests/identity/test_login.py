@@ -9,8 +9,8 @@ from argon2 import PasswordHasher
 from sqlalchemy import select
 
 from app.identity import passwords
-from app.identity.auth import hash_token
 from app.identity.models import AuthSession, Credential
+from app.identity.sessions import hash_token
 from tests.identity.helpers import ORIGIN, TEST_PASSWORD, auth, make_org, make_user, session_row, signed_in
 
 LOGIN = "/api/v1/auth/login"
@@ -53,7 +53,7 @@ def test_remember_me_lasts_30_days_and_sets_max_age(client, db_session) -> None:
 def test_cookie_secure_and_domain_in_production_like_config(app_factory, db_session) -> None:
     other = app_factory(SESSION_COOKIE_DOMAIN="example.com")
     other.config["APP_ENV"] = "production"  # only the cookie flags read it here
-    from app.identity.auth import set_session_cookie
+    from app.identity.sessions import set_session_cookie
 
     with other.test_request_context():
         from flask import Response

@@ -9,8 +9,10 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import redis as redis_lib
 
-from app.identity import auth as auth_module
-from app.identity.auth import hash_token
+from app import keys
+from app.identity import me_cache
+from app.identity import sessions as sessions_module
+from app.identity.sessions import hash_token
 from app.nearcache import MISS
 from tests.identity.helpers import ORIGIN, TEST_PASSWORD, auth, make_user, session_row, signed_in
 
@@ -50,7 +52,7 @@ def test_cache_ttl_is_capped_by_the_remaining_lifetime(client, db_session, redis
 def test_cached_session_is_used_without_the_database_lookup(client, db_session, redis, monkeypatch) -> None:
     token = signed_in(make_user())
     client.get(ME, headers=auth(token))
-    monkeypatch.setattr(auth_module, "_load_from_db", lambda *a: pytest.fail("database lookup on a cache hit"))
+    monkeypatch.setattr(sessions_module, "_load_from_db", lambda *a: pytest.fail("database lookup on a cache hit"))
     assert client.get(ME, headers=auth(token)).status_code == 200
 
 
@@ -101,11 +103,11 @@ def test_a_read_racing_a_revocation_cannot_cache_the_revoked_session(client, db_
     user = make_user()
     token = signed_in(user)
     sid = session_id_of(db_session, token)
-    real_load = auth_module._load_from_db
+    real_load = sessions_module._load_from_db
 
     def load_then_get_revoked(*args):
         principal = real_load(*args)  # the row, still active...
-        monkeypatch.setattr(auth_module, "_load_from_db", real_load)
+        monkeypatch.setattr(sessions_module, "_load_from_db", real_load)
         with client.application.app_context():  # ...revoked by another request meanwhile
             from app import db
             from app.identity import service
@@ -114,7 +116,7 @@ def test_a_read_racing_a_revocation_cannot_cache_the_revoked_session(client, db_
             db.session.commit()
         return principal
 
-    monkeypatch.setattr(auth_module, "_load_from_db", load_then_get_revoked)
+    monkeypatch.setattr(sessions_module, "_load_from_db", load_then_get_revoked)
     assert client.get(ME, headers=auth(token)).status_code == 200  # this one was already in flight
     assert redis.get(f"sess:{hash_token(token)}") == b"revoked"
     assert client.get(ME, headers=auth(token)).status_code == 401
@@ -245,3 +247,22 @@ def test_expired_cache_entry_is_rejected(client, db_session, redis) -> None:
     cached["expires_at"] = (datetime.now(UTC) - timedelta(seconds=1)).isoformat()
     redis.set(f"sess:{hash_token(token)}", json.dumps(cached), ex=60)
     assert client.get(ME, headers=auth(token)).status_code == 401
+
+
+def test_the_keys_read_with_the_session_travel_on_that_requests_principal_only(app, client, db_session, redis) -> None:
+    """``Principal.prefetched`` is what this request's session read fetched for its view; a
+    principal parsed from the same cache entry for another request (they share the parse memo)
+    carries nothing, and equals it otherwise."""
+    user = make_user()
+    token = signed_in(user)
+    assert client.get(ME, headers=auth(token)).status_code == 200  # session and body now in Redis
+    body_key, generation_key = keys.me_body(user.id), keys.me_generation(user.id)
+    with app.test_request_context(ME, headers=auth(token)):
+        reading = sessions_module.resolve(me_cache.session_keys)
+    with app.test_request_context(ME, headers=auth(token)):
+        plain = sessions_module.resolve()
+    assert reading is not None and plain is not None
+    assert dict(reading.prefetched) == {body_key: redis.get(body_key), generation_key: redis.get(generation_key)}
+    assert reading.prefetched[body_key] is not None
+    assert dict(plain.prefetched) == {}
+    assert plain == reading and plain.user_id == user.id

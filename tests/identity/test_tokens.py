@@ -9,8 +9,8 @@ import pytest
 from sqlalchemy import select
 
 from app.identity import passwords, service
-from app.identity.auth import hash_token, new_token
 from app.identity.models import AuthSession, Credential, User, VerificationToken
+from app.identity.sessions import hash_token, new_token
 from app.notifications.models import EmailOutbox
 from tests.identity.helpers import TEST_PASSWORD, auth, count, make_org, make_user, signed_in
 

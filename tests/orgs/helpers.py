@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from app.identity.auth import new_token
 from app.identity.models import User
+from app.identity.sessions import new_token
 from app.orgs.models import Invitation, Organization
 from tests import factories
 

@@ -17,7 +17,7 @@ import pytest
 from sqlalchemy import select, update
 
 from app.dashboard.models import AdminAuditEvent
-from app.identity.auth import hash_token
+from app.identity.sessions import hash_token
 from app.logging import mask_path
 from app.notifications.models import EmailOutbox
 from app.orgs.models import Invitation, Membership

@@ -1,4 +1,5 @@
-"""Who is calling: session tokens, the Redis session cache, the guards (security.md §1, §1.1).
+"""Login sessions: token -> ``Principal`` through the Redis session cache, sliding expiry, cookies
+(security.md §1, §1.1).
 
 A request presents a token as ``Authorization: Bearer <token>`` or the ``codex_session`` cookie
 (Bearer wins; a malformed Authorization header is a 401 even when a cookie is present). The
@@ -7,10 +8,9 @@ Postgres; Redis being down only costs the database read. Resolution never writes
 expiry update happens in ``after_request`` and only for successful responses, so a rejected
 request writes nothing (README §3.4).
 
-Guards are decorators; put ``require_auth`` *above* ``@blp.arguments`` so authentication (401)
-and CSRF (403) come before schema errors (400). Path ids declared with ``path_uuid`` (or by
-``require_org_role``) below it are parsed right after CSRF: an invalid UUID is a 404 with the
-resource's code, before the body is validated.
+The session read can fetch the view's own keys in the same round trip (``KeysFor``, declared on
+the view with ``guards.with_session_read``); they travel on the principal (``Principal.prefetched``).
+The guards that views use sit in app/identity/guards.py.
 """
 
 from __future__ import annotations
@@ -21,11 +21,11 @@ import json
 import re
 import secrets
 import uuid
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from functools import wraps
-from typing import Any, TypeVar, cast
+from types import MappingProxyType
+from typing import Any, cast
 
 import redis
 import structlog
@@ -34,15 +34,13 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from app import db, errors, keys
+from app import db, keys
 from app.extensions import get_near_cache, get_redis, redis_script
-from app.http import check_csrf, view_option
+from app.http import view_option
 from app.identity.models import AuthSession, User
 from app.nearcache import Miss, NearCache
 
 log = structlog.get_logger(__name__)
-
-F = TypeVar("F", bound=Callable[..., Any])
 
 COOKIE_NAME = "codex_session"
 CACHE_TTL_SECONDS = 300
@@ -66,7 +64,6 @@ SLIDE_AFTER = timedelta(minutes=5)
 
 _BEARER = re.compile(r"(?i:bearer) +([A-Za-z0-9_-]{1,256})")
 _TOKEN = re.compile(r"[A-Za-z0-9_-]{1,256}")
-_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 
 
 def utcnow() -> datetime:
@@ -93,16 +90,14 @@ def session_lifetime(remember_me: bool) -> timedelta:
     return timedelta(hours=config["SESSION_TTL_HOURS"])
 
 
-def parse_uuid(value: Any) -> uuid.UUID | None:
-    """The UUID in ``value`` (hyphenated form, any case), else None. Other spellings are refused."""
-    if isinstance(value, uuid.UUID):
-        return value
-    if isinstance(value, str) and _UUID.fullmatch(value):
-        return uuid.UUID(value)
-    return None
-
-
 # ---- the principal --------------------------------------------------------------------------
+
+Prefetched = Mapping[str, bytes | None]
+"""Keys the session read fetched for the view (``KeysFor``), by name; ``None``: no such key in
+Redis. Only keys of the principal's own user: they were built from the session entry that
+authenticated the request. A key that is absent was not fetched: read it yourself."""
+
+NOTHING_PREFETCHED: Prefetched = MappingProxyType({})
 
 
 @dataclass(frozen=True)
@@ -118,10 +113,22 @@ class Principal:
     token_hash: str
     token: str
     via: str  # "bearer" | "cookie"
+    # This request's; the rest is the session's (and shared through ``_PARSED``).
+    prefetched: Prefetched = field(default_factory=lambda: NOTHING_PREFETCHED, compare=False, repr=False)
 
     @property
     def is_platform_owner(self) -> bool:
         return self.role == "platform_owner"
+
+    def with_prefetched(self, prefetched: Prefetched) -> Principal:
+        """This principal carrying one request's prefetched keys. A shallow copy by hand: it runs
+        on every request of a view that prefetches, and ``dataclasses.replace`` costs several
+        times more (it goes through ``fields()`` and the frozen ``__init__``)."""
+        clone = object.__new__(Principal)
+        state = clone.__dict__
+        state.update(self.__dict__)
+        state["prefetched"] = prefetched
+        return clone
 
     def cache_value(self) -> str:
         # The spec's {session_id, user_id, role, expires_at} plus what sliding expiry needs.
@@ -180,7 +187,9 @@ def _parse_cache_entry(raw: bytes | str, token_hash: str, token: str, via: str) 
 
 KeysFor = Callable[[dict[str, Any]], list[str] | None]
 """The keys a view reads right after authentication, from its path arguments; ``{user}`` stands
-for the session's user id (see ``read_with_session``)."""
+for the session's user id. They arrive as ``Principal.prefetched``."""
+SESSION_KEYS_OPTION = "_codex_session_keys"
+"""The view option that holds the view's ``KeysFor`` (set by ``guards.with_session_read``)."""
 
 # The session entry plus the view's keys in one round trip. The keys depend on the session's
 # user id, so a pipeline cannot send them with the GET; the script fills ``{user}`` in. (Keys built
@@ -209,9 +218,16 @@ def _ttl(pttl: int) -> float | None:
     return pttl / 1000 if pttl >= 0 else None
 
 
-def _cache_get(token_hash: str, keys_for: KeysFor | None = None) -> bytes | None:
-    """The session entry (and the view's keys, into ``g``): from this process's near cache when it
-    holds them all (app/nearcache.py: exact, Redis reports every change), else from Redis."""
+CacheRead = tuple[bytes | None, dict[str, bytes | None] | None]
+"""The session entry (None: not cached, or Redis unavailable) and the view's keys fetched with
+it (None: none were)."""
+
+_NOT_CACHED: CacheRead = (None, None)
+
+
+def _cache_get(token_hash: str, keys_for: KeysFor | None = None) -> CacheRead:
+    """The session entry and the view's keys: from this process's near cache when it holds them
+    all (app/nearcache.py: exact, Redis reports every change), else from Redis."""
     templates = (keys_for(request.view_args or {}) if keys_for is not None else None) or []
     key = keys.session(token_hash)
     near = get_near_cache()
@@ -222,58 +238,47 @@ def _cache_get(token_hash: str, keys_for: KeysFor | None = None) -> bytes | None
             return held
     try:
         if epoch is None and not templates:
-            return cast(bytes | None, get_redis().get(key))
+            return cast(bytes | None, get_redis().get(key)), None
         result = redis_script(get_redis(), _SESSION_WITH_KEYS)(keys=[key], args=templates)
     except redis.RedisError:
         log.warning("cache.unavailable", cache="sessions")
-        return None
+        return _NOT_CACHED
     if not result:
-        return None
+        return _NOT_CACHED
     session = cast(bytes, result[0])
     fills = [(key, session, _ttl(result[1]))]
-    if len(result) > 2:  # (a tombstone or an unreadable entry brings nothing more)
+    fetched: dict[str, bytes | None] | None = None
+    if len(result) > 2 and templates:  # (a tombstone or an unreadable entry brings nothing more)
         user_id = result[2].decode()
-        fetched: dict[str, bytes | None] = {}
+        fetched = {}
         for i, template in enumerate(templates):
             view_key, value = template.replace("{user}", user_id), result[3 + 2 * i]
             fetched[view_key] = value
             fills.append((view_key, value, _ttl(result[4 + 2 * i])))
-        if templates:
-            g.codex_read_with_session = fetched
     if near is not None and epoch is not None:
         near.fill(epoch, fills)
-    return session
+    return session, fetched
 
 
-def _near_get(near: NearCache, key: str, templates: list[str]) -> bytes | None:
+def _near_get(near: NearCache, key: str, templates: list[str]) -> CacheRead | None:
     """``_cache_get``'s answer when the near cache holds the session entry and every view key."""
     session = near.get(key)
     if not isinstance(session, bytes):  # not held, or held as absent (the database decides)
         return None
-    if templates and session != REVOKED:
-        match = _USER_ID.search(session)
-        if match is None:
+    if not templates or session == REVOKED:
+        return session, None
+    match = _USER_ID.search(session)
+    if match is None:
+        return None
+    user_id = match.group(1).decode()
+    fetched: dict[str, bytes | None] = {}
+    for template in templates:
+        view_key = template.replace("{user}", user_id)
+        value = near.get(view_key)
+        if isinstance(value, Miss):
             return None
-        user_id = match.group(1).decode()
-        fetched: dict[str, bytes | None] = {}
-        for template in templates:
-            view_key = template.replace("{user}", user_id)
-            value = near.get(view_key)
-            if isinstance(value, Miss):
-                return None
-            fetched[view_key] = value
-        g.codex_read_with_session = fetched
-    return session
-
-
-def read_with_session(key: str) -> tuple[bool, bytes | None]:
-    """``(True, value)`` when this request's session read also fetched ``key`` (``None``: no such
-    key in Redis), else ``(False, None)``: read it yourself. Only keys of the authenticated user
-    are there: they were built from the same session entry that authenticated the request."""
-    fetched: dict[str, bytes | None] | None = g.get("codex_read_with_session")
-    if fetched is None or key not in fetched or g.get("codex_principal") is None:
-        return False, None
-    return True, fetched[key]
+        fetched[view_key] = value
+    return session, fetched
 
 
 def _cache_put(principal: Principal, now: datetime) -> None:
@@ -334,19 +339,20 @@ def _evict_committed(pending: list[tuple[uuid.UUID, list[str], bool]]) -> None:
 # ---- resolution -----------------------------------------------------------------------------
 
 
-def _presented_token() -> tuple[str | None, str | None, bool]:
-    """(token, via, malformed) for the current request."""
+def _presented_token() -> tuple[str | None, str | None]:
+    """(token, via) for the current request; none for a malformed Authorization header, even
+    with a cookie."""
     headers = request.headers
     header = headers.get("Authorization")
     if header is not None:
         match = _BEARER.fullmatch(header.strip())
         if match is None:
-            return None, None, True
-        return match.group(1), "bearer", False
+            return None, None
+        return match.group(1), "bearer"
     cookie = request.cookies.get(COOKIE_NAME)
     if cookie and _TOKEN.fullmatch(cookie):
-        return cookie, "cookie", False
-    return None, None, False
+        return cookie, "cookie"
+    return None, None
 
 
 def _load_from_db(token_hash: str, token: str, via: str, now: datetime) -> Principal | None:
@@ -385,20 +391,19 @@ def resolve(keys_for: KeysFor | None = None) -> Principal | None:
     """The caller's session, or None (anonymous, unknown, expired, revoked or malformed).
 
     Memoised for the request; reads only (cache, then database). ``keys_for``: what the view will
-    read next, fetched in the same round trip as the session entry (``read_with_session``).
+    read next, fetched in the same round trip as the session entry (``Principal.prefetched``).
     """
     state = g._get_current_object()  # the request's g itself: read and written a dozen times here
     if "codex_auth_resolved" in state:
         return cast(Principal | None, state.codex_principal)
     state.codex_auth_resolved = True
     state.codex_principal = None
-    token, via, malformed = _presented_token()
-    state.codex_auth_malformed = malformed
+    token, via = _presented_token()
     if token is None or via is None:
         return None
     now = utcnow()
     token_hash = hash_token(token)
-    cached = _cache_get(token_hash, keys_for)
+    cached, prefetched = _cache_get(token_hash, keys_for)
     if cached == REVOKED:
         return None
     principal = _from_cache(cached, token_hash, token, via) if cached is not None else None
@@ -410,6 +415,8 @@ def resolve(keys_for: KeysFor | None = None) -> Principal | None:
         principal = None
     if principal is None:
         return None
+    if prefetched is not None:
+        principal = principal.with_prefetched(prefetched)
     state.codex_principal = principal
     state.user_id = principal.user_id
     structlog.contextvars.bind_contextvars(user_id=str(principal.user_id))
@@ -434,23 +441,6 @@ def warm_bearer_principal(near: NearCache, authorization: str, now: datetime) ->
     return principal
 
 
-def current_principal() -> Principal:
-    """The authenticated caller; only valid below a guard."""
-    principal = resolve()
-    if principal is None:
-        raise errors.Unauthenticated()
-    return principal
-
-
-def current_user() -> User:
-    """The caller's user row (loaded from Postgres)."""
-    principal = current_principal()
-    user = db.session.get(User, principal.user_id)
-    if user is None:
-        raise errors.Unauthenticated()
-    return user
-
-
 def mark_session_ended() -> None:
     """The current session was revoked by this request: no sliding, no cookie re-issue."""
     g.codex_session_ended = True
@@ -460,122 +450,11 @@ def rate_limit_identity() -> str | None:
     """User id for per-user rate limits (the limiter runs before any guard); None when anonymous."""
     try:
         # The view's own session read, so that /auth/me's one round trip holds with limits on.
-        principal = resolve(view_option("_codex_session_keys"))
+        principal = resolve(view_option(SESSION_KEYS_OPTION))
     except Exception:  # the limiter must never fail a request because of the identity lookup
         log.warning("ratelimit.identity_unavailable")
         return None
     return str(principal.user_id) if principal else None
-
-
-# ---- guards ---------------------------------------------------------------------------------
-
-
-def authenticate(keys_for: KeysFor | None = None) -> Principal:
-    """401 without a valid session; CSRF check when the cookie authenticated an unsafe request."""
-    principal = resolve(keys_for)
-    if principal is None:
-        raise errors.Unauthenticated()
-    if principal.via == "cookie":
-        check_csrf()
-    return principal
-
-
-def parse_path_ids(kwargs: dict[str, Any], path_ids: dict[str, str]) -> None:
-    """Replace declared path parameters by UUIDs; an invalid one is a 404 with its code."""
-    for name, code in path_ids.items():
-        if name not in kwargs:
-            continue
-        parsed = parse_uuid(kwargs[name])
-        if parsed is None:
-            raise errors.NotFound(code=code, message=_not_found_message(code))
-        kwargs[name] = parsed
-
-
-def _not_found_message(code: str) -> str:
-    thing = code.removesuffix("_NOT_FOUND").replace("_", " ").lower()
-    thing = {"org": "organization"}.get(thing, thing)
-    return f"The {thing} was not found." if thing else "The requested resource was not found."
-
-
-def not_found(code: str) -> errors.NotFound:
-    """The 404 for ``code``; identical whether the thing is missing or belongs to someone else."""
-    return errors.NotFound(code=code, message=_not_found_message(code))
-
-
-def declare_path_ids(func: Any, path_ids: dict[str, str]) -> None:
-    # Outer declarations first: /orgs/{org_id}/members/{user_id} checks org_id before user_id.
-    func._codex_path_ids = {**path_ids, **getattr(func, "_codex_path_ids", {})}
-
-
-def path_uuid(name: str, code: str) -> Callable[[F], F]:
-    """Declare ``name`` as a UUID path parameter (404 ``code`` when malformed). Put it below
-    ``@blp.arguments``; ``require_auth`` above parses it before the body is validated."""
-
-    def decorator(func: F) -> F:
-        @wraps(func)
-        def wrapper(*args: Any, **kwargs: Any) -> Any:
-            parse_path_ids(kwargs, {name: code})
-            return func(*args, **kwargs)
-
-        declare_path_ids(wrapper, {name: code})
-        return cast(F, wrapper)
-
-    return decorator
-
-
-def require_auth(func: F) -> F:
-    """401 ``UNAUTHENTICATED`` without a valid session; 403 ``CSRF_FAILED`` for a cookie-authenticated
-    unsafe request from an untrusted origin; then 404 for malformed declared path ids."""
-    path_ids: dict[str, str] = dict(getattr(func, "_codex_path_ids", {}))
-    keys_for: KeysFor | None = getattr(func, "_codex_session_keys", None)
-
-    @wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        authenticate(keys_for)
-        parse_path_ids(kwargs, path_ids)
-        return func(*args, **kwargs)
-
-    return cast(F, wrapper)
-
-
-def with_session_read(keys_for: KeysFor) -> Callable[[F], F]:
-    """Put below ``require_auth``: the session cache read also GETs ``keys_for(path arguments)``
-    (``{user}`` = the session's user id) in the same Redis round trip; the view's code finds them
-    with ``read_with_session`` (``GET /auth/me``: its cached body; the stream: the access entry)."""
-
-    def decorator(func: F) -> F:
-        func._codex_session_keys = keys_for  # type: ignore[attr-defined]
-        return func
-
-    return decorator
-
-
-def require_verified_email(func: F) -> F:
-    """403 ``EMAIL_NOT_VERIFIED`` unless the caller's address is verified (checkout)."""
-
-    @wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        authenticate()
-        if not current_user().email_verified:
-            raise errors.Forbidden("Verify your email address first.", code="EMAIL_NOT_VERIFIED")
-        return func(*args, **kwargs)
-
-    return cast(F, wrapper)
-
-
-def require_platform_owner(func: F) -> F:
-    """403 ``FORBIDDEN`` unless the caller is a platform_owner (Stripe events, ``all=true`` lists)."""
-    path_ids: dict[str, str] = dict(getattr(func, "_codex_path_ids", {}))
-
-    @wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        principal = authenticate()
-        parse_path_ids(kwargs, path_ids)
-        if not principal.is_platform_owner:
-            raise errors.Forbidden()
-        return func(*args, **kwargs)
-
-    return cast(F, wrapper)
 
 
 # ---- cookies --------------------------------------------------------------------------------
