@@ -35,13 +35,12 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import StatementError
 from sqlalchemy.orm import Session
 
-from app import db, errors
+from app import audit, db, errors
 from app.access.cache import invalidate_access_after_commit
 from app.access.models import ContentAccess
 from app.commerce.emails import queue_purchase_emails, queue_refund_email
 from app.commerce.models import CheckoutSession, Purchase, StripeEvent
 from app.content.models import Content
-from app.dashboard import audit
 from app.db import after_commit, enqueue_after_commit
 from app.identity.models import User
 from app.metrics import PAYMENT_MISMATCHES, WEBHOOK_SIGNATURE_FAILURES

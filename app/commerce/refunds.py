@@ -16,10 +16,9 @@ import structlog
 from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import Session
 
-from app import errors
+from app import audit, errors
 from app.commerce.events import REFUND_TASK, describe
 from app.commerce.models import Purchase
-from app.dashboard import audit
 from app.db import enqueue_after_commit
 from app.payments import PermanentProviderError, ProviderError, get_provider
 

@@ -22,8 +22,7 @@ from typing import Any, cast
 from sqlalchemy import Select, select, update
 from sqlalchemy.orm import Session
 
-from app import errors
-from app.dashboard import audit
+from app import audit, errors
 from app.identity.auth import hash_token, new_token, not_found
 from app.identity.models import User
 from app.notifications.service import invitation_accept_url, queue_email

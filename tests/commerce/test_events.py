@@ -13,9 +13,9 @@ import pytest
 from sqlalchemy import select, update
 
 from app.access.models import ContentAccess
+from app.audit import AdminAuditEvent
 from app.commerce import events
 from app.commerce.models import CheckoutSession, StripeEvent
-from app.dashboard.models import AdminAuditEvent
 from tests import factories
 from tests.commerce.helpers import Shop, event_row, ingest_event, make_due, outbox, process, purchases
 from tests.fakes import stripe_objects as so

@@ -19,9 +19,9 @@ from flask import Flask
 from sqlalchemy import select
 
 from app.access.models import ContentAccess
+from app.audit import AdminAuditEvent
 from app.commerce import events
 from app.commerce.models import CheckoutSession
-from app.dashboard.models import AdminAuditEvent
 from app.metrics import PAYMENT_MISMATCHES
 from app.payments import CheckoutRequest, PaymentProvider
 from tests import factories
