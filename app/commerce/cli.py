@@ -7,7 +7,7 @@ from flask.cli import with_appcontext
 
 from app import db, errors
 from app.cli import codex_cli
-from app.commerce import events
+from app.commerce import processing
 
 
 @codex_cli.command("stripe-replay")
@@ -17,7 +17,7 @@ def stripe_replay(event_id: str) -> None:
     """Reset a stored Stripe event to received and enqueue it (like the admin replay endpoint)."""
     session = db.session
     try:
-        event = events.replay_event(session, event_id)
+        event = processing.replay_event(session, event_id)
         session.commit()
     except errors.AppError as exc:
         session.rollback()
