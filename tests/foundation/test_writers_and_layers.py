@@ -16,7 +16,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 APP = ROOT / "app"
-# The bottom layer (ENGINEERING.md "Ownership and direction"): no domain below these.
+# The bottom layer: modules that import no domain, so every package may import them.
 BOTTOM = {"app", "app.db", "app.errors", "app.config", "app.logging", "app.metrics", "app.http", "app.keys"}
 WRITES = frozenset({"insert", "pg_insert", "update", "delete"})
 WRITE_VERBS = r"INSERT\s+INTO|UPDATE|DELETE\s+FROM"
