@@ -3,10 +3,10 @@
 It speaks Stripe's language so that nothing downstream can tell: session ids ``cs_local_`` + 32
 hex, Stripe-shaped session/charge/refund objects, and events signed with the first
 ``STRIPE_WEBHOOK_SECRET`` exactly as Stripe signs them, handed to the event sink the domain
-registered (``payments.deliver_event``: the same ingest function the webhook endpoint uses,
-where the signature is verified too). Ids derived from one session
-share its hex part (``cs_local_X`` -> ``pi_local_X``, ``ch_local_X``, ``evt_local_X``), so a
-double click on Pay is one event and one payment. Refuses to run in production.
+registered (``payments.deliver_event``: commerce's ingest, the one the webhook endpoint uses, so
+the signature is verified there too). Ids derived from one session share its hex part
+(``cs_local_X`` -> ``pi_local_X``, ``ch_local_X``, ``evt_local_X``), so a double click on Pay is
+one event and one payment. Refuses to run in production.
 
 Like Stripe it keeps its own copy of every session it creates, apart from our
 ``checkout_sessions`` row: a Redis record (``payments:local:session:{id}``, kept 30 days past
@@ -124,7 +124,9 @@ class LocalStore(Protocol):
         """The recorded payment of ``payment_intent_id``, if any."""
         ...
 
-    def page_labels(self, stored: StoredSession) -> PageLabels: ...
+    def page_labels(self, stored: StoredSession) -> PageLabels:
+        """The product name and the formatted price the test page shows for ``stored``."""
+        ...
 
 
 def register_local_store(app: Flask, store: LocalStore) -> None:
