@@ -127,6 +127,7 @@ def _register_email_lookups(app: Flask) -> None:
 
 
 def _register_blueprints(app: Flask) -> None:
+    from app.commerce import provider_link
     from app.commerce.routes import webhook_bp
     from app.payments.routes import bp as local_payments_bp
     from app.storage.routes import bp as storage_bp
@@ -136,6 +137,7 @@ def _register_blueprints(app: Flask) -> None:
     app.register_blueprint(storage_bp)
     app.register_blueprint(webhook_bp)
     app.register_blueprint(local_payments_bp)  # answers 404 unless the provider is local
+    provider_link.init_app(app)  # the payments adapter's events and lookups go to commerce
     api = app.extensions["api"]
     for blueprint in _api_blueprints():
         api.register_blueprint(blueprint)

@@ -1,9 +1,9 @@
 """Imports every domain's models so ``Base.metadata`` is complete (Alembic, tests)."""
 
 from app.access.models import ContentAccess, ContentDailyStats, PlaybackProgress
+from app.audit import AdminAuditEvent
 from app.commerce.models import CheckoutSession, Purchase, StripeEvent
 from app.content.models import Content
-from app.dashboard.models import AdminAuditEvent
 from app.db import Base
 from app.identity.models import AuthSession, Credential, User, VerificationToken
 from app.media.models import MediaItem

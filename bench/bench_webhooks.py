@@ -2,7 +2,9 @@
 
 Setup: a database of its own (``codex_bench_webhooks`` on ``DATABASE_URL``'s server, created, migrated
 with Alembic and dropped afterwards), Redis DB 10 (broker) and 11 (cache), both flushed. Seeded: one org
-with its owner, one published 19.99 USD item, ``BENCH_WEBHOOK_CUSTOMERS`` (3000) verified customers.
+with its owner, one published 19.99 USD item, ``BENCH_WEBHOOK_CUSTOMERS`` (3000) verified customers,
+and for every session an event names, the ``checkout_sessions`` row checkout would have stored
+(19.99 USD: fulfilment takes the money from it, security.md §9).
 The app runs under gunicorn with the Procfile's web settings (2 workers x 4 threads), ``APP_ENV=development``,
 ``LOG_LEVEL=WARNING``, ``RATELIMIT_ENABLED=false`` (as bench_http), the local provider (no Stripe key).
 
@@ -42,7 +44,7 @@ from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -157,18 +159,56 @@ def seed(engine: Engine, customers: int) -> dict[str, Any]:
             ),
             {"id": content, "org": org, "o": owner, "m": media, "now": now},
         )
-    return {"org": str(org), "content": str(content), "customers": [str(c) for c in customer_ids]}
+    data = {"org": str(org), "content": str(content), "customers": [str(c) for c in customer_ids]}
+    # The throughput phase's deliveries all name one session (they are stored, never processed).
+    data["session"] = new_session_id()
+    store_sessions(engine, data, [(data["session"], data["customers"][0])])
+    return data
+
+
+def new_session_id() -> str:
+    hex_id = uuid.uuid4().hex
+    return f"cs_test_a1{hex_id}{hex_id[:24]}"
+
+
+def store_sessions(engine: Engine, data: dict[str, Any], sessions: list[tuple[str, str]]) -> None:
+    """The ``checkout_sessions`` rows checkout would have stored for these (session id, customer)
+    pairs: fulfilment takes the money from them (security.md §9 "Money must match"), and an event
+    without one is read back from the provider, which here (local) does not know it: AMOUNT_MISMATCH."""
+    now = datetime.now(UTC)
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO checkout_sessions (id, provider, customer_id, content_id, organization_id, amount_cents,"
+                " currency, url, success_url, cancel_url, expires_at) VALUES (:id, 'stripe', :customer, :content,"
+                " :org, 1999, 'usd', :url, :success, :cancel, :expires)"
+            ),
+            [
+                {
+                    "id": session_id,
+                    "customer": customer_id,
+                    "content": data["content"],
+                    "org": data["org"],
+                    "url": f"https://checkout.stripe.com/c/pay/{session_id}",
+                    "success": "http://localhost:3000/checkout/success?session_id={CHECKOUT_SESSION_ID}",
+                    "cancel": f"http://localhost:3000/checkout/cancelled?content_id={data['content']}",
+                    "expires": now + timedelta(minutes=30),
+                }
+                for session_id, customer_id in sessions
+            ],
+        )
 
 
 # ---- Stripe-shaped bodies --------------------------------------------------------------------------
 
 
-def event_body(event_id: str, customer_id: str, data: dict[str, Any]) -> bytes:
-    """A ``checkout.session.completed`` delivery as Stripe sends it (pretty-printed, ~3 KB)."""
-    hex_id = uuid.uuid4().hex
+def event_body(event_id: str, customer_id: str, data: dict[str, Any], session_id: str) -> bytes:
+    """A ``checkout.session.completed`` delivery as Stripe sends it (pretty-printed, ~3 KB) for
+    the stored session ``session_id`` (``store_sessions``: same amount and currency)."""
+    hex_id = session_id.removeprefix("cs_test_a1")[:32]
     created = int(time.time())
     session = {
-        "id": f"cs_test_a1{hex_id}{hex_id[:24]}",
+        "id": session_id,
         "object": "checkout.session",
         "after_expiration": None,
         "allow_promotion_codes": None,
@@ -273,7 +313,7 @@ class Deliveries:
         self.counter = itertools.count()
         self.customers = data["customers"]
         # One body template; each request gets its own event id (the signature covers the final bytes).
-        self.template = event_body("evt_@@@@@@@@@@@@@@@@@@@@@@@@", self.customers[0], data)
+        self.template = event_body("evt_@@@@@@@@@@@@@@@@@@@@@@@@", self.customers[0], data, data["session"])
 
     def __call__(self) -> tuple[bytes, dict[str, str]]:
         n = next(self.counter)
@@ -535,7 +575,12 @@ def latency_run(
     if first + count > len(customers):
         raise RuntimeError("not enough seeded customers for this rate x duration (BENCH_WEBHOOK_CUSTOMERS)")
     prefix = f"evt_lat{int(rate)}x"
-    bodies = [(f"{prefix}{n:020d}", event_body(f"{prefix}{n:020d}", customers[first + n], data)) for n in range(count)]
+    sessions = [(new_session_id(), customers[first + n]) for n in range(count)]
+    store_sessions(engine, data, sessions)  # before the clock starts: checkout stored them long before
+    bodies = [
+        (f"{prefix}{n:020d}", event_body(f"{prefix}{n:020d}", customer, data, session_id))
+        for n, (session_id, customer) in enumerate(sessions)
+    ]
     meter = CpuMeter({"web": pids[0], "worker": pids[1]})
     meter.start()
     sent_at = paced_deliveries(server_url, bodies, rate=rate)
@@ -579,7 +624,10 @@ def latency_runs(env: dict[str, str], engine: Engine, data: dict[str, Any]) -> l
     low_rate = env_float("BENCH_WEBHOOK_RATE_LOW", 50.0)
     duration = env_float("BENCH_LATENCY_DURATION", 10.0)
     concurrency = int(env_float("BENCH_WEBHOOK_WORKER_CONCURRENCY", 4))
-    warm = ("evt_warmup0000000000000000000", event_body("evt_warmup0000000000000000000", data["customers"][0], data))
+    warm_session = new_session_id()
+    store_sessions(engine, data, [(warm_session, data["customers"][0])])
+    warm_id = "evt_warmup0000000000000000000"
+    warm = (warm_id, event_body(warm_id, data["customers"][0], data, warm_session))
     with start_gunicorn("app:create_app()", env) as server, celery_worker(env, concurrency) as worker:
         # Warm-up: one event end to end also proves the worker is consuming.
         paced_deliveries(server.url, [warm], rate=1.0, senders=1)

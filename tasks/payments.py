@@ -16,7 +16,8 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from app import db
-from app.commerce import events, refunds
+from app.commerce import processing, reconciliation, refunds
+from app.commerce.pipeline import describe
 from app.payments import ProviderError
 from tasks.base import singleton
 
@@ -26,17 +27,17 @@ log = structlog.get_logger(__name__)
 def process_event(session: Session, event_id: str) -> str | None:
     """Claim (commit), handle (commit) or record the failure (commit). Returns the final status,
     or None when there was nothing to claim or the claim was lost."""
-    claim = events.claim_event_committed(session, event_id)
+    claim = processing.claim_event_committed(session, event_id)
     if claim is None:
         return None
     try:
-        status = events.process_claimed(session, claim)
+        status = processing.process_claimed(session, claim)
         session.commit()  # effects + processed together; emails/refunds/cache follow the commit
         return status
     except Exception as exc:  # every failure is recorded on the row, never lost in the broker
         session.rollback()
         try:
-            status = events.record_failure(session, claim, exc)
+            status = processing.record_failure(session, claim, exc)
             session.commit()
         except SQLAlchemyError:
             session.rollback()
@@ -76,10 +77,10 @@ def submit_refund(purchase_id: str) -> str | None:
 def reconcile_checkouts() -> int:
     session = db.session
     try:
-        inserted = events.reconcile_checkouts(session)
+        inserted = reconciliation.reconcile_checkouts(session)
     except ProviderError as exc:
         session.rollback()
-        log.warning("stripe.reconcile_failed", error=events.describe(exc))
+        log.warning("stripe.reconcile_failed", error=describe(exc))
         return 0
     session.commit()
     return inserted
@@ -89,7 +90,7 @@ def reconcile_checkouts() -> int:
 @singleton("payments.sweep_stripe_events", 45)
 def sweep_stripe_events() -> int:
     session = db.session
-    _, enqueued = events.sweep_events(session)
+    _, enqueued = processing.sweep_events(session)
     session.commit()
     return enqueued
 
@@ -107,6 +108,6 @@ def sweep_refunds() -> int:
 @singleton("payments.expire_checkout_sessions", 45)
 def expire_checkout_sessions() -> int:
     session = db.session
-    expired = events.expire_checkout_sessions(session)
+    expired = reconciliation.expire_checkout_sessions(session)
     session.commit()
     return expired

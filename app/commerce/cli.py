@@ -6,7 +6,7 @@ import click
 from flask.cli import with_appcontext
 
 from app import db, errors
-from app.commerce import events
+from app.commerce import processing
 
 
 @click.command("stripe-replay")
@@ -16,7 +16,7 @@ def stripe_replay(event_id: str) -> None:
     """Reset a stored Stripe event to received and enqueue it (like the admin replay endpoint)."""
     session = db.session
     try:
-        event = events.replay_event(session, event_id)
+        event = processing.replay_event(session, event_id)
         session.commit()
     except errors.AppError as exc:
         session.rollback()

@@ -8,19 +8,16 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import TYPE_CHECKING
 
 import structlog
 from sqlalchemy.orm import Session
 
 from app.commerce.models import Purchase
+from app.commerce.pipeline import SessionFacts
 from app.content.models import Content
 from app.identity.models import User
 from app.notifications import service as notifications
 from app.notifications.rendering import Money
-
-if TYPE_CHECKING:
-    from app.commerce.events import SessionFacts
 
 log = structlog.get_logger(__name__)
 
@@ -30,7 +27,7 @@ def queue_purchase_emails(
 ) -> None:
     """Receipt to the customer and new-sale to the org owner (never for duplicates), in one INSERT.
 
-    ``facts`` (``events.session_facts``) already holds the org and its owner.
+    ``facts`` (``fulfilment.session_facts``) already holds the org and its owner.
     """
     amount = Money(facts.amount_cents, facts.currency)
     emails = [

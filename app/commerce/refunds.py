@@ -1,25 +1,31 @@
-"""Refunds: the org's request (API), its submission to the provider (worker), the sweeper.
+"""Refunds: the org's request (API), its submission to the provider (worker), the provider's
+``charge.refunded`` event, the sweeper.
 
 The request only records intent (``refund_status = requested``) and queues the submission;
-access is revoked when the provider's refund event arrives (``events.apply_refund``), whatever
-started the refund. Submission is at most one provider refund per request: the row is claimed
-with ``FOR UPDATE SKIP LOCKED`` and the provider call carries the idempotency key
-``refund:{purchase_id}:{epoch(refund_requested_at)}``, stable across retries and sweeps.
+access is revoked when the provider's refund event arrives (``apply_refund``), whatever
+started the refund (this app, the Stripe dashboard, a duplicate purchase). Submission is at
+most one provider refund per request: the row is claimed with ``FOR UPDATE SKIP LOCKED`` and
+the provider call carries the idempotency key ``refund:{purchase_id}:{epoch(refund_requested_at)}``,
+stable across retries and sweeps.
 """
 
 from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import structlog
 from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import Session
 
-from app import errors
-from app.commerce.events import REFUND_TASK, describe
+from app import audit, errors
+from app.access import grants
+from app.access.cache import invalidate_access_after_commit
+from app.commerce.emails import queue_refund_email
+from app.commerce.fulfilment import purchase_by_intent, self_heal
 from app.commerce.models import Purchase
-from app.dashboard import audit
+from app.commerce.pipeline import REFUND_TASK, EventContext, PermanentEventError, cents, describe, payment_intent_of
 from app.db import enqueue_after_commit
 from app.payments import PermanentProviderError, ProviderError, get_provider
 
@@ -154,6 +160,47 @@ def submit_refund(session: Session, purchase_id: uuid.UUID) -> str | None:
     purchase.refund_last_error = None
     log.info("refund.submitted", purchase_id=str(purchase.id), provider_refund_id=result.refund_id)
     return purchase.refund_status
+
+
+def charge_refunded(ctx: EventContext) -> str:
+    """The ``charge.refunded`` handler."""
+    apply_refund(ctx, ctx.object)
+    return "processed"
+
+
+def apply_refund(ctx: EventContext, charge: dict[str, Any]) -> None:
+    """charge.refunded: the cumulative refunded amount only grows; full -> refunded + access revoked."""
+    session = ctx.session
+    payment_intent_id = payment_intent_of(charge)
+    if payment_intent_id is None:
+        raise PermanentEventError("charge without payment_intent")
+    amount_refunded = cents(charge.get("amount_refunded"), "amount_refunded")
+    charge_amount = cents(charge.get("amount"), "amount")
+    purchase = purchase_by_intent(session, payment_intent_id)
+    if purchase is None:
+        fully_refunded = bool(charge.get("refunded")) or amount_refunded >= charge_amount
+        purchase = self_heal(ctx, payment_intent_id, send_emails=not fully_refunded)
+    previous = purchase.refunded_amount_cents
+    new = max(previous, min(amount_refunded, purchase.amount_cents))
+    if new == previous:
+        return
+    now = utcnow()
+    purchase.refunded_amount_cents = new
+    purchase.updated_at = now
+    if new == purchase.amount_cents:
+        if purchase.status == "completed":
+            purchase.status = "refunded"
+        purchase.refunded_at = purchase.refunded_at or now
+        purchase.refund_status = "succeeded"
+        grants.revoke_purchase_grant(
+            session, purchase.id, user_id=purchase.customer_id, content_id=purchase.content_id, reason="refund"
+        )
+    session.flush()
+    queue_refund_email(session, purchase, previous, now)
+    invalidate_access_after_commit(session, purchase.customer_id, purchase.content_id)
+    log.info(
+        "commerce.refund_recorded", purchase_id=str(purchase.id), refunded_cents=new, full=new == purchase.amount_cents
+    )
 
 
 def sweep_refunds(session: Session, limit: int = SWEEP_BATCH) -> int:

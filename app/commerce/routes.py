@@ -21,7 +21,7 @@ from sqlalchemy.exc import DataError, SQLAlchemyError
 
 from app import db, errors
 from app.api import Blueprint, error_responses
-from app.commerce import events, refunds, service
+from app.commerce import processing, refunds, service, webhooks
 from app.commerce.models import Purchase, StripeEvent
 from app.commerce.schemas import (
     EVENT_ID,
@@ -211,7 +211,7 @@ class StripeEventItem(MethodView):
     def get(self, event_id: str) -> Any:
         """A stored Stripe event with its payload"""
         _require_platform_owner()
-        return _event_view(events.get_event(db.session, event_id), payload=True)
+        return _event_view(processing.get_event(db.session, event_id), payload=True)
 
 
 @admin_blp.route("/stripe-events/<event_id>/replay")
@@ -224,7 +224,7 @@ class StripeEventReplay(MethodView):
     def post(self, _data: dict[str, Any], event_id: str) -> Any:
         """Process a Stripe event again (any status except processing)"""
         _require_platform_owner()
-        event = events.replay_event(db.session, event_id)
+        event = processing.replay_event(db.session, event_id)
         db.session.commit()
         log.info("stripe.event_replay_requested", event_id=event_id)
         return _event_view(event)
@@ -240,12 +240,12 @@ def stripe_webhook() -> Response:
     """Verify the raw body, store the event, acknowledge; never any business logic here."""
     body = request.get_data(cache=False)  # the exact bytes Stripe signed, before any parsing
     try:
-        events.ingest_webhook(body, request.headers.get("Stripe-Signature"))
+        webhooks.ingest_webhook(body, request.headers.get("Stripe-Signature"))
     except DataError:
         # Signed, parsed, but Postgres refuses a value (e.g. a lone surrogate in a string): retrying
         # cannot help, so this is the sender's error, not a 503 that Stripe would retry for days.
         log.warning("stripe.event_unstorable")
-        raise events.InvalidPayload() from None
+        raise webhooks.InvalidPayload() from None
     except SQLAlchemyError:
         log.error("stripe.event_store_failed", exc_info=True)
         raise errors.ServiceUnavailable("database", "The event could not be stored; retry later.") from None

@@ -1,7 +1,7 @@
 """Checkout, checkout-session status and the customer's purchases (api.md §9).
 
 The price always comes from the database, never from the client; the provider session carries
-only ids in its metadata, and the webhook pipeline (``events``) is the one place a payment
+only ids in its metadata, and the webhook pipeline (``fulfilment``) is the one place a payment
 becomes a purchase. Nothing here commits.
 """
 
@@ -17,13 +17,14 @@ from urllib.parse import urlencode
 import structlog
 from flask import current_app
 from sqlalchemy import Select, select
-from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.orm import Session
 
 from app import errors
 from app.access.models import ContentAccess
-from app.commerce import events
+from app.commerce import records
 from app.commerce.models import CheckoutSession, Purchase
+from app.commerce.pipeline import describe
+from app.commerce.reconciliation import insert_recon_event
 from app.commerce.schemas import SESSION_ID
 from app.content.models import Content
 from app.identity.models import User
@@ -150,11 +151,7 @@ def start_checkout(
     if reusable is not None:
         return reusable
     provider = get_provider()
-    metadata = {
-        "customer_id": str(user.id),
-        "content_id": str(content.id),
-        "organization_id": str(content.organization_id),
-    }
+    metadata = records.session_metadata(user.id, content.id, content.organization_id)
     request = CheckoutRequest(
         amount_cents=price,
         currency=content.currency,
@@ -170,7 +167,7 @@ def start_checkout(
     try:
         created = _create_at_provider(provider, request)
     except ProviderError as exc:
-        log.warning("checkout.provider_failed", error=events.describe(exc), transient=exc.transient)
+        log.warning("checkout.provider_failed", error=describe(exc), transient=exc.transient)
         raise errors.ServiceUnavailable("payment_provider", "The payment provider is unavailable.") from exc
     session_id, url = created.get("id"), created.get("url")
     if not isinstance(session_id, str) or not SESSION_ID.match(session_id) or not isinstance(url, str):
@@ -183,24 +180,19 @@ def start_checkout(
         else request.expires_at
     )
     # A replayed idempotent request returns the session we may already have stored.
-    session.execute(
-        pg_insert(CheckoutSession)
-        .values(
-            id=session_id,
-            provider=provider.name,
-            customer_id=user.id,
-            content_id=content.id,
-            organization_id=content.organization_id,
-            amount_cents=price,
-            currency=content.currency,
-            status="open",
-            payment_status="unpaid",
-            url=url,
-            success_url=success,
-            cancel_url=cancel,
-            expires_at=expires_at,
-        )
-        .on_conflict_do_nothing(index_elements=[CheckoutSession.id])
+    records.store_checkout_session(
+        session,
+        session_id=session_id,
+        provider=provider.name,
+        customer_id=user.id,
+        content_id=content.id,
+        organization_id=content.organization_id,
+        amount_cents=price,
+        currency=content.currency,
+        url=url,
+        success_url=success,
+        cancel_url=cancel,
+        expires_at=expires_at,
     )
     row = session.get(CheckoutSession, session_id)
     assert row is not None
@@ -263,7 +255,7 @@ def checkout_status(session: Session, user_id: uuid.UUID, session_id: str) -> Ch
         try:
             remote = get_provider().retrieve_checkout_session(row.id)
         except ProviderError as exc:
-            log.warning("checkout.status_provider_failed", error=events.describe(exc))
+            log.warning("checkout.status_provider_failed", error=describe(exc))
             remote = None
         if remote is not None:
             if remote.get("status") in {"open", "complete", "expired"}:
@@ -271,7 +263,7 @@ def checkout_status(session: Session, user_id: uuid.UUID, session_id: str) -> Ch
             if remote.get("payment_status") in {"paid", "unpaid"}:
                 payment_status = remote["payment_status"]
             if status == "complete" and payment_status == "paid" and purchase is None:
-                events.insert_recon_event(session, remote)
+                insert_recon_event(session, remote)
     pending = status == "complete" and payment_status == "paid" and purchase is None
     return CheckoutStatus(row, status, payment_status, purchase, pending)
 

@@ -9,8 +9,8 @@ from typing import Any
 import marshmallow as ma
 from flask import current_app
 
+from app.audit import AUDIT_ACTIONS
 from app.commerce.schemas import PurchaseSchema
-from app.dashboard.models import AUDIT_ACTIONS
 from app.schemas import PageArgsSchema, QueryInt, Str, Timestamp
 
 MAX_RANGE_DAYS = 366

@@ -35,10 +35,11 @@ from sqlalchemy import (
 from sqlalchemy.orm import Session
 
 from app.access.models import ContentAccess, ContentDailyStats
+from app.audit import AdminAuditEvent
 from app.commerce.models import Purchase
 from app.commerce.service import purchase_view
 from app.content.models import Content
-from app.dashboard.models import AdminAuditEvent, ContentRevenue, CustomerRevenue, DailyRevenue, DashboardCustomer
+from app.dashboard.models import ContentRevenue, CustomerRevenue, DailyRevenue, DashboardCustomer
 from app.http import not_found
 from app.identity.models import User
 from app.schemas import page_envelope, paginate

@@ -22,8 +22,7 @@ from typing import Any, cast
 from sqlalchemy import Select, select, update
 from sqlalchemy.orm import Session
 
-from app import errors
-from app.dashboard import audit
+from app import audit, errors
 from app.http import not_found
 from app.identity.models import User
 from app.identity.sessions import hash_token, new_token

@@ -15,8 +15,7 @@ from sqlalchemy import Select, case, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from app import errors
-from app.dashboard import audit
+from app import audit, errors
 from app.http import not_found, parse_uuid
 from app.identity.models import User
 from app.identity.sessions import Principal

@@ -2,16 +2,22 @@
 
 It speaks Stripe's language so that nothing downstream can tell: session ids ``cs_local_`` + 32
 hex, Stripe-shaped session/charge/refund objects, and events signed with the first
-``STRIPE_WEBHOOK_SECRET`` exactly as Stripe signs them, handed to the same ingest function the
-webhook endpoint uses (the signature is verified there too). Ids derived from one session
-share its hex part (``cs_local_X`` -> ``pi_local_X``, ``ch_local_X``, ``evt_local_X``), so a
-double click on Pay is one event and one payment. Refuses to run in production.
+``STRIPE_WEBHOOK_SECRET`` exactly as Stripe signs them, handed to the event sink the domain
+registered (``payments.deliver_event``: commerce's ingest, the one the webhook endpoint uses, so
+the signature is verified there too). Ids derived from one session share its hex part
+(``cs_local_X`` -> ``pi_local_X``, ``ch_local_X``, ``evt_local_X``), so a double click on Pay is
+one event and one payment. Refuses to run in production.
 
 Like Stripe it keeps its own copy of every session it creates, apart from our
 ``checkout_sessions`` row: a Redis record (``payments:local:session:{id}``, kept 30 days past
 ``expires_at``), so that a session whose row was never stored (the insert after creation
 failed) can still be read back (security.md §9). The row stays the first source: it carries the
 session's later state.
+
+An adapter does not read our tables: what it needs of them (the stored session, whether its
+completion event was delivered, the payment a refund is for, the page's labels) it asks of the
+``LocalStore`` the domain registers (``register_local_store``; commerce does, in ``create_app``),
+in its own terms (``StoredSession``, ``StoredPayment``).
 """
 
 from __future__ import annotations
@@ -20,15 +26,15 @@ import hashlib
 import json
 import secrets
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 import redis
-from flask import current_app
-from sqlalchemy import select
+from flask import Flask, current_app
 
-from app import db, errors, keys
-from app.commerce.models import CheckoutSession, Purchase, StripeEvent
+from app import errors, keys
+from app.payments import deliver_event
 from app.payments.base import (
     CheckoutRequest,
     PermanentProviderError,
@@ -58,6 +64,80 @@ RECORDED_FIELDS = (
 
 
 session_record_key = keys.local_payment_session  # the provider's own copy, written and read only here
+STORE_EXTENSION = "payments_local_store"
+
+
+# ---- what the domain tells the provider about its rows --------------------------------------
+
+
+@dataclass(frozen=True)
+class StoredSession:
+    """A checkout session as the app stored it when this provider created it (its later state
+    included), in Stripe's terms."""
+
+    id: str
+    amount_cents: int
+    currency: str
+    status: str  # open | complete | expired
+    payment_status: str  # unpaid | paid | failed
+    client_reference_id: str
+    metadata: Mapping[str, str]
+    success_url: str
+    cancel_url: str
+    created_at: datetime
+    expires_at: datetime
+
+
+@dataclass(frozen=True)
+class StoredPayment:
+    """The app's record of a paid session's payment: what a refund's charge object is built from."""
+
+    amount_cents: int
+    refunded_amount_cents: int
+    currency: str
+    paid_at: datetime
+
+
+@dataclass(frozen=True)
+class PageLabels:
+    """What the test checkout page shows: the product and its price, formatted."""
+
+    title: str
+    price: str
+
+
+class LocalStore(Protocol):
+    """Read-only lookups the domain provides to the local provider (its tables, its formatting)."""
+
+    def session(
+        self, provider: str, session_id: str, *, reread: bool = False, lock: bool = False
+    ) -> StoredSession | None:
+        """The stored session ``session_id`` if ``provider`` created it. ``reread``: from the
+        database, not the transaction's copy; ``lock``: reread and hold it FOR UPDATE."""
+        ...
+
+    def completion_delivered(self, session_id: str) -> bool:
+        """Whether a ``checkout.session.completed`` event for the session was delivered (stored)."""
+        ...
+
+    def payment(self, payment_intent_id: str) -> StoredPayment | None:
+        """The recorded payment of ``payment_intent_id``, if any."""
+        ...
+
+    def page_labels(self, stored: StoredSession) -> PageLabels:
+        """The product name and the formatted price the test page shows for ``stored``."""
+        ...
+
+
+def register_local_store(app: Flask, store: LocalStore) -> None:
+    app.extensions[STORE_EXTENSION] = store
+
+
+def local_store() -> LocalStore:
+    store: LocalStore | None = current_app.extensions.get(STORE_EXTENSION)
+    if store is None:
+        raise RuntimeError("no local payment store registered (create_app registers commerce's)")
+    return store
 
 
 def _epoch(value: datetime) -> int:
@@ -89,8 +169,8 @@ def signed_body(event: Mapping[str, Any]) -> tuple[bytes, str]:
     return body, sign(body, current_app.config["STRIPE_WEBHOOK_SECRET"][0])
 
 
-def success_redirect(row: CheckoutSession) -> str:
-    return row.success_url.replace("{CHECKOUT_SESSION_ID}", row.id)
+def success_redirect(stored: StoredSession) -> str:
+    return stored.success_url.replace("{CHECKOUT_SESSION_ID}", stored.id)
 
 
 class LocalProvider:
@@ -156,64 +236,52 @@ class LocalProvider:
         record: StripeObject = json.loads(raw)
         return record
 
-    def session_object(self, row: CheckoutSession, *, paid: bool) -> StripeObject:
-        """``row`` as Stripe would show it; ``paid`` once its Pay button produced the event."""
-        hex_part = _suffix(row.id, SESSION_PREFIX) or row.id
-        expired = row.status == "expired" or row.expires_at <= datetime.now(UTC)
+    def session_object(self, stored: StoredSession, *, paid: bool) -> StripeObject:
+        """``stored`` as Stripe would show it; ``paid`` once its Pay button produced the event."""
+        hex_part = _suffix(stored.id, SESSION_PREFIX) or stored.id
+        expired = stored.status == "expired" or stored.expires_at <= datetime.now(UTC)
         return {
-            "id": row.id,
+            "id": stored.id,
             "object": "checkout.session",
-            "amount_subtotal": row.amount_cents,
-            "amount_total": row.amount_cents,
-            "cancel_url": row.cancel_url,
-            "client_reference_id": str(row.customer_id),
-            "created": _epoch(row.created_at),
-            "currency": row.currency,
-            "expires_at": _epoch(row.expires_at),
+            "amount_subtotal": stored.amount_cents,
+            "amount_total": stored.amount_cents,
+            "cancel_url": stored.cancel_url,
+            "client_reference_id": stored.client_reference_id,
+            "created": _epoch(stored.created_at),
+            "currency": stored.currency,
+            "expires_at": _epoch(stored.expires_at),
             "livemode": False,
-            "metadata": {
-                "customer_id": str(row.customer_id),
-                "content_id": str(row.content_id),
-                "organization_id": str(row.organization_id),
-            },
+            "metadata": dict(stored.metadata),
             "mode": "payment",
             "payment_intent": f"pi_local_{hex_part}" if paid else None,
             "payment_status": "paid" if paid else "unpaid",
             "status": "complete" if paid else ("expired" if expired else "open"),
-            "success_url": row.success_url,
-            "url": None if paid or expired else self.checkout_url(row.id),
+            "success_url": stored.success_url,
+            "url": None if paid or expired else self.checkout_url(stored.id),
         }
 
-    def _row(self, session_id: str) -> CheckoutSession | None:
-        row = db.session.get(CheckoutSession, session_id)
-        return row if row is not None and row.provider == "local" else None
+    def stored_session(self, session_id: str, *, reread: bool = False, lock: bool = False) -> StoredSession | None:
+        """The app's row of a session this provider created (None for another provider's)."""
+        return local_store().session(self.name, session_id, reread=reread, lock=lock)
 
-    def is_paid(self, row: CheckoutSession) -> bool:
+    def is_paid(self, stored: StoredSession) -> bool:
         """Paid once a completion event exists for it (the Pay button ran), processed or not."""
-        return row.payment_status == "paid" or self._completion_event_exists(row.id)
-
-    def _completion_event_exists(self, session_id: str) -> bool:
-        event_id = db.session.scalar(
-            select(StripeEvent.id)
-            .where(StripeEvent.object_id == session_id, StripeEvent.type == "checkout.session.completed")
-            .limit(1)
-        )
-        return event_id is not None
+        return stored.payment_status == "paid" or local_store().completion_delivered(stored.id)
 
     def retrieve_checkout_session(self, session_id: str) -> StripeObject | None:
         """From the ``checkout_sessions`` row; without one, from the provider's own record.
 
         Raises ``TransientProviderError`` when the record cannot be read (Redis unreachable).
         """
-        row = self._row(session_id)
-        if row is not None:
-            return self.session_object(row, paid=self.is_paid(row))
+        stored = self.stored_session(session_id)
+        if stored is not None:
+            return self.session_object(stored, paid=self.is_paid(stored))
         if not session_id.startswith(SESSION_PREFIX):
             return None
         record = self._record(session_id)
         if record is None:
             return None
-        return self.recorded_object(record, paid=self._completion_event_exists(session_id))
+        return self.recorded_object(record, paid=local_store().completion_delivered(session_id))
 
     def recorded_object(self, record: StripeObject, *, paid: bool) -> StripeObject:
         """A session known only from the provider's record, as Stripe would show it now."""
@@ -248,39 +316,37 @@ class LocalProvider:
 
     # ---- the test page's buttons ----------------------------------------------------------
 
-    def pay(self, row: CheckoutSession) -> str:
-        """Pay: a signed ``checkout.session.completed`` into the ingest function; the redirect URL.
+    def pay(self, session_id: str) -> str:
+        """Pay: a signed ``checkout.session.completed`` into the event sink; the redirect URL.
 
-        The caller holds ``row`` locked (FOR UPDATE) and commits. Already paid: no new event.
+        Locks the stored session (FOR UPDATE: one Pay at a time); the caller commits. Unknown
+        here: ``NotFound``. Already paid: no new event.
         """
-        from app.commerce.events import ingest  # commerce imports payments, not the reverse
-
-        if self.is_paid(row):
-            return success_redirect(row)
-        if row.status == "expired" or row.expires_at <= datetime.now(UTC):
+        stored = self.stored_session(session_id, lock=True)
+        if stored is None:
+            raise errors.NotFound()
+        if self.is_paid(stored):
+            return success_redirect(stored)
+        if stored.status == "expired" or stored.expires_at <= datetime.now(UTC):
             raise errors.Conflict("This checkout session has expired.")
-        hex_part = _suffix(row.id, SESSION_PREFIX) or secrets.token_hex(16)
+        hex_part = _suffix(stored.id, SESSION_PREFIX) or secrets.token_hex(16)
         event = make_event(
             "checkout.session.completed",
-            self.session_object(row, paid=True),
+            self.session_object(stored, paid=True),
             event_id=f"evt_local_{hex_part}",
             api_version=self.api_version,
         )
-        body, signature = signed_body(event)
-        ingest(db.session, body, signature, source="local")
-        return success_redirect(row)
+        deliver_event(*signed_body(event))
+        return success_redirect(stored)
 
     # ---- refunds ----------------------------------------------------------------------------
 
     def create_refund(
         self, *, payment_intent_id: str, amount_cents: int, metadata: Mapping[str, str], idempotency_key: str
     ) -> RefundResult:
-        """A signed ``charge.refunded`` (cumulative ``amount_refunded``) into the ingest function,
-        in the caller's transaction: the event exists exactly when the submission is recorded."""
-        from app.commerce.events import ingest
-
-        session = db.session
-        purchase = session.scalars(select(Purchase).where(Purchase.payment_intent_id == payment_intent_id)).first()
+        """A signed ``charge.refunded`` (cumulative ``amount_refunded``) into the event sink, in
+        the caller's transaction: the event exists exactly when the submission is recorded."""
+        purchase = local_store().payment(payment_intent_id)
         if purchase is None:
             raise PermanentProviderError("No such payment_intent.", code="resource_missing", status=404)
         if purchase.refunded_amount_cents >= purchase.amount_cents:
@@ -300,7 +366,7 @@ class LocalProvider:
             "amount_captured": purchase.amount_cents,
             "amount_refunded": total,
             "captured": True,
-            "created": _epoch(purchase.purchased_at),
+            "created": _epoch(purchase.paid_at),
             "currency": purchase.currency,
             "livemode": False,
             "metadata": {},
@@ -329,6 +395,5 @@ class LocalProvider:
             "status": "succeeded",
         }
         event = make_event("charge.refunded", charge, event_id=f"evt_local_{digest}", api_version=self.api_version)
-        body, signature = signed_body(event)
-        ingest(session, body, signature, source="local")
+        deliver_event(*signed_body(event))
         return RefundResult(refund_id=refund_id, status="succeeded")

@@ -3,7 +3,8 @@
 Answers only when ``PAYMENT_PROVIDER`` resolves to ``local`` (404 otherwise; production refuses
 ``local`` at start-up). The unguessable session id in the path is the credential; the buttons
 are same-origin form posts. Pay produces a correctly signed ``checkout.session.completed`` that
-goes through the same ingest function as a real webhook.
+goes through the same ingest function as a real webhook. The stored session and the page's
+labels come from the domain's ``LocalStore`` (the adapter reads none of our tables).
 """
 
 from __future__ import annotations
@@ -12,15 +13,11 @@ import re
 from datetime import UTC, datetime
 
 from flask import Blueprint, Response, current_app, make_response, redirect, render_template
-from sqlalchemy import select
 from werkzeug.wrappers import Response as BaseResponse
 
 from app import db, errors
-from app.commerce.models import CheckoutSession
-from app.content.models import Content
-from app.notifications.rendering import format_money
 from app.payments import get_provider
-from app.payments.local_provider import LocalProvider
+from app.payments.local_provider import LocalProvider, StoredSession, local_store
 
 bp = Blueprint("local_payments", __name__, url_prefix="/payments/local")
 
@@ -57,30 +54,27 @@ def _headers(response: Response) -> Response:
     return response
 
 
-def _session(session_id: str, *, lock: bool = False) -> CheckoutSession:
+def _session(provider: LocalProvider, session_id: str) -> StoredSession:
     if not _LOCAL_SESSION.match(session_id):
         raise errors.NotFound()
-    stmt = select(CheckoutSession).where(CheckoutSession.id == session_id, CheckoutSession.provider == "local")
-    if lock:
-        stmt = stmt.with_for_update()
-    row = db.session.execute(stmt.execution_options(populate_existing=True)).scalar_one_or_none()
-    if row is None:
+    stored = provider.stored_session(session_id, reread=True)
+    if stored is None:
         raise errors.NotFound()
-    return row
+    return stored
 
 
 @bp.get("/checkout/<session_id>")
 def checkout_page(session_id: str) -> Response:
-    row = _session(session_id)
-    if row.status != "open" or row.expires_at <= datetime.now(UTC):
+    stored = _session(_provider(), session_id)
+    if stored.status != "open" or stored.expires_at <= datetime.now(UTC):
         raise errors.NotFound()
-    content = db.session.get(Content, row.content_id)
+    labels = local_store().page_labels(stored)
     html = render_template(
         "payments/checkout.html",
-        title=content.title if content is not None else "",
-        price=format_money(row.amount_cents, row.currency),
-        session_id=row.id,
-        expires_at=row.expires_at.strftime("%Y-%m-%d %H:%M UTC"),
+        title=labels.title,
+        price=labels.price,
+        session_id=stored.id,
+        expires_at=stored.expires_at.strftime("%Y-%m-%d %H:%M UTC"),
     )
     response = make_response(html)
     response.mimetype = "text/html"
@@ -90,13 +84,14 @@ def checkout_page(session_id: str) -> Response:
 @bp.post("/checkout/<session_id>/pay")
 def pay(session_id: str) -> BaseResponse:
     provider = _provider()
-    row = _session(session_id, lock=True)  # one Pay at a time per session
-    target = provider.pay(row)
+    if not _LOCAL_SESSION.match(session_id):
+        raise errors.NotFound()
+    target = provider.pay(session_id)  # locks the stored session: one Pay at a time per session
     db.session.commit()
     return redirect(target, code=303)
 
 
 @bp.post("/checkout/<session_id>/cancel")
 def cancel(session_id: str) -> BaseResponse:
-    row = _session(session_id)
-    return redirect(row.cancel_url, code=303)
+    stored = _session(_provider(), session_id)
+    return redirect(stored.cancel_url, code=303)

@@ -112,7 +112,7 @@ def deliver(client: FlaskClient, evt: dict[str, Any] | bytes, **kwargs: Any) -> 
 
 def ingest_event(flask_app: Flask, session: Session, evt: dict[str, Any], *, source: str = "webhook") -> str:
     """Store ``evt`` through the ingest function (signature included) and commit."""
-    from app.commerce.events import ingest
+    from app.commerce.webhooks import ingest
 
     body, headers = so.signed(evt)
     with in_app(flask_app, session):

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from sqlalchemy import update
 
-from app.commerce import events
+from app.commerce import processing, reconciliation
 from app.commerce.models import CheckoutSession, StripeEvent
 from tests import factories
 from tests.commerce.helpers import event_row, in_app, ingest_event, process, purchases
@@ -107,7 +107,7 @@ def test_cli_stripe_replay(app, db_session, shop, sent_tasks) -> None:
 
 def sweep(app: Any, db_session: Any) -> tuple[int, int]:
     with in_app(app, db_session):
-        result = events.sweep_events(db_session)
+        result = processing.sweep_events(db_session)
         db_session.commit()
     return result
 
@@ -165,11 +165,11 @@ def test_sweeper_takes_back_stale_claims(app, db_session, shop, sent_tasks, monk
 def test_crash_between_claim_and_commit_is_recovered_without_double_effect(app, db_session, shop, sent_tasks) -> None:
     event_id = ingest_event(app, db_session, so.event("checkout.session.completed", shop.paid_session()))
     with in_app(app, db_session):
-        claim = events.claim_event(db_session, event_id)
+        claim = processing.claim_event(db_session, event_id)
         db_session.commit()
         assert claim is not None
         # The worker dies here: its work transaction never commits (rolled back with the connection).
-        events.process_claimed(db_session, claim)
+        processing.process_claimed(db_session, claim)
         db_session.rollback()
     assert purchases(db_session) == [] and event_row(db_session, event_id).status == "processing"
     db_session.execute(
@@ -191,7 +191,7 @@ def test_crash_between_claim_and_commit_is_recovered_without_double_effect(app, 
 
 def reconcile(app: Any, db_session: Any) -> int:
     with in_app(app, db_session):
-        inserted = events.reconcile_checkouts(db_session)
+        inserted = reconciliation.reconcile_checkouts(db_session)
         db_session.commit()
     return inserted
 
@@ -225,7 +225,7 @@ def test_reconciliation_provider_error_propagates(app, db_session, stripe_provid
 
     fake_stripe.fail_next("GET", "/v1/checkout/sessions", 500)
     with in_app(app, db_session), pytest.raises(ProviderError):
-        events.reconcile_checkouts(db_session)
+        reconciliation.reconcile_checkouts(db_session)
 
 
 def test_reconciliation_is_a_noop_for_local(app, db_session, local_provider) -> None:
@@ -251,7 +251,7 @@ def test_expire_checkout_sessions(app, db_session, shop) -> None:
     recent = session(now - timedelta(minutes=30))
     complete = session(now - timedelta(hours=2), status="complete")
     with in_app(app, db_session):
-        assert events.expire_checkout_sessions(db_session) == 1
+        assert reconciliation.expire_checkout_sessions(db_session) == 1
         db_session.commit()
     db_session.expire_all()
     assert db_session.get(CheckoutSession, stale).status == "expired"

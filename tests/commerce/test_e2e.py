@@ -18,7 +18,7 @@ from sqlalchemy import func, select, update
 
 from app import db
 from app.access.models import ContentAccess
-from app.commerce import events
+from app.commerce import processing, reconciliation
 from app.commerce.models import Purchase, StripeEvent
 from app.notifications.models import EmailOutbox
 from tasks.payments import process_event
@@ -153,7 +153,7 @@ def test_different_events_for_one_payment_concurrently(committed_db, shop_commit
         body, headers = so.signed(evt)
         assert app.test_client().post(WEBHOOK, data=body, headers=headers).status_code == 200
     with app.app_context():
-        events.insert_recon_event(db.session, obj)
+        reconciliation.insert_recon_event(db.session, obj)
         db.session.commit()
     ids = [e["id"] for e in deliveries] + [f"recon_{obj['id']}"]
     results = together(len(ids), lambda i: worker_process(app, ids[i]))
@@ -206,10 +206,10 @@ def test_worker_dying_mid_transaction_is_recovered_by_the_sweeper(committed_work
 
     with app.app_context():
         session = db.session
-        claim = events.claim_event(session, evt["id"])
+        claim = processing.claim_event(session, evt["id"])
         session.commit()
         assert claim is not None
-        events.process_claimed(session, claim)  # effects flushed inside the work transaction...
+        processing.process_claimed(session, claim)  # effects flushed inside the work transaction...
         session.connection().invalidate()  # ...and the worker's connection dies before COMMIT
         session.rollback()
     assert count(app, Purchase) == 0
@@ -224,7 +224,7 @@ def test_worker_dying_mid_transaction_is_recovered_by_the_sweeper(committed_work
 
     with _start_worker(app):
         with app.app_context():
-            events.sweep_events(db.session)  # stale claim -> failed -> enqueued to the real worker
+            processing.sweep_events(db.session)  # stale claim -> failed -> enqueued to the real worker
             db.session.commit()
         wait_for(lambda: count(app, StripeEvent, StripeEvent.status == "processed") == 1, app=app)
     assert count(app, Purchase) == 1 and count(app, ContentAccess) == 1
@@ -253,7 +253,7 @@ def test_flushed_redis_loses_nothing(committed_worker_app, shop_for_worker) -> N
         time.sleep(0.5)
         assert count(app, Purchase) == 0  # nothing left in Redis to wake a worker
         with app.app_context():
-            assert events.sweep_events(db.session) == (0, 4)
+            assert processing.sweep_events(db.session) == (0, 4)
             db.session.commit()
         wait_for(lambda: count(app, Purchase) == 4, app=app)
     assert count(app, StripeEvent, StripeEvent.status == "processed") == 4

@@ -13,9 +13,9 @@ import pytest
 from sqlalchemy import select, update
 
 from app.access.models import ContentAccess
-from app.commerce import events
+from app.audit import AdminAuditEvent
+from app.commerce import fulfilment, pipeline, processing
 from app.commerce.models import CheckoutSession, StripeEvent
-from app.dashboard.models import AdminAuditEvent
 from tests import factories
 from tests.commerce.helpers import Shop, event_row, ingest_event, make_due, outbox, process, purchases
 from tests.fakes import stripe_objects as so
@@ -121,7 +121,7 @@ def test_completed_and_async_succeeded_and_replay_make_one_purchase(app, db_sess
     run(app, db_session, first)
     run(app, db_session, so.event("checkout.session.async_payment_succeeded", obj))
     with _ctx(app, db_session):
-        events.replay_event(db_session, first["id"])
+        processing.replay_event(db_session, first["id"])
         db_session.commit()
     process(app, db_session, first["id"])
     assert len(purchases(db_session)) == 1
@@ -412,7 +412,7 @@ def test_transient_errors_back_off_then_go_dead(app, db_session, shop, sent_task
     monkeypatch.setitem(app.config, "STRIPE_EVENT_MAX_ATTEMPTS", 3)
     obj = shop.paid_session()
     evt = so.event("charge.refunded", so.charge(payment_intent=obj["payment_intent"]))
-    monkeypatch.setattr(events, "SELF_HEAL_FROM_ATTEMPT", 99)
+    monkeypatch.setattr(fulfilment, "SELF_HEAL_FROM_ATTEMPT", 99)
     event_id = ingest_event(app, db_session, evt)
     delays = []
     for _ in range(3):
@@ -432,20 +432,20 @@ def test_last_error_never_carries_sql_parameters() -> None:
     exc = OperationalError(
         "INSERT INTO x VALUES (%(email)s)", {"email": "ana@example.com"}, Exception("server closed\nmore")
     )
-    text = events.describe(exc)
+    text = pipeline.describe(exc)
     assert text == "OperationalError: Exception: server closed"
     assert "ana@example.com" not in text
 
 
 def test_backoff_formula() -> None:
-    assert [events.backoff_seconds(n) for n in (1, 2, 3, 7, 8, 9, 10)] == [30, 60, 120, 1920, 3600, 3600, 3600]
+    assert [processing.backoff_seconds(n) for n in (1, 2, 3, 7, 8, 9, 10)] == [30, 60, 120, 1920, 3600, 3600, 3600]
 
 
 def test_claim_is_exclusive_and_requires_due(app, db_session, shop, sent_tasks) -> None:
     event_id = ingest_event(app, db_session, so.event("checkout.session.completed", shop.paid_session()))
     with _ctx(app, db_session):
-        first = events.claim_event(db_session, event_id)
-        second = events.claim_event(db_session, event_id)
+        first = processing.claim_event(db_session, event_id)
+        second = processing.claim_event(db_session, event_id)
     assert first is not None and first.attempts == 1 and second is None
 
 
@@ -453,20 +453,20 @@ def test_worker_that_lost_its_claim_writes_nothing(app, db_session, shop, sent_t
     """A slow worker whose claim the sweeper took back must not apply the event a second time."""
     event_id = ingest_event(app, db_session, so.event("checkout.session.completed", shop.paid_session()))
     with _ctx(app, db_session):
-        stale = events.claim_event(db_session, event_id)
+        stale = processing.claim_event(db_session, event_id)
         db_session.commit()
         db_session.execute(
             update(StripeEvent)
             .where(StripeEvent.id == event_id)
             .values(claimed_at=StripeEvent.claimed_at - timedelta(minutes=11))
         )
-        events.sweep_events(db_session)
+        processing.sweep_events(db_session)
         db_session.commit()
     assert event_row(db_session, event_id).status == "failed"
     make_due(db_session, event_id)
     assert process(app, db_session, event_id) == "processed"  # another worker did it
     with _ctx(app, db_session):
-        assert events.process_claimed(db_session, stale) is None  # the old claim is no longer valid
+        assert processing.process_claimed(db_session, stale) is None  # the old claim is no longer valid
         db_session.commit()
     assert len(purchases(db_session)) == 1 and len(outbox(db_session, "purchase-receipt")) == 1
 
@@ -476,7 +476,7 @@ def test_replay_resets_dead_event(app, db_session, shop, sent_tasks) -> None:
     run(app, db_session, evt)
     sent_tasks.clear()
     with _ctx(app, db_session):
-        row = events.replay_event(db_session, evt["id"])
+        row = processing.replay_event(db_session, evt["id"])
         db_session.commit()
     assert (row.status, row.attempts, row.last_error, row.claimed_at) == ("received", 0, None, None)
     assert sent_tasks == [("payments.process_stripe_event", (evt["id"],), None)]
@@ -487,6 +487,6 @@ def test_replay_of_processing_event_is_409(app, db_session, shop, sent_tasks) ->
 
     event_id = ingest_event(app, db_session, so.event("checkout.session.completed", shop.paid_session()))
     with _ctx(app, db_session):
-        events.claim_event(db_session, event_id)
+        processing.claim_event(db_session, event_id)
         with pytest.raises(Conflict):
-            events.replay_event(db_session, event_id)
+            processing.replay_event(db_session, event_id)

@@ -19,9 +19,9 @@ from flask import Flask
 from sqlalchemy import select
 
 from app.access.models import ContentAccess
-from app.commerce import events
+from app.audit import AdminAuditEvent
+from app.commerce import processing
 from app.commerce.models import CheckoutSession
-from app.dashboard.models import AdminAuditEvent
 from app.metrics import PAYMENT_MISMATCHES
 from app.payments import CheckoutRequest, PaymentProvider
 from tests import factories
@@ -123,7 +123,7 @@ def assert_refused(
     # Permanent: not re-enqueued with a backoff, not due for the sweeper, not claimable.
     assert [args for name, args, countdown in sent_tasks if countdown is not None] == []
     with in_app(app, db_session):
-        assert events.sweep_events(db_session) == (0, 0)
+        assert processing.sweep_events(db_session) == (0, 0)
         db_session.commit()
     assert process(app, db_session, evt["id"]) is None
     assert event_row(db_session, evt["id"]).status == "failed" and mismatches() == before + 1
@@ -185,7 +185,7 @@ def test_mismatch_is_visible_to_the_admin_and_a_replay_is_refused_again(
         (evt["id"], "AMOUNT_MISMATCH:", "9999-12-31T00:00:00.000Z")  # never due by itself
     ]
     with in_app(app, db_session):
-        events.replay_event(db_session, evt["id"])
+        processing.replay_event(db_session, evt["id"])
         db_session.commit()
     make_due(db_session, evt["id"])  # the test's transaction keeps now() at its start
     assert process(app, db_session, evt["id"]) == "failed"

@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 from sqlalchemy import select, update
 
+from app.audit import AdminAuditEvent
 from app.commerce import refunds
 from app.commerce.models import Purchase, StripeEvent
-from app.dashboard.models import AdminAuditEvent
 from tasks.payments import submit
 from tests import factories
 from tests.commerce.helpers import Shop, in_app, process, purchases

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from sqlalchemy.exc import OperationalError
 
-from app.commerce import events
+from app.commerce import webhooks
 from app.commerce.models import StripeEvent
 from app.metrics import WEBHOOK_SIGNATURE_FAILURES
 from tests.commerce.helpers import WEBHOOK, Shop, deliver, make_shop, task_names
@@ -162,7 +162,7 @@ def test_database_failure_is_503_so_stripe_retries(client, db_session, shop, sen
     def broken(*args: Any, **kwargs: Any) -> None:
         raise OperationalError("INSERT", {}, Exception("connection lost"))
 
-    monkeypatch.setattr(events, "insert_delivery", broken)
+    monkeypatch.setattr(webhooks, "insert_delivery", broken)
     r = deliver(client, completed_event(shop))
     assert r.status_code == 503
     assert r.json["error"] == {
@@ -240,7 +240,7 @@ def test_autocommit_path_database_failure_is_503(committed_db, committed_shop, s
     def broken(*args: Any, **kwargs: Any) -> None:
         raise OperationalError("INSERT", {}, Exception("connection lost"))
 
-    monkeypatch.setattr(events, "insert_delivery", broken)
+    monkeypatch.setattr(webhooks, "insert_delivery", broken)
     evt = completed_event(committed_shop)
     r = deliver(committed_db.test_client(), evt)
     assert r.status_code == 503 and r.json["error"]["code"] == "SERVICE_UNAVAILABLE"

@@ -10,8 +10,8 @@ from sqlalchemy import select
 
 from app.access.cache import access_cache_key
 from app.access.models import ContentAccess
+from app.audit import AdminAuditEvent
 from app.commerce.models import Purchase
-from app.dashboard.models import AdminAuditEvent
 from app.notifications.models import EmailOutbox
 from tests import factories
 from tests.dashboard.seed import World

@@ -7,7 +7,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from sqlalchemy import select
 
-from app.dashboard import audit
+from app import audit
 from app.notifications.models import EmailOutbox
 from tests import factories
 from tests.dashboard.seed import World

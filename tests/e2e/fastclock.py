@@ -15,7 +15,7 @@ from typing import Any
 
 import tasks.base
 import tasks.worker
-from app.commerce import events, refunds
+from app.commerce import processing, refunds
 from app.media import pipeline
 from app.media.pipeline import MediaSettings
 from app.notifications import service as outbox
@@ -28,13 +28,13 @@ LEASE = timedelta(seconds=4 * TICK)  # a claim older than this belongs to a dead
 # assumes its message was lost, and one sweep enqueues what the worker can take in an interval
 # (production: 500 every 30 s); otherwise a backlog would be re-enqueued faster than it drains.
 SWEEP_BATCH = 50
-events.CLAIM_LEASE = LEASE
-events.SWEEP_RECEIVED_AFTER = timedelta(seconds=5 * TICK)
-events.sweep_events.__defaults__ = (SWEEP_BATCH,)
+processing.CLAIM_LEASE = LEASE
+processing.SWEEP_RECEIVED_AFTER = timedelta(seconds=5 * TICK)
+processing.sweep_events.__defaults__ = (SWEEP_BATCH,)
 # Backoff 1, 2, 4, ... capped at 15 ticks: an event still gives up after STRIPE_EVENT_MAX_ATTEMPTS,
 # but not before a backlog of a few thousand events has drained (production: hours of backoff).
-events.BACKOFF_BASE_SECONDS = 1
-events.BACKOFF_MAX_SECONDS = int(15 * TICK)
+processing.BACKOFF_BASE_SECONDS = 1
+processing.BACKOFF_MAX_SECONDS = int(15 * TICK)
 refunds.SWEEP_AFTER = timedelta(seconds=5 * TICK)
 refunds.SUBMIT_BACKOFF_SECONDS = 1
 

@@ -16,7 +16,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 from sqlalchemy import select, update
 
-from app.dashboard.models import AdminAuditEvent
+from app.audit import AdminAuditEvent
 from app.identity.sessions import hash_token
 from app.logging import mask_path
 from app.notifications.models import EmailOutbox

@@ -17,7 +17,7 @@ from sqlalchemy import select
 from werkzeug.datastructures import FileStorage, MultiDict
 from werkzeug.test import encode_multipart
 
-from app.dashboard.models import AdminAuditEvent
+from app.audit import AdminAuditEvent
 from tests.identity.helpers import add_member, auth, make_org, make_user, signed_in
 from tests.orgs.helpers import make_invitation
 

@@ -7,7 +7,7 @@ import uuid
 import pytest
 from sqlalchemy import select
 
-from app.dashboard.models import AdminAuditEvent
+from app.audit import AdminAuditEvent
 from app.orgs.models import Membership
 from tests.identity.helpers import add_member, auth, count, make_org, make_user, membership_role, signed_in
 

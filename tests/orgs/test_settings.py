@@ -11,7 +11,7 @@ from sqlalchemy import select
 from werkzeug.datastructures import FileStorage, MultiDict
 from werkzeug.test import encode_multipart
 
-from app.dashboard.models import AdminAuditEvent
+from app.audit import AdminAuditEvent
 from app.orgs.models import OrgSettings
 from tests.identity.helpers import ORIGIN, add_member, auth, count, make_org, make_user, signed_in
 

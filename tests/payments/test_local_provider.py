@@ -109,18 +109,18 @@ def test_pay_emits_a_signed_completed_event_and_redirects(
 
 def test_pay_event_is_signed_like_stripe(app, db_session, shop, local_provider, monkeypatch) -> None:
     captured = {}
-    import app.commerce.events as events_module
+    import app.commerce.webhooks as webhooks_module
 
-    real_ingest = events_module.ingest
+    real_ingest = webhooks_module.ingest
 
     def spy(session, body, signature, *, source="webhook"):
         captured["body"], captured["signature"] = body, signature
         return real_ingest(session, body, signature, source=source)
 
-    monkeypatch.setattr(events_module, "ingest", spy)
+    monkeypatch.setattr(webhooks_module, "ingest", spy)
     row = local_session(shop)
     with in_app(app, db_session):
-        local_provider.pay(row)
+        local_provider.pay(row.id)
     assert verify(captured["body"], captured["signature"], ["whsec_codex_local"])
     assert captured["signature"].startswith("t=") and ",v1=" in captured["signature"]
 
@@ -168,7 +168,7 @@ def test_session_object_and_lookups(app, db_session, shop, local_provider) -> No
         obj = local_provider.retrieve_checkout_session(row.id)
         assert (obj["status"], obj["payment_status"], obj["payment_intent"]) == ("open", "unpaid", None)
         assert local_provider.find_session_for_payment_intent("pi_local_" + "ab" * 16) is None
-        local_provider.pay(row)
+        local_provider.pay(row.id)
         obj = local_provider.retrieve_checkout_session(row.id)
         assert (obj["status"], obj["payment_status"]) == ("complete", "paid")
         assert local_provider.find_session_for_payment_intent(obj["payment_intent"])["id"] == row.id

@@ -17,8 +17,8 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from app import seed
+from app.audit import AdminAuditEvent
 from app.content.models import Content
-from app.dashboard.models import AdminAuditEvent
 from app.identity import passwords
 from app.identity.models import Credential, User
 from app.media.models import MediaItem

@@ -1,0 +1,224 @@
+"""The request side of the pipeline (jobs.md §4.1): verify, store, enqueue; nothing else.
+
+``ingest_webhook`` serves ``POST /webhooks/stripe``; ``ingest`` stores a delivery in the caller's
+transaction (the local provider's Pay and refund buttons hand their signed events to it, through
+the sink registered in ``app.commerce.provider_link``). Either way the delivery is verified
+exactly as Stripe signs it, stored once (``ON CONFLICT (id) DO NOTHING``) and, when new and
+handled, a ``payments.process_stripe_event`` message follows the commit.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import structlog
+from flask import current_app
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.orm import Session
+
+from app import db, errors
+from app.commerce.pipeline import EVENT_ID, HANDLED_TYPES, PROCESS_TASK, expected_livemode, payment_intent_of, short_str
+from app.db import enqueue_after_commit
+from app.metrics import WEBHOOK_SIGNATURE_FAILURES
+from app.payments.signature import SignatureError, verify
+
+log = structlog.get_logger(__name__)
+
+
+class InvalidSignature(errors.AppError):
+    status, code, message = 400, "INVALID_SIGNATURE", "The webhook signature is missing or invalid."
+
+
+class InvalidPayload(errors.AppError):
+    status, code, message = 400, "INVALID_PAYLOAD", "The webhook body is not a Stripe event."
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    event_id: str
+    status: str  # received | ignored (of the stored row when inserted, else of the delivery)
+    inserted: bool
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """A verified, parsed delivery: the ``stripe_events`` row to insert (``params``)."""
+
+    event_id: str
+    type: str
+    status: str  # received | ignored
+    params: dict[str, Any]
+
+
+def verify_delivery(body: bytes, signature: str | None, *, source: str) -> Delivery:
+    """Steps 1-3 of jobs.md §4.1: signature, shape, initial status. Nothing touches the database.
+
+    Raises ``InvalidSignature`` (metric incremented) or ``InvalidPayload``.
+    """
+    try:
+        verify(body, signature, current_app.config["STRIPE_WEBHOOK_SECRET"])
+    except SignatureError as exc:
+        WEBHOOK_SIGNATURE_FAILURES.inc()
+        # Never the body or the header: only why it failed.
+        log.warning("stripe.signature_invalid", reason=str(exc), source=source)
+        raise InvalidSignature() from None
+    event = parse_event(body)
+    status, reason = initial_status(event["type"], event["livemode"])
+    obj = event["data"]["object"]
+    return Delivery(
+        event["id"],
+        event["type"],
+        status,
+        {
+            "id": event["id"],
+            "type": event["type"],
+            "source": source,
+            "livemode": event["livemode"],
+            "api_version": short_str(event.get("api_version"), 50),
+            "stripe_created_at": datetime.fromtimestamp(event["created"], UTC),
+            "object_id": short_str(obj.get("id"), 255),
+            "payment_intent_id": payment_intent_of(obj),
+            "payload": _payload_text(body, event),
+            "status": status,
+            "last_error": reason,
+        },
+    )
+
+
+def _payload_text(body: bytes, event: dict[str, Any]) -> str:
+    """The verified body itself as the jsonb text: Postgres parses it once, nothing re-serialises
+    it (a 3 KB event costs more to dump than to insert). A body that is not plain UTF-8 JSON
+    (a BOM, UTF-16) is stored from the parsed event instead."""
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        return json.dumps(event)
+    return json.dumps(event) if text.startswith("\ufeff") else text
+
+
+def parse_event(body: bytes) -> dict[str, Any]:
+    """The verified body as an event: ``id``, ``type``, ``created``, ``livemode``, ``data.object``."""
+    if b"\\u0000" in body:
+        # Postgres jsonb cannot store NUL; a row we cannot store would be retried forever.
+        raise InvalidPayload()
+    try:
+        event = json.loads(body)
+    except (ValueError, RecursionError):  # RecursionError: nesting deeper than the parser's limit
+        raise InvalidPayload() from None
+    if not isinstance(event, dict):
+        raise InvalidPayload()
+    event_id, event_type, created = event.get("id"), event.get("type"), event.get("created")
+    data = event.get("data")
+    if (
+        not isinstance(event_id, str)
+        or not EVENT_ID.match(event_id)
+        or not isinstance(event_type, str)
+        or not 1 <= len(event_type) <= 100
+        or isinstance(created, bool)
+        or not isinstance(created, int)
+        or not 0 <= created < 10**11
+        or not isinstance(event.get("livemode"), bool)
+        or not isinstance(data, dict)
+        or not isinstance(data.get("object"), dict)
+    ):
+        raise InvalidPayload()
+    return event
+
+
+def initial_status(event_type: str, livemode: bool) -> tuple[str, str | None]:
+    if event_type not in HANDLED_TYPES:
+        return "ignored", "event type not handled"
+    if livemode != expected_livemode():
+        return "ignored", f"livemode {str(livemode).lower()} does not match the configured key"
+    return "received", None
+
+
+# Step 4 as one prepared statement (psycopg prepares it after a few runs on each connection).
+_INSERT_EVENT = """
+    INSERT INTO stripe_events (id, type, source, livemode, api_version, stripe_created_at, object_id,
+                               payment_intent_id, payload, status, last_error)
+    VALUES (%(id)s, %(type)s, %(source)s, %(livemode)s, %(api_version)s, %(stripe_created_at)s,
+            %(object_id)s, %(payment_intent_id)s, %(payload)s::jsonb, %(status)s, %(last_error)s)
+    ON CONFLICT (id) DO NOTHING
+    RETURNING id
+"""
+
+
+def insert_delivery(connection: Connection, delivery: Delivery) -> bool:
+    """``INSERT … ON CONFLICT (id) DO NOTHING``; True when the row is new (a duplicate delivery is not)."""
+    return connection.exec_driver_sql(_INSERT_EVENT, delivery.params).first() is not None
+
+
+def ingest(session: Session, body: bytes, signature: str | None, *, source: str = "webhook") -> IngestResult:
+    """Verify, parse and store one delivery in the caller's transaction; enqueue it (after commit)
+    when it is new and handled. The local provider's Pay/refund use this.
+
+    Raises ``InvalidSignature`` (nothing stored, metric incremented) or ``InvalidPayload``.
+    Database errors propagate: the route answers 503 so that Stripe retries.
+    """
+    delivery = verify_delivery(body, signature, source=source)
+    inserted = insert_delivery(session.connection(), delivery)
+    if inserted and delivery.status == "received":
+        enqueue_after_commit(session, PROCESS_TASK, delivery.event_id)
+    return _received(delivery, inserted, source)
+
+
+def ingest_webhook(body: bytes, signature: str | None) -> IngestResult:
+    """The webhook request (jobs.md §4.1): verify, store in one autocommit statement, publish.
+
+    One round trip to Postgres instead of BEGIN/INSERT/COMMIT and no ORM session: the row is
+    durable when the INSERT returns, so the message is published right after it, which is what
+    "after commit" asks. When the app's sessions are bound to an outer transaction (the test
+    suite's rollback fixtures) the delivery is stored in that transaction through ``ingest``.
+    Database errors propagate (DataError: a value Postgres refuses; others: 503).
+    """
+    engine = autocommit_engine()
+    if engine is None:
+        session = db.session
+        try:
+            result = ingest(session, body, signature)
+            session.commit()
+        except Exception:
+            session.rollback()
+            raise
+        return result
+    delivery = verify_delivery(body, signature, source="webhook")
+    with engine.connect() as connection:
+        inserted = insert_delivery(connection, delivery)
+    if inserted and delivery.status == "received":
+        try:
+            current_app.extensions["task_sender"](PROCESS_TASK, (delivery.event_id,), None)
+        except Exception as exc:
+            # The row is committed; the sweeper enqueues it after 30 s (jobs.md §4.5).
+            log.warning("task.enqueue_failed", task_name=PROCESS_TASK, error=type(exc).__name__)
+    return _received(delivery, inserted, "webhook")
+
+
+def autocommit_engine() -> Engine | None:
+    """The sessions' engine in autocommit mode (same pool), or None when they are bound to a connection."""
+    bind = current_app.extensions["db"].sessionmaker.kw.get("bind")
+    if not isinstance(bind, Engine):
+        return None
+    cached: tuple[Engine, Engine] | None = current_app.extensions.get(_AUTOCOMMIT)
+    if cached is None or cached[0] is not bind:
+        cached = (bind, bind.execution_options(isolation_level="AUTOCOMMIT"))
+        current_app.extensions[_AUTOCOMMIT] = cached
+    return cached[1]
+
+
+_AUTOCOMMIT = "codex_autocommit_engine"
+
+
+def _received(delivery: Delivery, inserted: bool, source: str) -> IngestResult:
+    log.info(
+        "stripe.event_received",
+        event_id=delivery.event_id,
+        type=delivery.type,
+        status=delivery.status,
+        duplicate=not inserted,
+        source=source,
+    )
+    return IngestResult(delivery.event_id, delivery.status, inserted)
