@@ -25,9 +25,9 @@ from sqlalchemy.orm import Session
 from app import errors
 from app.content.models import Content
 from app.http import not_found
+from app.media.job import UPLOAD_CHANGED
 from app.media.magic import MAGIC_BYTES, magic_matches
 from app.media.models import MediaItem
-from app.media.pipeline import UPLOAD_CHANGED
 from app.orgs.access import OrgAccess, resource_access
 from app.schemas import paginate
 from app.storage import ObjectInfo, Storage, StorageError, UploadTarget
