@@ -24,10 +24,9 @@ from flask import current_app
 from sqlalchemy import func, update
 from sqlalchemy.orm import Session
 
-from app.content.cache import media_changed_after_commit
 from app.db import enqueue_after_commit
 from app.identity.models import User
-from app.media import transcode
+from app.media import transcode, usage
 from app.media.job import (
     FAILED_REPEATEDLY,
     INGEST_TASK,
@@ -135,7 +134,7 @@ def complete(session: Session, job: Job, result: IngestResult, settings: MediaSe
         {"duration": media.duration_seconds},
     )
     enqueue_after_commit(session, PURGE_STALE_TASK, str(media.id))
-    media_changed_after_commit(session, media.id)  # content already pointing at it streams at once
+    usage.media_changed_after_commit(session, media.id)  # content already pointing at it streams at once
     log.info("media.ready", media_id=str(media.id), attempt=job.attempt, renditions=media.renditions)
     return True
 

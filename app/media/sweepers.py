@@ -10,11 +10,11 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 import structlog
-from sqlalchemy import exists, func, select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from app.content.models import Content
 from app.db import enqueue_after_commit
+from app.media import usage
 from app.media.ingest import retry_later
 from app.media.job import INGEST_TASK, PURGE_TASK, STALLED, Job, MediaSettings
 from app.media.models import MediaItem
@@ -93,7 +93,7 @@ def reap_abandoned_uploads(session: Session) -> list[uuid.UUID]:
     Decision: a row referenced by non-deleted content is left alone, as DELETE would refuse it
     (409 MEDIA_IN_USE).
     """
-    in_use = exists().where(Content.media_id == MediaItem.id, Content.deleted_at.is_(None))
+    in_use = usage.in_use(MediaItem.id)
     ids = list(
         session.scalars(
             update(MediaItem)
