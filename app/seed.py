@@ -3,7 +3,7 @@
 Creates, when missing, a branded demo organization with an owner, a creator (invited by the
 owner; the invitation accepted) and a customer (verified emails, one known password), a ~4 s
 640x360 video and a ~4 s tone generated with ffmpeg, stored at their server-built original keys
-and ingested to ``ready`` synchronously through the real pipeline (``tasks.media.run_ingest``;
+and ingested to ``ready`` synchronously through the real pipeline (``app.media.ingest.run_ingest``;
 no worker needed), and two published content items: a free audio item and a paid video item.
 
 Re-running changes nothing on a seeded database and reports the same accounts and ids. Rows are
@@ -39,8 +39,9 @@ from app.identity import service as identity
 from app.identity.models import Credential, User
 from app.identity.sessions import Principal
 from app.media import service as media_service
+from app.media.ingest import run_ingest
+from app.media.job import MediaSettings
 from app.media.models import MediaItem
-from app.media.pipeline import MediaSettings
 from app.orgs import branding, invitations
 from app.orgs import service as orgs
 from app.orgs.access import OrgAccess, membership_role
@@ -354,7 +355,6 @@ def _prepare_media(
 
 
 def _ingest(session: Session, media_id: uuid.UUID, storage: Storage, settings: MediaSettings | None) -> MediaItem:
-    from tasks.media import run_ingest  # the task body, run here synchronously
 
     outcome = run_ingest(session, media_id, f"seed-{uuid.uuid4()}", storage=storage, settings=settings)
     session.expire_all()

@@ -2,13 +2,13 @@
 
 - Clip: ffmpeg ``testsrc2`` 1280x720 at 30 fps + a 440 Hz tone, 60 s, H.264/AAC; made once and cached
   as ``bench/out/ingest-1280x720-60s.mp4`` (git-ignored).
-- By hand: the exact argument lists the pipeline runs (``pipeline.video_commands``: one encode of the
+- By hand: the exact argument lists the pipeline runs (``transcode.video_commands``: one encode of the
   720p/480p/360p ladder + the thumbnail), run back to back with ``subprocess.run``.
-- Task: ``tasks.media.run_ingest`` (what ``media.ingest`` runs) on local storage: claim (commit), copy
+- Task: ``app.media.ingest.run_ingest`` (what ``media.ingest`` runs) on local storage: claim (commit), copy
   the original out of storage, ffprobe, the same ffmpeg runs with progress parsing and heartbeats,
   preview, CODECS probes, output validation, upload of every output, and the success transaction.
   Needs Postgres (database ``codex_bench`` on ``DATABASE_URL``'s server, created and migrated here);
-  without it the row measures ``pipeline.process`` (everything but the database) and says so.
+  without it the row measures ``transcode.process`` (everything but the database) and says so.
 - Runs alternate (hand, task, task, hand, …) ``BENCH_INGEST_REPEAT`` times each (default 3); the best wall
   time of each is compared. CPU time (this process + ffmpeg children) is reported too: on a shared
   machine it shows the overhead without the noise of other load.
@@ -32,8 +32,8 @@ from typing import Any
 
 from sqlalchemy.engine import make_url
 
-from app.media import ffmpeg, pipeline
-from app.media.pipeline import MediaSettings
+from app.media import ffmpeg, transcode
+from app.media.job import Heartbeat, Job, MediaSettings
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "bench" / "out"
@@ -102,7 +102,7 @@ class Stopwatch:
 def by_hand(source: Path, media: MediaSettings) -> Stopwatch:
     probed = ffmpeg.probe(source, media.ffprobe)  # what a person would look up before typing the commands
     with tempfile.TemporaryDirectory(prefix="codex-hand-") as workdir:  # where the task works too
-        commands = pipeline.video_commands(media, source, Path(workdir), probed)
+        commands = transcode.video_commands(media, source, Path(workdir), probed)
         with Stopwatch() as watch:
             for argv, _stage in commands:
                 subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)
@@ -156,10 +156,10 @@ class TaskRunner:
     def run(self, source: Path) -> Stopwatch:
         from app import db
         from app.identity.models import User
+        from app.media.ingest import run_ingest
         from app.media.models import MediaItem
         from app.orgs.models import Organization
         from app.storage import keys
-        from tasks.media import run_ingest
 
         tag = uuid.uuid4().hex[:10]
         with self.app.app_context():
@@ -198,18 +198,18 @@ class TaskRunner:
 
 
 def process_only(source: Path, media: MediaSettings) -> Stopwatch:
-    """Fallback without Postgres: ``pipeline.process`` (download, probe, encode, validate, upload)."""
+    """Fallback without Postgres: ``transcode.process`` (download, probe, encode, validate, upload)."""
     from app.storage import keys
     from app.storage.local import LocalStorage
 
     storage = LocalStorage(STORAGE, "bench", "http://127.0.0.1")
     org, media_id = uuid.uuid4(), uuid.uuid4()
-    job = pipeline.Job(media_id, org, "video", keys.original_key(org, media_id, "video/mp4"), 1, "bench")
+    job = Job(media_id, org, "video", keys.original_key(org, media_id, "video/mp4"), 1, "bench")
     storage.put_file(job.original_key, source, "video/mp4")
     try:
         with tempfile.TemporaryDirectory(dir=OUT, prefix="task-") as workdir:
             with Stopwatch() as watch:
-                pipeline.process(job, Path(workdir), storage, media, pipeline.Heartbeat(lambda: True))
+                transcode.process(job, Path(workdir), storage, media, Heartbeat(lambda: True))
             return watch
     finally:
         storage.delete_prefix(keys.media_prefix(org, media_id))
@@ -224,9 +224,9 @@ def main() -> list[dict[str, Any]]:
         runner = TaskRunner(media)
         label = "media.ingest task body (run_ingest: claim, probe, encode, validate, upload, commit)"
     except Exception as exc:  # no Postgres: measure everything but the database
-        print(f"bench_ingest: no database ({type(exc).__name__}); timing pipeline.process instead")
+        print(f"bench_ingest: no database ({type(exc).__name__}); timing transcode.process instead")
         runner = None
-        label = "pipeline.process (probe, encode, validate, upload; no database)"
+        label = "transcode.process (probe, encode, validate, upload; no database)"
 
     def hand_run() -> Stopwatch:
         return by_hand(source, media)

@@ -1,30 +1,27 @@
-"""``media.*`` tasks (jobs.md §3, §6): thin wrappers over ``app.media.pipeline`` that own the commits.
+"""``media.*`` tasks (jobs.md §3, §6): thin wrappers over ``app.media`` that own the commits.
 
-``media.ingest`` commits more than once, by design: the claim is committed before hours of
-encoding (so a crash leaves a counted attempt the stall detector can see), heartbeats run in
-their own short transactions, and the outcome is one last transaction. No transaction is open
-while ffmpeg runs.
+``media.ingest`` runs ``app.media.ingest.run_ingest``, which commits more than once, by design:
+the claim is committed before hours of encoding (so a crash leaves a counted attempt the stall
+detector can see), heartbeats run in their own short transactions, and the outcome is one last
+transaction. No transaction is open while ffmpeg runs.
 """
 
 from __future__ import annotations
 
 import sys
-import tempfile
 import uuid
-from collections.abc import Callable
-from pathlib import Path
 
 import structlog
 from celery import Task, shared_task
 from flask import current_app
-from sqlalchemy.orm import Session
 
 from app import db
 from app.config import Config
-from app.media import pipeline
-from app.media.pipeline import MediaSettings
+from app.media import sweepers
+from app.media.ingest import run_ingest
+from app.media.job import MediaSettings
 from app.storage import get_storage
-from app.storage.base import Storage, StorageError
+from app.storage.base import StorageError
 from tasks.base import singleton
 
 log = structlog.get_logger(__name__)
@@ -57,70 +54,6 @@ def _parse_id(value: str, task: str) -> uuid.UUID | None:
 
 
 # ---- ingest -------------------------------------------------------------------------------
-
-
-def run_ingest(
-    session: Session,
-    media_id: uuid.UUID,
-    job_id: str,
-    *,
-    storage: Storage | None = None,
-    settings: MediaSettings | None = None,
-    heartbeat_sessions: Callable[[], Session] | None = None,
-) -> str:
-    """One ingest attempt; returns ``skipped``, ``ready``, ``failed``, ``retry``, ``cancelled`` or ``superseded``."""
-    settings = settings or MediaSettings.from_config(current_app.config)
-    storage = storage or get_storage()
-    media = pipeline.claim(session, media_id, job_id)
-    session.commit()
-    if media is None:
-        log.info("media.ingest_skipped", media_id=str(media_id))
-        return "skipped"
-    job = pipeline.Job.from_media(media, job_id)
-    factory = heartbeat_sessions or current_app.extensions["db"].sessionmaker
-
-    def beat() -> bool:
-        with factory() as hb_session:
-            alive = pipeline.heartbeat(hb_session, job)
-            hb_session.commit()
-        return alive
-
-    committing = False
-    try:
-        with tempfile.TemporaryDirectory(prefix="codex-ingest-") as workdir:
-            heartbeat = pipeline.Heartbeat(beat, settings.heartbeat_interval)
-            result = pipeline.process(job, Path(workdir), storage, settings, heartbeat)
-        if not pipeline.complete(session, job, result, settings):
-            session.rollback()
-            pipeline.discard_attempt(storage, job)
-            log.info("media.ingest_superseded", media_id=str(media_id), attempt=job.attempt)
-            return "superseded"
-        committing = True
-        session.commit()  # publishes the media-ready email and the stale-output purge
-        return "ready"
-    except pipeline.IngestCancelled:
-        session.rollback()
-        pipeline.discard_attempt(storage, job)
-        log.info("media.ingest_cancelled", media_id=str(media_id), attempt=job.attempt)
-        return "cancelled"
-    except Exception as exc:
-        classified = pipeline.classify(exc)
-        if classified is None:  # pragma: no cover - classify handles every Exception
-            raise
-        kind, message = classified
-        detail = getattr(exc, "detail", None)
-        if isinstance(exc, pipeline.IngestFailure | pipeline.TransientIngestError):
-            log.warning("media.ingest_error", media_id=str(media_id), error=message, detail=detail)
-        else:
-            log.exception("media.ingest_error", media_id=str(media_id), error=type(exc).__name__)
-        session.rollback()
-        outcome = pipeline.record_failure(session, job, kind, message, settings)
-        session.commit()
-        # If the success commit may have gone through (connection lost during COMMIT), the keys
-        # could be live: leave them; purge_stale_outputs removes them once another attempt wins.
-        if not committing:
-            pipeline.discard_attempt(storage, job)
-        return outcome
 
 
 @shared_task(
@@ -156,7 +89,7 @@ def purge_storage(self: Task, media_id: str) -> bool:
         return False
     session = db.session
     try:
-        purged = pipeline.purge_storage(session, row_id, get_storage())
+        purged = sweepers.purge_storage(session, row_id, get_storage())
         session.commit()
     except StorageError as exc:
         session.rollback()
@@ -183,7 +116,7 @@ def purge_stale_outputs(self: Task, media_id: str) -> int:
         return 0
     session = db.session
     try:
-        removed = pipeline.purge_stale_outputs(session, row_id, get_storage())
+        removed = sweepers.purge_stale_outputs(session, row_id, get_storage())
     except StorageError as exc:
         tries = self.request.retries + 1
         if tries >= STALE_PURGE_TRIES:
@@ -202,7 +135,7 @@ def purge_stale_outputs(self: Task, media_id: str) -> int:
 @singleton("media.recover_stuck", 90)
 def recover_stuck() -> dict[str, int]:
     session = db.session
-    report = pipeline.recover_stuck(session, MediaSettings.from_config(current_app.config))
+    report = sweepers.recover_stuck(session, MediaSettings.from_config(current_app.config))
     session.commit()  # publishes the re-enqueued ingests, purges and failure emails
     return {"stalled": report.stalled, "resent": report.resent, "purges": report.purges}
 
@@ -211,6 +144,6 @@ def recover_stuck() -> dict[str, int]:
 @singleton("media.reap_abandoned_uploads", 90)
 def reap_abandoned_uploads() -> int:
     session = db.session
-    reaped = pipeline.reap_abandoned_uploads(session)
+    reaped = sweepers.reap_abandoned_uploads(session)
     session.commit()
     return len(reaped)

@@ -6,9 +6,10 @@ Every hot request reads the token in the round trip it makes anyway (the ``MGET`
 entry, or inside the heartbeat script), and a snapshot whose token differs is reloaded from Postgres.
 
 The content service calls ``content_changed_after_commit`` for every change of a content row (edit,
-price, media swap, publish/unpublish/archive, delete), and the ingest pipeline calls
-``media_changed_after_commit`` when a media item becomes ready; once the change is committed the token is
-replaced by a fresh random one, so every process drops its snapshot on its next request. Replacing
+price, media swap, publish/unpublish/archive, delete), and media's ingest calls
+``media_changed_after_commit`` (handed over in app/content/for_media.py) when a media item becomes
+ready; once the change is committed the token is replaced by a fresh random one, so every process
+drops its snapshot on its next request. Replacing
 it earlier could let a concurrent reader re-tag the old row with the new token. A random token (not
 a counter) cannot come back to a value an old snapshot holds; the token outlives any snapshot by far
 (a day against 10 s), so an expired token (absent = "") cannot match a snapshot taken before the

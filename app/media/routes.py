@@ -19,7 +19,7 @@ from app.http import no_content, path_uuid
 from app.identity.guards import require_auth
 from app.identity.prechecks import route_limit
 from app.media import service
-from app.media.pipeline import INGEST_TASK, PURGE_TASK
+from app.media.job import INGEST_TASK, PURGE_TASK
 from app.media.schemas import (
     MediaCreatedSchema,
     MediaCreateSchema,

@@ -19,15 +19,15 @@ from typing import Any, Protocol, TypeVar, cast
 
 import structlog
 from flask import current_app
-from sqlalchemy import Select, exists, select
+from sqlalchemy import Select, select
 from sqlalchemy.orm import Session
 
 from app import errors
-from app.content.models import Content
 from app.http import not_found
+from app.media import usage
+from app.media.job import UPLOAD_CHANGED
 from app.media.magic import MAGIC_BYTES, magic_matches
 from app.media.models import MediaItem
-from app.media.pipeline import UPLOAD_CHANGED
 from app.orgs.access import OrgAccess, resource_access
 from app.schemas import paginate
 from app.storage import ObjectInfo, Storage, StorageError, UploadTarget
@@ -239,7 +239,7 @@ def update_media(session: Session, media: MediaItem, data: dict[str, Any]) -> Me
 
 
 def media_in_use(session: Session, media_id: uuid.UUID) -> bool:
-    return bool(session.scalar(select(exists().where(Content.media_id == media_id, Content.deleted_at.is_(None)))))
+    return bool(session.scalar(select(usage.in_use(media_id))))
 
 
 def delete_media(session: Session, media: MediaItem) -> None:

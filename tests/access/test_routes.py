@@ -444,7 +444,7 @@ def test_real_ingest_output_streams_through_the_proxy(
 ) -> None:
     import subprocess
 
-    from tasks.media import run_ingest
+    from app.media.ingest import run_ingest
     from tests.commerce.helpers import in_app
 
     clip = tmp_path / "clip.mp4"

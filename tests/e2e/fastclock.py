@@ -16,8 +16,8 @@ from typing import Any
 import tasks.base
 import tasks.worker
 from app.commerce import processing, refunds
-from app.media import pipeline
-from app.media.pipeline import MediaSettings
+from app.media import ingest, sweepers
+from app.media.job import MediaSettings
 from app.notifications import service as outbox
 
 TICK = float(os.environ.get("FASTCLOCK_SECONDS", "2"))
@@ -47,9 +47,9 @@ outbox.BACKOFF_MAX_SECONDS = int(15 * TICK)
 
 # Media (jobs.md §6.5): MEDIA_STUCK_AFTER_SECONDS comes from the environment; heartbeats must be
 # well inside it, so they beat every TICK / 2 seconds.
-pipeline.RETRY_COUNTDOWN_SECONDS = 1
-pipeline.RESEND_UPLOADED_AFTER = timedelta(seconds=2 * TICK)
-pipeline.RESEND_PURGE_AFTER = timedelta(seconds=2 * TICK)
+ingest.RETRY_COUNTDOWN_SECONDS = 1
+sweepers.RESEND_UPLOADED_AFTER = timedelta(seconds=2 * TICK)
+sweepers.RESEND_PURGE_AFTER = timedelta(seconds=2 * TICK)
 _from_config = MediaSettings.from_config.__func__  # type: ignore[attr-defined]
 
 

@@ -1,4 +1,5 @@
-"""Imports point down (issue 17): notifications is below every domain, and the CLI root is on top.
+"""Imports point down (issue 17): notifications is below every domain, media below content, app/ below
+tasks/, and the CLI root is on top.
 
 Read from the source (every ``import`` statement, including those inside functions), so a loop
 cannot hide behind a lazy import.
@@ -41,4 +42,26 @@ def test_domain_cli_modules_do_not_import_the_cli_root() -> None:
     cli_modules = sorted(APP.glob("*/cli.py"))
     assert {path.parent.name for path in cli_modules} >= {"commerce", "dashboard", "identity", "notifications"}
     offending = {str(path.relative_to(APP.parent)) for path in cli_modules if {"app.cli"} & imported_modules(path)}
+    assert offending == set()
+
+
+def test_media_imports_no_content() -> None:
+    # Content points at media (content.media_id); app.content.for_media hands media what it needs.
+    offending = {
+        f"{path.relative_to(APP.parent)}: {module}"
+        for path in sorted((APP / "media").rglob("*.py"))
+        for module in imported_modules(path)
+        if module.split(".")[:2] == ["app", "content"]
+    }
+    assert offending == set()
+
+
+def test_app_imports_no_tasks() -> None:
+    # Tasks are thin wrappers over app/ (the seed runs app.media.ingest.run_ingest, not the task).
+    offending = {
+        f"{path.relative_to(APP.parent)}: {module}"
+        for path in sorted(APP.rglob("*.py"))
+        for module in imported_modules(path)
+        if module.split(".")[0] == "tasks"
+    }
     assert offending == set()

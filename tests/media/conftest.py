@@ -17,8 +17,8 @@ import pytest
 from flask import Flask
 from sqlalchemy.orm import Session
 
+from app.media.job import MediaSettings
 from app.media.models import MediaItem
-from app.media.pipeline import MediaSettings
 from app.storage.base import Storage
 
 Sent = list[tuple[str, tuple[Any, ...], float | None]]

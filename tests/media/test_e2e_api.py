@@ -25,7 +25,7 @@ from sqlalchemy import select
 
 from app import db
 from app.media import ffmpeg
-from app.media.pipeline import UNREADABLE
+from app.media.job import UNREADABLE
 from app.notifications.models import EmailOutbox
 from app.storage import keys
 from tests.conftest import running_worker

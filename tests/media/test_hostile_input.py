@@ -22,13 +22,13 @@ from typing import Any
 
 import pytest
 
-from app.media import ffmpeg, pipeline, service
+from app.media import ffmpeg, service, transcode
+from app.media.ingest import run_ingest
+from app.media.job import TRANSCODE_FAILED, UNREADABLE, UPLOAD_CHANGED, IngestFailure, MediaSettings
 from app.media.magic import magic_matches
 from app.media.models import MediaItem
-from app.media.pipeline import TRANSCODE_FAILED, UNREADABLE, UPLOAD_CHANGED, MediaSettings
 from app.storage import keys
 from app.storage.s3 import S3Storage
-from tasks.media import run_ingest
 from tests.factories import MediaItemFactory
 from tests.media.conftest import Clips, MediaEnv
 from tests.storage.test_s3 import s3_config
@@ -181,8 +181,8 @@ def test_a_probe_in_another_format_than_the_forced_demuxer_is_unreadable(
 ) -> None:
     hls = ffmpeg.ProbeResult("hls", 3.5, ffmpeg.VideoStream(0, "h264", 640, 360), None, demuxer="hls")
     monkeypatch.setattr(ffmpeg, "probe", lambda *a, **k: hls)
-    with pytest.raises(pipeline.IngestFailure) as info:
-        pipeline.check_probe("video", tmp_path / "original.mp4", MediaSettings(), demuxer="mov")
+    with pytest.raises(IngestFailure) as info:
+        transcode.check_probe("video", tmp_path / "original.mp4", MediaSettings(), demuxer="mov")
     assert info.value.message == UNREADABLE
     assert ffmpeg.format_matches("mov,mp4,m4a,3gp,3g2,mj2", "mov")
     assert ffmpeg.format_matches("matroska,webm", "matroska")

@@ -18,12 +18,13 @@ from celery.exceptions import SoftTimeLimitExceeded
 from sqlalchemy import func, select, update
 
 from app.content.models import Content
-from app.media import ffmpeg, pipeline
+from app.media import ffmpeg, sweepers, transcode
+from app.media.ingest import heartbeat, run_ingest
+from app.media.job import Heartbeat, IngestFailure, Job, MediaSettings
 from app.media.models import MediaItem
 from app.notifications.models import EmailOutbox
 from app.storage import keys
 from app.storage.base import ObjectInfo, Storage, StorageError
-from tasks.media import run_ingest
 from tests.factories import MediaItemFactory, UserFactory
 from tests.media.conftest import Clips, MediaEnv
 
@@ -49,7 +50,7 @@ def stored(env: MediaEnv, media: MediaItem) -> list[str]:
 
 def assert_rendition_complete(env: MediaEnv, media: MediaItem, attempt: int, name: str, duration: float) -> None:
     key = keys.hls_rendition_playlist_key(media.organization_id, media.id, attempt, name)
-    entries = pipeline.parse_media_playlist(playlist(env, key))
+    entries = transcode.parse_media_playlist(playlist(env, key))
     assert playlist(env, key).rstrip().endswith("#EXT-X-ENDLIST")
     assert sum(d for d, _ in entries) == pytest.approx(duration, abs=max(2.0, 0.02 * duration))
     for index in range(1, len(entries) + 1):
@@ -273,18 +274,18 @@ def test_probe_checks(media_env: MediaEnv, clips: Clips, media_type: str, mime: 
 
 def test_probe_rejects_huge_dimensions(tmp_path: Path) -> None:
     probed = ffmpeg.ProbeResult("mov", 10.0, ffmpeg.VideoStream(0, "h264", 8192, 4320), None)
-    settings = pipeline.MediaSettings()
+    settings = MediaSettings()
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(ffmpeg, "probe", lambda *a, **k: probed)
-        with pytest.raises(pipeline.IngestFailure) as info:
-            pipeline.check_probe("video", tmp_path / "x.mp4", settings, demuxer="mov")
+        with pytest.raises(IngestFailure) as info:
+            transcode.check_probe("video", tmp_path / "x.mp4", settings, demuxer="mov")
     assert info.value.message == "Video dimensions exceed 7680×4320."  # noqa: RUF001
 
 
 def test_ffmpeg_failure_is_transcoding_failed(media_env: MediaEnv, clips: Clips) -> None:
     media = MediaItemFactory()
     media_env.put_original(media, clips.video(640, 360))
-    broken = pipeline.MediaSettings(**{**media_env.settings.__dict__, "x264_preset": "no-such-preset"})
+    broken = MediaSettings(**{**media_env.settings.__dict__, "x264_preset": "no-such-preset"})
 
     assert run_ingest(media_env.session, media.id, "job-x", settings=broken) == "failed"
     row = media_env.refresh(media)
@@ -295,7 +296,7 @@ def test_ffmpeg_failure_is_transcoding_failed(media_env: MediaEnv, clips: Clips)
 def test_missing_ffmpeg_is_transient(media_env: MediaEnv, clips: Clips) -> None:
     media = MediaItemFactory()
     media_env.put_original(media, clips.video(640, 360))
-    missing = pipeline.MediaSettings(**{**media_env.settings.__dict__, "ffprobe": "/nonexistent/ffprobe"})
+    missing = MediaSettings(**{**media_env.settings.__dict__, "ffprobe": "/nonexistent/ffprobe"})
 
     assert run_ingest(media_env.session, media.id, "job-m", settings=missing) == "retry"
     row = media_env.refresh(media)
@@ -318,8 +319,8 @@ def test_output_validation(tmp_path: Path) -> None:
     (folder / "seg_00001.ts").write_bytes(b"x" * 10)
     good = "#EXTM3U\n#EXTINF:6.0,\nseg_00001.ts\n#EXT-X-ENDLIST\n"
     (folder / "index.m3u8").write_text(good)
-    assert pipeline.validate_playlist(folder, 6.5) == [(6.0, "seg_00001.ts")]
-    assert pipeline.validate_playlist(folder, 7.9)  # within 2 s
+    assert transcode.validate_playlist(folder, 6.5) == [(6.0, "seg_00001.ts")]
+    assert transcode.validate_playlist(folder, 7.9)  # within 2 s
     bad = {
         "no endlist": "#EXTM3U\n#EXTINF:6.0,\nseg_00001.ts\n",
         "too short": "#EXTM3U\n#EXTINF:3.0,\nseg_00001.ts\n#EXT-X-ENDLIST\n",
@@ -329,14 +330,14 @@ def test_output_validation(tmp_path: Path) -> None:
     }
     for text in bad.values():
         (folder / "index.m3u8").write_text(text)
-        with pytest.raises(pipeline.IngestFailure) as info:
-            pipeline.validate_playlist(folder, 6.0)
+        with pytest.raises(IngestFailure) as info:
+            transcode.validate_playlist(folder, 6.0)
         assert info.value.message == "Output validation failed."
     # 2 % beats 2 s for long media: 1000 s listed for 1030 s probed is off by more than 20 s.
     (folder / "index.m3u8").write_text("#EXTM3U\n#EXTINF:1000.0,\nseg_00001.ts\n#EXT-X-ENDLIST\n")
-    assert pipeline.validate_playlist(folder, 1019.0)
-    with pytest.raises(pipeline.IngestFailure):
-        pipeline.validate_playlist(folder, 1030.0)
+    assert transcode.validate_playlist(folder, 1019.0)
+    with pytest.raises(IngestFailure):
+        transcode.validate_playlist(folder, 1030.0)
 
 
 def test_preview_takes_the_first_30_seconds(tmp_path: Path) -> None:
@@ -347,8 +348,8 @@ def test_preview_takes_the_first_30_seconds(tmp_path: Path) -> None:
         (source / f"seg_{i:05d}.ts").write_bytes(bytes([i]))
         lines += ["#EXTINF:6.000000,", f"seg_{i:05d}.ts"]
     (source / "index.m3u8").write_text("\n".join([*lines, "#EXT-X-ENDLIST"]))
-    pipeline.make_preview(source, tmp_path / "preview", 30.0)
-    entries = pipeline.validate_playlist(tmp_path / "preview", 30.0)
+    transcode.make_preview(source, tmp_path / "preview", 30.0)
+    entries = transcode.validate_playlist(tmp_path / "preview", 30.0)
     assert [uri for _, uri in entries] == [f"seg_{i:05d}.ts" for i in range(1, 6)]
     assert (tmp_path / "preview" / "seg_00005.ts").read_bytes() == bytes([5])
 
@@ -492,7 +493,7 @@ def test_a_superseded_attempt_never_touches_the_row(media_env: MediaEnv, clips: 
             super().download_file(key, path, if_match=if_match)
             media_env.as_other_actor(update(MediaItem).where(MediaItem.id == media.id).values(job_id="newer-job"))
 
-    settings = pipeline.MediaSettings(**{**media_env.settings.__dict__, "heartbeat_interval": 3600.0})
+    settings = MediaSettings(**{**media_env.settings.__dict__, "heartbeat_interval": 3600.0})
     result = run_ingest(session, media.id, "old-job", settings=settings, storage=Reclaimed(media_env.storage))
     assert result == "superseded"
     row = media_env.refresh(media)
@@ -502,12 +503,12 @@ def test_a_superseded_attempt_never_touches_the_row(media_env: MediaEnv, clips: 
 
 def test_heartbeat_is_guarded_by_the_claim(media_env: MediaEnv) -> None:
     media = MediaItemFactory(status="processing", job_id="j1", attempts=1)
-    job = pipeline.Job.from_media(media, "j1")
-    assert pipeline.heartbeat(media_env.session, job) is True
-    assert pipeline.heartbeat(media_env.session, pipeline.Job.from_media(media, "j2")) is False
+    job = Job.from_media(media, "j1")
+    assert heartbeat(media_env.session, job) is True
+    assert heartbeat(media_env.session, Job.from_media(media, "j2")) is False
 
     beats: list[int] = []
-    hb = pipeline.Heartbeat(lambda: beats.append(1) is None, interval=3600)
+    hb = Heartbeat(lambda: beats.append(1) is None, interval=3600)
     assert hb(None) is True and beats == []  # throttled
     hb.interval = 0
     assert hb(ffmpeg.Progress(1.0, "1x", False)) is True and beats == [1]
@@ -515,7 +516,7 @@ def test_heartbeat_is_guarded_by_the_claim(media_env: MediaEnv) -> None:
     def broken() -> bool:
         raise StorageError("db down")
 
-    assert pipeline.Heartbeat(broken, interval=0)(None) is True  # errors do not stop the work
+    assert Heartbeat(broken, interval=0)(None) is True  # errors do not stop the work
 
 
 # ---- sweepers and purges --------------------------------------------------------------------
@@ -530,7 +531,7 @@ def test_recover_stuck_requeues_stalled_items(media_env: MediaEnv) -> None:
     exhausted = MediaItemFactory(status="processing", job_id="j2", attempts=3, heartbeat_at=ago(20))
     alive = MediaItemFactory(status="processing", job_id="j3", attempts=1, heartbeat_at=ago(1))
 
-    report = pipeline.recover_stuck(media_env.session, media_env.settings)
+    report = sweepers.recover_stuck(media_env.session, media_env.settings)
     media_env.session.commit()
 
     assert report.stalled == 2
@@ -550,7 +551,7 @@ def test_recover_stuck_resends_lost_messages_and_purges(media_env: MediaEnv) -> 
     recent_delete = MediaItemFactory(status="failed", deleted_at=ago(1))
     purged = MediaItemFactory(status="failed", deleted_at=ago(60), purged_at=ago(50))
 
-    report = pipeline.recover_stuck(media_env.session, media_env.settings)
+    report = sweepers.recover_stuck(media_env.session, media_env.settings)
     media_env.session.commit()
 
     assert (report.resent, report.purges) == (1, 1)
@@ -566,7 +567,7 @@ def test_reap_abandoned_uploads(media_env: MediaEnv) -> None:
     in_use = MediaItemFactory(status="uploading", created_at=ago(25 * 60))
     content_using(media_env, in_use, "Draft")
 
-    assert pipeline.reap_abandoned_uploads(media_env.session) == [old.id]
+    assert sweepers.reap_abandoned_uploads(media_env.session) == [old.id]
     media_env.session.commit()
     assert media_env.refresh(old).deleted_at is not None
     assert media_env.refresh(young).deleted_at is None and media_env.refresh(in_use).deleted_at is None
@@ -600,29 +601,29 @@ def test_purge_stale_outputs_keeps_the_original_and_the_current_attempt(media_en
                 renditions=["360p"])
     )  # fmt: skip
 
-    assert pipeline.purge_stale_outputs(media_env.session, media.id, media_env.storage) == [1, 3]
+    assert sweepers.purge_stale_outputs(media_env.session, media.id, media_env.storage) == [1, 3]
     assert sorted(stored(media_env, media)) == sorted([media.original_key, *current])
-    assert pipeline.purge_stale_outputs(media_env.session, media.id, media_env.storage) == []
+    assert sweepers.purge_stale_outputs(media_env.session, media.id, media_env.storage) == []
 
 
 def test_purge_stale_outputs_skips_items_that_are_not_ready(media_env: MediaEnv) -> None:
     media = MediaItemFactory(status="failed")
     made = put_outputs(media_env, media, 1)
-    assert pipeline.purge_stale_outputs(media_env.session, media.id, media_env.storage) == []
+    assert sweepers.purge_stale_outputs(media_env.session, media.id, media_env.storage) == []
     assert sorted(stored(media_env, media)) == sorted(made)
 
 
 def test_purge_storage_only_for_deleted_media(media_env: MediaEnv) -> None:
     live = MediaItemFactory()
     media_env.storage.put_bytes(live.original_key, b"orig", "video/mp4")
-    assert pipeline.purge_storage(media_env.session, live.id, media_env.storage) is False
+    assert sweepers.purge_storage(media_env.session, live.id, media_env.storage) is False
     assert stored(media_env, live) == [live.original_key]
 
     deleted = MediaItemFactory(deleted_at=func.now())
     media_env.storage.put_bytes(deleted.original_key, b"orig", "video/mp4")
     put_outputs(media_env, deleted, 1)
-    assert pipeline.purge_storage(media_env.session, deleted.id, media_env.storage) is True
+    assert sweepers.purge_storage(media_env.session, deleted.id, media_env.storage) is True
     assert stored(media_env, deleted) == []
     assert media_env.refresh(deleted).purged_at is not None
-    assert pipeline.purge_storage(media_env.session, deleted.id, media_env.storage) is False  # once
-    assert pipeline.purge_storage(media_env.session, uuid.uuid4(), media_env.storage) is False
+    assert sweepers.purge_storage(media_env.session, deleted.id, media_env.storage) is False  # once
+    assert sweepers.purge_storage(media_env.session, uuid.uuid4(), media_env.storage) is False
