@@ -101,11 +101,13 @@ def _init_extensions(app: Flask, role: str) -> None:
     init_limiter(app)
     from app.content.for_media import supply as supply_media
     from app.identity.sessions import init_app as init_auth
+    from app.media.service import supply_upload_guard
     from app.orgs.for_identity import supply as supply_identity
 
     init_auth(app)  # route limits before the body hooks (README §3.4); session sliding
     supply_identity()  # sign-up by org slug, /auth/me memberships (identity does not import orgs)
     supply_media()  # MEDIA_IN_USE, content snapshots of a changed media item (media does not import content)
+    supply_upload_guard()  # the local upload route refuses pinned originals (storage does not import media)
     http.register_request_hooks(app)
     _register_email_lookups(app)
 

@@ -331,3 +331,34 @@ def retry_media(session: Session, media: MediaItem, storage: Storage) -> MediaIt
     session.flush()
     session.refresh(media)
     return media
+
+
+def require_uploading(session: Session, key: str, lock: bool) -> None:
+    """The local upload route's guard: the key must be the original of a live media item still
+    ``uploading`` (security.md §8: once upload-complete checked the bytes they are pinned).
+
+    404 NOT_FOUND when there is no such item (or it was deleted), 409 STATE_CONFLICT once it left
+    ``uploading``. ``lock`` takes FOR SHARE on the row until the caller's transaction ends, so
+    upload-complete (FOR UPDATE) cannot check the object between this check and the write.
+    """
+    parsed = storage_keys.parse_original_key(key)
+    if parsed is None:
+        raise errors.NotFound()
+    org_id, media_id, _ = parsed
+    stmt = select(MediaItem.status, MediaItem.deleted_at).where(
+        MediaItem.id == media_id, MediaItem.organization_id == org_id, MediaItem.original_key == key
+    )
+    if lock:
+        stmt = stmt.with_for_update(read=True)
+    row = session.execute(stmt).one_or_none()
+    if row is None or row.deleted_at is not None:
+        raise errors.NotFound()
+    if row.status != "uploading":
+        raise errors.Conflict(f"The upload is already complete (status {row.status}); the file can no longer change.")
+
+
+def supply_upload_guard() -> None:
+    """Install ``require_uploading`` as the storage adapter's upload guard (``create_app`` does)."""
+    from app.storage.routes import guard_uploads
+
+    guard_uploads(require_uploading)

@@ -11,19 +11,18 @@ import os
 import re
 import time
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any, BinaryIO, cast
 
 from flask import Blueprint, Response, current_app, redirect, request
 from flask.blueprints import BlueprintSetupState
-from sqlalchemy import select
+from sqlalchemy.orm import Session
 from werkzeug.wrappers import Response as BaseResponse
 
 from app import db, errors
 from app.extensions import ip_key
 from app.http import body_limit, raw_body
-from app.media.models import MediaItem
 from app.security import tokens
 from app.storage import get_storage, keys
 from app.storage.base import ObjectTooLarge, StorageError
@@ -80,28 +79,23 @@ def _claim_str(claims: dict[str, Any], name: str) -> str:
     return value
 
 
-def _require_uploading(key: str, *, lock: bool) -> None:
-    """The upload token's key must be the original of a live media item still ``uploading``
-    (security.md §8: once upload-complete checked the bytes they are pinned).
+UploadGuard = Callable[[Session, str, bool], None]
+"""``guard(session, key, lock)``: raise unless the object at ``key`` may still be written."""
 
-    404 NOT_FOUND when there is no such item (or it was deleted), 409 STATE_CONFLICT once it left
-    ``uploading``. ``lock`` takes FOR SHARE on the row until the caller's transaction ends, so
-    upload-complete (FOR UPDATE) cannot check the object between this check and the write.
-    """
-    parsed = keys.parse_original_key(key)
-    if parsed is None:
-        raise errors.NotFound()
-    org_id, media_id, _ = parsed
-    stmt = select(MediaItem.status, MediaItem.deleted_at).where(
-        MediaItem.id == media_id, MediaItem.organization_id == org_id, MediaItem.original_key == key
-    )
-    if lock:
-        stmt = stmt.with_for_update(read=True)
-    row = db.session.execute(stmt).one_or_none()
-    if row is None or row.deleted_at is not None:
-        raise errors.NotFound()
-    if row.status != "uploading":
-        raise errors.Conflict(f"The upload is already complete (status {row.status}); the file can no longer change.")
+_upload_guard: UploadGuard | None = None
+
+
+def guard_uploads(guard: UploadGuard) -> None:
+    """Install the check every local upload passes (the media domain supplies it at start-up, so
+    this adapter knows no table: ``create_app`` calls ``app.media.service.supply_upload_guard``)."""
+    global _upload_guard
+    _upload_guard = guard
+
+
+def _require_uploading(key: str, *, lock: bool) -> None:
+    if _upload_guard is None:
+        raise RuntimeError("no upload guard installed (create_app installs media's)")
+    _upload_guard(db.session, key, lock)
 
 
 def _open_local(storage: LocalStorage, key: str) -> tuple[IO[bytes], os.stat_result]:
