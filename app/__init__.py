@@ -99,17 +99,11 @@ def _init_extensions(app: Flask, role: str) -> None:
 
     http.register_request_id(app)
     init_limiter(app)
-    from app.content.for_media import supply as supply_media
     from app.identity.sessions import init_app as init_auth
-    from app.media.service import supply_upload_guard
-    from app.orgs.for_identity import supply as supply_identity
 
     init_auth(app)  # route limits before the body hooks (README §3.4); session sliding
-    supply_identity()  # sign-up by org slug, /auth/me memberships (identity does not import orgs)
-    supply_media()  # MEDIA_IN_USE, content snapshots of a changed media item (media does not import content)
-    supply_upload_guard()  # the local upload route refuses pinned originals (storage does not import media)
     http.register_request_hooks(app)
-    _register_email_lookups(app)
+    _wire_layers(app)
 
     app.config.update(api_settings(app))
     api = Api(app)
@@ -120,13 +114,20 @@ def _init_extensions(app: Flask, role: str) -> None:
     app.extensions["task_sender"] = jobs.make_task_sender(celery_app)
 
 
-def _register_email_lookups(app: Flask) -> None:
-    """Notifications sits below every domain that queues email, so it cannot import the two whose
-    data an email needs at send time: orgs (branding) and identity (the user's name) hand it theirs."""
+def _wire_layers(app: Flask) -> None:
+    """Hand each lower package the answers only a higher one can give, so imports keep pointing
+    down (docs/architecture.md lists these; tests/foundation/test_import_graph.py holds the rule)."""
+    from app.content.for_media import supply as supply_media
     from app.identity.service import user_name
+    from app.media.service import supply_upload_guard
     from app.notifications.branding import register_lookups
     from app.orgs.branding import branding_for
+    from app.orgs.for_identity import supply as supply_identity
 
+    supply_identity()  # sign-up by org slug, /auth/me memberships
+    supply_media()  # MEDIA_IN_USE, content snapshots of a changed media item
+    supply_upload_guard()  # the local upload route refuses pinned originals
+    # An email needs the org's branding and the user's name at send time.
     register_lookups(app, branding=branding_for, user_name=user_name)
 
 
