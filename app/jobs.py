@@ -90,27 +90,7 @@ def celery_init_app(app: Flask) -> Celery[Any]:
     )
     celery_app.set_default()
     app.extensions["celery"] = celery_app
-    _count_outcomes()
     return celery_app
-
-
-def _count_outcomes() -> None:
-    from celery import signals
-
-    from app.metrics import TASKS
-
-    def on_success(sender: Any = None, **_: Any) -> None:
-        TASKS.labels(getattr(sender, "name", "?"), "success").inc()
-
-    def on_failure(sender: Any = None, **_: Any) -> None:
-        TASKS.labels(getattr(sender, "name", "?"), "failure").inc()
-
-    def on_retry(sender: Any = None, **_: Any) -> None:
-        TASKS.labels(getattr(sender, "name", "?"), "retry").inc()
-
-    signals.task_success.connect(on_success, weak=False, dispatch_uid="codex.task_success")
-    signals.task_failure.connect(on_failure, weak=False, dispatch_uid="codex.task_failure")
-    signals.task_retry.connect(on_retry, weak=False, dispatch_uid="codex.task_retry")
 
 
 TaskSender = Callable[[str, tuple[Any, ...], float | None], None]

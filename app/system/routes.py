@@ -57,9 +57,12 @@ def metrics_view() -> Any:
         supplied = request.headers.get("Authorization", "")
         if not hmac.compare_digest(supplied.encode(), f"Bearer {token}".encode()):
             raise errors.Unauthenticated()
+    # The gauges are read now, for this scrape; the counters and histograms are every web
+    # worker's (app/metrics.py). A scrape must still answer when a dependency is down.
+    read_now = [metrics.queue_lengths(current_app.extensions["broker_redis"], QUEUES)]
     try:
-        metrics.refresh_gauges(db.session, current_app.extensions["broker_redis"], QUEUES)
-    except Exception as exc:  # a scrape must still answer when a dependency is down
+        read_now += metrics.backlog(db.session)
+    except Exception as exc:
         current_app.logger.warning("metrics.gauges_unavailable: %s", type(exc).__name__)
-    body, content_type = metrics.render()
+    body, content_type = metrics.render(read_now)
     return Response(body, content_type=content_type, headers={"Cache-Control": "no-store"})

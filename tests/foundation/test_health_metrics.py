@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -154,3 +155,27 @@ def test_metrics_token_is_required_when_configured(app_factory: Any) -> None:
         "UNAUTHENTICATED"
     )
     assert guarded.get("/metrics", headers={"Authorization": "Bearer s3cret-token"}).status_code == 200
+
+
+def test_task_signals_count_each_outcome_and_time_the_run() -> None:
+    """The handlers ``tasks.worker`` connects (a real worker run is tests/system/test_metrics_multiprocess.py)."""
+    from celery import signals
+    from prometheus_client import REGISTRY
+
+    import tasks.worker
+
+    task = tasks.worker.celery.tasks["system.ping"]
+
+    def value(name: str, **labels: str) -> float:
+        return REGISTRY.get_sample_value(name, {"task": "system.ping", **labels}) or 0.0
+
+    before = {outcome: value("codex_tasks_total", outcome=outcome) for outcome in ("success", "failure", "retry")}
+    runs_before = value("codex_task_duration_seconds_count")
+    task_id = str(uuid.uuid4())
+    signals.task_prerun.send(sender=task, task_id=task_id, task=task, args=(), kwargs={})
+    signals.task_retry.send(sender=task, request=None, reason="broker down", einfo=None)
+    signals.task_postrun.send(sender=task, task_id=task_id, task=task, args=(), kwargs={}, retval=None, state="RETRY")
+    assert value("codex_tasks_total", outcome="retry") == before["retry"] + 1
+    assert value("codex_tasks_total", outcome="success") == before["success"]
+    assert value("codex_tasks_total", outcome="failure") == before["failure"]
+    assert value("codex_task_duration_seconds_count") == runs_before + 1

@@ -28,6 +28,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "app.db",
             "app.errors",
             "app.extensions",
+            "app.gunicorn_conf",
             "app.http",
             "app.jobs",
             "app.keys",
