@@ -339,7 +339,7 @@ class S3Storage:
         self._call("head bucket", lambda: self.meta.head_bucket(Bucket=self.bucket))
 
     def ensure_bucket(self) -> None:
-        """Create the bucket when it does not exist (tests, local MinIO without a set-up step)."""
+        """Create the bucket when it does not exist (tests, compose's createbucket, `make stack`)."""
         try:
             self.check()
             return
