@@ -52,6 +52,11 @@ run: install services migrate seed dirs ## start web, workers, beat and flower (
 	@echo "run: API http://localhost:$${PORT:-5000}  docs /api/v1/docs  Flower http://localhost:5555  mail var/mail/"
 	$(BIN)/honcho start -f Procfile $(PROCESSES)
 
+.PHONY: stack
+stack: install ## docker-compose's topology as local processes (S3: moto, SMTP sink, own DB and Redis; Ctrl-C stops)
+	scripts/ensure-services.sh --with-ffmpeg
+	scripts/stack.sh
+
 lint: install ## ruff (lint and format) and mypy
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .

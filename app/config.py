@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field, fields
 from typing import Any
+from urllib.parse import urlsplit
 
 DEFAULT_WEBHOOK_SECRET = "whsec_codex_local"  # the public development default
 
@@ -57,6 +58,8 @@ class Config:
     STORAGE_LOCAL_ROOT: str = "var/storage"
     S3_BUCKET: str = "codex-media"
     S3_ENDPOINT_URL: str = ""
+    # Where browsers and players reach the same server (presigned URLs only); empty: S3_ENDPOINT_URL.
+    S3_PUBLIC_ENDPOINT_URL: str = ""
     S3_REGION: str = "us-east-1"
     AWS_ACCESS_KEY_ID: str = ""
     AWS_SECRET_ACCESS_KEY: str = ""
@@ -128,6 +131,8 @@ class Config:
         self.FRONTEND_URL = self.FRONTEND_URL.rstrip("/")
         self.DEFAULT_CURRENCY = self.DEFAULT_CURRENCY.lower()
         self.SUPPORTED_CURRENCIES = [c.lower() for c in self.SUPPORTED_CURRENCIES]
+        self.S3_ENDPOINT_URL = self.S3_ENDPOINT_URL.rstrip("/")
+        self.S3_PUBLIC_ENDPOINT_URL = self.S3_PUBLIC_ENDPOINT_URL.rstrip("/")
 
     # ---- derived values -------------------------------------------------------------------
 
@@ -137,6 +142,11 @@ class Config:
         if self.PAYMENT_PROVIDER == "auto":
             return "stripe" if self.STRIPE_SECRET_KEY else "local"
         return self.PAYMENT_PROVIDER
+
+    @property
+    def s3_public_endpoint_url(self) -> str:
+        """The S3 endpoint presigned URLs name (empty: AWS's own)."""
+        return self.S3_PUBLIC_ENDPOINT_URL or self.S3_ENDPOINT_URL
 
     @property
     def media_hard_time_limit(self) -> int:
@@ -167,8 +177,21 @@ class Config:
             raise ConfigError("LOG_FORMAT must be console or json")
         if self.TRUSTED_PROXY_COUNT is not None and self.TRUSTED_PROXY_COUNT < 0:
             raise ConfigError("TRUSTED_PROXY_COUNT must be 0 or more")
+        if self.STORAGE_BACKEND == "s3":
+            self._validate_s3()
         if self.APP_ENV == "production":
             self._validate_production()
+
+    def _validate_s3(self) -> None:
+        for name in ("S3_ENDPOINT_URL", "S3_PUBLIC_ENDPOINT_URL"):
+            value = getattr(self, name)
+            if value and not _is_http_url(value):
+                raise ConfigError(f"{name} must be an http(s) URL with a host, without a path (or empty)")
+        if not self.S3_BUCKET:
+            raise ConfigError("S3_BUCKET must be set when STORAGE_BACKEND=s3")
+        if bool(self.AWS_ACCESS_KEY_ID) != bool(self.AWS_SECRET_ACCESS_KEY):
+            # Half a pair would silently fall back to boto3's default chain (other credentials).
+            raise ConfigError("AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY must be set together (or both empty)")
 
     def _validate_production(self) -> None:
         if self.SECRET_KEY == "dev-insecure-change-me" or len(self.SECRET_KEY) < 32:
@@ -184,6 +207,12 @@ class Config:
             raise ConfigError("STORAGE_BACKEND must be s3 in production")
         if self.MAIL_BACKEND != "smtp":
             raise ConfigError("MAIL_BACKEND must be smtp in production")
+        if self.s3_public_endpoint_url and not self.s3_public_endpoint_url.startswith("https://"):
+            # Browsers and players get these URLs from an https page; the internal endpoint
+            # (S3_ENDPOINT_URL on a private network) may stay http when a public one is set.
+            raise ConfigError(
+                "S3_PUBLIC_ENDPOINT_URL (or S3_ENDPOINT_URL when it is empty) must be https in production"
+            )
         if not self.PUBLIC_BASE_URL.startswith("https://"):
             raise ConfigError("PUBLIC_BASE_URL must be https in production")
         if not self.FRONTEND_URL.startswith("https://"):
@@ -208,6 +237,11 @@ class Config:
 def media_hard_time_limit(soft_limit: int) -> int:
     """``media.ingest``'s hard time limit (spec README §6: soft + 300), also ffmpeg's RLIMIT_CPU."""
     return soft_limit + 300
+
+
+def _is_http_url(value: str) -> bool:
+    parts = urlsplit(value)
+    return parts.scheme in {"http", "https"} and bool(parts.hostname) and parts.path in {"", "/"} and not parts.query
 
 
 def _coerce(name: str, annotation: Any, raw: str) -> Any:

@@ -1,6 +1,8 @@
-"""S3-compatible backend (``STORAGE_BACKEND=s3``): AWS, MinIO or moto through boto3.
+"""S3-compatible backend (``STORAGE_BACKEND=s3``): AWS, versitygw, MinIO or moto through boto3.
 
 Clients upload and fetch directly with presigned URLs; the app only signs, inspects and deletes.
+The app talks to ``S3_ENDPOINT_URL``; the URLs it hands out name ``S3_PUBLIC_ENDPOINT_URL`` (the
+same server as seen from browsers, when that differs: docker-compose, a proxy in front).
 Every boto3/botocore failure becomes ``StorageError`` (``ObjectNotFound`` for a missing key on
 reads; ``head`` answers None instead). Timeouts follow security.md §14: connect 5 s, read 60 s
 for transfers and 10 s for metadata calls (HEAD, list, delete).
@@ -63,18 +65,31 @@ class _LimitedReader:
 
 
 class S3Storage:
+    """``client`` moves bytes, ``meta`` makes the short metadata calls (both to the internal endpoint),
+    ``presigner`` only signs the URLs handed to browsers and players (the public endpoint)."""
+
     name = "s3"
 
-    def __init__(self, client: S3Client, bucket: str, *, meta_client: S3Client | None = None) -> None:
+    def __init__(
+        self,
+        client: S3Client,
+        bucket: str,
+        *,
+        meta_client: S3Client | None = None,
+        presign_client: S3Client | None = None,
+    ) -> None:
         self.client = client
         # Metadata calls get the shorter read timeout; defaults to the transfer client.
         self.meta = meta_client or client
+        self.presigner = presign_client or self.meta
         self.bucket = bucket
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> S3Storage:
-        """S3_BUCKET, S3_ENDPOINT_URL (empty = AWS), S3_REGION; AWS_* keys when set, else the default chain."""
-        endpoint = (config.get("S3_ENDPOINT_URL") or "").strip() or None
+        """S3_BUCKET, S3_ENDPOINT_URL (empty = AWS), S3_PUBLIC_ENDPOINT_URL (empty = the same),
+        S3_REGION; AWS_* keys when set, else the default chain."""
+        endpoint = (config.get("S3_ENDPOINT_URL") or "").strip().rstrip("/") or None
+        public = (config.get("S3_PUBLIC_ENDPOINT_URL") or "").strip().rstrip("/") or endpoint
         region = config.get("S3_REGION") or "us-east-1"
         key_id = config.get("AWS_ACCESS_KEY_ID") or None
         secret = config.get("AWS_SECRET_ACCESS_KEY") or None
@@ -84,18 +99,23 @@ class S3Storage:
         else:
             session = boto3.session.Session(region_name=region)
 
-        def make(read_timeout: int) -> S3Client:
+        def make(read_timeout: int, endpoint_url: str | None) -> S3Client:
             boto_config = BotoConfig(
                 signature_version="s3v4",
                 connect_timeout=5,
                 read_timeout=read_timeout,
                 retries={"total_max_attempts": 3, "mode": "standard"},
-                # MinIO and moto serve buckets under the path, not as virtual hosts.
-                s3={"addressing_style": "path" if endpoint else "auto"},
+                # S3-compatible servers (versitygw, MinIO, moto) serve buckets under the path, not as virtual hosts.
+                s3={"addressing_style": "path" if endpoint_url else "auto"},
             )
-            return session.client("s3", region_name=region, endpoint_url=endpoint, config=boto_config)
+            return session.client("s3", region_name=region, endpoint_url=endpoint_url, config=boto_config)
 
-        return cls(make(60), config["S3_BUCKET"], meta_client=make(10))
+        meta = make(10, endpoint)
+        # SigV4 signs the Host header: a URL is only valid at the host it was signed for, so URLs
+        # for browsers are signed by a client of the public endpoint (e.g. http://localhost:7070
+        # for a server the app reaches as http://s3:7070). Signing is local: no request is made.
+        presigner = make(10, public) if public != endpoint else meta
+        return cls(make(60, endpoint), config["S3_BUCKET"], meta_client=meta, presign_client=presigner)
 
     def _call(self, action: str, func: Callable[[], Any]) -> Any:
         try:
@@ -285,7 +305,7 @@ class S3Storage:
         expires = time.time() + ttl_seconds
         url = self._call(
             "presign upload",
-            lambda: self.meta.generate_presigned_url(
+            lambda: self.presigner.generate_presigned_url(
                 "put_object",
                 Params={"Bucket": self.bucket, "Key": key, "ContentType": content_type},
                 ExpiresIn=ttl_seconds,
@@ -309,7 +329,7 @@ class S3Storage:
             params["ResponseCacheControl"] = cache_control
         url: str = self._call(
             "presign download",
-            lambda: self.meta.generate_presigned_url("get_object", Params=params, ExpiresIn=ttl_seconds),
+            lambda: self.presigner.generate_presigned_url("get_object", Params=params, ExpiresIn=ttl_seconds),
         )
         return url
 
@@ -319,7 +339,7 @@ class S3Storage:
         self._call("head bucket", lambda: self.meta.head_bucket(Bucket=self.bucket))
 
     def ensure_bucket(self) -> None:
-        """Create the bucket when it does not exist (tests, local MinIO without a set-up step)."""
+        """Create the bucket when it does not exist (tests, compose's createbucket, `make stack`)."""
         try:
             self.check()
             return

@@ -115,3 +115,56 @@ def test_api_docs_default_to_off_in_production_only() -> None:
     assert Config.from_env(PRODUCTION, API_DOCS_ENABLED=True).API_DOCS_ENABLED is True
     assert Config.from_env({}).API_DOCS_ENABLED is True
     assert Config.from_env({"APP_ENV": "test"}).API_DOCS_ENABLED is True
+
+
+def test_s3_public_endpoint_defaults_to_the_internal_one() -> None:
+    config = Config.from_env({"STORAGE_BACKEND": "s3", "S3_ENDPOINT_URL": "http://s3:7070/"})
+    assert config.S3_ENDPOINT_URL == "http://s3:7070"
+    assert config.s3_public_endpoint_url == "http://s3:7070"
+    config.validate()
+    split = Config.from_env(
+        {
+            "STORAGE_BACKEND": "s3",
+            "S3_ENDPOINT_URL": "http://s3:7070",
+            "S3_PUBLIC_ENDPOINT_URL": "http://localhost:7070",
+        }
+    )
+    assert split.s3_public_endpoint_url == "http://localhost:7070"
+    split.validate()
+    assert Config.from_env({}).s3_public_endpoint_url == ""  # AWS's own endpoints
+
+
+@pytest.mark.parametrize(
+    ("variables", "message"),
+    [
+        ({"S3_ENDPOINT_URL": "s3:7070"}, "S3_ENDPOINT_URL"),
+        ({"S3_PUBLIC_ENDPOINT_URL": "ftp://media.example.com"}, "S3_PUBLIC_ENDPOINT_URL"),
+        ({"S3_PUBLIC_ENDPOINT_URL": "https://media.example.com/bucket"}, "S3_PUBLIC_ENDPOINT_URL"),
+        ({"S3_BUCKET": ""}, "S3_BUCKET"),
+        ({"AWS_ACCESS_KEY_ID": "codex"}, "AWS_SECRET_ACCESS_KEY"),
+        ({"AWS_SECRET_ACCESS_KEY": "secret"}, "AWS_ACCESS_KEY_ID"),
+    ],
+)
+def test_s3_settings_are_checked_when_s3_is_the_backend(variables: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        Config.from_env({"STORAGE_BACKEND": "s3", **variables}).validate()
+    Config.from_env(variables).validate()  # unused with local storage
+
+
+@pytest.mark.parametrize(
+    ("variables", "ok"),
+    [
+        ({}, True),  # AWS: https endpoints
+        ({"S3_ENDPOINT_URL": "https://s3.example.com"}, True),
+        ({"S3_ENDPOINT_URL": "http://s3:7070", "S3_PUBLIC_ENDPOINT_URL": "https://media.example.com"}, True),
+        ({"S3_ENDPOINT_URL": "http://s3:7070"}, False),  # browsers would get http URLs
+        ({"S3_ENDPOINT_URL": "https://s3.example.com", "S3_PUBLIC_ENDPOINT_URL": "http://media.example.com"}, False),
+    ],
+)
+def test_production_hands_out_only_https_storage_urls(variables: dict[str, str], ok: bool) -> None:
+    config = Config.from_env({**PRODUCTION, **variables})
+    if ok:
+        config.validate()
+    else:
+        with pytest.raises(ConfigError, match="S3_PUBLIC_ENDPOINT_URL"):
+            config.validate()

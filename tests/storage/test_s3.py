@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import io
 import time
 import urllib.request
 import uuid
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, parse_qsl, quote, urlsplit
 
 import pytest
 
@@ -217,3 +219,91 @@ def test_credentials_from_config_win_and_default_chain_otherwise(
     assert _signing_key_id(S3Storage.from_config(s3_config(s3_server))) == "testing"
     chained = S3Storage.from_config(s3_config(s3_server, AWS_ACCESS_KEY_ID="", AWS_SECRET_ACCESS_KEY=""))
     assert _signing_key_id(chained) == "from-env"
+
+
+# ---- a public endpoint for browsers, an internal one for the app ----------------------------
+
+
+def _sigv4_query_signature_valid(
+    url: str, secret: str, *, method: str = "GET", headers: dict[str, str] | None = None
+) -> bool:
+    """Check a presigned URL as an S3 server does (SigV4 query auth), for a client that sends the
+    request to the URL's own host: the Host header is the URL's ``host[:port]``."""
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    params = dict(query)
+    signed_names = params["X-Amz-SignedHeaders"].split(";")
+    sent = {"host": parts.netloc, **{name.lower(): value for name, value in (headers or {}).items()}}
+    canonical_query = "&".join(
+        f"{quote(name, safe='-_.~')}={quote(value, safe='-_.~')}"
+        for name, value in sorted(query)
+        if name != "X-Amz-Signature"
+    )
+    canonical_headers = "".join(f"{name}:{sent[name].strip()}\n" for name in signed_names)
+    canonical_request = "\n".join(
+        [method, parts.path, canonical_query, canonical_headers, ";".join(signed_names), "UNSIGNED-PAYLOAD"]
+    )
+    _key_id, day, region, service, terminal = params["X-Amz-Credential"].split("/")
+    scope = f"{day}/{region}/{service}/{terminal}"
+    string_to_sign = "\n".join(
+        ["AWS4-HMAC-SHA256", params["X-Amz-Date"], scope, hashlib.sha256(canonical_request.encode()).hexdigest()]
+    )
+    key = f"AWS4{secret}".encode()
+    for part in (day, region, service, terminal):
+        key = hmac.new(key, part.encode(), hashlib.sha256).digest()
+    expected = hmac.new(key, string_to_sign.encode(), hashlib.sha256).hexdigest()
+    return hmac.compare_digest(expected, params["X-Amz-Signature"])
+
+
+@pytest.fixture()
+def split_storage(s3_server: str) -> tuple[S3Storage, str, str]:
+    """The app reaches moto as 127.0.0.1, browsers as localhost (both are the same server)."""
+    internal = s3_server
+    public = s3_server.replace("127.0.0.1", "localhost")
+    assert internal != public
+    s3 = S3Storage.from_config(s3_config(internal, S3_PUBLIC_ENDPOINT_URL=public))
+    s3.ensure_bucket()
+    return s3, internal, public
+
+
+def test_presigned_urls_name_the_public_endpoint_and_the_app_calls_the_internal_one(
+    split_storage: tuple[S3Storage, str, str],
+) -> None:
+    storage, internal, public = split_storage
+    assert storage.client.meta.endpoint_url == internal
+    assert storage.meta.meta.endpoint_url == internal
+    assert storage.presigner.meta.endpoint_url == public
+    assert storage.presigner.meta.config.s3 == {"addressing_style": "path"}
+
+    key = keys.original_key(uuid.uuid4(), uuid.uuid4(), "video/mp4")
+    target = storage.presign_upload(key, "video/mp4", 4, 600)
+    assert urlsplit(target.url).netloc == urlsplit(public).netloc
+    # What a SigV4-checking server (AWS, versitygw) computes for the request the browser sends.
+    assert _sigv4_query_signature_valid(target.url, "testing", method="PUT", headers=target.headers)
+    with http(target.url, method="PUT", data=b"\x00\x01\x02\x03", headers=target.headers) as response:
+        assert response.status == 200
+    info = storage.head(key)  # through the internal endpoint
+    assert info is not None and info.size == 4
+
+    url = storage.presign_download(key, 60, content_type="video/mp4")
+    assert url.startswith(f"{public}/{storage.bucket}/")
+    assert _sigv4_query_signature_valid(url, "testing")
+    with http(url) as response:
+        assert response.read() == b"\x00\x01\x02\x03"
+
+    # Why the public endpoint's own client signs: SigV4 covers the Host header, so a URL signed
+    # for the internal host and rewritten to the public one is refused by a checking server.
+    internal_url = storage.meta.generate_presigned_url(
+        "get_object", Params={"Bucket": storage.bucket, "Key": key}, ExpiresIn=60
+    )
+    assert _sigv4_query_signature_valid(internal_url, "testing")
+    rewritten = internal_url.replace(urlsplit(internal).netloc, urlsplit(public).netloc, 1)
+    assert not _sigv4_query_signature_valid(rewritten, "testing")
+
+
+def test_without_a_public_endpoint_urls_name_the_internal_one(s3_server: str) -> None:
+    storage = S3Storage.from_config(s3_config(s3_server, S3_PUBLIC_ENDPOINT_URL=""))
+    assert storage.presigner is storage.meta
+    url = storage.presign_download("orgs/a/b.png", 60)
+    assert url.startswith(f"{s3_server}/")
+    assert _sigv4_query_signature_valid(url, "testing")
