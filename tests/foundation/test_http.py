@@ -73,7 +73,7 @@ def test_preflight_is_204_and_skips_limits(probe: Any) -> None:
 
 
 def test_storage_paths_use_wildcard_cors(probe: Any) -> None:
-    response = probe.get("/storage/download/x.y", headers={"Origin": "https://anything.example"})
+    response = probe.get("/storage/download/x.y/seg_00001.ts", headers={"Origin": "https://anything.example"})
     assert response.headers["Access-Control-Allow-Origin"] == "*"
     assert "Access-Control-Allow-Credentials" not in response.headers
 
