@@ -64,6 +64,7 @@ lint: install ## ruff (lint and format) and mypy
 
 test: install ## services (with ffmpeg), lint, then the test suite
 	scripts/ensure-services.sh --with-ffmpeg
+	scripts/ensure-browser.sh
 	$(MAKE) --no-print-directory lint
 	$(BIN)/pytest -n 2 -q
 

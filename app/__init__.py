@@ -136,12 +136,14 @@ def _register_blueprints(app: Flask) -> None:
     from app.commerce.routes import webhook_bp
     from app.payments.routes import bp as local_payments_bp
     from app.storage.routes import bp as storage_bp
+    from app.system.docs import init_app as init_docs
     from app.system.routes import bp as system_bp
 
     app.register_blueprint(system_bp)
     app.register_blueprint(storage_bp)
     app.register_blueprint(webhook_bp)
     app.register_blueprint(local_payments_bp)  # answers 404 unless the provider is local
+    init_docs(app)  # Swagger UI, unless API_DOCS_ENABLED is false
     provider_link.init_app(app)  # the payments adapter's events and lookups go to commerce
     api = app.extensions["api"]
     for blueprint in _api_blueprints():

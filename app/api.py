@@ -70,8 +70,8 @@ def api_settings(app: Flask) -> dict[str, Any]:
         "OPENAPI_VERSION": "3.0.3",
         "OPENAPI_URL_PREFIX": "/api/v1" if docs else None,
         "OPENAPI_JSON_PATH": "openapi.json",
-        "OPENAPI_SWAGGER_UI_PATH": "/docs",
-        "OPENAPI_SWAGGER_UI_URL": "https://cdn.jsdelivr.net/npm/swagger-ui-dist@5/",
+        # Swagger UI at /api/v1/docs is app.system.docs (served offline, no inline script), not flask-smorest's page.
+        "OPENAPI_SWAGGER_UI_PATH": None,
     }
 
 

@@ -3,10 +3,11 @@
 The stored playlists (jobs.md §6.4) use relative URIs: the master lists ``<rendition>/index.m3u8``
 and each media playlist lists ``seg_NNNNN.ts``. The proxy serves them with every variant URI
 pointing back at the proxy (same token) and every segment URI replaced by a signed storage URL
-for that exact object (S3 presigned GET, or the app's ``/storage/download/<token>``) that expires
-with the stream token (at least 60 s). Anything in a stored playlist that is not a plain file
-name next to the playlist is dropped, so no other object (least of all the original upload) can
-be reached through a playlist.
+for that exact object (S3 presigned GET, or the app's ``/storage/download/<token>/seg_NNNNN.ts``)
+that expires with the stream token (at least 60 s). Both URLs' paths end in the segment's file
+name: ffmpeg, mpv and other players refuse segment URLs without a known extension. Anything in a
+stored playlist that is not a plain file name next to the playlist is dropped, so no other object
+(least of all the original upload) can be reached through a playlist.
 
 Stored playlists are immutable (attempt-scoped keys are written once), so their text is kept in
 a small per-process LRU; the per-request work is verifying the token, one indexed query, the

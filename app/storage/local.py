@@ -1,7 +1,7 @@
 """Local filesystem backend (``STORAGE_BACKEND=local``): files under ``STORAGE_LOCAL_ROOT``.
 
 Uploads and downloads go through the app's own signed routes (``/storage/upload/<token>``,
-``/storage/download/<token>``), so a fresh machine works with no object store. Every key is
+``/storage/download/<token>/<file name>``), so a fresh machine works with no object store. Every key is
 resolved under the root and a path that would leave it is refused.
 """
 
@@ -16,11 +16,17 @@ from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, BinaryIO
+from urllib.parse import quote
 
 from app.security import tokens
 from app.storage.base import ObjectChanged, ObjectInfo, ObjectNotFound, ObjectTooLarge, StorageError, UploadTarget
 
 CHUNK = 1024 * 1024
+
+
+def download_name(key: str) -> str:
+    """The last part of ``key``: the file name a download URL ends in (``…/<token>/seg_00001.ts``)."""
+    return key.rsplit("/", 1)[-1]
 
 
 class LocalStorage:
@@ -205,9 +211,11 @@ class LocalStorage:
         self, key: str, ttl_seconds: int, *, content_type: str | None = None, cache_control: str | None = None
     ) -> str:
         # The download route derives Content-Type from the key and Cache-Control from the expiry.
+        # The URL ends in the object's own file name: players pick the demuxer (and HLS players
+        # accept a segment at all) by the extension at the end of the URL's path.
         self.path_for(key)
         token = tokens.sign(self.secret, "download", {"k": key}, time.time() + ttl_seconds)
-        return f"{self.public_base_url}/storage/download/{token}"
+        return f"{self.public_base_url}/storage/download/{token}/{quote(download_name(key), safe='')}"
 
     def check(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)

@@ -26,7 +26,7 @@ from app.http import body_limit, raw_body
 from app.security import tokens
 from app.storage import get_storage, keys
 from app.storage.base import ObjectTooLarge, StorageError
-from app.storage.local import CHUNK, LocalStorage
+from app.storage.local import CHUNK, LocalStorage, download_name
 
 bp = Blueprint("storage", __name__, url_prefix="/storage")
 
@@ -254,12 +254,18 @@ def upload(token: str) -> Response:
     return response
 
 
-@bp.get("/download/<token>")
-def download(token: str) -> Response:
-    """Serve a signed local object, whole or one byte range."""
+@bp.get("/download/<token>/<filename>")
+def download(token: str, filename: str) -> Response:
+    """Serve a signed local object, whole or one byte range.
+
+    ``filename`` is the key's last part (the URL ends in the object's real extension, which HLS
+    players require of segment URLs); another name is a URL that was not signed: 403.
+    """
     storage = _local_storage()
     claims = _claims("download", token)
     key = _claim_str(claims, "k")
+    if filename != download_name(key):
+        raise errors.InvalidSignedUrl()
     handle, stat = _open_local(storage, key)
     size, etag = stat.st_size, LocalStorage.etag_of(stat)
     range_header = request.headers.get("Range")

@@ -45,6 +45,13 @@ def token_of(manifest_url: str) -> str:
     return manifest_url.split("/api/v1/stream/", 1)[1].split("/", 1)[0]
 
 
+def download_token(url: str) -> str:
+    """The token of a local download URL, ``…/storage/download/<token>/<file name>``."""
+    token, name = url.split("/storage/download/", 1)[1].split("/")
+    assert name.endswith((".ts", ".m3u8", ".jpg", ".png", ".json", ".vtt")), url
+    return token
+
+
 def claims_of(token: str) -> dict[str, Any]:
     body = token.split(".", 1)[0]
     return dict(json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4))))
@@ -255,7 +262,7 @@ def test_every_segment_is_a_signed_url_that_returns_the_bytes(client: FlaskClien
         rendition = url.rsplit("/", 2)[-2]
         for index, segment_url in enumerate(segments, start=1):
             assert segment_url.startswith("http://localhost:5000/storage/download/")
-            download = claims_of(segment_url.rsplit("/", 1)[1])
+            download = claims_of(download_token(segment_url))
             assert download["k"].endswith(f"/hls/a1/{rendition}/seg_{index:05d}.ts")
             assert 60 <= download["exp"] - datetime.now(UTC).timestamp() <= 901
             fetched = client.get(path_of(segment_url))
@@ -270,7 +277,7 @@ def test_segment_urls_live_at_least_60_seconds(client: FlaskClient, world: World
     token = full_token(client, world, world.buyer, expires_in=5)
     playlist = client.get(f"/api/v1/stream/{token}/360p/index.m3u8").get_data(as_text=True)
     for url in uri_lines(playlist):
-        exp = claims_of(url.rsplit("/", 1)[1])["exp"]
+        exp = claims_of(download_token(url))["exp"]
         assert exp - datetime.now(UTC).timestamp() >= 58
 
 
@@ -358,7 +365,7 @@ def test_proxy_never_serves_a_uri_outside_the_playlist_folder(app: Flask, client
     token = full_token(client, world, world.buyer)
     playlist = client.get(f"/api/v1/stream/{token}/360p/index.m3u8").get_data(as_text=True)
     [only] = uri_lines(playlist)
-    assert claims_of(only.rsplit("/", 1)[1])["k"].endswith("/360p/seg_00001.ts")
+    assert claims_of(download_token(only))["k"].endswith("/360p/seg_00001.ts")
     assert playlist.count("#EXTINF") == 1 and "original" not in playlist and "evil" not in playlist
 
 

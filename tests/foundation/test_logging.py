@@ -63,7 +63,9 @@ def test_request_log_line_is_json_and_masks_token_paths(app_factory: Any) -> Non
     buffer = io.StringIO()
     original = handler.setStream(buffer)
     try:
-        verbose.test_client().get("/storage/download/secret-token-value.sig", headers={"X-Request-ID": "rid-1"})
+        verbose.test_client().get(
+            "/storage/download/secret-token-value.sig/seg_00001.ts", headers={"X-Request-ID": "rid-1"}
+        )
     finally:
         handler.setStream(original)
         logging.getLogger().setLevel(logging.WARNING)
@@ -71,7 +73,7 @@ def test_request_log_line_is_json_and_masks_token_paths(app_factory: Any) -> Non
     request_lines = [line for line in lines if line["event"] == "request"]
     assert len(request_lines) == 1
     line = request_lines[0]
-    assert line["path"] == "/storage/download/[token]"
+    assert line["path"] == "/storage/download/[token]/seg_00001.ts"
     assert line["request_id"] == "rid-1"
     assert {"method", "status", "duration_ms", "ip", "timestamp", "level"} <= set(line)
     assert "secret-token-value" not in buffer.getvalue()

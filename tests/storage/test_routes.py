@@ -34,7 +34,8 @@ def storage(app: Flask) -> LocalStorage:
 
 
 def _token(url: str) -> str:
-    return url.rsplit("/", 1)[1]
+    """The token of a local upload (``…/upload/<token>``) or download (``…/download/<token>/<name>``) URL."""
+    return url.split("/storage/", 1)[1].split("/")[1]
 
 
 def _path(url: str) -> str:
@@ -231,7 +232,8 @@ def test_storage_urls_mask_their_tokens_in_logs(storage: LocalStorage) -> None:
     key = _new_key()
     for url in (storage.presign_upload(key, "video/mp4", 1, 60).url, storage.presign_download(key, 60)):
         masked = mask_path(_path(url))
-        assert _token(url) not in masked and masked.endswith("/[token]")
+        assert _token(url) not in masked and "/[token]" in masked
+        assert masked.endswith(("/upload/[token]", f"/download/[token]/{key.rsplit('/', 1)[1]}"))
 
 
 def test_preflight_is_open_to_any_origin(client: FlaskClient) -> None:
@@ -268,6 +270,27 @@ def test_download_whole_object(client: FlaskClient, storage: LocalStorage, segme
     cache = response.headers["Cache-Control"]
     assert cache.startswith("private, max-age=")
     assert 295 <= int(cache.rsplit("=", 1)[1]) <= 300
+
+
+def test_download_urls_end_in_the_objects_file_name(
+    client: FlaskClient, storage: LocalStorage, segment: tuple[str, bytes]
+) -> None:
+    # HLS players (ffmpeg, mpv) accept a segment only by the extension its URL ends in.
+    key, data = segment
+    url = _path(storage.presign_download(key, 60))
+    assert url == f"/storage/download/{_token(url)}/seg_00001.ts" and key.endswith("/seg_00001.ts")
+    assert client.get(url).data == data
+
+
+def test_download_with_another_file_name_is_403(
+    client: FlaskClient, storage: LocalStorage, segment: tuple[str, bytes]
+) -> None:
+    key, _ = segment
+    token = _token(storage.presign_download(key, 60))
+    for other in ["seg_00002.ts", "seg_00001.TS", "index.m3u8", "original.mp4", "seg_00001.ts.mp4"]:
+        _assert_error(client.get(f"/storage/download/{token}/{other}"), 403, "INVALID_SIGNED_URL")
+    # The token alone (the old form) is no route at all.
+    _assert_error(client.get(f"/storage/download/{token}"), 404, "NOT_FOUND")
 
 
 def test_download_content_type_comes_from_the_extension(client: FlaskClient, storage: LocalStorage) -> None:
@@ -373,7 +396,7 @@ def test_bad_download_tokens_are_403(
     valid = _token(storage.presign_download(key, 60))
     tampered = valid[:-3] + ("abc" if valid[-3:] != "abc" else "xyz")
     for bad in [expired, upload, stream, tampered]:
-        _assert_error(client.get(f"/storage/download/{bad}"), 403, "INVALID_SIGNED_URL")
+        _assert_error(client.get(f"/storage/download/{bad}/{key.rsplit('/', 1)[1]}"), 403, "INVALID_SIGNED_URL")
 
 
 # ---- public logos -----------------------------------------------------------------------
@@ -475,7 +498,7 @@ def test_storage_routes_share_the_per_ip_limit(app_factory: Any, redis: Any) -> 
     limited = app_factory(RATELIMIT_ENABLED=True)
     client = limited.test_client()
     first = client.get(f"/storage/public/{_new_key()}")
-    second = client.get("/storage/download/abc")
+    second = client.get("/storage/download/abc/seg_00001.ts")
     assert first.status_code == 404 and second.status_code == 403
     assert first.headers["X-RateLimit-Limit"] == "1200"
     assert int(first.headers["X-RateLimit-Remaining"]) - int(second.headers["X-RateLimit-Remaining"]) == 1
