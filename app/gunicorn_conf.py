@@ -1,4 +1,5 @@
-"""gunicorn settings for the web process: ``gunicorn -c app/gunicorn_conf.py "app:create_app()" ...``.
+"""gunicorn settings for the web process: ``gunicorn -c python:app.gunicorn_conf "app:create_app()" …``
+(the module form works from any working directory).
 
 Only what makes ``/metrics`` add up across the web workers; workers, threads and the bind address
 stay on the command line (Procfile). gunicorn reads this file as a file, in its master process,

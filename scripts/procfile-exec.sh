@@ -13,4 +13,5 @@ if [ -z "$line" ]; then
   echo "procfile-exec: no process named '$name' in $procfile" >&2
   exit 2
 fi
-eval "exec $line"
+# `env` lets a line start with VAR=value assignments (the worker lines do), which a bare `exec` cannot take.
+eval "exec env $line"
