@@ -16,7 +16,7 @@ PROCESSES := web worker media beat flower
 
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: help venv install services migrate seed dirs run lint test bench chaos clean distclean
+.PHONY: help venv install lock services migrate seed dirs run lint test docs bench chaos clean distclean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-9s %s\n", $$1, $$2}'
@@ -24,13 +24,29 @@ help: ## list the targets
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV) || { echo "could not create $(VENV): on Debian, apt-get install python3-venv"; exit 1; }
 
-# Re-install only when pyproject.toml changed since the last install.
-$(STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/pip install --quiet -e '.[dev]'
+# Re-install only when the lock or pyproject.toml changed since the last install: first exactly the
+# pinned, hash-checked dependencies of requirements-dev.lock, then the project itself without
+# resolving anything again (--no-deps), so what runs is what the lock says.
+$(STAMP): requirements-dev.lock pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet --require-hashes -r requirements-dev.lock
+	$(BIN)/pip install --quiet --no-deps -e .
 	@touch $@
 
-venv: $(STAMP) ## create .venv and install the project with its dev tools
+venv: $(STAMP) ## create .venv and install the locked dependencies, the project and its dev tools
 install: $(STAMP) ## same as venv
+
+# The locks are resolved from pyproject.toml for the deployment target (CPython 3.11 on Linux
+# x86_64) by uv (a dev dependency), from the default package index only: --no-config and the unset
+# UV_* index variables keep this machine's own indexes and find-links out of the lock. Existing pins
+# are kept when they still fit; `make lock UPGRADE=1` moves every pin to the newest allowed version.
+# The runtime lock is resolved within the dev lock's pins, so both name the same versions.
+UV_COMPILE := env -u UV_INDEX -u UV_INDEX_URL -u UV_DEFAULT_INDEX -u UV_EXTRA_INDEX_URL -u UV_FIND_LINKS \
+	UV_CUSTOM_COMPILE_COMMAND='make lock' $(BIN)/uv pip compile --quiet --no-config --generate-hashes \
+	--python-version 3.11 --python-platform x86_64-unknown-linux-gnu $(if $(UPGRADE),--upgrade)
+
+lock: $(STAMP) ## re-resolve requirements.lock and requirements-dev.lock from pyproject.toml (UPGRADE=1: newest)
+	$(UV_COMPILE) pyproject.toml --extra dev -o requirements-dev.lock
+	$(UV_COMPILE) pyproject.toml --constraint requirements-dev.lock -o requirements.lock
 
 services: ## make sure PostgreSQL and Redis answer (start/install local ones)
 	scripts/ensure-services.sh
@@ -38,12 +54,12 @@ services: ## make sure PostgreSQL and Redis answer (start/install local ones)
 migrate: install services ## alembic upgrade head (creates the database when missing)
 	$(BIN)/alembic upgrade head
 
+# The app is loaded first (FLASK_APP comes from .flaskenv): a broken configuration stops here with
+# the app's own error, before services or ffmpeg are looked at.
 seed: install ## load the demo data (services + ffmpeg, which generates and ingests the demo media)
-	@if $(BIN)/flask --app app codex --help 2>/dev/null | grep -w seed >/dev/null; then \
-		scripts/ensure-services.sh --with-ffmpeg && $(BIN)/flask --app app codex seed; \
-	else \
-		echo "seed: no 'flask --app app codex seed' command yet, nothing to load"; \
-	fi
+	@$(BIN)/flask codex --help >/dev/null
+	scripts/ensure-services.sh --with-ffmpeg
+	$(BIN)/flask codex seed
 
 dirs:
 	@mkdir -p var/storage var/mail
@@ -67,6 +83,9 @@ test: install ## services (with ffmpeg), lint, then the test suite
 	scripts/ensure-browser.sh
 	$(MAKE) --no-print-directory lint
 	$(BIN)/pytest -n 2 -q
+
+docs: install ## regenerate docs/api/openapi.json (tests/foundation/test_docs.py checks it is current)
+	$(BIN)/flask codex openapi --output docs/api/openapi.json
 
 bench: install services migrate ## run bench/bench_*.py and write bench/RESULTS.md
 	$(BIN)/python bench/run.py

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import inspect
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -11,7 +10,7 @@ from typing import Any
 from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from app.config import Config
+from app.config import Config, load_dotenv
 
 
 def create_app(config: Config | dict[str, Any] | None = None, *, role: str = "web") -> Flask:
@@ -22,8 +21,8 @@ def create_app(config: Config | dict[str, Any] | None = None, *, role: str = "we
     ``worker`` and picks the database timeouts.
     """
     if config is None or isinstance(config, dict):
-        if config is None and os.environ.get("APP_ENV", "development") == "development":
-            _load_dotenv()
+        if config is None:
+            load_dotenv()  # development only; real environment variables win
         config = Config.from_env(**(config or {}))
     config.validate()
 
@@ -75,14 +74,6 @@ class CodexFlask(Flask):
             for candidate in (func, *methods):
                 if inspect.iscoroutinefunction(inspect.unwrap(candidate)) if callable(candidate) else False:
                     raise TypeError(f"async views are not supported: {candidate!r}")
-
-
-def _load_dotenv() -> None:
-    try:
-        from dotenv import load_dotenv
-    except ImportError:  # pragma: no cover - python-dotenv is a dependency
-        return
-    load_dotenv(Path.cwd() / ".env", override=False)
 
 
 def _init_extensions(app: Flask, role: str) -> None:

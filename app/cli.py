@@ -1,4 +1,4 @@
-"""``flask --app app codex …`` commands for operators.
+"""``flask codex …`` commands for operators (``.flaskenv`` names the app).
 
 The CLI's composition root: it holds the ``codex`` group and the app-wide commands, and mounts
 the domains' commands at the bottom. Each domain's ``cli.py`` defines plain click commands and
@@ -7,10 +7,13 @@ never imports this module, so imports point down (a domain does not know the gro
 
 from __future__ import annotations
 
+import json
 import time
+from pathlib import Path
+from typing import Any
 
 import click
-from flask import current_app
+from flask import Flask, current_app
 from flask.cli import with_appcontext
 
 from app import db
@@ -56,6 +59,31 @@ def ping(timeout: float) -> None:
     raise click.ClickException(f"no worker answered within {timeout:.0f}s")
 
 
+def openapi_document(app: Flask) -> str:
+    """The app's OpenAPI document as committed in docs/api/openapi.json (sorted keys, 2-space indent)."""
+    spec: dict[str, Any] = app.extensions["api"].spec.to_dict()
+    return json.dumps(spec, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+
+
+@codex_cli.command("openapi")
+@click.option(
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Write the document to this file (default: print it).",
+)
+@with_appcontext
+def openapi(output: Path | None) -> None:
+    """Print or write the OpenAPI document (``make docs`` writes docs/api/openapi.json)."""
+    document = openapi_document(current_app)
+    if output is None:
+        click.echo(document, nl=False)
+        return
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(document, encoding="utf-8")
+    click.echo(f"wrote {output}")
+
+
 @codex_cli.command("seed")
 @with_appcontext
 def seed() -> None:
@@ -65,11 +93,13 @@ def seed() -> None:
     """
     from app.seed import SeedError, describe, run_seed
 
+    click.echo("Seeding the Codex demo data")
     try:
-        report = run_seed(db.session)
+        report = run_seed(db.session, progress=click.echo)  # a line per step, as it goes
     except SeedError as exc:
         db.session.rollback()
         raise click.ClickException(str(exc)) from None
+    click.echo("")
     for line in describe(report):
         click.echo(line)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field, fields
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -232,6 +233,22 @@ class Config:
     def as_flask_config(self) -> dict[str, Any]:
         """Everything as a mapping for ``app.config`` (same names)."""
         return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+def load_dotenv(directory: Path | None = None) -> bool:
+    """Load ``directory/.env`` (default: the working directory) into ``os.environ`` in development.
+
+    Development means ``APP_ENV`` unset or ``development`` in the real environment; variables
+    already set there win over the file. The app factory and ``migrations/env.py`` both call this,
+    so ``alembic`` reads the same settings as the app. True when the file set something.
+    """
+    if os.environ.get("APP_ENV", "development") != "development":
+        return False
+    try:
+        import dotenv
+    except ImportError:  # pragma: no cover - python-dotenv is a dependency
+        return False
+    return dotenv.load_dotenv((directory or Path.cwd()) / ".env", override=False)
 
 
 def media_hard_time_limit(soft_limit: int) -> int:

@@ -1,4 +1,4 @@
-"""Demo data for ``make run``: ``flask --app app codex seed`` (idempotent).
+"""Demo data for ``make run``: ``flask codex seed`` (idempotent).
 
 Creates, when missing, a branded demo organization with an owner, a creator (invited by the
 owner; the invitation accepted) and a customer (verified emails, one known password), a ~4 s
@@ -21,7 +21,9 @@ from __future__ import annotations
 import os
 import subprocess
 import tempfile
+import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -55,7 +57,7 @@ PASSWORD_ENV = "CODEX_SEED_PASSWORD"  # noqa: S105 - the variable's name
 
 ORG_SLUG = "demo-studio"
 ORG_NAME = "Demo Studio"
-ORG_DESCRIPTION = "A demo organization created by `flask --app app codex seed`."
+ORG_DESCRIPTION = "A demo organization created by `flask codex seed`."
 
 # A stalled ingest (a seed killed mid-run) is taken over after this long without a heartbeat.
 STALE_PROCESSING = timedelta(minutes=2)
@@ -159,6 +161,14 @@ CONTENT = (
 
 class SeedError(Exception):
     """The seed could not finish (bad password setting, ffmpeg or ingest failure)."""
+
+
+Progress = Callable[[str], None]
+"""Told one line per step as the seed goes (the command prints them; the ingest takes seconds)."""
+
+
+def _quiet(line: str) -> None:
+    pass
 
 
 @dataclass
@@ -312,7 +322,7 @@ def _find_media(session: Session, org: Organization, spec: DemoMedia) -> MediaIt
 
 
 def _prepare_media(
-    session: Session, report: SeedReport, creator: OrgAccess, spec: DemoMedia, storage: Storage
+    session: Session, report: SeedReport, creator: OrgAccess, spec: DemoMedia, storage: Storage, progress: Progress
 ) -> tuple[uuid.UUID, bool]:
     """Make sure the demo media item exists with its original stored; True when it needs an ingest.
 
@@ -321,6 +331,7 @@ def _prepare_media(
     """
     media = _find_media(session, creator.organization, spec)
     if media is None:
+        progress(f"  {spec.key} media: generating a {CLIP_SECONDS} s clip with ffmpeg")
         with tempfile.TemporaryDirectory(prefix="codex-seed-") as workdir:
             clip = _make_clip(spec, Path(workdir))
             data = {
@@ -343,6 +354,7 @@ def _prepare_media(
     previous = media.status
     values: dict[str, Any] = {"status": "uploaded", "attempts": 0, "job_id": None, "error_message": None}
     if storage.head(media.original_key) is None:
+        progress(f"  {spec.key} media: original missing, generating it again with ffmpeg")
         with tempfile.TemporaryDirectory(prefix="codex-seed-") as workdir:
             clip = _make_clip(spec, Path(workdir))
             storage.put_file(media.original_key, clip, spec.mime_type)
@@ -405,10 +417,16 @@ def run_seed(
     password: str | None = None,
     storage: Storage | None = None,
     media_settings: MediaSettings | None = None,
+    progress: Progress = _quiet,
 ) -> SeedReport:
-    """Create whatever of the demo data is missing; commits. Needs an app context."""
+    """Create whatever of the demo data is missing; commits. Needs an app context.
+
+    ``progress`` gets a line as each step starts and ends (accounts and organization, each media
+    item, the content), with what the step added.
+    """
     storage = storage or get_storage()
     report = SeedReport(password=password or seed_password())
+    progress(f"  accounts and organization {ORG_SLUG}: checking")
     try:
         by_key = {account.key: account for account in ACCOUNTS}
         owner, owner_ok = _account(session, report, by_key["owner"], None)
@@ -421,6 +439,9 @@ def run_seed(
         session.rollback()
         raise SeedError(f"{exc.message} {exc.details or ''}".strip()) from None
     branding.invalidate(org.id)
+    progress(
+        f"  accounts and organization {ORG_SLUG}: {len(ACCOUNTS)} accounts, 1 organization ({_added(report, 0)} added)"
+    )
     report.organization_id = org.id
     for user, account, ok in ((owner, "owner", owner_ok), (creator, "creator", creator_ok),
                               (customer, "customer", customer_ok)):  # fmt: skip
@@ -429,18 +450,27 @@ def run_seed(
     as_creator = _acting(org, creator, "creator")
     for spec in MEDIA:
         try:
-            media_id, needs_ingest = _prepare_media(session, report, as_creator, spec, storage)
+            media_id, needs_ingest = _prepare_media(session, report, as_creator, spec, storage, progress)
         except errors.AppError as exc:
             session.rollback()
             raise SeedError(f"demo {spec.key} media: {exc.message}") from None
         session.commit()  # the ingest claims the committed row
         if needs_ingest:
-            report.media[spec.key] = _ingest(session, media_id, storage, media_settings)
+            progress(f"  {spec.key} media: ingesting {media_id} (HLS renditions, preview, thumbnail or waveform)")
+            started = time.monotonic()
+            media = _ingest(session, media_id, storage, media_settings)
+            progress(
+                f"  {spec.key} media: ready after {time.monotonic() - started:.1f} s"
+                f" ({len(media.renditions)} renditions)"
+            )
         else:
-            media = session.get(MediaItem, media_id)
-            assert media is not None
-            report.media[spec.key] = media
+            found = session.get(MediaItem, media_id)
+            assert found is not None
+            media = found
+            progress(f"  {spec.key} media: already ready")
+        report.media[spec.key] = media
 
+    before = len(report.created)
     try:
         for item in CONTENT:
             report.content[item.key] = _content(session, report, as_creator, item, report.media[item.media_key])
@@ -448,7 +478,13 @@ def run_seed(
         session.rollback()
         raise SeedError(f"demo content: {exc.message}") from None
     session.commit()
+    progress(f"  content: {len(CONTENT)} published items ({_added(report, before)} added)")
     return report
+
+
+def _added(report: SeedReport, since: int) -> int:
+    """How many things the run added or repaired since ``report.created`` had ``since`` entries."""
+    return len(report.created) - since
 
 
 def describe(report: SeedReport) -> list[str]:

@@ -1,4 +1,8 @@
-"""Alembic environment: URL from ``DATABASE_URL`` (or ``-x url=…``), metadata from every model."""
+"""Alembic environment: URL from ``DATABASE_URL`` (or ``-x url=…``), metadata from every model.
+
+``DATABASE_URL`` is read the way the app reads it: from the environment, and in development from
+a ``.env`` file in the working directory for what the environment does not set.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,7 @@ from logging.config import fileConfig
 from alembic import context
 from sqlalchemy import create_engine, pool
 
-from app.config import Config
+from app.config import Config, load_dotenv
 from app.db import ensure_database
 from app.models import Base
 
@@ -20,7 +24,10 @@ target_metadata = Base.metadata
 
 def _url() -> str:
     override = context.get_x_argument(as_dictionary=True).get("url") or config.attributes.get("url")
-    return override or Config.from_env().DATABASE_URL
+    if override:
+        return str(override)
+    load_dotenv()  # like create_app: a developer's .env applies to `alembic upgrade` too
+    return Config.from_env().DATABASE_URL
 
 
 def run_migrations_offline() -> None:

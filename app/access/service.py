@@ -17,7 +17,7 @@ from __future__ import annotations
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, cast
 
 import redis
 import structlog
@@ -328,7 +328,8 @@ def playable(session: Session, user_id: uuid.UUID, content_id: uuid.UUID, prefet
         raw_reason, raw_gen = prefetched[access_key], prefetched[content_gen_key]
     else:
         try:
-            raw_reason, raw_gen = client.mget([access_key, content_gen_key])
+            # The client returns bytes (no decode_responses); redis-py's own types allow str too.
+            raw_reason, raw_gen = cast("list[bytes | None]", client.mget([access_key, content_gen_key]))
         except redis.RedisError:
             log.warning("cache.unavailable", cache="content_snapshot")
             visible = visible_content(session, user_id, content_id)

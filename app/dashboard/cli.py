@@ -17,9 +17,8 @@ from app.dashboard import rollups
 def rebuild_rollups(org_id: uuid.UUID | None) -> None:
     """Recompute the dashboard rollup tables from purchases and grants (repair after manual SQL)."""
     session = db.session
-    report = rollups.rebuild(session, org_id)
-    session.commit()
     scope = f"organization {org_id}" if org_id else "every organization"
-    click.echo(f"rebuilt the dashboard rollups of {scope}:")
-    for table, count in report.rows.items():
-        click.echo(f"  {table}: {count} rows")
+    click.echo(f"rebuilding the dashboard rollups of {scope}")
+    report = rollups.rebuild(session, org_id, progress=click.echo)  # a line per step, as it goes
+    session.commit()
+    click.echo(f"rebuilt the dashboard rollups of {scope}: {sum(report.rows.values())} rows, committed")

@@ -15,7 +15,9 @@ meanwhile wait and then update the rebuilt rows through their triggers.
 
 from __future__ import annotations
 
+import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from sqlalchemy import CursorResult, text
@@ -93,20 +95,42 @@ class RebuildReport:
     rows: dict[str, int]
 
 
-def rebuild(session: Session, organization_id: uuid.UUID | None = None) -> RebuildReport:
+Progress = Callable[[str], None]
+"""Told one line as each step starts or ends (the command prints them: a rebuild of a large
+database, or a wait for the lock behind a long transaction, takes a while)."""
+
+
+def _quiet(line: str) -> None:
+    pass
+
+
+def _rowcount(result: object) -> int:
+    return result.rowcount if isinstance(result, CursorResult) else 0
+
+
+def rebuild(session: Session, organization_id: uuid.UUID | None = None, progress: Progress = _quiet) -> RebuildReport:
     """Delete and recompute the rollups of ``organization_id`` (every organization when None).
 
-    Runs in the caller's transaction (the caller commits); nothing else writes the source rows meanwhile.
+    Runs in the caller's transaction (the caller commits); nothing else writes the source rows
+    meanwhile. ``progress`` gets a line per step: the lock, the delete, each table with its rows.
     """
     params = {"org": str(organization_id) if organization_id else None}
+    progress("  locking purchases and content_access against writes (waits for running transactions)")
+    started = time.monotonic()
     session.execute(text("LOCK TABLE purchases, content_access IN SHARE MODE"))
+    progress(f"  locked after {time.monotonic() - started:.1f} s")
+    deleted = 0
     for table, _ in reversed(_STATEMENTS):  # revenue rows before the customers they reference
-        session.execute(
-            text(f"DELETE FROM {table} WHERE CAST(:org AS uuid) IS NULL OR organization_id = CAST(:org AS uuid)"),  # noqa: S608 - constant table names
-            params,
+        deleted += _rowcount(
+            session.execute(
+                text(f"DELETE FROM {table} WHERE CAST(:org AS uuid) IS NULL OR organization_id = CAST(:org AS uuid)"),  # noqa: S608 - constant table names
+                params,
+            )
         )
+    progress(f"  deleted {deleted} old rollup rows")
     written: dict[str, int] = {}
     for table, statement in _STATEMENTS:
-        result = session.execute(text(statement), params)
-        written[table] = result.rowcount if isinstance(result, CursorResult) else 0
+        started = time.monotonic()
+        written[table] = _rowcount(session.execute(text(statement), params))
+        progress(f"  {table}: {written[table]} rows ({time.monotonic() - started:.1f} s)")
     return RebuildReport(written)

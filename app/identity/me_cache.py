@@ -28,7 +28,7 @@ import secrets
 import uuid
 from collections.abc import Iterable
 from itertools import chain
-from typing import Any
+from typing import Any, cast
 
 import redis
 import structlog
@@ -67,7 +67,8 @@ def lookup(user_id: uuid.UUID, prefetched: Prefetched = NOTHING_PREFETCHED) -> L
         stored, generation = prefetched[body_key], prefetched[generation_key]
     else:
         try:
-            stored, generation = get_redis().mget(body_key, generation_key)
+            # The client returns bytes (no decode_responses); redis-py's own types allow str too.
+            stored, generation = cast("list[bytes | None]", get_redis().mget(body_key, generation_key))
         except redis.RedisError:
             log.warning("cache.unavailable", cache="me")
             return Lookup(None, None)

@@ -7,9 +7,10 @@ is compared with a direct aggregate of the table.
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 
-from sqlalchemy import delete, select, text, update
+from sqlalchemy import delete, func, select, text, update
 
 from app.access.models import ContentAccess
 from app.commerce.models import Purchase
@@ -232,3 +233,29 @@ def test_rebuild_rollups_command(app, db_session, world: World) -> None:
     assert f"rebuilt the dashboard rollups of organization {world.org_a.id}" in result.output
     assert "dashboard_daily_revenue:" in result.output
     assert runner.invoke(args=["codex", "rebuild-rollups", "--org", "nope"]).exit_code == 2  # not a UUID
+
+
+def rollup_rows(session) -> dict[str, int]:
+    tables = {
+        "dashboard_daily_revenue": DailyRevenue,
+        "dashboard_content_revenue": ContentRevenue,
+        "dashboard_customers": DashboardCustomer,
+        "dashboard_customer_revenue": CustomerRevenue,
+    }
+    return {table: session.scalar(select(func.count()).select_from(model)) or 0 for table, model in tables.items()}
+
+
+def test_rebuild_rollups_prints_each_step_with_its_rows(app, db_session, world: World) -> None:
+    before = rollup_rows(db_session)
+    result = app.test_cli_runner().invoke(args=["codex", "rebuild-rollups"])
+    assert result.exit_code == 0, result.output
+    after = rollup_rows(db_session)
+    assert all(after.values())
+    lines = result.output.splitlines()
+    assert lines[0] == "rebuilding the dashboard rollups of every organization"
+    assert lines[1].startswith("  locking purchases and content_access against writes")
+    assert re.fullmatch(r"  locked after \d+\.\d s", lines[2])
+    assert lines[3] == f"  deleted {sum(before.values())} old rollup rows"
+    for line, (table, count) in zip(lines[4:8], after.items(), strict=True):
+        assert re.fullmatch(rf"  {table}: {count} rows \(\d+\.\d s\)", line), line
+    assert lines[8:] == [f"rebuilt the dashboard rollups of every organization: {sum(after.values())} rows, committed"]

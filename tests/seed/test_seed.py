@@ -7,6 +7,7 @@ published content items; the second changes nothing and reports the same ids.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -32,9 +33,15 @@ COUNTED = (User, Credential, Organization, Membership, Invitation, OrgSettings, 
 
 
 @pytest.fixture()
-def seeded(app: Flask, db_session: Session, sent_tasks: list[Any]) -> Iterator[seed.SeedReport]:
+def progress() -> list[str]:
+    """The lines the first seed run reported, in order."""
+    return []
+
+
+@pytest.fixture()
+def seeded(app: Flask, db_session: Session, sent_tasks: list[Any], progress: list[str]) -> Iterator[seed.SeedReport]:
     with app.app_context():
-        yield seed.run_seed(db_session)
+        yield seed.run_seed(db_session, progress=progress.append)
 
 
 def counts(session: Session) -> dict[str, int]:
@@ -183,6 +190,42 @@ def test_the_cli_command_prints_the_credentials(app: Flask, db_session: Session,
         assert str(content.id) in result.output
     assert str(seeded.organization_id) in result.output
     assert "/api/v1/docs" in result.output
+
+
+def test_the_first_run_reports_each_step_as_it_goes(seeded: seed.SeedReport, progress: list[str]) -> None:
+    video, audio = seeded.media["video"], seeded.media["audio"]
+    expected = [
+        r"  accounts and organization demo-studio: checking",
+        r"  accounts and organization demo-studio: 3 accounts, 1 organization \(5 added\)",
+        r"  video media: generating a 4 s clip with ffmpeg",
+        rf"  video media: ingesting {video.id} \(HLS renditions, preview, thumbnail or waveform\)",
+        rf"  video media: ready after \d+\.\d s \({len(video.renditions)} renditions\)",
+        r"  audio media: generating a 4 s clip with ffmpeg",
+        rf"  audio media: ingesting {audio.id} \(HLS renditions, preview, thumbnail or waveform\)",
+        rf"  audio media: ready after \d+\.\d s \({len(audio.renditions)} renditions\)",
+        r"  content: 2 published items \(2 added\)",
+    ]
+    assert len(progress) == len(expected), progress
+    for line, pattern in zip(progress, expected, strict=True):
+        assert re.fullmatch(pattern, line), (line, pattern)
+
+
+def test_the_command_prints_its_steps_before_the_summary(
+    app: Flask, db_session: Session, seeded: seed.SeedReport
+) -> None:
+    output = app.test_cli_runner().invoke(args=["codex", "seed"]).output
+    lines = output.splitlines()
+    steps = [
+        "Seeding the Codex demo data",
+        "  accounts and organization demo-studio: checking",
+        "  accounts and organization demo-studio: 3 accounts, 1 organization (0 added)",
+        "  video media: already ready",
+        "  audio media: already ready",
+        "  content: 2 published items (0 added)",
+        "",
+        "Codex demo data already present (nothing changed)",
+    ]
+    assert lines[: len(steps)] == steps, output
 
 
 def test_a_weak_seed_password_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
