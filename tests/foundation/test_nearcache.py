@@ -62,6 +62,17 @@ def filled(near: NearCache, client: redis_lib.Redis, *keys: str) -> None:
     near.fill(epoch, [(key, client.get(key), None) for key in keys])
 
 
+def refilled(near: NearCache, client: redis_lib.Redis, *keys: str) -> None:
+    """``filled``, again until the fill is kept: a fill is rightly dropped when an invalidation for
+    an earlier write lands between its epoch and the fill, which a loaded machine can delay."""
+    deadline = time.monotonic() + 5
+    while True:
+        filled(near, client, *keys)
+        if all(held(near, key) is not MISS for key in keys) or time.monotonic() > deadline:
+            return
+        time.sleep(0.01)
+
+
 def test_values_and_absent_keys_are_held_after_a_fill(make, other) -> None:
     near = make()
     other.set(NC + "a", b"1")
@@ -86,7 +97,7 @@ def test_a_change_acknowledged_to_another_client_is_seen_by_the_next_lookup(make
     for _ in range(20):  # not a lucky timing: every round, no sleep between the write and the read
         other.set(NC + "a", b"1")
         other.delete(NC + "absent")
-        filled(near, other, NC + "a", NC + "absent")
+        refilled(near, other, NC + "a", NC + "absent")
         assert held(near, NC + "a") == b"1" and held(near, NC + "absent") is None
         change(other)
         assert held(near, NC + "a") is MISS or held(near, NC + "absent") is MISS
