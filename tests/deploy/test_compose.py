@@ -295,6 +295,16 @@ def test_procfile_exec_runs_the_named_line_through_the_shell(tmp_path: Path) -> 
     assert missing.returncode == 2 and "no process named 'beat'" in missing.stderr
 
 
+def test_procfile_exec_runs_a_line_that_starts_with_assignments(tmp_path: Path) -> None:
+    # The worker lines set CELERY_METRICS_PORT=... before the command; a bare `exec` cannot take that.
+    procfile = tmp_path / "Procfile"
+    procfile.write_text("worker: GREETING=${WHO:-hi} sh -c 'echo \"$GREETING\"'\n", encoding="utf-8")
+    script = str(ROOT / "scripts" / "procfile-exec.sh")
+    env = {"PROCFILE": str(procfile), "PATH": os.environ["PATH"]}
+    ran = subprocess.run([script, "worker"], env=env, capture_output=True, text=True, timeout=10, check=False)
+    assert (ran.returncode, ran.stdout) == (0, "hi\n"), ran.stderr
+
+
 def test_the_createbucket_command_creates_the_bucket(s3_server: str, tmp_path: Path) -> None:
     command = compose()["services"]["createbucket"]["command"]
     assert command[:2] == ["python", "-c"]
