@@ -77,9 +77,9 @@ class CodexFlask(Flask):
 
 
 def _init_extensions(app: Flask, role: str) -> None:
-    from app import db, errors, http, jobs, storage
+    from app import db, errors, http, jobs, ratelimit, storage
     from app.api import Api, api_settings
-    from app.extensions import init_limiter, mail, near_cache_for, redis_client
+    from app.extensions import mail, near_cache_for, redis_client
 
     db.init_app(app, role=role)
     app.extensions["redis"] = redis_client(app.config["REDIS_URL"])
@@ -89,11 +89,12 @@ def _init_extensions(app: Flask, role: str) -> None:
     mail.init_app(app)
 
     http.register_request_id(app)
-    init_limiter(app)
+    ratelimit.init_app(app)  # limits first: 429 before the body checks (README §3.4)
     from app.identity.sessions import init_app as init_auth
 
     init_auth(app)  # route limits before the body hooks (README §3.4); session sliding
     http.register_request_hooks(app)
+    ratelimit.init_headers(app)  # (runs before http's finishing hook, which completes its answer)
     _wire_layers(app)
 
     app.config.update(api_settings(app))

@@ -1,23 +1,19 @@
-"""Extension objects and their set-up: Redis clients, rate limiter, mail, API, Celery."""
+"""Extension objects and their set-up: Redis clients, the near cache, mail."""
 
 from __future__ import annotations
 
 import os
 import threading
 from collections.abc import Sequence
-from datetime import UTC, datetime
-from functools import partial
 from typing import Any
 
 import redis
 import structlog
-from flask import Flask, current_app, g, request
-from flask_limiter import Limiter, RequestLimit
-from flask_limiter.util import get_remote_address
+from flask import Flask, current_app
 from flask_mail import Mail
 from redis.commands.core import Script
 
-from app import errors, keys
+from app import keys
 from app.nearcache import NearCache
 
 log = structlog.get_logger(__name__)
@@ -101,90 +97,3 @@ def get_redis() -> redis.Redis:
     """The cache/session/rate-limit Redis (``REDIS_URL``)."""
     client: redis.Redis = current_app.extensions["redis"]
     return client
-
-
-def rate_limit_key() -> str:
-    """Signed-in callers are limited per user, others per client IP (security.md §3)."""
-    resolver = current_app.extensions.get("rate_limit_identity")
-    user_id = resolver() if resolver else None
-    return f"user:{user_id}" if user_id else f"ip:{get_remote_address()}"
-
-
-def ip_key() -> str:
-    return f"ip:{get_remote_address()}"
-
-
-def _on_breach(limit: RequestLimit) -> Any:
-    retry_after = max(1, int(limit.reset_at - datetime.now(UTC).timestamp()))
-    g.rate_limit_retry_after = retry_after
-    return errors.error_response(
-        429,
-        "RATE_LIMITED",
-        "Too many requests. Try again later.",
-        {"retry_after": retry_after},
-        {"Retry-After": str(retry_after)},
-    )
-
-
-def _exempt_from_global() -> bool:
-    # The shared 300/min budget covers /api/v1 except the HLS proxy, which has its own limit.
-    path = request.path
-    return request.method == "OPTIONS" or not path.startswith("/api/v1/") or path.startswith("/api/v1/stream/")
-
-
-limiter = Limiter(
-    key_func=rate_limit_key,
-    application_limits=["300 per minute"],
-    application_limits_exempt_when=_exempt_from_global,
-    strategy="moving-window",
-    headers_enabled=True,
-    swallow_errors=True,
-    on_breach=_on_breach,
-    key_prefix="rl",
-)
-"""The one flask-limiter instance (module level, so routes can use ``@limiter.limit``).
-
-Route limits are declared where the route is: ``@limiter.limit("5 per 15 minutes", key_func=ip_key)``.
-"""
-
-
-@limiter.request_filter
-def _limits_disabled() -> bool:
-    # RATELIMIT_ENABLED=false is read per app here: the limiter object is shared between apps
-    # (tests build several), so flask-limiter's own switch must stay on.
-    return not current_app.config["CODEX_RATELIMIT_ENABLED"]
-
-
-def init_limiter(app: Flask) -> Limiter:
-    app.config["CODEX_RATELIMIT_ENABLED"] = app.config["RATELIMIT_ENABLED"]
-    app.config["RATELIMIT_ENABLED"] = True
-    app.config["RATELIMIT_STORAGE_URI"] = app.config["REDIS_URL"]
-    app.config["RATELIMIT_STORAGE_OPTIONS"] = {"socket_timeout": 2, "socket_connect_timeout": 2}
-    limiter.init_app(app)
-    if not app.config["CODEX_RATELIMIT_ENABLED"]:
-        _unhook(app, limiter)
-    return limiter
-
-
-def _unhook(app: Flask, owner: Limiter) -> None:
-    """Take the limiter's per-request hooks off an app whose limits are off.
-
-    With limits off the ``request_filter`` below already lets everything through, but only after
-    flask-limiter has resolved the endpoint, its exemptions and its context on every request (about
-    a third of the plumbing of ``GET /health``). Route limits (``prechecks.route_limit``) still pass
-    through the filter.
-    """
-
-    def is_limiters(hook: Any) -> bool:
-        target = hook.func if isinstance(hook, partial) else hook
-        bound_to = hook.args[0] if isinstance(hook, partial) and hook.args else getattr(target, "__self__", None)
-        return bound_to is owner
-
-    registries: tuple[dict[Any, list[Any]], ...] = (
-        app.before_request_funcs,
-        app.after_request_funcs,
-        app.teardown_request_funcs,
-    )
-    for hooks in registries:
-        if None in hooks:
-            hooks[None][:] = [hook for hook in hooks[None] if not is_limiters(hook)]

@@ -25,8 +25,7 @@ Layout::
     pb:stats:inflight:{run_id}:{member}      counters claimed by one rollup run
     lock:beat:{task_name}                    a periodic task's single-run lock
     payments:local:session:{session_id}      the local payment provider's copy of a session it created
-
-flask-limiter's keys (``rl/…``) are the library's, built from ``extensions.rate_limit_key``.
+    rl:{scope}:{who}                         a rate limit's log of admitted requests (sorted set)
 """
 
 from __future__ import annotations
@@ -169,6 +168,17 @@ def local_payment_session(session_id: str) -> str:
     return f"payments:local:session:{session_id}"
 
 
+# ---- rate limits (app.ratelimit) ----------------------------------------------------------------
+
+RATE_LIMIT_PREFIX = "rl:"
+
+
+def rate_limit(scope: str, who: str) -> str:
+    """One limit's log: ``scope`` names the limit (a route's, ``api``, ``storage``), ``who`` the
+    client (``ip:{address}``, ``user:{user_id}``, or a route's own, e.g. IP and hashed email)."""
+    return f"rl:{scope}:{who}"
+
+
 # ---- derived lists -------------------------------------------------------------------------------
 
 PREFIXES: tuple[str, ...] = (
@@ -180,6 +190,7 @@ PREFIXES: tuple[str, ...] = (
     PLAYBACK_PREFIX,
     LOCK_PREFIX,
     PAYMENTS_PREFIX,
+    RATE_LIMIT_PREFIX,
 )
 """Every key above starts with one of these (nothing else in app/ or tasks/ may spell them)."""
 

@@ -12,14 +12,19 @@ hands every other request to Flask untouched (a body it read is put back).
 
 It answers only when the outcome is known to be the route's success:
 
-- the exact path with a canonical content UUID, and no rate limit to count (``RATELIMIT_ENABLED``
-  off; with limits on, these requests go through flask-limiter in the routes);
+- the exact path with a canonical content UUID;
 - ``Authorization: Bearer`` (a cookie needs the CSRF check) whose session entry this process's
   near cache holds, live and not due to slide (``sessions.warm_bearer_principal``);
 - heartbeat: a JSON object body of at most 4 KiB that ``fast_progress`` takes as it stands, the
   content's snapshot in this process, and a script answer of applied/ignored;
 - stream: a query string ``fast_stream_args`` takes, the access entry and generation token held by
   the near cache, a snapshot of that generation, access granted and the media ready.
+
+With ``RATELIMIT_ENABLED`` the route's limits (app/ratelimit, the rules declared on the route
+method) are counted here, once: a heartbeat's in its script (``limits``), a stream URL's in one
+limiter call right before the answer (when warm, its only Redis call). A refused request is
+answered 429 here, in the limiter's shape; a request counted here and then handed to Flask
+carries the outcome in the environ (``ratelimit.ENVIRON_KEY``), so Flask does not count it again.
 
 Anything else (a cold cache, a stale snapshot, a denial, a bad body or query, an error) is the
 route's to answer, so every error and its shape come from one implementation. The answers carry
@@ -43,7 +48,7 @@ import structlog
 from flask import Flask
 from werkzeug.datastructures import MultiDict
 
-from app import http
+from app import http, ratelimit
 from app.access import hls, progress, service
 from app.access.cache import access_cache_key
 from app.access.schemas import fast_progress, fast_stream_args
@@ -71,6 +76,8 @@ class FastPath:
         # Requests answered here (tests, and operators who wonder)
         self.heartbeats = 0
         self.streams = 0
+        self.refused = 0
+        self._rules: dict[tuple[str, str], tuple[ratelimit.Rule, ...]] = {}
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         match = _PATH.fullmatch(environ.get("PATH_INFO", ""))
@@ -113,20 +120,27 @@ class FastPath:
         heartbeat = progress.normalise(
             data["position_seconds"], data["duration_seconds"], data["completed"], data["client_ts"], now
         )
+        limits = self._limits(environ, principal, "PUT", HEARTBEAT_ENDPOINT)
         try:
-            outcome = progress.record_warm_heartbeat(
+            outcome, counted = progress.record_warm_heartbeat(
                 self.app.extensions["redis"],
                 user_id=principal.user_id,
                 content_id=uuid.UUID(content_id),
                 heartbeat=heartbeat,
                 now=now,
+                limits=limits,
             )
         except Exception:  # Redis trouble and the rest: the route settles it (and logs it)
             return None
+        if counted is not None and not counted.allowed:
+            return self._refuse(environ, principal, counted, HEARTBEAT_ENDPOINT, started)
         if outcome is None:
+            if counted is not None:
+                environ[ratelimit.ENVIRON_KEY] = counted  # (the route must not count it again)
             return None
         self.heartbeats += 1
-        return self._answer(environ, principal, "204 NO CONTENT", [], b"", HEARTBEAT_ENDPOINT, started)
+        limited = counted.headers() if counted is not None else []
+        return self._answer(environ, principal, "204 NO CONTENT", limited, b"", HEARTBEAT_ENDPOINT, started)
 
     def _stream(self, environ: dict[str, Any], content_id: str) -> Answer | None:
         started = time.perf_counter()
@@ -154,19 +168,51 @@ class FastPath:
             return None
         if not decision.has_access or not meta.media_ready:
             return None
+        limited: list[tuple[str, str]] = []
+        limits = self._limits(environ, principal, "GET", STREAM_ENDPOINT)
+        if limits is not None:  # (the only Redis call of a warm stream URL)
+            counted = ratelimit.check(self.app.extensions["redis"], limits)
+            if counted is not None and not counted.allowed:
+                return self._refuse(environ, principal, counted, STREAM_ENDPOINT, started)
+            limited = counted.headers() if counted is not None else []
         with self.app.app_context():  # (the token secret, the public URL and storage are the app's)
             body = hls.stream_answer(meta, principal.user_id, args["expires_in"]).encode()
         self.streams += 1
-        content = [("Content-Type", "application/json"), ("Content-Length", str(len(body)))]
+        content = [("Content-Type", "application/json"), ("Content-Length", str(len(body))), *limited]
         return self._answer(environ, principal, "200 OK", content, body, STREAM_ENDPOINT, started)
 
     # ---- shared ------------------------------------------------------------------------------
+
+    def _limits(
+        self, environ: dict[str, Any], principal: sessions.Principal, method: str, rule: str
+    ) -> ratelimit.Bound | None:
+        """The route's rate limits for this caller (None when limits are off)."""
+        if not self.app.config["RATELIMIT_ENABLED"]:
+            return None
+        rules = self._rules.get((method, rule))
+        if rules is None:
+            rules = self._rules[(method, rule)] = ratelimit.rules_of(self.app, method, rule)
+        return ratelimit.bind(rules, environ.get("REMOTE_ADDR") or "unknown", str(principal.user_id))
+
+    def _refuse(
+        self,
+        environ: dict[str, Any],
+        principal: sessions.Principal,
+        counted: ratelimit.Outcome,
+        endpoint: str,
+        started: float,
+    ) -> Answer:
+        """The limiter's 429, as the route would answer it."""
+        self.refused += 1
+        body = counted.error_body()
+        content = [("Content-Type", "application/json"), ("Content-Length", str(len(body))), *counted.headers()]
+        return self._answer(environ, principal, "429 TOO MANY REQUESTS", content, body, endpoint, started)
 
     def _caller(self, environ: dict[str, Any]) -> tuple[sessions.Principal, NearCache, datetime] | None:
         """The bearer's principal from the near cache, when nothing else needs the route first."""
         near: NearCache | None = self.app.extensions.get("near_cache")
         authorization = environ.get("HTTP_AUTHORIZATION")
-        if near is None or not authorization or self.app.config["CODEX_RATELIMIT_ENABLED"]:
+        if near is None or not authorization:
             return None
         now = datetime.now(UTC)
         principal = sessions.warm_bearer_principal(near, authorization, now)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import re
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from functools import lru_cache
@@ -28,7 +29,7 @@ import structlog
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from app import errors, keys
+from app import errors, keys, ratelimit
 from app.access import service
 from app.access.cache import access_cache_key
 from app.access.lua import source
@@ -168,6 +169,10 @@ def entry_from_hash(user_id: uuid.UUID, content_id: uuid.UUID, raw: dict[Any, An
 # checking the snapshot's generation token and the access entry (``record_heartbeat``).
 _WRITE_LUA = source("apply", "write")
 _CHECKED_WRITE_LUA = source("apply", "checked_write")
+# checked_write.lua after the request's rate limits, in the same call (app/ratelimit ``guard``):
+# the first run of a request whose limits are still to count; a run again within the request
+# (after a database read) is the plain script, so a heartbeat is counted once.
+_LIMITED_WRITE_LUA = ratelimit.guard(_CHECKED_WRITE_LUA)
 
 
 def _write_keys(user_id: uuid.UUID, content_id: uuid.UUID, day: str) -> list[str]:
@@ -277,12 +282,18 @@ def _checked_write(
     now: datetime,
     init: list[Any] = _NEED,
     db_reason: str = "",
-) -> list[Any]:
-    """One run of ``_CHECKED_WRITE_LUA``: ``[code, *rest]`` as the script returns it."""
+    limits: ratelimit.Bound | None = None,
+) -> tuple[ratelimit.Outcome | None, list[Any] | None]:
+    """One run of ``_CHECKED_WRITE_LUA`` (with ``limits``: after them, ``_LIMITED_WRITE_LUA``):
+    the limits' outcome (None without limits) and ``[code, *rest]`` as the script returns it
+    (None when the limits refused the request: the script did not run)."""
     names, strings = _heartbeat_strings(user_id, content_id, snapshot.meta.organization_id, day_stamp(now.date()))
     args = [*_write_args(heartbeat, now, strings), *init, snapshot.gen, snapshot.permitted, db_reason]
-    result: list[Any] = run_script(redis_script(client, _CHECKED_WRITE_LUA), names, args)
-    return result
+    if limits is None:
+        return None, run_script(redis_script(client, _CHECKED_WRITE_LUA), names, args)
+    limit_keys, limit_args = limits.tail()
+    reply = run_script(redis_script(client, _LIMITED_WRITE_LUA), [*names, *limit_keys], [*args, *limit_args])
+    return ratelimit.split(reply)
 
 
 def record_heartbeat(
@@ -293,6 +304,8 @@ def record_heartbeat(
     content_id: uuid.UUID,
     heartbeat: Heartbeat,
     now: datetime,
+    limits: ratelimit.Bound | None = None,
+    counted: Callable[[ratelimit.Outcome | None], None] | None = None,
 ) -> str:
     """``PUT /content/{id}/progress``: the checks of ``service.playable`` (404, then 403
     ``ACCESS_DENIED``) and the write, in one script call when warm.
@@ -300,14 +313,26 @@ def record_heartbeat(
     The process's content snapshot says which cached access reasons permit the write; the script
     checks the snapshot's generation token and the access entry and applies the heartbeat in the
     same round trip. Anything it cannot decide (stale snapshot, access entry or progress hash
-    missing) comes back to be resolved from Postgres, then the script runs again."""
+    missing) comes back to be resolved from Postgres, then the script runs again.
+
+    ``limits``: the request's rate limits, checked first in the script's first run (only there);
+    ``counted`` receives their outcome (and raises to refuse the request: nothing was written)."""
     snapshot = service.cached_snapshot(content_id)
     init, db_reason = _NEED, ""
     try:
         for _ in range(_MAX_ROUNDS):
             if snapshot is None:
                 snapshot = service.load_snapshot(session, content_id, service.gen_of(client.get(gen_key(content_id))))
-            code, *rest = _checked_write(client, user_id, content_id, snapshot, heartbeat, now, init, db_reason)
+            outcome, result = _checked_write(
+                client, user_id, content_id, snapshot, heartbeat, now, init, db_reason, limits
+            )
+            if limits is not None:
+                limits = None  # (counted once: the runs that follow are the plain script)
+                if counted is not None:
+                    counted(outcome)
+            if result is None:  # refused by the limits (``counted`` did not raise)
+                raise errors.RateLimited()
+            code, *rest = result
             if code == -4:  # the content changed since the snapshot was taken
                 snapshot = None
             elif code == -2:
@@ -324,6 +349,8 @@ def record_heartbeat(
             else:
                 return "applied" if code == 1 else "ignored"
     except redis.RedisError:
+        if limits is not None:  # Redis failed before the limits were counted: let it through
+            ratelimit.unavailable()
         if not service.visible_content(session, user_id, content_id).decision.has_access:
             raise service.AccessDenied() from None
         return _write_database(session, user_id, content_id, heartbeat, now)
@@ -331,18 +358,27 @@ def record_heartbeat(
 
 
 def record_warm_heartbeat(
-    client: redis.Redis, *, user_id: uuid.UUID, content_id: uuid.UUID, heartbeat: Heartbeat, now: datetime
-) -> str | None:
+    client: redis.Redis,
+    *,
+    user_id: uuid.UUID,
+    content_id: uuid.UUID,
+    heartbeat: Heartbeat,
+    now: datetime,
+    limits: ratelimit.Bound | None = None,
+) -> tuple[str | None, ratelimit.Outcome | None]:
     """``record_heartbeat``'s first round alone, for app/access/fast_path.py: ``applied`` or
     ``ignored`` when this process holds the content's snapshot and the script decided in one call;
     None when it did not (no snapshot, stale snapshot, access entry or progress hash missing, not
-    permitted): nothing was written, and ``record_heartbeat`` settles the request. Redis errors
-    propagate (nothing, or exactly this heartbeat, was applied; applying it again is a no-op)."""
+    permitted, or refused by ``limits``): nothing was written, and ``record_heartbeat`` settles
+    the request. With it, the outcome of ``limits`` (None when they were not checked: no snapshot).
+    Redis errors propagate (nothing, or exactly this heartbeat, was applied and counted; applying
+    it again is a no-op)."""
     snapshot = service.cached_snapshot(content_id)
     if snapshot is None:
-        return None
-    code = _checked_write(client, user_id, content_id, snapshot, heartbeat, now)[0]
-    return "applied" if code == 1 else "ignored" if code == 0 else None
+        return None, None
+    outcome, result = _checked_write(client, user_id, content_id, snapshot, heartbeat, now, limits=limits)
+    code = result[0] if result is not None else None
+    return ("applied" if code == 1 else "ignored" if code == 0 else None), outcome
 
 
 def read(session: Session, client: redis.Redis, user_id: uuid.UUID, content_id: uuid.UUID) -> Entry | None:

@@ -18,7 +18,7 @@ import marshmallow as ma
 from flask import Response, current_app, request
 from flask.views import MethodView
 
-from app import db
+from app import db, ratelimit
 from app.access import hls, library, progress, service
 from app.access.schemas import (
     AccessSchema,
@@ -161,6 +161,7 @@ class ContentProgress(MethodView):
     @blp.response(204)
     @error_responses(blp, 400, 401, 403, 404, 413, 415, *COMMON)
     @route_limit("120 per minute", key="user")
+    @ratelimit.rides_along  # counted in the heartbeat's own script (progress.record_heartbeat)
     @require_auth
     @fast_arguments(_progress_body, PROGRESS_UPDATE)
     @path_uuid("content_id", CONTENT)
@@ -177,6 +178,8 @@ class ContentProgress(MethodView):
             content_id=content_id,
             heartbeat=heartbeat,
             now=now,
+            limits=ratelimit.take(),
+            counted=ratelimit.settle_taken,
         )
         if outcome == "database":  # Redis was down: the write went straight to Postgres
             db.session.commit()

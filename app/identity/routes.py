@@ -13,7 +13,6 @@ from flask.views import MethodView
 
 from app import db, errors
 from app.api import Blueprint, error_responses
-from app.extensions import ip_key
 from app.http import path_uuid, view_option
 from app.identity import me_cache, service, sessions
 from app.identity.guards import authenticate, current_principal, require_auth, with_session_read
@@ -31,6 +30,7 @@ from app.identity.schemas import (
     UserSchema,
     VerifyEmailSchema,
 )
+from app.ratelimit import ip_key
 from app.schemas import EmptySchema, list_schema
 
 blp = Blueprint("auth", __name__, url_prefix="/api/v1/auth", description="Accounts, login and sessions")
@@ -75,7 +75,7 @@ def login_email_key() -> str:
 
     The email is normalised as the login schema does (NFC, trimmed, lower-case), so case or
     spaces do not buy new attempts, and is only present as a keyed hash (HMAC with SECRET_KEY):
-    keys are visible in Redis and in flask-limiter's log line. Route limits run before the body
+    keys are visible in Redis. Route limits run before the body
     checks (prechecks), so the body may still be anything here: what is not a JSON object with a
     string ``email`` within the size limit counts under the empty email (the body checks then
     reject it).

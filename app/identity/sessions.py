@@ -34,8 +34,8 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from app import db, keys
-from app.extensions import get_near_cache, get_redis, redis_script
+from app import db, keys, ratelimit
+from app.extensions import get_near_cache, get_redis, redis_script, run_script
 from app.http import view_option
 from app.identity.models import AuthSession, User
 from app.nearcache import Miss, NearCache
@@ -212,6 +212,34 @@ return out
 """
 _USER_ID = re.compile(rb'"user_id": "([0-9a-f-]+)"')  # the script's pattern, for near-cache hits
 
+# The same read with the request's rate limits (app/ratelimit) counted under the session's user,
+# for a request whose limiter needs the user anyway: one round trip for both. KEYS: 1 the session,
+# then the limits' keys (``{user}`` stands for the user id); ARGV: the view's
+# templates, then the limiter's (the member suffix, a (limit, window ms) pair per limit key, then
+# the number of limit keys). Returns {limits, read}: ``read`` as above, ``limits`` as
+# ``rate_limit()`` answers, or empty when no session entry names a user (the caller counts then).
+_SESSION_WITH_KEYS_LIMITED = (
+    ratelimit.FRAGMENT
+    + """
+local rl_n = tonumber(ARGV[#ARGV])
+local views = #ARGV - 2 * rl_n - 2
+local session = redis.call('GET', KEYS[1])
+if not session then return {{}, false} end
+local out = {session, redis.call('PTTL', KEYS[1])}
+local user_id = string.match(session, '"user_id": "([0-9a-f-]+)"')
+if not user_id then return {{}, out} end
+out[3] = user_id
+for i = 1, views do
+  local key = (string.gsub(ARGV[i], '{user}', user_id))
+  out[2 + 2 * i] = redis.call('GET', key) or false
+  out[3 + 2 * i] = redis.call('PTTL', key)
+end
+local names = {}
+for i = 1, rl_n do names[i] = (string.gsub(KEYS[1 + i], '{user}', user_id)) end
+return {rate_limit(names, views + 1), out}
+"""
+)
+
 
 def _ttl(pttl: int) -> float | None:
     """A key's remaining lifetime for the near cache: None when it has no expiry or does not exist."""
@@ -225,9 +253,10 @@ it (None: none were)."""
 _NOT_CACHED: CacheRead = (None, None)
 
 
-def _cache_get(token_hash: str, keys_for: KeysFor | None = None) -> CacheRead:
+def _cache_get(token_hash: str, keys_for: KeysFor | None = None, limits: ratelimit.Pending | None = None) -> CacheRead:
     """The session entry and the view's keys: from this process's near cache when it holds them
-    all (app/nearcache.py: exact, Redis reports every change), else from Redis."""
+    all (app/nearcache.py: exact, Redis reports every change), else from Redis, with ``limits``
+    counted in the same call when the entry names a user (``limits.settle``)."""
     templates = (keys_for(request.view_args or {}) if keys_for is not None else None) or []
     key = keys.session(token_hash)
     near = get_near_cache()
@@ -237,9 +266,21 @@ def _cache_get(token_hash: str, keys_for: KeysFor | None = None) -> CacheRead:
         if held is not None:
             return held
     try:
-        if epoch is None and not templates:
+        if limits is not None:
+            limit_keys, limit_args = limits.templates()
+            client = get_redis()
+            both = run_script(
+                redis_script(client, _SESSION_WITH_KEYS_LIMITED),
+                [key, *limit_keys],
+                [*templates, *limit_args, len(limit_keys)],
+            )
+            if both[0]:
+                limits.settle(both[0])
+            result = both[1]
+        elif epoch is None and not templates:
             return cast(bytes | None, get_redis().get(key)), None
-        result = redis_script(get_redis(), _SESSION_WITH_KEYS)(keys=[key], args=templates)
+        else:
+            result = redis_script(get_redis(), _SESSION_WITH_KEYS)(keys=[key], args=templates)
     except redis.RedisError:
         log.warning("cache.unavailable", cache="sessions")
         return _NOT_CACHED
@@ -387,11 +428,12 @@ def _load_from_db(token_hash: str, token: str, via: str, now: datetime) -> Princ
     )
 
 
-def resolve(keys_for: KeysFor | None = None) -> Principal | None:
+def resolve(keys_for: KeysFor | None = None, limits: ratelimit.Pending | None = None) -> Principal | None:
     """The caller's session, or None (anonymous, unknown, expired, revoked or malformed).
 
     Memoised for the request; reads only (cache, then database). ``keys_for``: what the view will
-    read next, fetched in the same round trip as the session entry (``Principal.prefetched``).
+    read next, fetched in the same round trip as the session entry (``Principal.prefetched``);
+    ``limits``: the request's rate limits, counted in that round trip when it goes to Redis.
     """
     state = g._get_current_object()  # the request's g itself: read and written a dozen times here
     if "codex_auth_resolved" in state:
@@ -403,7 +445,7 @@ def resolve(keys_for: KeysFor | None = None) -> Principal | None:
         return None
     now = utcnow()
     token_hash = hash_token(token)
-    cached, prefetched = _cache_get(token_hash, keys_for)
+    cached, prefetched = _cache_get(token_hash, keys_for, limits)
     if cached == REVOKED:
         return None
     principal = _from_cache(cached, token_hash, token, via) if cached is not None else None
@@ -446,11 +488,13 @@ def mark_session_ended() -> None:
     g.codex_session_ended = True
 
 
-def rate_limit_identity() -> str | None:
-    """User id for per-user rate limits (the limiter runs before any guard); None when anonymous."""
+def rate_limit_identity(limits: ratelimit.Pending) -> str | None:
+    """User id for per-user rate limits (the limiter runs before any guard); None when anonymous.
+
+    The view's own session read, with the limits in its round trip when it goes to Redis: the
+    stream URL and /auth/me keep their one round trip with limits on."""
     try:
-        # The view's own session read, so that /auth/me's one round trip holds with limits on.
-        principal = resolve(view_option(SESSION_KEYS_OPTION))
+        principal = resolve(view_option(SESSION_KEYS_OPTION), limits)
     except Exception:  # the limiter must never fail a request because of the identity lookup
         log.warning("ratelimit.identity_unavailable")
         return None

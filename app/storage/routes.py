@@ -10,19 +10,17 @@ from __future__ import annotations
 import os
 import re
 import time
-import weakref
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any, BinaryIO, cast
 
 from flask import Blueprint, Response, current_app, redirect, request
-from flask.blueprints import BlueprintSetupState
 from sqlalchemy.orm import Session
 from werkzeug.wrappers import Response as BaseResponse
 
 from app import db, errors
-from app.extensions import ip_key
 from app.http import body_limit, raw_body
+from app.ratelimit import blueprint_limit
 from app.security import tokens
 from app.storage import get_storage, keys
 from app.storage.base import ObjectTooLarge, StorageError
@@ -43,18 +41,7 @@ UPLOAD_BODY_CEILING = 64 * 1024**3
 _RANGE = re.compile(r"bytes\s*=\s*(\d{0,19})\s*-\s*(\d{0,19})\s*", re.IGNORECASE)
 
 
-_limited_by: weakref.WeakSet[Any] = weakref.WeakSet()
-
-
-@bp.record_once
-def _apply_rate_limit(state: BlueprintSetupState) -> None:
-    # Attach the limit to whichever flask-limiter instance the app registered (flask-limiter keeps
-    # them in app.extensions["limiter"]), once per instance: works whether the limiter is module
-    # level and shared by several apps (tests) or built per app.
-    for limiter in state.app.extensions.get("limiter", ()):
-        if limiter not in _limited_by:
-            limiter.shared_limit(RATE_LIMIT, scope="storage", key_func=ip_key)(bp)
-            _limited_by.add(limiter)
+blueprint_limit(bp, RATE_LIMIT, key="ip", scope="storage")
 
 
 # ---- helpers ----------------------------------------------------------------------------

@@ -10,7 +10,7 @@ from flask import Flask
 from flask.views import MethodView
 
 from app.api import Blueprint, error_responses
-from app.extensions import ip_key, limiter
+from app.ratelimit import route_limit
 from app.schemas import PageArgsSchema, Str, StrictBool, StrictInt, page_envelope
 
 
@@ -58,7 +58,7 @@ def build_probe_blueprint() -> Blueprint:
 
     @blp.route("/limited")
     class Limited(MethodView):
-        @limiter.limit("2 per minute", key_func=ip_key)
+        @route_limit("2 per minute", key="ip")
         def get(self) -> dict[str, bool]:
             """A tightly limited route."""
             return {"ok": True}

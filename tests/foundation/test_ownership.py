@@ -90,7 +90,7 @@ def test_the_scan_finds_a_key_spelled_outside_app_keys(source: str) -> None:
         'MEMBER = "{user}:{content}"',
         'def m(u, c):\n    return f"{u}:{c}"',
         'def stats_member(day, c):\n    return f"{day}:{c}"',
-        'def k(u):\n    return f"user:{u}"',  # flask-limiter's identity, not one of ours
+        'def k(u):\n    return f"user:{u}"',  # a key's client part, not a key name
         '"""Parse ``pb:p:…`` entries (a docstring that mentions a key)."""',
         'MESSAGE = "The session (sess: entries) expired"',
         'def k(prefix, m):\n    return f"{prefix}{m}"',
@@ -122,6 +122,7 @@ SAMPLES = {
     "stats_inflight": ("run", "20250101:" + str(uuid.uuid4())),
     "beat_lock": ("playback.flush_progress",),
     "local_payment_session": ("cs_local_abc",),
+    "rate_limit": ("api", "ip:127.0.0.1"),
 }
 
 
