@@ -75,14 +75,15 @@ class Outcome:
     remaining: int
     reset_ms: int
     retry_ms: int
+    decided_ms: int  # Redis's clock when the limits were checked
 
     @classmethod
     def from_reply(cls, reply: Sequence[Any]) -> Outcome | None:
         """``rate_limit()``'s answer; None for ``{1}`` (no limit was checked)."""
-        if len(reply) < 5:
+        if len(reply) < 6:
             return None
-        allowed, limit, remaining, reset_ms, retry_ms = (int(x) for x in reply[:5])
-        return cls(allowed == 1, limit, max(0, remaining), reset_ms, retry_ms)
+        allowed, limit, remaining, reset_ms, retry_ms, now = (int(x) for x in reply[:6])
+        return cls(allowed == 1, limit, max(0, remaining), reset_ms, retry_ms, now)
 
     @property
     def retry_after(self) -> int:

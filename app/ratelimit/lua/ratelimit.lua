@@ -6,9 +6,9 @@
 -- than `limit` entries in (now - window, now]; then, and only then, it is logged under every key:
 -- a refused attempt consumes no budget, and no window of any length `window` ever holds more than
 -- `limit` admissions (tests/ratelimit/test_algorithm.py).
--- Returns {1, limit, remaining, reset ms, 0} for the binding limit (the least remaining, first on
--- ties) when admitted, {0, limit, 0, reset ms, retry ms} for the exceeded limit that frees last
--- when refused, {1} when there is no limit.
+-- Returns {1, limit, remaining, reset ms, 0, now ms} for the binding limit (the least remaining,
+-- first on ties) when admitted, {0, limit, 0, reset ms, retry ms, now ms} for the exceeded limit
+-- that frees last when refused, {1} when there is no limit.
 local function rate_limit(names, a0)
   if #names == 0 then return {1} end
   local t = redis.call('TIME')
@@ -24,7 +24,7 @@ local function rate_limit(names, a0)
       -- admitted again once the entry `limit` places from the newest leaves the window
       local entry = redis.call('ZRANGE', key, count - limit, count - limit, 'WITHSCORES')
       local retry = tonumber(entry[2]) + window - now
-      if not refused or retry > refused[5] then refused = {0, limit, 0, now + retry, retry} end
+      if not refused or retry > refused[5] then refused = {0, limit, 0, now + retry, retry, now} end
     end
   end
   if refused then return refused end
@@ -37,7 +37,7 @@ local function rate_limit(names, a0)
     local remaining = limit - counts[i] - 1
     if not binding or remaining < binding[3] then
       local oldest = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
-      binding = {1, limit, remaining, tonumber(oldest[2]) + window, 0}
+      binding = {1, limit, remaining, tonumber(oldest[2]) + window, 0, now}
     end
   end
   return binding
