@@ -2,7 +2,7 @@
 path ids and their 404s.
 
 Hooks run in the spec's check order (README §3.4): the route match (404/405) and the rate limit
-(429, flask-limiter's hook) come first, then body size (413), Content-Type (415) and JSON
+(429, app/ratelimit's hook) come first, then body size (413), Content-Type (415) and JSON
 parsing (400 INVALID_JSON); authentication, CSRF and schema checks follow inside the views.
 """
 
