@@ -18,8 +18,8 @@ from typing import Any
 
 from flask import Flask
 
-from tests.access.helpers import make_world
 from tests import conftest
+from tests.access.helpers import make_world
 from tests.conftest import ROOT, free_port
 from tests.identity.helpers import signed_in
 from tests.media.test_tasks import committed
