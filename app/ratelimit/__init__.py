@@ -12,7 +12,6 @@ hands it the user behind a request at start-up (``app.extensions["rate_limit_ide
 from app.ratelimit.limiter import (
     ENVIRON_KEY,
     FRAGMENT,
-    NO_LIMITS,
     Bound,
     Outcome,
     Pending,
@@ -34,7 +33,6 @@ __all__ = [
     "API_LIMIT",
     "ENVIRON_KEY",
     "FRAGMENT",
-    "NO_LIMITS",
     "Bound",
     "Key",
     "Limit",

@@ -11,8 +11,8 @@ limits inside a round trip they make anyway, so the limiter costs no call of its
   ``rate_limit_identity`` function identity registers); with the session in the near cache, the
   limiter's call is the request's only one;
 - a view marked ``rides_along`` (the heartbeat): the limits are left pending, and the view's own
-  script checks them first (``take`` / ``settle``, ``guard``). If the view never gets there (401,
-  a bad body), ``after_request`` checks them then, and a refused attempt still answers 429;
+  script checks them first (``take`` / ``settle_taken``, ``guard``). If the view never gets there
+  (401, a bad body), ``after_request`` checks them then, and a refused attempt still answers 429;
 - app/access/fast_path.py counts below Flask; a request it hands over carries the outcome in the
   WSGI environ (``ENVIRON_KEY``) and is not counted again.
 
@@ -20,6 +20,12 @@ Every limited response carries ``X-RateLimit-Limit``, ``-Remaining`` and ``-Rese
 ``Retry-After`` and the ``RATE_LIMITED`` body with ``details.retry_after``. If Redis cannot be
 reached the request goes through and ``ratelimit.unavailable`` is logged at WARNING.
 ``RATELIMIT_ENABLED=false`` registers no hook at all.
+
+Every attempt counts, whatever its answer (401, 400, 403 ...), and each counts once. A refused
+attempt (429) is not logged: it consumes no budget, neither of the limit it exceeded nor of the
+request's other limits (login's per-IP budget is not spent by attempts its per-email limit
+refuses), so a client that keeps trying is admitted again as soon as its window has room, and no
+window ever holds more than the limit (the spec allows the limit plus one).
 """
 
 from __future__ import annotations
@@ -28,7 +34,7 @@ import itertools
 import json
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from importlib.resources import files
 from typing import Any
 
@@ -135,10 +141,6 @@ class Bound:
         return list(self.names), [*self.args(), len(self.names)]
 
 
-NO_LIMITS = Bound((), ())
-"""For a guarded script called again within the same request: nothing is counted twice."""
-
-
 def bind(rules: Sequence[Rule], ip: str, user_id: str | None, custom: Sequence[str | None] = ()) -> Bound:
     """The keys of ``rules`` for this client (``custom``: the keys of rules with a key function)."""
     names: list[str] = []
@@ -183,7 +185,7 @@ class Pending:
     custom: tuple[str | None, ...]
     outcome: Outcome | None = None
     counted: bool = False
-    user_id: str | None = field(default=None)
+    user_id: str | None = None
 
     @property
     def user_rules(self) -> bool:
