@@ -136,6 +136,15 @@ def test_one_round_trip_per_hot_request_with_limits_on(limited_app: Flask, world
         assert commands_of(url, lambda: viewer.get(world.content.id)) == ["EVALSHA"]  # the limiter alone
         assert commands_of(url, lambda: client.get("/api/v1/auth/me", headers=auth(token))) == ["EVALSHA"]
         assert (fast_path(limited_app).heartbeats, fast_path(limited_app).streams) == (before[0] + 1, before[1] + 1)
+        with flask_only(limited_app):  # the routes: the same single call
+            assert commands_of(url, lambda: player.put()) == ["EVALSHA"]
+            assert commands_of(url, lambda: viewer.get(world.content.id)) == ["EVALSHA"]
+        # a cookie heartbeat (always the route) counts in its script too
+        cookie_player = Player(client, world, token=token)
+        cookie_player.token = ""  # no Authorization header
+        client.set_cookie(COOKIE_NAME, token)
+        assert commands_of(url, lambda: cookie_player.put(Origin=ALLOWED_ORIGIN)) == ["EVALSHA"]
+        client.delete_cookie(COOKIE_NAME)
         # the near cache without the session (as in a process that has not seen it yet): the
         # session read goes to Redis, and carries the limits
         user = world.buyer.id
@@ -143,6 +152,12 @@ def test_one_round_trip_per_hot_request_with_limits_on(limited_app: Flask, world
             [keys.session(hash_token(token)), keys.me_body(user), keys.me_generation(user)]
         )
         assert commands_of(url, lambda: client.get("/api/v1/auth/me", headers=auth(token))) == ["EVALSHA"]
+        content = world.content.id
+        limited_app.extensions["near_cache"].evict(
+            [keys.session(hash_token(viewer.token)), keys.access_entry(user, content), keys.content_generation(content)]
+        )
+        with flask_only(limited_app):  # session, access entry, content token and the limits: one call
+            assert commands_of(url, lambda: viewer.get(content)) == ["EVALSHA"]
 
 
 def test_with_limits_off_the_limiter_sends_nothing(app: Flask, client: Any, world: World) -> None:
