@@ -36,6 +36,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "app.logging",
             "app.metrics",
             "app.nearcache",
+            "app.speed",
             "app.schemas",
             "app.security",
         ),
