@@ -126,9 +126,12 @@ class RedisTaskPublisher:
                 raise
 
     def _registered(self, name: str) -> Any:
-        """The task registered under ``name`` in this process (a worker's), or None (the web
-        process imports no task module). ``tasks`` finalizes the app on first use: once."""
-        return self.celery_app.tasks.get(name)
+        """The task registered under ``name`` in this process (a worker's), or None. As ``send_task``,
+        it does not finalize an app that is not (the web process: there no task is registered, and
+        ``tasks`` would register every shared task imported so far). ``finalized`` is Celery's
+        public flag (missing from the type stubs)."""
+        app: Any = self.celery_app
+        return app.tasks.get(name) if app.finalized else None
 
     def _own_routing(self, name: str) -> bool:
         registered = self._registered(name)
