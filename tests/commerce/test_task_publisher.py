@@ -45,8 +45,9 @@ def test_the_redis_broker_gets_the_fast_publisher(app: Flask) -> None:
 @pytest.mark.parametrize("registered", [False, True], ids=["web process", "worker process"])
 def test_message_is_what_send_task_writes(app: Flask, redis: Any, registered: bool) -> None:
     """In a worker the tasks are registered and send_task adds their options (time limits); in the
-    web process (an app that is not finalized) they are not. The publisher writes the same in both. This is the check that the kombu/Celery message format it relies on
-    still holds (app/speed/README.md)."""
+    web process (an app that is not finalized) they are not. The publisher writes the same in both.
+    This is the check that the kombu/Celery message format it relies on still holds
+    (app/speed/README.md)."""
     broker = app.extensions["broker_redis"]
     codex_celery: Celery = app.extensions["celery"]
     if registered:
