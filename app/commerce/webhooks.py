@@ -67,6 +67,12 @@ def verify_delivery(body: bytes, signature: str | None, *, source: str) -> Deliv
         # Never the body or the header: only why it failed.
         log.warning("stripe.signature_invalid", reason=str(exc), source=source)
         raise InvalidSignature() from None
+    return delivery_of(body, source)
+
+
+def delivery_of(body: bytes, source: str) -> Delivery:
+    """Steps 2-3 for a body whose signature was verified. Raises ``InvalidPayload`` (nothing else
+    happens: app/commerce/webhook_fast_path.py hands such a body to the route)."""
     event = parse_event(body)
     status, reason = initial_status(event["type"], event["livemode"])
     obj = event["data"]["object"]
@@ -219,7 +225,12 @@ def ingest_webhook(body: bytes, signature: str | None) -> IngestResult:
             raise
         return result
     delivery = verify_delivery(body, signature, source="webhook")
-    inserted = store_delivery(engine, delivery)
+    return stored(delivery, store_delivery(engine, delivery))
+
+
+def stored(delivery: Delivery, inserted: bool) -> IngestResult:
+    """After the autocommit INSERT: publish a new, handled delivery (the row is durable, so this is
+    "after commit") and put the event's fields on the request's log line."""
     if inserted and delivery.status == "received":
         try:
             current_app.extensions["task_sender"](PROCESS_TASK, (delivery.event_id,), None)
