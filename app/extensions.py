@@ -14,7 +14,7 @@ from flask_mail import Mail
 from redis.commands.core import Script
 
 from app import keys
-from app.nearcache import NearCache
+from app.speed.nearcache import NearCache
 
 log = structlog.get_logger(__name__)
 
@@ -80,7 +80,7 @@ NEAR_CACHE_PREFIXES = keys.NEAR_CACHE_PREFIXES
 
 
 def near_cache_for(app: Flask) -> NearCache | None:
-    """The process-local copy of the session read's keys (app/nearcache.py), or None when
+    """The process-local copy of the session read's keys (app/speed/nearcache.py), or None when
     NEAR_CACHE_ENABLED is off or Redis is reached over TLS (the listener needs a plain socket)."""
     url = app.config["REDIS_URL"]
     if not app.config["NEAR_CACHE_ENABLED"] or not url.startswith(("redis://", "unix://")):

@@ -382,3 +382,13 @@ def check_csrf() -> None:
         origin = origin_of(referer) if referer else None
     if not origin or origin == "null" or origin not in trusted:
         raise errors.CsrfFailed()
+
+
+def plain_headers(request_id: str, config: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """What ``_finish`` adds to the answer of a route outside ``/api/v1``, ``/health`` and
+    ``/storage`` that set no headers besides its Content-Type and Content-Length (the webhook):
+    for app/commerce/webhook_fast_path.py, which answers outside Flask (its tests compare the two)."""
+    headers = [("X-Request-ID", request_id), *_SECURITY_HEADERS, ("Content-Security-Policy", API_CSP)]
+    if config["APP_ENV"] == "production":
+        headers.append(("Strict-Transport-Security", HSTS))
+    return headers

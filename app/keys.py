@@ -195,6 +195,6 @@ PREFIXES: tuple[str, ...] = (
 """Every key above starts with one of these (nothing else in app/ or tasks/ may spell them)."""
 
 NEAR_CACHE_PREFIXES: tuple[str, ...] = (SESSION_PREFIX, ME_PREFIX, ACCESS_PREFIX, CONTENT_GENERATION_PREFIX)
-"""The keys each process's near cache tracks (app/nearcache.py): those ``guards.with_session_read``
+"""The keys each process's near cache tracks (app/speed/nearcache.py): those ``guards.with_session_read``
 fetches with the session entry (sessions, /me bodies and generations, access entries, content
 snapshot tokens). Redis reports every change under these prefixes."""

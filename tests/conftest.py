@@ -174,8 +174,8 @@ def app(app_factory: Any) -> Flask:
 @pytest.fixture()
 def as_other_process(app: Flask) -> Iterator[Any]:
     """``with as_other_process():`` runs requests as another web process would: with a near cache
-    of its own (app/nearcache.py), so that what one process changes must reach the other's."""
-    from app.nearcache import NearCache
+    of its own (app/speed/nearcache.py), so that what one process changes must reach the other's."""
+    from app.speed.nearcache import NearCache
 
     mine = app.extensions["near_cache"]
     theirs = NearCache(mine.url, mine.prefixes)

@@ -190,7 +190,7 @@ def visible_content(session: Session, user_id: uuid.UUID, content_id: uuid.UUID)
 # Both run for every play and every few seconds of playback. The content and media facts they need
 # are kept per process (``ContentMeta``, 10 s), tagged with the content's generation token
 # (``app.content.cache``); the token and the access entry come with the session read (the process's
-# near cache, app/nearcache.py, or the one Redis call a cold request makes; an MGET here otherwise),
+# near cache, app/speed/nearcache.py, or the one Redis call a cold request makes; an MGET here otherwise),
 # or from inside the heartbeat script, so a warm request does no database round trip and decodes no
 # snapshot. What acts at once: grants (commerce deletes the access entry)
 # and any committed change of the content row (edit, price, media swap, unpublish, delete: the

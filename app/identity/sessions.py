@@ -38,7 +38,7 @@ from app import db, keys, ratelimit
 from app.extensions import get_near_cache, get_redis, redis_script, run_script
 from app.http import view_option
 from app.identity.models import AuthSession, User
-from app.nearcache import Miss, NearCache
+from app.speed.nearcache import Miss, NearCache
 
 log = structlog.get_logger(__name__)
 
@@ -255,7 +255,7 @@ _NOT_CACHED: CacheRead = (None, None)
 
 def _cache_get(token_hash: str, keys_for: KeysFor | None = None, limits: ratelimit.Pending | None = None) -> CacheRead:
     """The session entry and the view's keys: from this process's near cache when it holds them
-    all (app/nearcache.py: exact, Redis reports every change), else from Redis, with ``limits``
+    all (app/speed/nearcache.py: exact, Redis reports every change), else from Redis, with ``limits``
     counted in the same call when the entry names a user (``limits.settle``)."""
     templates = (keys_for(request.view_args or {}) if keys_for is not None else None) or []
     key = keys.session(token_hash)

@@ -77,7 +77,7 @@ class Player:
 
         The first ones are the route's: the session goes from Postgres into Redis and from Redis
         into the near cache, the content snapshot and the access entry are loaded. A near cache
-        can also be briefly unusable under load (a late PONG, app/nearcache.py), and its
+        can also be briefly unusable under load (a late PONG, app/speed/nearcache.py), and its
         lookups then miss, so a test never relies on one particular request taking the fast path."""
         middleware = fast_path(self.client.application)
         for _ in range(8):

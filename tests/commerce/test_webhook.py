@@ -6,6 +6,7 @@ import json
 import time
 from typing import Any
 
+import psycopg
 import pytest
 from sqlalchemy.exc import OperationalError
 
@@ -240,7 +241,7 @@ def test_autocommit_path_database_failure_is_503(committed_db, committed_shop, s
     def broken(*args: Any, **kwargs: Any) -> None:
         raise OperationalError("INSERT", {}, Exception("connection lost"))
 
-    monkeypatch.setattr(webhooks, "insert_delivery", broken)
+    monkeypatch.setattr(webhooks, "store_delivery", broken)
     evt = completed_event(committed_shop)
     r = deliver(committed_db.test_client(), evt)
     assert r.status_code == 503 and r.json["error"]["code"] == "SERVICE_UNAVAILABLE"
@@ -257,3 +258,37 @@ def test_autocommit_path_broker_failure_still_acknowledges(committed_db, committ
     assert deliver(committed_db.test_client(), evt).status_code == 200
     row = _stored(committed_db, evt["id"])
     assert row is not None and row.status == "received"
+
+
+def test_autocommit_path_gives_the_connection_back_as_it_came(committed_db, committed_shop, sent_tasks) -> None:
+    """The driver-level INSERT switches autocommit on for its statement only: the pooled connection
+    the next ORM session gets still opens transactions (a rollback there must undo its writes)."""
+    engine = committed_db.extensions["db"].engine
+    engine.dispose()  # one connection in the pool from here: the webhook's is the next one handed out
+    assert deliver(committed_db.test_client(), completed_event(committed_shop)).status_code == 200
+    pooled = engine.raw_connection()
+    try:
+        assert pooled.dbapi_connection.autocommit is False
+    finally:
+        pooled.close()
+
+
+def test_store_delivery_on_a_lost_connection_raises_and_drops_it_from_the_pool(committed_db, committed_shop) -> None:
+    """A pooled connection whose backend died: SQLAlchemy's OperationalError (the route answers
+    503, or the fast path hands the delivery to the route), and the pool hands out a new one."""
+    engine = committed_db.extensions["db"].engine
+    engine.dispose()
+    pooled = engine.raw_connection()
+    backend = pooled.dbapi_connection.info.backend_pid
+    pooled.close()
+    dsn = engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+    with psycopg.connect(dsn, autocommit=True) as other:  # another session ends the pooled one's backend
+        other.execute("SELECT pg_terminate_backend(%s)", (backend,))
+    evt = completed_event(committed_shop)
+    with committed_db.app_context():
+        delivery = webhooks.delivery_of(so.body_of(evt), "webhook")
+        with pytest.raises(OperationalError):
+            webhooks.store_delivery(engine, delivery)
+        assert _stored(committed_db, evt["id"]) is None
+        assert webhooks.store_delivery(engine, delivery) is True  # a new connection
+    assert _stored(committed_db, evt["id"]) is not None

@@ -37,6 +37,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "app.metrics",
             "app.nearcache",
             "app.ratelimit",
+            "app.speed",
             "app.schemas",
             "app.security",
         ),

@@ -1,4 +1,4 @@
-"""The per-process near cache (app/nearcache.py) against a real Redis: every change reaches it."""
+"""The per-process near cache (app/speed/nearcache.py) against a real Redis: every change reaches it."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import redis as redis_lib
 
-from app.nearcache import MISS, NearCache
+from app.speed.nearcache import MISS, NearCache
 
 
 @pytest.fixture()

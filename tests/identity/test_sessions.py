@@ -13,7 +13,7 @@ from app import keys
 from app.identity import me_cache
 from app.identity import sessions as sessions_module
 from app.identity.sessions import hash_token
-from app.nearcache import MISS
+from app.speed.nearcache import MISS
 from tests.identity.helpers import ORIGIN, TEST_PASSWORD, auth, make_user, session_row, signed_in
 
 ME = "/api/v1/auth/me"

@@ -1,0 +1,102 @@
+"""``POST /webhooks/stripe`` answered below Flask when the delivery is new or a duplicate and valid.
+
+Why: a delivery's own work is small (verify an HMAC, parse, one autocommit INSERT, one LPUSH);
+Flask's request context, routing, hooks and response object cost about as much again, and the
+webhook endpoint is measured against a bare WSGI floor doing only that work
+(bench/webhook_floor_app.py). So this WSGI middleware does the route's work with the route's own
+functions (``webhooks.delivery_of``, ``store_delivery``, ``stored``) and hands everything else
+to Flask untouched (the body it read is put back):
+
+- only ``POST /webhooks/stripe`` with a ``Content-Length`` within the route's body limit;
+- only with rate limits off for now (with limits on, the route counts the per-IP limit through
+  the limiter; a limit check below Flask can be added here as in app/access/fast_path.py);
+- only when the app's sessions are bound to the engine (the autocommit path; the test suite's
+  rollback fixtures keep the route);
+- a signature that does not verify or a body that is not an event: the route answers (it counts
+  the metric and logs, once), as it does when the INSERT raises (it tries once more: the INSERT is
+  idempotent, and a DataError or an unreachable database is answered there, 400 or 503).
+
+Once the row is stored the answer is this path's: 200 ``{"received":true}`` with the headers
+``app.http._finish`` adds (``http.plain_headers``), the request metric and the one log line, with
+the event's fields. tests/commerce/test_webhook_fast_path.py compares both paths' answers.
+``FAST_PATH_ENABLED`` switches it with the other fast path.
+"""
+
+from __future__ import annotations
+
+import io
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import structlog
+from flask import Flask
+
+from app import http
+from app.commerce import webhooks
+from app.commerce.routes import WEBHOOK_MAX_BYTES
+from app.payments.signature import SignatureError, verify
+
+PATH = "/webhooks/stripe"
+BODY = b'{"received":true}\n'  # what the route's ``jsonify({"received": True})`` writes
+
+StartResponse = Callable[..., Any]
+WsgiApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
+
+
+class WebhookFastPath:
+    """WSGI middleware in front of ``app.wsgi_app`` (installed by ``install``)."""
+
+    def __init__(self, app: Flask, wsgi_app: WsgiApp) -> None:
+        self.app = app
+        self.wsgi_app = wsgi_app
+        self.answered = 0  # deliveries answered here (tests, and operators who wonder)
+
+    def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        if environ.get("PATH_INFO") == PATH and environ.get("REQUEST_METHOD") == "POST":
+            headers = self._ingest(environ)
+            if headers is not None:
+                start_response("200 OK", headers)
+                return [BODY]
+        return self.wsgi_app(environ, start_response)
+
+    def _ingest(self, environ: dict[str, Any]) -> list[tuple[str, str]] | None:
+        """The answer's headers once the delivery is stored, or None: the route's to answer."""
+        config = self.app.config
+        length = environ.get("CONTENT_LENGTH") or ""
+        if config["CODEX_RATELIMIT_ENABLED"] or not length.isdigit() or not 0 < int(length) <= WEBHOOK_MAX_BYTES:
+            return None
+        started = time.perf_counter()
+        body = environ["wsgi.input"].read(int(length))
+        environ["wsgi.input"] = io.BytesIO(body)  # put back for the route, whatever happens below
+        if len(body) != int(length):
+            return None
+        with self.app.app_context():
+            engine = webhooks.autocommit_engine()
+            if engine is None:
+                return None
+            try:
+                # Side-effect free, unlike ``verify_delivery``: a refusal is counted by the route.
+                verify(body, environ.get("HTTP_STRIPE_SIGNATURE"), config["STRIPE_WEBHOOK_SECRET"])
+                delivery = webhooks.delivery_of(body, "webhook")
+            except (SignatureError, webhooks.InvalidPayload):
+                return None
+            try:
+                inserted = webhooks.store_delivery(engine, delivery)
+            except Exception:
+                return None  # not stored: the route tries once more and answers the error
+            # Stored: from here on the answer is ours (the route would see a duplicate).
+            request_id = http.request_id_for(environ.get("HTTP_X_REQUEST_ID", ""))
+            structlog.contextvars.clear_contextvars()
+            structlog.contextvars.bind_contextvars(request_id=request_id)
+            webhooks.stored(delivery, inserted)  # publishes; binds the event's fields for the log line
+        self.answered += 1
+        duration = time.perf_counter() - started
+        http.record_answer("POST", PATH, PATH, 200, duration, None, environ.get("REMOTE_ADDR"))
+        content = [("Content-Type", "application/json"), ("Content-Length", str(len(BODY)))]
+        return content + http.plain_headers(request_id, config)
+
+
+def install(app: Flask) -> None:
+    """Put the webhook fast path in front of Flask (inside any proxy fix-up: ``REMOTE_ADDR``)."""
+    app.wsgi_app = WebhookFastPath(app, app.wsgi_app)  # type: ignore[method-assign]

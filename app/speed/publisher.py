@@ -1,0 +1,185 @@
+"""Publish Celery task messages straight onto the Redis broker's queue lists.
+
+Why: ``send_task`` costs ~0.2 ms more CPU per message than this (routing, option merging, kombu's
+producer pool, entity declaration and retry wrappers; measured in app/speed/README.md), as much
+as a fifth of a whole webhook delivery. What it ends up writing is simple: with the anonymous
+exchange, kombu's Redis transport LPUSHes one JSON envelope onto the list named after the queue.
+
+How, through public APIs: Celery builds the task message itself (``app.amqp.create_task_message``,
+the protocol-2 headers, properties and body ``send_task`` uses); the registered task's execution
+options come from its public attributes (``time_limit``, ``soft_time_limit``, ...); kombu's JSON
+serializer (``kombu.serialization.dumps``) encodes the body. Only the transport envelope around
+it (``body`` base64, ``properties.delivery_info``, ``delivery_tag``) is written here, as kombu's
+Redis transport stores it; that is the one thing this relies on, so pyproject bounds kombu and
+Celery below their next minor versions and ``tests/commerce/test_task_publisher.py`` compares what
+this writes with what ``send_task`` writes (and has a real worker run it): a release that changes
+the format fails there before the bound is raised.
+
+What it skips: the ``before/after_task_publish`` signals (nothing here connects to them), Celery's
+publish retry policy (a failed publish raises; ``enqueue_after_commit`` logs it and the sweepers
+re-enqueue from Postgres, as for any lost message) and the sent event (``task_send_sent_event`` is
+off). Only for a plain ``redis://`` broker (``global_keyprefix`` honoured); anything else
+(sentinel, TLS, another transport, priorities) and any task declaring routing or an expiry of its
+own keeps ``send_task``.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import threading
+import uuid
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import redis
+from celery import Celery
+from kombu.serialization import dumps as kombu_dumps
+
+Task = tuple[str, tuple[Any, ...], float | None]  # (name, args, countdown)
+
+# Execution options ``send_task`` would take from a registered task and that only it knows how to
+# write (none of Codex's tasks declares one): such a task goes through ``send_task``.
+_OWN_ROUTING = ("queue", "routing_key", "exchange", "priority", "expires")
+_PLAIN = (str, int, float, bool, type(None))
+_REPR_SHORT = 500  # well under Celery's argsrepr_maxsize (1024), where its saferepr starts cutting
+
+
+def _plain_repr(arguments: list[Any]) -> str | None:
+    """What Celery's ``saferepr`` writes for short plain arguments (ids: ``repr`` itself, at a
+    quarter of its cost); None lets Celery compute it (anything else, and ``()`` for none)."""
+    if not arguments or not all(type(a) in _PLAIN for a in arguments):
+        return None
+    text = repr(arguments)
+    return text if len(text) < _REPR_SHORT else None
+
+
+class RedisTaskPublisher:
+    """``__call__``/``send_many`` publish ``name(*args)`` to ``route(name)``'s queue (module docstring)."""
+
+    def __init__(self, celery_app: Celery, route: Callable[[str], str]) -> None:
+        self.celery_app = celery_app
+        self.route = route
+        conf = celery_app.conf
+        self.url = conf.broker_url
+        timeout = conf.broker_connection_timeout or None
+        self.client = redis.Redis.from_url(self.url, socket_timeout=timeout, socket_connect_timeout=timeout)
+        self._local = threading.local()  # each thread's own connection, for single messages
+        self.supported = self.supports(celery_app)  # checked once: reading the settings costs ~20 us
+
+    @staticmethod
+    def supports(celery_app: Celery) -> bool:
+        conf = celery_app.conf
+        url = conf.broker_url
+        if not isinstance(url, str) or not url.startswith("redis://") or ";" in url:
+            return False  # sentinel/TLS/failover lists and other transports keep kombu
+        return not conf.task_queue_max_priority
+
+    def __call__(self, name: str, args: tuple[Any, ...], countdown: float | None) -> None:
+        self.send_many([(name, args, countdown)])
+
+    def send_many(self, tasks: Sequence[Task]) -> None:
+        """Several messages in one round trip (the emails of one purchase, a sweep's batch)."""
+        conf = self.celery_app.conf
+        if conf.broker_url != self.url or not self.supported or any(self._own_routing(t[0]) for t in tasks):
+            # Reconfigured since (tests do), or a task only Celery knows how to route: Celery's path.
+            for name, args, countdown in tasks:
+                self.celery_app.send_task(name, args=list(args), queue=self.route(name), countdown=countdown)
+            return
+        # kombu's Redis transport prefixes every key with ``global_keyprefix`` when one is set.
+        prefix = (conf.broker_transport_options or {}).get("global_keyprefix") or ""
+        if len(tasks) == 1:
+            queue, message = self.message(*tasks[0])
+            self._lpush(prefix + queue, message)
+            return
+        pipe = self.client.pipeline(transaction=False)
+        for name, args, countdown in tasks:
+            queue, message = self.message(name, args, countdown)
+            pipe.lpush(prefix + queue, message)
+        pipe.execute()
+
+    def _lpush(self, key: str, message: bytes) -> None:
+        """One LPUSH on this thread's connection (``send_command``/``read_response``): the command
+        layer's retry wrapper and the pool's per-checkout socket poll cost a third as much again.
+        A reused connection that turns out dead (Redis restarted, an idle timeout) is reopened and
+        the command sent once more, as the client's default retry would: a message pushed twice
+        is harmless (the worker's claim is conditional), a lost one waits for the sweeper."""
+        for attempt in (0, 1):
+            held = getattr(self._local, "connection", None)
+            if held is None or held[0] != os.getpid():  # (a forked child makes its own)
+                pool = self.client.connection_pool
+                held = self._local.connection = (os.getpid(), pool.connection_class(**pool.connection_kwargs))
+            connection = held[1]
+            try:
+                connection.send_command("LPUSH", key, message)
+                connection.read_response()
+                return
+            except redis.ResponseError:
+                raise  # an error reply, read whole: the connection is still in step
+            except (redis.ConnectionError, redis.TimeoutError):
+                connection.disconnect()
+                if attempt:
+                    raise
+            except BaseException:
+                connection.disconnect()  # (out of step mid-reply)
+                raise
+
+    def _registered(self, name: str) -> Any:
+        """The task registered under ``name`` in this process (a worker's), or None. As ``send_task``,
+        it does not finalize an app that is not (the web process: there no task is registered, and
+        ``tasks`` would register every shared task imported so far). ``finalized`` is Celery's
+        public flag (missing from the type stubs)."""
+        app: Any = self.celery_app
+        return app.tasks.get(name) if app.finalized else None
+
+    def _own_routing(self, name: str) -> bool:
+        registered = self._registered(name)
+        return registered is not None and any(getattr(registered, key, None) is not None for key in _OWN_ROUTING)
+
+    def message(self, name: str, args: tuple[Any, ...], countdown: float | None) -> tuple[str, bytes]:
+        """(queue, the JSON envelope kombu's Redis transport stores) for ``name(*args)``."""
+        app = self.celery_app
+        task_id = str(uuid.uuid4())
+        root_id: str | None = None
+        parent_id: str | None = None
+        parent = app.current_worker_task  # a task publishing: keep the trail, as send_task does
+        if parent is not None:
+            root_id = parent.request.root_id or parent.request.id
+            parent_id = parent.request.id
+        # As send_task does for a task registered in this process (a worker): its time limits go
+        # into the message; elsewhere they are None.
+        registered = self._registered(name)
+        queue = self.route(name)
+        arguments = list(args)
+        headers, properties, body, _ = app.amqp.create_task_message(
+            task_id,
+            name,
+            arguments,
+            {},
+            countdown=countdown or None,
+            reply_to=app.thread_oid,
+            time_limit=getattr(registered, "time_limit", None),
+            soft_time_limit=getattr(registered, "soft_time_limit", None),
+            root_id=root_id,
+            parent_id=parent_id,
+            ignore_result=None,
+            argsrepr=_plain_repr(arguments),
+            kwargsrepr="{}",
+        )
+        content_type, content_encoding, data = kombu_dumps(body, serializer="json")
+        envelope = {
+            "body": base64.b64encode(data.encode() if isinstance(data, str) else data).decode("ascii"),
+            "content-encoding": content_encoding,
+            "content-type": content_type,
+            "headers": headers,
+            "properties": {
+                **properties,
+                "delivery_mode": 2,
+                "delivery_info": {"exchange": "", "routing_key": queue},
+                "priority": 0,
+                "body_encoding": "base64",
+                "delivery_tag": str(uuid.uuid4()),
+            },
+        }
+        return queue, json.dumps(envelope).encode()
