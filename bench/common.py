@@ -309,7 +309,15 @@ class Rotation:
     Thread-safe; a Rotation belongs to one limit scope (share one between targets of one scope)."""
 
     def __init__(
-        self, header: str, values: Sequence[str], limit: int | None, label: str, *, prime: bool = False
+        self,
+        header: str,
+        values: Sequence[str],
+        limit: int | None,
+        label: str,
+        *,
+        prime: bool = False,
+        window: float = WINDOW_SECONDS,
+        margin: float = WINDOW_MARGIN,
     ) -> None:
         if not values or (limit is not None and limit < 1):
             raise ValueError("a rotation needs callers and a positive limit")
@@ -318,6 +326,8 @@ class Rotation:
         self.limit = limit
         self.label = label  # e.g. "users"
         self.prime = prime  # callers with server-side state (sessions): one request each before measuring
+        self.window = window
+        self.margin = margin
         self.times: list[float] = []
         self.waited = 0.0
         self._lock = threading.Lock()
@@ -331,7 +341,7 @@ class Rotation:
             now = time.monotonic()
             earlier = -1 if self.limit is None else k - self.limit * len(self.values)
             if earlier >= 0:
-                ready_at = self.times[earlier] + WINDOW_SECONDS + WINDOW_MARGIN
+                ready_at = self.times[earlier] + self.window + self.margin
                 if now < ready_at:  # (holding the lock: every later caller would wait as well)
                     time.sleep(ready_at - now)
                     self.waited += ready_at - now
@@ -340,7 +350,7 @@ class Rotation:
         return {self.header: self.values[k % len(self.values)]}
 
     def max_per_window(self) -> int:
-        """The most requests any one caller was handed in any window of WINDOW_SECONDS."""
+        """The most requests any one caller was handed in any window (WINDOW_SECONDS)."""
         with self._lock:
             times = list(self.times)
         n, busiest = len(self.values), 0
@@ -348,7 +358,7 @@ class Rotation:
             mine = times[caller::n]
             first = 0
             for last, t in enumerate(mine):
-                while t - mine[first] >= WINDOW_SECONDS:
+                while t - mine[first] >= self.window:
                     first += 1
                 busiest = max(busiest, last - first + 1)
         return busiest
