@@ -45,7 +45,10 @@ def bench_env() -> dict[str, str]:
     return {
         "APP_ENV": "development",  # production refuses the local defaults
         # (limits, logging, metrics and proxy: bench.common.PRODUCTION or BENCH_CONFIG per server)
-        "DATABASE_URL": make_url(base_db).set(database="codex_bench").render_as_string(hide_password=False),
+        # BENCH_DATABASE: another name when several checkouts share one Postgres (each migrates its own).
+        "DATABASE_URL": make_url(base_db)
+        .set(database=os.environ.get("BENCH_DATABASE") or "codex_bench")
+        .render_as_string(hide_password=False),
         "REDIS_URL": f"{redis_root}/13",
         "CELERY_BROKER_URL": f"{redis_root}/12",
     }

@@ -438,7 +438,8 @@ def prime(url: str, target: Target, concurrency: int) -> LoadResult | None:
     rotation = target.kwargs.get("header_factory")
     if not isinstance(rotation, Rotation) or not rotation.prime:
         return None
-    return load(url, duration=600, concurrency=concurrency, warmup=0, max_requests=len(rotation), **target.kwargs)
+    every = len(rotation) + concurrency - 1  # (load caps each thread at max_requests // concurrency)
+    return load(url, duration=600, concurrency=concurrency, warmup=0, max_requests=every, **target.kwargs)
 
 
 def interleaved(
