@@ -23,9 +23,8 @@ from flask.sessions import SessionInterface
 from werkzeug.exceptions import BadRequest
 
 from app import errors, metrics
-from app.logging import mask_path
+from app.logging import log_request, mask_path
 
-log = structlog.get_logger("codex.request")
 _REQUEST_LOG = logging.getLogger("codex.request")
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -326,15 +325,7 @@ def record_answer(
     metrics.observe_request(method, endpoint, status, duration)
     if path.startswith("/health") or path == "/metrics" or not _REQUEST_LOG.isEnabledFor(logging.INFO):
         return  # (the level check first spares building the fields of a line nobody keeps)
-    log.info(
-        "request",
-        method=method,
-        path=mask_path(path),
-        status=status,
-        duration_ms=round(duration * 1000, 2),
-        user_id=user_id,
-        ip=ip,
-    )
+    log_request(method, mask_path(path), status, round(duration * 1000, 2), user_id, ip)
 
 
 def register_request_id(app: Flask) -> None:

@@ -29,10 +29,12 @@ from sqlalchemy import create_engine, delete, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
-from bench.common import LoadResult, Target, interleaved, percentile
+from bench.common import LoadResult, Target, bearer_users, client_ips, interleaved, percentile, record_goal
+from bench.users import sessions, user_count
 
 ROOT = Path(__file__).resolve().parent.parent
 GOAL_RATIO = 0.6
+ME_LIMIT = 300  # per user per minute: "every other /api/v1 request" (security.md §3)
 BENCH_EMAIL = "bench-auth@example.com"
 
 
@@ -42,9 +44,11 @@ def bench_env() -> dict[str, str]:
     redis_root = base_redis.rsplit("/", 1)[0] if base_redis.count("/") >= 3 else base_redis.rstrip("/")
     return {
         "APP_ENV": "development",  # production refuses the local defaults
-        "LOG_LEVEL": "WARNING",  # no request log line, as in bench_http
-        "RATELIMIT_ENABLED": "false",  # 300/min per user would throttle the load itself
-        "DATABASE_URL": make_url(base_db).set(database="codex_bench").render_as_string(hide_password=False),
+        # (limits, logging, metrics and proxy: bench.common.PRODUCTION or BENCH_CONFIG per server)
+        # BENCH_DATABASE: another name when several checkouts share one Postgres (each migrates its own).
+        "DATABASE_URL": make_url(base_db)
+        .set(database=os.environ.get("BENCH_DATABASE") or "codex_bench")
+        .render_as_string(hide_password=False),
         "REDIS_URL": f"{redis_root}/13",
         "CELERY_BROKER_URL": f"{redis_root}/12",
     }
@@ -188,20 +192,36 @@ def rows_for(
 def main() -> list[dict[str, Any]]:
     env = bench_env()
     token = prepare(env)
+    users = bearer_users(sessions(env["DATABASE_URL"], user_count()), ME_LIMIT)
+    ips = client_ips(10_000, None)
     results = interleaved(
         env,
         [
             Target("trivial", "trivial", "/health"),
-            Target("health", "codex", "/health"),
-            Target("me", "codex", "/api/v1/auth/me", {"headers": {"Authorization": f"Bearer {token}"}}),
+            Target("health", "codex", "/health", {"header_factory": ips}),
+            Target("me", "codex", "/api/v1/auth/me", {"header_factory": users}),
+            Target("me_bench", "codex_bench", "/api/v1/auth/me", {"headers": {"Authorization": f"Bearer {token}"}}),
         ],
     )
     me = results["me"][0]
-    if me.statuses.get(200, 0) != me.requests:
+    if me.statuses.get(200, 0) + me.statuses.get(429, 0) != me.requests:
         raise RuntimeError(f"unexpected statuses for /me: {dict(me.statuses)}")
     if not cache_is_warm(env, token):
         raise RuntimeError("the session cache entry is missing after the run")
+    record_goal(
+        "GET /auth/me", results["me"], results["trivial"], GOAL_RATIO,
+        bench_config=results["me_bench"], callers=[users],
+    )  # fmt: skip
     rows = rows_for(results["me"], results["trivial"], results["health"])
+    old = results["me_bench"][0]
+    rows.insert(2, {
+        "name": "  same, former bench configuration (one user, limits off, WARNING)",
+        "value": round(old.rps, 1), "unit": "req/s", "baseline": round(results["trivial"][0].rps, 1),
+        "ratio": round(old.rps / results["trivial"][0].rps, 2) if results["trivial"][0].rps else 0.0,
+        "goal": "context",
+    })  # fmt: skip
+    rows.append({"name": "callers", "value": users.summary(), "unit": "", "baseline": "", "ratio": "",
+                 "goal": f"429s: {me.statuses.get(429, 0)} (must be 0)"})  # fmt: skip
     print_table(rows)
     return rows
 

@@ -1,8 +1,10 @@
 """Progress heartbeats (``PUT /content/{id}/progress``) next to ``GET /health``, and the flush of 10 000 entries.
 
 Setup as bench_stream (database ``codex_bench``, org ``bench-playback``, Redis DB 13; only this
-benchmark's keys are deleted). Part 1, under gunicorn (2 workers x 4 threads, rate limiting off),
-interleaved in rounds as in bench_stream: the trivial Flask ``GET /health``, Codex ``GET /health``,
+benchmark's keys are deleted). Part 1, under gunicorn (2 workers x 4 threads), in the production
+configuration with BENCH_USERS signed-in users on a free item (the former bench configuration, one
+buyer on the paid item, alongside as context), interleaved in rounds as in bench_stream: the
+trivial Flask ``GET /health``, Codex ``GET /health``,
 and heartbeats from the buyer on the paid item with an increasing position and ``client_ts`` (each
 one is applied, none ignored). A warm heartbeat is the session from Redis and one Lua call that
 checks the content's snapshot token and the access entry and applies the write. The
@@ -33,10 +35,12 @@ from sqlalchemy.orm import Session
 
 from bench.bench_auth import bench_env, print_table
 from bench.bench_stream import Playback, forget_keys, goal_text, prepare, row
-from bench.common import LoadResult, Target, interleaved
+from bench.common import LoadResult, Rotation, Target, bearer_users, client_ips, interleaved, record_goal
+from bench.users import sessions, user_count
 
 GOAL_RATIO = 0.7
 FLUSH_GOAL_SECONDS = 1.0
+PROGRESS_LIMIT = 120  # per user per minute (security.md §3; the shared 300/min is larger)
 
 
 def heartbeat_bodies() -> Any:
@@ -70,24 +74,30 @@ def db_writes(env: dict[str, str]) -> int:
         engine.dispose()
 
 
-def heartbeats(env: dict[str, str], playback: Playback) -> tuple[dict[str, tuple[LoadResult, list[float]]], int]:
-    """trivial /health, Codex /health and heartbeats, interleaved; database rows written meanwhile."""
+def heartbeats(
+    env: dict[str, str], playback: Playback, users: Rotation
+) -> tuple[dict[str, tuple[LoadResult, list[float]]], int]:
+    """trivial /health, Codex /health and heartbeats (production: ``users`` on a free item; the
+    former bench configuration: the buyer on the paid item), interleaved; database rows written
+    meanwhile."""
     before = db_writes(env)
+    beat = {"method": "PUT", "body_factory": heartbeat_bodies(), "ok_statuses": (204,)}
     results = interleaved(
         env,
         [
             Target("trivial", "trivial", "/health"),
-            Target("health", "codex", "/health"),
+            Target("health", "codex", "/health", {"header_factory": client_ips(10_000, None)}),
             Target(
                 "progress",
                 "codex",
+                f"/api/v1/content/{playback.free_ids[0]}/progress",
+                {**beat, "header_factory": users},
+            ),
+            Target(
+                "progress_bench",
+                "codex_bench",
                 f"/api/v1/content/{playback.content_id}/progress",
-                {
-                    "headers": {"Authorization": f"Bearer {playback.token}"},
-                    "method": "PUT",
-                    "body_factory": heartbeat_bodies(),
-                    "ok_statuses": (204,),
-                },
+                {**beat, "headers": {"Authorization": f"Bearer {playback.token}"}},
             ),
         ],
     )
@@ -150,18 +160,27 @@ def fill(client: Any, playback: Playback, round_: int) -> None:
 def main() -> list[dict[str, Any]]:
     env = bench_env()
     playback = prepare(env)
-    results, written = heartbeats(env, playback)
+    users = bearer_users(sessions(env["DATABASE_URL"], user_count()), PROGRESS_LIMIT)
+    results, written = heartbeats(env, playback, users)
     beats = results["progress"][0]
-    if beats.statuses.get(204, 0) != beats.requests:
+    if beats.statuses.get(204, 0) + beats.statuses.get(429, 0) != beats.requests:
         raise RuntimeError(f"unexpected statuses for PUT /progress: {dict(beats.statuses)}")
     trivial, health = results["trivial"], results["health"][0]
     insert_s, update_s, rows_flushed = flush_10k(env, playback)
+    record_goal(
+        "PUT /content/{id}/progress", results["progress"], trivial, GOAL_RATIO,
+        bench_config=results["progress_bench"], callers=[users],
+    )  # fmt: skip
     rows = [
         row("trivial Flask GET /health", trivial, trivial, health, "baseline"),
         row("Codex GET /health", results["health"], trivial, health, "-"),
         row("PUT /content/{id}/progress (accepted heartbeats)", results["progress"], trivial, health,
             goal_text(beats, trivial[0], GOAL_RATIO)),
+        row("  same, former bench configuration (one buyer, limits off)", results["progress_bench"], trivial,
+            health, "context"),
     ]  # fmt: skip
+    rows.append({**{k: "" for k in rows[0]}, "name": "callers", "req/s": users.summary(),
+                 "goal": f"429s: {beats.statuses.get(429, 0)} (must be 0)"})  # fmt: skip
     rows.append({**{k: "" for k in rows[0]}, "name": "database rows written during the heartbeat run",
                  "req/s": written, "goal": f"0 ({'met' if written == 0 else 'NOT met'})"})  # fmt: skip
     for name, seconds in (("flush 10 000 dirty entries (insert)", insert_s), ("flush 10 000 (update)", update_s)):

@@ -6,7 +6,9 @@ content item, a buyer with a purchase grant, and (for bench_progress) 100 viewer
 content items. Only that org's rows and keys are touched (Redis DB 13, keys ``access:*``,
 ``pb:*`` and the bench sessions), so other benchmarks sharing the database keep their data.
 The app runs under gunicorn with the Procfile's settings (2 workers x 4 threads), local storage
-(the thumbnail URL is HMAC-signed), rate limiting off, ``LOG_LEVEL=WARNING``.
+(the thumbnail URL is HMAC-signed), in the production configuration (``bench.common.PRODUCTION``)
+with BENCH_USERS (3000) signed-in users on a free item; the former bench configuration (limits
+off, ``LOG_LEVEL=WARNING``, the one buyer on the paid item) is measured alongside as context.
 
 Measured in the same run, interleaved: the trivial Flask ``GET /health`` (bench_http's baseline),
 Codex ``GET /health``, the stream endpoint with the buyer's Bearer token, and the proxy's
@@ -36,13 +38,16 @@ from sqlalchemy import create_engine, delete, insert, select
 from sqlalchemy.orm import Session
 
 from bench.bench_auth import bench_env, migrate, print_table
-from bench.common import LoadResult, Target, interleaved, percentile
+from bench.common import LoadResult, Target, bearer_users, client_ips, interleaved, percentile, record_goal
+from bench.users import sessions, user_count
 
 ORG_SLUG = "bench-playback"
 EMAIL = "bench-playback-{}@example.com"
 VIEWERS = 100
 FREE_ITEMS = 100
 GOAL_RATIO = 0.6
+STREAM_LIMIT = 60  # per user per minute (security.md §3; the shared 300/min is larger)
+HLS_LIMIT = 600  # per IP per minute, the HLS proxy
 
 
 @dataclass
@@ -217,27 +222,42 @@ def main() -> list[dict[str, Any]]:
     playback = prepare(env)
     auth = {"Authorization": f"Bearer {playback.token}"}
     write_master_playlist(env, playback)
+    # Production: thousands of signed-in users on a free item (every user may play it; the
+    # buyer's paid item needs a grant per user), each under its 60/min.
+    users = bearer_users(sessions(env["DATABASE_URL"], user_count()), STREAM_LIMIT)
+    ips = client_ips(10_000, HLS_LIMIT)
+    free_path = f"/api/v1/content/{playback.free_ids[0]}/stream?expires_in=3600"
     stream_path = f"/api/v1/content/{playback.content_id}/stream?expires_in=3600"
     results = interleaved(
         env,
         [
             Target("trivial", "trivial", "/health"),
-            Target("health", "codex", "/health"),
-            Target("stream", "codex", stream_path, {"headers": auth}),
-            Target("master", "codex", lambda url: master_path(url, playback, auth)),
+            Target("health", "codex", "/health", {"header_factory": ips}),
+            Target("stream", "codex", free_path, {"header_factory": users}),
+            Target("stream_bench", "codex_bench", stream_path, {"headers": auth}),
+            Target("master", "codex", lambda url: master_path(url, playback, auth), {"header_factory": ips}),
         ],
     )
     streams = results["stream"][0]
-    if streams.statuses.get(200, 0) != streams.requests:
+    if streams.statuses.get(200, 0) + streams.statuses.get(429, 0) != streams.requests:
         raise RuntimeError(f"unexpected statuses for /stream: {dict(streams.statuses)}")
     trivial, health = results["trivial"], results["health"][0]
+    record_goal(
+        "GET /content/{id}/stream", results["stream"], trivial, GOAL_RATIO,
+        bench_config=results["stream_bench"], callers=[users],
+    )  # fmt: skip
     rows = [
         row("trivial Flask GET /health", trivial, trivial, health, "baseline"),
         row("Codex GET /health", results["health"], trivial, health, "-"),
         row("GET /content/{id}/stream (access cache warm)", results["stream"], trivial, health,
             goal_text(streams, trivial[0], GOAL_RATIO)),
+        row("  same, former bench configuration (one buyer, limits off)", results["stream_bench"], trivial, health,
+            "context"),
         row("GET /stream/{token}/master.m3u8 (context)", results["master"], trivial, health, "-"),
     ]  # fmt: skip
+    rows.append({**{k: "" for k in rows[0]}, "name": "callers", "req/s": users.summary(),
+                 "goal": f"429s: {streams.statuses.get(429, 0)} stream, {results['master'][0].statuses.get(429, 0)} "
+                         f"master (must be 0); HLS: {ips.summary()}"})  # fmt: skip
     print_table(rows)
     return rows
 

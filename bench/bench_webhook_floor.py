@@ -39,7 +39,9 @@ def main() -> list[dict[str, Any]]:
         ):
             for round_ in range(rounds):
                 part_warmup = warmup if round_ == 0 else min(warmup, 0.5)
-                common = {"duration": duration / rounds, "concurrency": concurrency, "warmup": part_warmup}
+                common: dict[str, Any] = {
+                    "duration": duration / rounds, "concurrency": concurrency, "warmup": part_warmup
+                }  # fmt: skip
                 rps["trivial"].append(load(trivial.url + "/health", **common).rps)
                 result = load(floor.url + "/webhooks/stripe", method="POST", body_factory=deliveries, **common)
                 if result.errors or set(result.statuses) != {200}:

@@ -53,13 +53,26 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import Engine, make_url
 
 from app.payments.signature import sign
-from bench.common import LoadResult, env_float, load, percentile, start_gunicorn
+from bench.common import (
+    GUNICORN_CONF,
+    LoadResult,
+    Rotation,
+    client_ips,
+    env_float,
+    load,
+    percentile,
+    production_env,
+    record_goal,
+    start_gunicorn,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "bench" / "out"
 DB_NAME = "codex_bench_webhooks"
 SECRET = "whsec_codex_local"
 GOAL_RATIO = 0.5
+FLOOR_GOAL = 0.8  # issue 19: deliveries/s >= 0.8 x the bare floor endpoint (bench_webhook_floor)
+WEBHOOK_LIMIT = 1000  # per IP per minute (security.md §3)
 GOAL_P95_SECONDS = 2.0
 
 
@@ -69,6 +82,7 @@ def settings() -> dict[str, str]:
     redis_root = base_redis.rsplit("/", 1)[0] if base_redis.count("/") >= 3 else base_redis.rstrip("/")
     return {
         "APP_ENV": "development",
+        # The throughput phase lays bench.common.PRODUCTION over these; the latency phase keeps them.
         "LOG_LEVEL": "WARNING",
         "RATELIMIT_ENABLED": "false",
         "DATABASE_URL": make_url(base_db).set(database=DB_NAME).render_as_string(hide_password=False),
@@ -331,6 +345,7 @@ class Measured:
     parts: list[LoadResult] = field(default_factory=list)
     cpu_seconds: dict[str, float] = field(default_factory=dict)  # measured window's share
     answered: int = 0  # every answered request of the measured windows
+    callers: Rotation | None = None  # the client IPs the requests came from, if spread
 
     @property
     def result(self) -> LoadResult:
@@ -349,8 +364,10 @@ class Measured:
 
 
 def measure_throughput(env: dict[str, str], data: dict[str, Any]) -> dict[str, Measured]:
-    """Trivial ``GET /health``, Codex ``GET /health`` and the webhook ``POST``, in turn, for
-    BENCH_ROUNDS rounds of BENCH_DURATION / rounds seconds each (as bench_stream does).
+    """Trivial ``GET /health``, Codex ``GET /health``, the webhook ``POST`` and the same on the bare
+    floor app (bench/webhook_floor_app.py), in turn, for BENCH_ROUNDS rounds of BENCH_DURATION /
+    rounds seconds each (as bench_stream does). Codex runs in the production configuration
+    (``bench.common.PRODUCTION``), its requests from 10 000 client IPs (1000/min each at most).
 
     Both servers (each with the Procfile's 2 workers x 4 threads) run for the whole phase but only
     the target being measured gets requests. On a machine shared with other work, outside load
@@ -363,16 +380,25 @@ def measure_throughput(env: dict[str, str], data: dict[str, Any]) -> dict[str, M
     concurrency = int(env_float("BENCH_CONCURRENCY", 16))
     rounds = max(1, int(env_float("BENCH_ROUNDS", 5)))
     deliveries = Deliveries(data, "thr")
+    floor_deliveries = Deliveries(data, "flr")
+    ips = client_ips(10_000, WEBHOOK_LIMIT)
     targets: list[tuple[str, str, dict[str, Any]]] = [
         ("trivial", "/health", {}),
-        ("health", "/health", {}),
-        ("webhooks", "/webhooks/stripe", {"method": "POST", "body_factory": deliveries}),
+        ("health", "/health", {"header_factory": ips}),
+        ("webhooks", "/webhooks/stripe", {"method": "POST", "body_factory": deliveries, "header_factory": ips}),
+        ("floor", "/webhooks/stripe", {"method": "POST", "body_factory": floor_deliveries}),
     ]
     measured = {name: Measured() for name, _, _ in targets}
-    with start_gunicorn("bench.trivial_app:app", {}) as trivial, start_gunicorn("app:create_app()", env) as codex:
+    measured["webhooks"].callers = ips
+    with (
+        start_gunicorn("bench.trivial_app:app", {}) as trivial,
+        start_gunicorn("app:create_app()", production_env(env), config=GUNICORN_CONF) as codex,
+        start_gunicorn("bench.webhook_floor_app:app", env) as floor,
+    ):
+        servers = {"trivial": trivial, "health": codex, "webhooks": codex, "floor": floor}
         for round_ in range(rounds):
             for name, path, kwargs in targets:
-                server = trivial if name == "trivial" else codex
+                server = servers[name]
                 part_warmup = warmup if round_ == 0 else min(warmup, 0.5)  # later rounds: reconnect only
                 meter = CpuMeter({"web": server.proc.pid})
                 meter.start()
@@ -439,8 +465,11 @@ def wait_processed(engine: Engine, ids: list[str], timeout: float, interval: flo
     return int(done)
 
 
-def paced_deliveries(url: str, bodies: list[tuple[str, bytes]], rate: float, senders: int = 16) -> dict[str, float]:
-    """Open loop: delivery i starts at t0 + i / rate (late senders do not slow the schedule down)."""
+def paced_deliveries(
+    url: str, bodies: list[tuple[str, bytes]], rate: float, senders: int = 16, ips: Rotation | None = None
+) -> dict[str, float]:
+    """Open loop: delivery i starts at t0 + i / rate (late senders do not slow the schedule down);
+    from the client addresses of ``ips`` when given (X-Forwarded-For, under each IP's limit)."""
     port = int(url.rsplit(":", 1)[1])
     sent_at: dict[str, float] = {}
     statuses: list[int] = []
@@ -458,6 +487,8 @@ def paced_deliveries(url: str, bodies: list[tuple[str, bytes]], rate: float, sen
             if delay > 0:
                 time.sleep(delay)
             headers = {"Stripe-Signature": sign(body, SECRET), "Content-Type": "application/json"}
+            if ips is not None:
+                headers.update(ips())
             started = time.time()
             try:
                 conn.request("POST", "/webhooks/stripe", body=body, headers=headers)
@@ -568,6 +599,7 @@ def latency_run(
     rate: float,
     duration: float,
     first: int,
+    ips: Rotation | None = None,
 ) -> dict[str, Any]:
     """Deliver ``rate`` x ``duration`` events (customers from index ``first``) and time each to ``processed``."""
     count = int(rate * duration)
@@ -583,7 +615,7 @@ def latency_run(
     ]
     meter = CpuMeter({"web": pids[0], "worker": pids[1]})
     meter.start()
-    sent_at = paced_deliveries(server_url, bodies, rate=rate)
+    sent_at = paced_deliveries(server_url, bodies, rate=rate, ips=ips)
     ids = list(sent_at)
     done = wait_processed(engine, ids, timeout=180)
     meter.stop()
@@ -628,14 +660,18 @@ def latency_runs(env: dict[str, str], engine: Engine, data: dict[str, Any]) -> l
     store_sessions(engine, data, [(warm_session, data["customers"][0])])
     warm_id = "evt_warmup0000000000000000000"
     warm = (warm_id, event_body(warm_id, data["customers"][0], data, warm_session))
-    with start_gunicorn("app:create_app()", env) as server, celery_worker(env, concurrency) as worker:
+    ips = client_ips(10_000, WEBHOOK_LIMIT)
+    with (
+        start_gunicorn("app:create_app()", production_env(env), config=GUNICORN_CONF) as server,
+        celery_worker(env, concurrency) as worker,
+    ):
         # Warm-up: one event end to end also proves the worker is consuming.
-        paced_deliveries(server.url, [warm], rate=1.0, senders=1)
+        paced_deliveries(server.url, [warm], rate=1.0, senders=1, ips=ips)
         if wait_processed(engine, [warm[0]], timeout=60, interval=0.1) != 1:
             raise RuntimeError("the worker did not process the warm-up event (see bench/out/celery-bench-webhooks.log)")
         pids = (server.proc.pid, worker.pid)
-        low = latency_run(server.url, pids, engine, data, low_rate, duration, first=1)
-        high = latency_run(server.url, pids, engine, data, rate, duration, first=1 + int(low_rate * duration))
+        low = latency_run(server.url, pids, engine, data, low_rate, duration, first=1, ips=ips)
+        high = latency_run(server.url, pids, engine, data, rate, duration, first=1 + int(low_rate * duration), ips=ips)
         if worker.poll() is not None:
             raise RuntimeError("the worker died (see bench/out/celery-bench-webhooks.log)")
     return [low, high]
@@ -657,7 +693,8 @@ def main() -> list[dict[str, Any]]:
         _flush_redis(env)
         measured = measure_throughput(env, data)
         with engine.connect() as conn:
-            stored = conn.execute(text("SELECT count(*) FROM stripe_events")).scalar_one()
+            # (the floor app's rows, evt_flr…, are not Codex's)
+            stored = conn.execute(text("SELECT count(*) FROM stripe_events WHERE id LIKE 'evt_thr%'")).scalar_one()
         broker = redis.Redis.from_url(env["CELERY_BROKER_URL"])
         queued = broker.llen("webhooks")
         # Phase 2 starts from a clean backlog: no leftovers of phase 1 for the worker.
@@ -693,7 +730,15 @@ def report(
     low: dict[str, Any],
     high: dict[str, Any],
 ) -> list[dict[str, Any]]:
-    trivial, health, webhooks = (measured[name].result for name in ("trivial", "health", "webhooks"))
+    trivial, health, webhooks, floor = (measured[name].result for name in ("trivial", "health", "webhooks", "floor"))
+    hooks_rounds = [(measured[name].result, measured[name].per_round) for name in ("webhooks", "floor")]
+    ips = measured["webhooks"].callers
+    record_goal(
+        "webhook deliveries POST /webhooks/stripe", hooks_rounds[0], hooks_rounds[1], FLOOR_GOAL,
+        baseline_name="bench_webhook_floor's bare endpoint", callers=[ips] if ips else [],
+    )  # fmt: skip
+    floor_rounds = [w / f for w, f in zip(hooks_rounds[0][1], hooks_rounds[1][1], strict=True) if f]
+    floor_ratio = webhooks.rps / floor.rps if floor.rps else 0.0
     cpu = {name: target.cpu_ms() for name, target in measured.items()}
     rounds = [w / t for w, t in zip(measured["webhooks"].per_round, measured["trivial"].per_round, strict=True) if t]
     ratio = webhooks.rps / trivial.rps if trivial.rps else 0.0
@@ -710,6 +755,12 @@ def report(
              f"{min(rounds, default=0):.2f}-{max(rounds, default=0):.2f}", goal="the spread is the machine's noise"),
         _row("  same, against Codex GET /health", round(webhooks.rps, 1), "req/s", round(health.rps, 1),
              round(ratio_health, 2), f">= {GOAL_RATIO} x: {_met(ratio_health >= GOAL_RATIO)}"),
+        _row("  same, against the bare floor app (same rounds)", round(webhooks.rps, 1), "req/s", round(floor.rps, 1),
+             round(floor_ratio, 2), f">= {FLOOR_GOAL} x floor: {_met(floor_ratio >= FLOOR_GOAL)}"),
+        _row("  webhooks / floor in each round (min-max)",
+             f"{min(floor_rounds, default=0):.2f}-{max(floor_rounds, default=0):.2f}"),
+        _row("  429s / client IPs", f"{webhooks.statuses.get(429, 0)}",
+             goal=ips.summary() if ips else ""),
         _row("POST /webhooks/stripe p99", round(p99 * 1000, 2), "ms", round(trivial_p99 * 1000, 2),
              round(p99 / trivial_p99, 2) if trivial_p99 else ""),
         _row("POST /webhooks/stripe p50", round(percentile(webhooks.latencies, 50) * 1000, 2), "ms",

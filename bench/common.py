@@ -23,8 +23,8 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,6 +35,7 @@ OUT = ROOT / "bench" / "out"  # server logs; ignored by git
 
 Body = bytes | tuple[bytes, Mapping[str, str]] | None
 BodyFactory = Callable[[], Body]
+HeaderFactory = Callable[[], Mapping[str, str]]
 
 
 def free_port() -> int:
@@ -74,18 +75,28 @@ def start_gunicorn(
     threads: int = 4,
     ready_path: str = "/health",
     timeout: float = 30.0,
+    config: str | None = None,
 ) -> Iterator[Server]:
     """Run ``gunicorn app_spec`` on 127.0.0.1 (the Procfile's worker settings by default).
 
     Yields once ``ready_path`` answers 200; stops the server (SIGTERM, then SIGKILL) on exit.
     ``env`` is laid over the current environment; the working directory is the repo root.
+    ``config`` is a gunicorn ``-c`` argument (the Procfile's ``python:app.gunicorn_conf``); with
+    it, each server gets its own ``PROMETHEUS_MULTIPROC_DIR`` under bench/out/ unless ``env`` names
+    one. stdout and stderr (gunicorn's and the app's log lines) go to a file under bench/out/,
+    as a deployment's process manager would write them.
     """
     port = port or free_port()
     OUT.mkdir(parents=True, exist_ok=True)
     safe_name = "".join(c if c.isalnum() else "_" for c in app_spec).strip("_")
     log_path = OUT / f"gunicorn-{safe_name}-{port}.log"
-    cmd = [
-        sys.executable, "-m", "gunicorn", app_spec,
+    env = dict(env or {})
+    cmd = [sys.executable, "-m", "gunicorn"]
+    if config:
+        cmd += ["-c", config]
+        env.setdefault("PROMETHEUS_MULTIPROC_DIR", str(OUT / f"prometheus-{port}"))
+    cmd += [
+        app_spec,
         "--workers", str(workers), "--threads", str(threads),
         "--bind", f"127.0.0.1:{port}",
     ]  # fmt: skip
@@ -93,7 +104,7 @@ def start_gunicorn(
         proc = subprocess.Popen(
             cmd,
             cwd=ROOT,
-            env={**os.environ, **(env or {})},
+            env={**os.environ, **env},
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # its own process group, stopped as one below
@@ -172,11 +183,14 @@ def load(
     warmup: float = 2.0,
     max_requests: int = 2_000_000,
     ok_statuses: Sequence[int] = (200,),
+    header_factory: HeaderFactory | None = None,
 ) -> LoadResult:
     """Closed-loop load: ``concurrency`` threads, each with one keep-alive connection, send
     requests back to back for ``warmup`` seconds (discarded) and then ``duration`` seconds.
 
     Stops at ``max_requests`` in all as well. Returns the latency of every measured request.
+    ``header_factory()`` (called once per request) gives headers that change per request: the
+    signed-in user (``Users``) or the client address (``ClientIps``).
     """
     parts = urlsplit(url)
     if parts.hostname not in {"127.0.0.1", "localhost", "::1"}:
@@ -204,13 +218,13 @@ def load(
             begin = time.perf_counter()
             if begin >= measure_end:
                 break
-            request_headers = base_headers
+            request_headers = base_headers if header_factory is None else {**base_headers, **header_factory()}
             body: bytes | None = None
             if body_factory is not None:
                 produced = body_factory()
                 if isinstance(produced, tuple):
                     body, extra = produced
-                    request_headers = {**base_headers, **extra}
+                    request_headers = {**request_headers, **extra}
                 else:
                     body = produced
             try:
@@ -262,16 +276,125 @@ def percentile(values: Sequence[float], pct: float) -> float:
     return ordered[rank - 1]
 
 
+# ---- the production configuration ----------------------------------------------------------
+
+# What a deployment runs (Procfile web line, docs/operations.md): limits on, one INFO JSON line per
+# request on stderr, Prometheus multiprocess mode through the gunicorn config, one proxy in front.
+# APP_ENV stays development (production refuses the local defaults), so the log format is named.
+PRODUCTION = {
+    "RATELIMIT_ENABLED": "true",
+    "LOG_LEVEL": "INFO",
+    "LOG_FORMAT": "json",
+    "TRUSTED_PROXY_COUNT": "1",
+}
+GUNICORN_CONF = "python:app.gunicorn_conf"
+# The benchmarks' configuration before issue 19: no limits, no request log line, no gunicorn config.
+BENCH_CONFIG = {"RATELIMIT_ENABLED": "false", "LOG_LEVEL": "WARNING", "TRUSTED_PROXY_COUNT": "0"}
+
+WINDOW_SECONDS = 60.0  # every per-user and per-IP limit the benchmarks meet is "N per minute"
+# The scheduler keeps each caller's requests this much further apart than the window: the server
+# sees a request up to its latency after the scheduler hands it out.
+WINDOW_MARGIN = 2.0
+
+
+class Rotation:
+    """Round-robin over callers (signed-in users or client IPs), one header per request, such that
+    no caller sends more than ``limit`` requests in any ``WINDOW_SECONDS``.
+
+    Request ``k`` goes to caller ``k % n``; the same caller's ``limit``-th previous request is
+    request ``k - limit * n``, so when that one was handed out less than the window (plus a margin)
+    ago the call waits. Spread over enough callers it never waits; ``max_per_window`` reports the
+    busiest caller's count in any window, to print against the limit.
+
+    Thread-safe; a Rotation belongs to one limit scope (share one between targets of one scope)."""
+
+    def __init__(
+        self,
+        header: str,
+        values: Sequence[str],
+        limit: int | None,
+        label: str,
+        *,
+        prime: bool = False,
+        window: float = WINDOW_SECONDS,
+        margin: float = WINDOW_MARGIN,
+    ) -> None:
+        if not values or (limit is not None and limit < 1):
+            raise ValueError("a rotation needs callers and a positive limit")
+        self.header = header
+        self.values = list(values)
+        self.limit = limit
+        self.label = label  # e.g. "users"
+        self.prime = prime  # callers with server-side state (sessions): one request each before measuring
+        self.window = window
+        self.margin = margin
+        self.times: list[float] = []
+        self.waited = 0.0
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+    def __call__(self) -> dict[str, str]:
+        with self._lock:
+            k = len(self.times)
+            now = time.monotonic()
+            earlier = -1 if self.limit is None else k - self.limit * len(self.values)
+            if earlier >= 0:
+                ready_at = self.times[earlier] + self.window + self.margin
+                if now < ready_at:  # (holding the lock: every later caller would wait as well)
+                    time.sleep(ready_at - now)
+                    self.waited += ready_at - now
+                    now = time.monotonic()
+            self.times.append(now)
+        return {self.header: self.values[k % len(self.values)]}
+
+    def max_per_window(self) -> int:
+        """The most requests any one caller was handed in any window (WINDOW_SECONDS)."""
+        with self._lock:
+            times = list(self.times)
+        n, busiest = len(self.values), 0
+        for caller in range(min(n, len(times))):
+            mine = times[caller::n]
+            first = 0
+            for last, t in enumerate(mine):
+                while t - mine[first] >= self.window:
+                    first += 1
+                busiest = max(busiest, last - first + 1)
+        return busiest
+
+    def summary(self) -> str:
+        """``max 17/min per caller (limit 60), 3000 users``, for the tables."""
+        waited = f", waited {self.waited:.1f} s" if self.waited else ""
+        limit = "unlimited" if self.limit is None else f"limit {self.limit}"
+        return f"max {self.max_per_window()}/min per caller ({limit}), {len(self)} {self.label}{waited}"
+
+
+def client_ips(count: int, limit: int | None, label: str = "client IPs") -> Rotation:
+    """``count`` distinct client addresses (10.x.y.z) sent as ``X-Forwarded-For``: with
+    ``TRUSTED_PROXY_COUNT=1`` ProxyFix takes the last (only) entry as the client's address, as it
+    would from the one proxy in front of a deployment."""
+    ips = [f"10.{i >> 16 & 255}.{i >> 8 & 255}.{i & 255}" for i in range(1, count + 1)]
+    return Rotation("X-Forwarded-For", ips, limit, label)
+
+
+def bearer_users(tokens: Sequence[str], limit: int, label: str = "users") -> Rotation:
+    return Rotation("Authorization", [f"Bearer {token}" for token in tokens], limit, label, prime=True)
+
+
 # ---- interleaved targets ------------------------------------------------------------------
 
 
 @dataclass
 class Target:
-    """One measured endpoint: on the trivial app or on Codex, a path (or a function of the running
-    Codex server's URL giving one), and extra ``load`` arguments (method, headers, body)."""
+    """One measured endpoint: on the trivial app, on Codex in the production configuration
+    ("codex") or in the benchmarks' former configuration ("codex_bench"), a path (or a function of
+    the running server's URL giving one), and extra ``load`` arguments (method, headers, body,
+    header_factory). A ``Rotation`` of users given as ``header_factory`` is primed first: one
+    request per user before the measurement, so that no user's first (cold) request lands in it."""
 
     name: str
-    server: str  # "trivial" | "codex"
+    server: str  # "trivial" | "codex" | "codex_bench"
     path: str | Callable[[str], str]
     kwargs: dict[str, Any] = field(default_factory=dict)
 
@@ -284,31 +407,119 @@ def merge(parts: list[LoadResult]) -> LoadResult:
     return LoadResult(latencies, sum(p.elapsed for p in parts), sum(p.errors for p in parts), statuses)
 
 
-def interleaved(env: dict[str, str], targets: list[Target]) -> dict[str, tuple[LoadResult, list[float]]]:
-    """Measure the targets (on the trivial app, or on Codex run with ``env``) in turn, in
-    BENCH_ROUNDS rounds of BENCH_DURATION / rounds seconds each.
+def production_env(env: Mapping[str, str]) -> dict[str, str]:
+    return {**env, **PRODUCTION}
 
-    Both servers (the trivial app and Codex, each with the Procfile's 2 workers x 4 threads) run
-    for the whole measurement, but only the target being measured gets requests, so they never
-    share the CPUs. Rounds make the ratios robust on a shared machine: load from other processes
-    that comes and goes during the run hits every target alike instead of whichever one happened
-    to be measured at the time. Returns each target's merged result and its rps per round."""
+
+def bench_config_env(env: Mapping[str, str]) -> dict[str, str]:
+    return {**env, **BENCH_CONFIG}
+
+
+@contextmanager
+def codex_servers(env: Mapping[str, str], names: Collection[str]) -> Iterator[dict[str, Server]]:
+    """The servers ``names`` asks for: "trivial", "codex" (production configuration over ``env``),
+    "codex_bench" (the former bench configuration over ``env``), all up together."""
+    specs: dict[str, tuple[str, dict[str, str], str | None]] = {
+        "trivial": ("bench.trivial_app:app", {}, None),
+        "codex": ("app:create_app()", production_env(env), GUNICORN_CONF),
+        "codex_bench": ("app:create_app()", bench_config_env(env), None),
+    }
+    with ExitStack() as stack:
+        servers = {}
+        for name in ("trivial", "codex", "codex_bench"):
+            if name in names:
+                app_spec, server_env, config = specs[name]
+                servers[name] = stack.enter_context(start_gunicorn(app_spec, server_env, config=config))
+        yield servers
+
+
+def prime(url: str, target: Target, concurrency: int) -> LoadResult | None:
+    """One request per caller of the target's ``Rotation`` (if it asks for it), unmeasured."""
+    rotation = target.kwargs.get("header_factory")
+    if not isinstance(rotation, Rotation) or not rotation.prime:
+        return None
+    every = len(rotation) + concurrency - 1  # (load caps each thread at max_requests // concurrency)
+    return load(url, duration=600, concurrency=concurrency, warmup=0, max_requests=every, **target.kwargs)
+
+
+def interleaved(
+    env: dict[str, str], targets: list[Target], servers: Mapping[str, Server] | None = None
+) -> dict[str, tuple[LoadResult, list[float]]]:
+    """Measure the targets (on the trivial app, or on Codex run with ``env`` in the production or
+    the former bench configuration) in turn, in BENCH_ROUNDS rounds of BENCH_DURATION / rounds
+    seconds each; ``servers`` (from ``codex_servers``) when the caller already started them.
+
+    All servers (each with the Procfile's 2 workers x 4 threads) run for the whole measurement,
+    but only the target being measured gets requests, so they never share the CPUs. Rounds make
+    the ratios robust on a shared machine: load from other processes that comes and goes during
+    the run hits every target alike instead of whichever one happened to be measured at the time.
+    Returns each target's merged result and its rps per round; 429s are in ``statuses``."""
+    if servers is None:
+        with codex_servers(env, {t.server for t in targets}) as started:
+            return interleaved(env, targets, started)
     duration = env_float("BENCH_DURATION", 10.0)
     warmup = env_float("BENCH_WARMUP", 2.0)
     concurrency = int(env_float("BENCH_CONCURRENCY", 16))
     rounds = max(1, int(env_float("BENCH_ROUNDS", 5)))
     parts: dict[str, list[LoadResult]] = {t.name: [] for t in targets}
-    with start_gunicorn("bench.trivial_app:app", {}) as trivial, start_gunicorn("app:create_app()", env) as codex:
-        servers = {"trivial": trivial, "codex": codex}
-        paths = {t.name: t.path(codex.url) if callable(t.path) else t.path for t in targets}
-        for round_ in range(rounds):
-            for t in targets:
-                result = load(
-                    servers[t.server].url + paths[t.name],
-                    duration=duration / rounds,
-                    concurrency=concurrency,
-                    warmup=warmup if round_ == 0 else min(warmup, 0.5),  # later rounds: reconnect only
-                    **t.kwargs,
-                )
-                parts[t.name].append(result)
+    paths = {t.name: t.path(servers[t.server].url) if callable(t.path) else t.path for t in targets}
+    for t in targets:
+        prime(servers[t.server].url + paths[t.name], t, concurrency)
+    for round_ in range(rounds):
+        for t in targets:
+            result = load(
+                servers[t.server].url + paths[t.name],
+                duration=duration / rounds,
+                concurrency=concurrency,
+                warmup=warmup if round_ == 0 else min(warmup, 0.5),  # later rounds: reconnect only
+                **t.kwargs,
+            )
+            parts[t.name].append(result)
     return {name: (merge(results), [r.rps for r in results]) for name, results in parts.items()}
+
+
+# ---- the production summary (bench/RESULTS.md's first table) ----------------------------------
+
+# One row per goal of issue 19, added by the benchmarks as they run; bench/run.py writes them.
+SUMMARY: list[dict[str, Any]] = []
+
+
+def ratio_text(values: Sequence[float]) -> str:
+    return f"{min(values):.2f}-{max(values):.2f}" if values else "-"
+
+
+def record_goal(
+    target: str,
+    measured: tuple[LoadResult, list[float]],
+    baseline: tuple[LoadResult, list[float]],
+    goal: float,
+    *,
+    baseline_name: str = "trivial",
+    bench_config: tuple[LoadResult, list[float]] | None = None,
+    callers: Sequence[Rotation] = (),
+) -> dict[str, Any]:
+    """Add the production-configuration row of ``target`` (ratio of its req/s to ``baseline``'s in
+    the same interleaved run) to SUMMARY and return it. ``bench_config``: the same target on the
+    former bench configuration, as context."""
+    (result, rounds), (base, base_rounds) = measured, baseline
+    ratio = result.rps / base.rps if base.rps else 0.0
+    per_round = [a / b for a, b in zip(rounds, base_rounds, strict=True) if b]
+    too_many = result.statuses.get(429, 0)
+    row = {
+        "target": target,
+        "goal": f">= {goal} x {baseline_name}",
+        "measured": round(ratio, 2),
+        "per round": ratio_text(per_round),
+        "met": "INVALID (429s)" if too_many else ("yes" if ratio >= goal else "no"),
+        "req/s": round(result.rps, 1),
+        "429s": too_many,
+        "other errors": result.errors - too_many,
+        "former bench config": "",
+        "callers": "; ".join(rotation.summary() for rotation in callers),
+    }
+    if bench_config is not None:
+        old, old_rounds = bench_config
+        old_per_round = [a / b for a, b in zip(old_rounds, base_rounds, strict=True) if b]
+        row["former bench config"] = f"{old.rps / base.rps:.2f} ({ratio_text(old_per_round)})" if base.rps else "-"
+    SUMMARY.append(row)
+    return row

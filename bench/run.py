@@ -73,6 +73,31 @@ def table(rows: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
+def production_summary() -> list[str]:
+    """Issue 19's table: each goal in the production configuration, from ``bench.common.SUMMARY``
+    (filled by the benchmarks as they ran). Any 429 makes the run INVALID: the load was meant to
+    stay under every limit, so a 429 means the figures measured the limiter refusing requests."""
+    from bench.common import SUMMARY
+
+    if not SUMMARY:
+        return []
+    too_many = sum(int(row["429s"]) for row in SUMMARY)
+    lines = [
+        "",
+        "## Production configuration",
+        "",
+        "Limits on (security.md §3), INFO JSON request log lines written to bench/out/, Prometheus "
+        "multiprocess mode (`gunicorn -c python:app.gunicorn_conf`), `TRUSTED_PROXY_COUNT=1`, load spread "
+        "over many signed-in users and client IPs (bench/README.md). Measured: req/s as a ratio to the "
+        "baseline in the same interleaved run; former bench config: the same target with limits off, "
+        "WARNING logs and one user (ratio and per-round range).",
+        "",
+        f"**INVALID: {too_many} answers were 429.**" if too_many else "Valid: no 429 in any target.",
+        "",
+    ]
+    return lines + table(SUMMARY)
+
+
 def modules(selected: list[str]) -> list[str]:
     names = sorted(p.stem for p in BENCH.glob("bench_*.py"))
     if selected:
@@ -89,6 +114,7 @@ def main(argv: list[str]) -> int:
     os.chdir(ROOT)
     out = ["# Benchmark results", "", "Written by `make bench` (`bench/run.py`); see bench/README.md.", ""]
     out += machine()
+    head = len(out)  # the production summary goes here, once every benchmark has run
     failed = 0
     for name in modules(argv):
         print(f"== {name}", flush=True)
@@ -112,6 +138,7 @@ def main(argv: list[str]) -> int:
         else:
             out += ["```", tee.copy.getvalue().rstrip(), "```"]
         out.append(f"\n({time.monotonic() - started:.0f} s)")
+    out[head:head] = production_summary()
     RESULTS.write_text("\n".join(out) + "\n")
     print(f"wrote {RESULTS.relative_to(ROOT)}")
     return 1 if failed else 0

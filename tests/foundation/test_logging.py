@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pytest
+
 from app.logging import mask_email, mask_path, redact
 
 
@@ -77,3 +79,111 @@ def test_request_log_line_is_json_and_masks_token_paths(app_factory: Any) -> Non
     assert line["request_id"] == "rid-1"
     assert {"method", "status", "duration_ms", "ip", "timestamp", "level"} <= set(line)
     assert "secret-token-value" not in buffer.getvalue()
+
+
+REQUEST_LINE_FIELDS = {
+    "method", "path", "status", "duration_ms", "user_id", "ip", "event", "request_id", "level", "logger", "timestamp",
+}  # fmt: skip
+
+
+def _request_lines(flask_app: Any, call: Any) -> tuple[list[dict[str, Any]], str]:
+    """Run ``call(client)`` on ``flask_app`` with the root handler writing to a buffer; the
+    request log lines it wrote (parsed) and everything written."""
+    import io
+    import logging
+
+    handler = logging.getLogger().handlers[0]
+    assert isinstance(handler, logging.StreamHandler)
+    buffer = io.StringIO()
+    original = handler.setStream(buffer)
+    try:
+        call(flask_app.test_client())
+    finally:
+        handler.setStream(original)
+        logging.getLogger().setLevel(logging.WARNING)
+    lines = [json.loads(line) for line in buffer.getvalue().splitlines() if line.startswith("{")]
+    return [line for line in lines if line["event"] == "request"], buffer.getvalue()
+
+
+def test_request_log_line_has_exactly_its_fields(app_factory: Any) -> None:
+    verbose = app_factory(LOG_LEVEL="INFO")
+    lines, _ = _request_lines(verbose, lambda c: c.get("/api/v1/no-such-route", headers={"X-Request-ID": "rid-2"}))
+    assert len(lines) == 1
+    line = lines[0]
+    assert set(line) == REQUEST_LINE_FIELDS
+    assert line["method"] == "GET"
+    assert line["path"] == "/api/v1/no-such-route"
+    assert line["status"] == 404
+    assert isinstance(line["duration_ms"], float) and line["duration_ms"] >= 0
+    assert line["user_id"] is None
+    assert line["ip"] == "127.0.0.1"
+    assert line["request_id"] == "rid-2"
+    assert (line["level"], line["logger"]) == ("info", "codex.request")
+    assert line["timestamp"].endswith("Z") and line["timestamp"][:4].isdigit()
+
+
+def test_request_log_line_redacts_what_the_client_sent(app_factory: Any) -> None:
+    """Path and client address come from the caller: emails, Bearer tokens and secrets in them are
+    scrubbed in the line (the address through ProxyFix from X-Forwarded-For)."""
+    verbose = app_factory(LOG_LEVEL="INFO", TRUSTED_PROXY_COUNT=1)
+    headers = {"X-Forwarded-For": "Bearer leaked.token.value"}
+    lines, written = _request_lines(
+        verbose, lambda c: c.get("/api/v1/lookup/ana.customer@example.com/sk_live_abc123", headers=headers)
+    )
+    assert len(lines) == 1
+    assert lines[0]["path"] == "/api/v1/lookup/a***@example.com/[REDACTED]"
+    assert lines[0]["ip"] == "Bearer [REDACTED]"
+    for secret in ("ana.customer@", "sk_live_abc123", "leaked.token.value"):
+        assert secret not in written
+
+
+def test_request_line_renders_as_the_structlog_chain_would() -> None:
+    """``log_request`` renders the line itself: the same fields, order, values and redaction as
+    ``structlog.get_logger("codex.request").info("request", ...)`` through the configured chain."""
+    import io
+    import logging
+
+    import structlog
+
+    from app.logging import configure_logging, log_request
+
+    configure_logging("INFO", "json")
+    handler = logging.getLogger().handlers[0]
+    assert isinstance(handler, logging.StreamHandler)
+    buffer = io.StringIO()
+    original = handler.setStream(buffer)
+    args: dict[str, Any] = {
+        "method": "PUT", "path": "/api/v1/x/bob@example.org", "status": 204, "duration_ms": 1.25,
+        "user_id": "0b0e7c9a-5f14-4a36-9a63-6d8f2b1c3e11", "ip": "10.1.2.3",
+    }  # fmt: skip
+    try:
+        with structlog.contextvars.bound_contextvars(request_id="rid-3", organization_id="org-1", password="pw"):
+            structlog.get_logger("codex.request").info("request", **args)
+            log_request(**args)
+    finally:
+        handler.setStream(original)
+        configure_logging("WARNING", "json")
+    chain, fast = (json.loads(line) for line in buffer.getvalue().splitlines())
+    assert list(chain) == list(fast)  # same fields in the same order
+    chain.pop("timestamp"), fast.pop("timestamp")
+    assert chain == fast
+    assert fast["path"] == "/api/v1/x/b***@example.org"
+    assert fast["password"] == "[REDACTED]"
+    assert fast["organization_id"] == "org-1"
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("plain text, ids 123 and /api/v1/content/7", "plain text, ids 123 and /api/v1/content/7"),
+        ("key rk_test_Zz9 here", "key [REDACTED] here"),
+        ("bearer abc.def and BEARER xyz", "Bearer [REDACTED] and Bearer [REDACTED]"),
+        ("redis://:pw@cache:6379/0", "redis://[REDACTED]@cache:6379/0"),
+        ("secret whsec_a_b", "secret [REDACTED]"),
+        ("to Zoe@Example.com", "to Z***@Example.com"),
+    ],
+)
+def test_scrub_catches_every_pattern(value: str, expected: str) -> None:
+    from app.logging import scrub
+
+    assert scrub(value) == expected
