@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from flask import current_app
 from flask.views import MethodView
 
 from app import db
@@ -28,7 +29,8 @@ class Catalog(MethodView):
     @blp.arguments(CatalogListArgsSchema, location="query")
     def get(self, args: dict[str, Any], org_slug: str) -> Any:
         """List an organization's published content (public; org slug or id)"""
-        return service.list_catalog(db.session, org_slug, args), 200, {"Cache-Control": CACHE_CONTROL}
+        body = service.list_body(db.session, org_slug, args)  # cached JSON (hot path)
+        return current_app.response_class(body, mimetype="application/json", headers={"Cache-Control": CACHE_CONTROL})
 
 
 @blp.route("/catalog/<content_id>")

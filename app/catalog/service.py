@@ -14,17 +14,18 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from flask import current_app
+from flask import current_app, jsonify
 from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
+from app.catalog import cache
 from app.content.models import Content
 from app.content.service import CONTENT_NOT_FOUND, contains
 from app.http import not_found, parse_uuid
 from app.media.models import MediaItem
 from app.media.service import presigned_url
 from app.orgs.models import Organization
-from app.schemas import page_envelope
+from app.schemas import format_timestamp, page_envelope
 from app.security.hls_tokens import hls_master_url, mint_hls_token
 
 _ITEM_COLUMNS = (
@@ -74,27 +75,51 @@ def catalog_item_view(row: Any) -> dict[str, Any]:
     }
 
 
+def _item_json(row: Any) -> dict[str, Any]:
+    """``catalog_item_view`` already as ``CatalogItemSchema`` dumps it (ids and times as text):
+    a page of rows goes straight to JSON, without a marshmallow pass per item."""
+    return {
+        "id": str(row.id),
+        "organization_id": str(row.organization_id),
+        "title": row.title,
+        "slug": row.slug,
+        "description": row.description,
+        "content_type": row.content_type,
+        "price_cents": row.price_cents,
+        "currency": row.currency,
+        "is_free": not row.price_cents,
+        "category": row.category,
+        "tags": list(row.tags or []),
+        "duration_seconds": row.duration_seconds,
+        "thumbnail_url": presigned_url(row.thumbnail_key),
+        "published_at": format_timestamp(row.published_at),
+    }
+
+
 def _org_and_total(session: Session, org_id_or_slug: str, filters: list[Any]) -> tuple[uuid.UUID, int]:
     """The org (id or slug; 404 ORG_NOT_FOUND) and the number of matching items, in one round trip.
 
     The count reads content alone (every row has its media: composite FK), so with the default
     filters it is an index-only scan of ix_content_catalog.
     """
-    org_id = parse_uuid(org_id_or_slug)
-    match = Organization.id == org_id if org_id is not None else Organization.slug == org_id_or_slug
     total = (
         select(func.count())
         .select_from(Content)
         .where(Content.organization_id == Organization.id, *_published(), *filters)
         .scalar_subquery()
     )
-    row = session.execute(select(Organization.id, total).where(match)).one_or_none()
+    row = session.execute(select(Organization.id, total).where(_org_match(org_id_or_slug))).one_or_none()
     if row is None:
         raise not_found("ORG_NOT_FOUND")
     return row[0], int(row[1] or 0)
 
 
-def list_catalog(session: Session, org_id_or_slug: str, args: dict[str, Any]) -> dict[str, Any]:
+def _org_match(org_id_or_slug: str) -> Any:
+    org_id = parse_uuid(org_id_or_slug)
+    return Organization.id == org_id if org_id is not None else Organization.slug == org_id_or_slug
+
+
+def _filters(args: dict[str, Any]) -> list[Any]:
     filters: list[Any] = []
     if args.get("q"):
         pattern = contains(args["q"])
@@ -105,6 +130,12 @@ def list_catalog(session: Session, org_id_or_slug: str, args: dict[str, Any]) ->
         filters.append(Content.category == args["category"])
     if args.get("tag"):
         filters.append(Content.tags.contains([args["tag"]]))
+    return filters
+
+
+def build_list(session: Session, org_id_or_slug: str, args: dict[str, Any]) -> tuple[uuid.UUID, dict[str, Any]]:
+    """The org the reference resolved to and its list page, JSON-ready (see ``_item_json``)."""
+    filters = _filters(args)
     organization_id, total = _org_and_total(session, org_id_or_slug, filters)
     page, per_page = args["page"], args["per_page"]
     items: list[dict[str, Any]] = []
@@ -119,8 +150,32 @@ def list_catalog(session: Session, org_id_or_slug: str, args: dict[str, Any]) ->
             .limit(per_page)
             .offset((page - 1) * per_page)
         )
-        items = [catalog_item_view(row) for row in session.execute(stmt)]
-    return page_envelope(items, page, per_page, total)
+        items = [_item_json(row) for row in session.execute(stmt)]
+    return organization_id, page_envelope(items, page, per_page, total)
+
+
+def list_body(session: Session, org_id_or_slug: str, args: dict[str, Any]) -> bytes:
+    """The JSON body of the catalogue list (exactly what the ``CatalogItem`` list schema would send):
+    cached per org and query while the org's catalogue generation is current (app/catalog/cache.py)."""
+    found = cache.lookup(cache.page_key(org_id_or_slug, args))
+    if found.body is not None:
+        return found.body
+    org_id, generation = found.org_id, found.generation
+    if org_id is None:
+        org_id = str(_resolve_org(session, org_id_or_slug))
+        generation = cache.generation(org_id)  # before the reads the page is built from
+    resolved, envelope = build_list(session, org_id_or_slug, args)
+    body = jsonify(envelope).get_data()
+    if str(resolved) == org_id:  # (else the slug moved between the two reads: serve, do not keep)
+        cache.store(found.key, org_id, generation, body)
+    return body
+
+
+def _resolve_org(session: Session, org_id_or_slug: str) -> uuid.UUID:
+    org_id = session.scalar(select(Organization.id).where(_org_match(org_id_or_slug)))
+    if org_id is None:
+        raise not_found("ORG_NOT_FOUND")
+    return org_id
 
 
 def preview_view(content_id: uuid.UUID, media_id: uuid.UUID, preview_key: str | None) -> dict[str, Any] | None:

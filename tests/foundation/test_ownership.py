@@ -115,6 +115,8 @@ SAMPLES = {
     "access_entry": (uuid.uuid4(), uuid.uuid4()),
     "content_generation": (uuid.uuid4(),),
     "org_settings": (uuid.uuid4(),),
+    "catalog_generation": (uuid.uuid4(),),
+    "catalog_page": ("bakery", "0123abcd"),
     "progress": (uuid.uuid4(), uuid.uuid4()),
     "user_dirty": (uuid.uuid4(),),
     "progress_seen": ("20250101", uuid.uuid4(), uuid.uuid4()),
