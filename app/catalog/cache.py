@@ -25,7 +25,6 @@ Redis being down only costs the database read (nothing is served or stored witho
 from __future__ import annotations
 
 import hashlib
-import json
 import threading
 import time
 import uuid
@@ -94,6 +93,12 @@ class LocalPages:
             self._pages[key] = page
             self._bytes += size
 
+    def drop(self, key: str) -> None:
+        with self._lock:
+            page = self._pages.pop(key, None)
+            if page is not None:
+                self._bytes -= len(page.body) + len(key) + _ENTRY_OVERHEAD
+
     def clear(self) -> None:
         with self._lock:
             self._pages.clear()
@@ -112,8 +117,8 @@ def local_pages() -> LocalPages:
 
 def page_key(org_ref: str, args: dict[str, Any]) -> str:
     """The key of one list query (the parsed arguments, so equivalent URLs share a page)."""
-    canonical = json.dumps(args, sort_keys=True, separators=(",", ":"), default=str)
-    return keys.catalog_page(org_ref, hashlib.sha256(canonical.encode()).hexdigest()[:32])
+    canonical = repr(sorted(args.items()))  # (str and int values: repr is unambiguous)
+    return keys.catalog_page(org_ref, hashlib.blake2b(canonical.encode(), digest_size=16).hexdigest())
 
 
 def ttl_seconds() -> int:
@@ -170,6 +175,16 @@ def store(key: str, org_id: str, generation: bytes | None, body: bytes) -> None:
         log.warning("cache.unavailable", cache="catalog")
         return
     local_pages().keep(key, Page(org_id, generation, body, time.monotonic() + ttl))
+
+
+def forget(key: str) -> None:
+    """Drop the page under ``key`` here and in Redis: its org no longer answers to its slug, so its
+    org id is no use as a guess (the next request resolves the slug first)."""
+    local_pages().drop(key)
+    try:
+        get_redis().delete(key)
+    except redis.RedisError:
+        log.warning("cache.unavailable", cache="catalog")
 
 
 def _generation(org_id: str, near: NearCache | None, epoch: int | None) -> bytes | None:

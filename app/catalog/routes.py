@@ -19,6 +19,9 @@ blp = Blueprint("catalog", __name__, url_prefix="/api/v1", description="Public c
 
 COMMON = (429, 500, 503)
 CACHE_CONTROL = "public, max-age=60"
+# One instance for every request: given the class, webargs would build a schema per request (a
+# fifth of a warm list's time in the view).
+LIST_ARGS = CatalogListArgsSchema()
 CACHE_HEADER = {"Cache-Control": {"schema": {"type": "string"}, "description": CACHE_CONTROL}}
 
 
@@ -26,7 +29,7 @@ CACHE_HEADER = {"Cache-Control": {"schema": {"type": "string"}, "description": C
 class Catalog(MethodView):
     @blp.response(200, list_schema(CatalogItemSchema), headers=CACHE_HEADER)
     @error_responses(blp, 400, 404, *COMMON)
-    @blp.arguments(CatalogListArgsSchema, location="query")
+    @blp.arguments(LIST_ARGS, location="query")
     def get(self, args: dict[str, Any], org_slug: str) -> Any:
         """List an organization's published content (public; org slug or id)"""
         body = service.list_body(db.session, org_slug, args)  # cached JSON (hot path)

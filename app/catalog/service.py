@@ -166,8 +166,10 @@ def list_body(session: Session, org_id_or_slug: str, args: dict[str, Any]) -> by
         generation = cache.generation(org_id)  # before the reads the page is built from
     resolved, envelope = build_list(session, org_id_or_slug, args)
     body = jsonify(envelope).get_data()
-    if str(resolved) == org_id:  # (else the slug moved between the two reads: serve, do not keep)
+    if str(resolved) == org_id:
         cache.store(found.key, org_id, generation, body)
+    else:  # the slug names another org now (or moved between the two reads): serve, do not keep
+        cache.forget(found.key)
     return body
 
 
