@@ -1,4 +1,4 @@
-"""The public catalogue's generation ``catalog:gen:{org_id}``: its key and its one writer.
+"""The public catalogue's generation ``catalog:gen:{org_id}``: its key and its replacement by the writers.
 
 The catalogue (app/catalog/cache.py, api.md §8) keeps each list page it built as the final JSON
 body, tagged with the org it resolved to and the org's generation read *before* the database
@@ -12,13 +12,14 @@ commits (``catalog_changed_after_commit``):
   module's ``media_changed_after_commit``, for the orgs of the content using it;
 - orgs: a slug change (the catalogue resolves ``{org_slug}``), in ``service.update_org``.
 
-It lives here, in the lowest of those layers (orgs, below media and content, both of which import
-it), because the token is per organization and every writer must reach it without an upward
-import. Replacing it before the commit could let a concurrent reader tag the old rows with the new
-token; a random token (not a counter) never comes back to a value an old page holds, and it
-outlives every page by far (a day against the pages' minute), so an expired token (absent) cannot
-match a page built before the change either. Redis being down only delays the effect by a page's
-TTL (the pages live in Redis and in each process for at most that long).
+It lives here, in the lowest of those layers (orgs, below media and content), because the token is
+per organization and every writer must reach it without an upward import (media reaches it through
+content's hand-over, app/content/for_media.py). Replacing it before the commit could let a
+concurrent reader tag the old rows with the new token. A random token (not a counter) never comes
+back to a value an old page holds; a reader that finds none (expired, or Redis flushed) creates one
+(``SET NX``, app/catalog/cache.py), so no page is stored under "absent" and a flush cannot revive an
+old page. Redis being down only delays the effect by a page's TTL (pages live in Redis and in each
+process for at most that long).
 """
 
 from __future__ import annotations
