@@ -2,9 +2,11 @@
 
 ``GET /orgs/{org_slug}/catalog`` is the hottest anonymous read: every visit to an org's page
 asks it, with the same few queries (the default sort, the first pages, popular searches). Its
-answer is kept as the exact JSON bytes of the response, so a hit runs no query and no dump:
+answer is kept as the exact JSON bytes of the response, so a hit runs no query, no dump, and not
+even the query-string parsing (routes.py looks the page up first: a page is stored only under a
+query string that parsed, and it parses the same way every time):
 
-- in Redis, ``catalog:page:{org_slug_or_id}:{digest of the parsed query}``, shared by every
+- in Redis, ``catalog:page:{org_slug_or_id}:{digest of the raw query string}``, shared by every
   process, as ``<org_id>\\n<generation>\\n<json>`` for ``TTL_SECONDS`` (a minute, the response's own
   ``max-age``, and well inside the thumbnails' signed-URL lifetime);
 - and in each process (``LocalPages``, bounded by ``LOCAL_MAX_BYTES``), so a warm request makes no
@@ -29,7 +31,7 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import cast
 
 import redis
 import structlog
@@ -115,10 +117,10 @@ def local_pages() -> LocalPages:
     return cast(LocalPages, pages)
 
 
-def page_key(org_ref: str, args: dict[str, Any]) -> str:
-    """The key of one list query (the parsed arguments, so equivalent URLs share a page)."""
-    canonical = repr(sorted(args.items()))  # (str and int values: repr is unambiguous)
-    return keys.catalog_page(org_ref, hashlib.blake2b(canonical.encode(), digest_size=16).hexdigest())
+def page_key(org_ref: str, query_string: bytes) -> str:
+    """The key of one list request: the org as the path names it and the raw query string. (Raw,
+    so a warm page is found before parsing; a query that did not parse is never stored.)"""
+    return keys.catalog_page(org_ref, hashlib.blake2b(query_string, digest_size=16).hexdigest())
 
 
 def ttl_seconds() -> int:

@@ -154,10 +154,10 @@ def build_list(session: Session, org_id_or_slug: str, args: dict[str, Any]) -> t
     return organization_id, page_envelope(items, page, per_page, total)
 
 
-def list_body(session: Session, org_id_or_slug: str, args: dict[str, Any]) -> bytes:
+def list_body(session: Session, org_id_or_slug: str, args: dict[str, Any], found: cache.Lookup) -> bytes:
     """The JSON body of the catalogue list (exactly what the ``CatalogItem`` list schema would send):
-    cached per org and query while the org's catalogue generation is current (app/catalog/cache.py)."""
-    found = cache.lookup(cache.page_key(org_id_or_slug, args))
+    ``found``'s cached page while the org's catalogue generation is current (app/catalog/cache.py),
+    else built and stored under the generation read before the database reads."""
     if found.body is not None:
         return found.body
     org_id, generation = found.org_id, found.generation

@@ -209,7 +209,7 @@ def test_pages_are_per_org(client: FlaskClient, db_session: Session, staff: Staf
     assert r.status_code == 200
     assert titles(client) == ["Sourdough"]
     assert titles(client, "cafe") == ["Coffee"]  # the bakery's write left the cafe's page alone
-    assert cache.page_key("bakery", {"page": 1}) != cache.page_key("cafe", {"page": 1})
+    assert cache.page_key("bakery", b"") != cache.page_key("cafe", b"")
 
 
 def test_another_process_sees_the_write_at_once(
@@ -252,6 +252,21 @@ def test_an_unknown_org_is_not_cached(client: FlaskClient, db_session: Session, 
     assert not redis.keys(keys.CATALOG_PAGE_PREFIX + "*")
     make_staff(slug="nowhere")
     assert titles(client, "nowhere") == []
-    assert [key.decode() for key in redis.keys(keys.CATALOG_PAGE_PREFIX + "*")] == [
-        cache.page_key("nowhere", {"page": 1, "per_page": 20, "sort": "published_at", "order": "desc"})
-    ]
+    assert [key.decode() for key in redis.keys(keys.CATALOG_PAGE_PREFIX + "*")] == [cache.page_key("nowhere", b"")]
+
+
+def test_pages_are_per_query_string_and_bad_queries_still_fail(
+    client: FlaskClient, db_session: Session, staff: Staff
+) -> None:
+    bread = published(staff, title="Bread", price_cents=500)
+    published(staff, title="Apple pie", price_cents=100)
+    assert titles(client) == ["Apple pie", "Bread"] == titles(client, query="?order=desc&sort=published_at")
+    assert titles(client, query="?sort=title&order=asc") == ["Apple pie", "Bread"]
+    assert titles(client, query="?q=bread") == ["Bread"]
+    for bad in ("?per_page=101", "?sort=created_at", "?q="):
+        r = client.get(f"/api/v1/orgs/bakery/catalog{bad}")
+        assert r.status_code == 400 and r.json["error"]["code"] == "VALIDATION_ERROR", bad
+    r = client.patch(f"/api/v1/content/{bread.id}", json={"title": "Sourdough"}, headers=staff.owner.headers)
+    assert r.status_code == 200
+    assert titles(client, query="?q=bread") == [] and titles(client, query="?q=sour") == ["Sourdough"]
+    assert titles(client, query="?sort=title&order=asc") == ["Apple pie", "Sourdough"]
