@@ -18,6 +18,7 @@ Layout::
     org_settings:{org_id}                    cached org settings (branding)
     catalog:gen:{org_id}                     the public catalogue's generation (one per org)
     catalog:page:{org_id_or_slug}:{digest}   a cached catalogue list body, tagged with org and generation
+    catalog:item:{content_id}                a cached catalogue item (without its preview token), same tags
     pb:p:{user_id}:{content_id}              buffered playback progress (hash)
     pb:dirty                                 progress members to flush ("{user_id}:{content_id}")
     pb:dirty:u:{user_id}                     one user's dirty content ids
@@ -101,6 +102,7 @@ def org_settings(org_id: Id) -> str:
 
 CATALOG_GENERATION_PREFIX = "catalog:gen:"
 CATALOG_PAGE_PREFIX = "catalog:page:"
+CATALOG_ITEM_PREFIX = "catalog:item:"
 
 
 def catalog_generation(org_id: Id) -> str:
@@ -112,6 +114,11 @@ def catalog_page(org_ref: str, digest: str) -> str:
     """A catalogue list body as the org's slug or id (``org_ref``) and the query (``digest``) ask it:
     ``<org_id>\n<generation>\n<json>``."""
     return f"catalog:page:{org_ref}:{digest}"
+
+
+def catalog_item(content_id: Id) -> str:
+    """A catalogue item's facts (CatalogDetail without the preview), ``<org_id>\\n<generation>\\n<json>``."""
+    return f"catalog:item:{content_id}"
 
 
 # ---- playback progress and watch statistics (app.access.progress, app.access.stats) ------------
@@ -198,6 +205,7 @@ PREFIXES: tuple[str, ...] = (
     ORG_SETTINGS_PREFIX,
     CATALOG_GENERATION_PREFIX,
     CATALOG_PAGE_PREFIX,
+    CATALOG_ITEM_PREFIX,
     PLAYBACK_PREFIX,
     LOCK_PREFIX,
     PAYMENTS_PREFIX,

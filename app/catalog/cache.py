@@ -9,6 +9,8 @@ query string that parsed, and it parses the same way every time):
 - in Redis, ``catalog:page:{org_slug_or_id}:{digest of the raw query string}``, shared by every
   process, as ``<org_id>\\n<generation>\\n<json>`` for ``TTL_SECONDS`` (a minute, the response's own
   ``max-age``, and well inside the thumbnails' signed-URL lifetime);
+- the facts of ``GET /catalog/{content_id}`` likewise, under ``catalog:item:{content_id}`` (the
+  preview token in it is minted per request, so only the rest is kept);
 - and in each process (``LocalPages``, bounded by ``LOCAL_MAX_BYTES``), so a warm request makes no
   Redis call at all: the org's generation comes from the process's near cache (app/nearcache.py
   tracks ``catalog:gen:``, so Redis reports every replacement to every process).
@@ -121,6 +123,11 @@ def page_key(org_ref: str, query_string: bytes) -> str:
     """The key of one list request: the org as the path names it and the raw query string. (Raw,
     so a warm page is found before parsing; a query that did not parse is never stored.)"""
     return keys.catalog_page(org_ref, hashlib.blake2b(query_string, digest_size=16).hexdigest())
+
+
+def item_key(content_id: uuid.UUID) -> str:
+    """The key of one catalogue item's facts (``GET /catalog/{content_id}`` without its preview token)."""
+    return keys.catalog_item(content_id)
 
 
 def ttl_seconds() -> int:

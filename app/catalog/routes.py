@@ -32,7 +32,7 @@ def _list_key() -> str:
     return cache.page_key((request.view_args or {})["org_slug"], request.query_string)
 
 
-def _list_response(body: bytes) -> Response:
+def _json_response(body: bytes) -> Response:
     return current_app.response_class(body, mimetype="application/json", headers={"Cache-Control": CACHE_CONTROL})
 
 
@@ -45,7 +45,7 @@ def warm_list() -> Response | None:
         return None
     found = cache.lookup(_list_key())
     if found.body is not None:
-        return _list_response(found.body)
+        return _json_response(found.body)
     g.catalog_lookup = found  # (what the miss learnt, for the view)
     return None
 
@@ -58,7 +58,7 @@ class Catalog(MethodView):
     def get(self, args: dict[str, Any], org_slug: str) -> Any:
         """List an organization's published content (public; org slug or id)"""
         found = g.pop("catalog_lookup", None) or cache.lookup(_list_key())
-        return _list_response(service.list_body(db.session, org_slug, args, found))
+        return _json_response(service.list_body(db.session, org_slug, args, found))
 
 
 @blp.route("/catalog/<content_id>")
@@ -70,4 +70,4 @@ class CatalogItem(MethodView):
         parsed = parse_uuid(content_id)
         if parsed is None:
             raise not_found(CONTENT_NOT_FOUND)
-        return service.catalog_detail(db.session, parsed), 200, {"Cache-Control": CACHE_CONTROL}
+        return _json_response(service.detail_body(db.session, parsed))  # cached facts, a fresh token

@@ -10,6 +10,7 @@ preview, through the HLS proxy with a ``preview`` token.
 
 from __future__ import annotations
 
+import json
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -55,29 +56,10 @@ def _published() -> list[Any]:
     return [Content.status == "published", Content.deleted_at.is_(None)]
 
 
-def catalog_item_view(row: Any) -> dict[str, Any]:
-    """CatalogItem from a row carrying ``_ITEM_COLUMNS`` (or any object with those attributes)."""
-    return {
-        "id": row.id,
-        "organization_id": row.organization_id,
-        "title": row.title,
-        "slug": row.slug,
-        "description": row.description,
-        "content_type": row.content_type,
-        "price_cents": row.price_cents,
-        "currency": row.currency,
-        "is_free": not row.price_cents,
-        "category": row.category,
-        "tags": list(row.tags or []),
-        "duration_seconds": row.duration_seconds,
-        "thumbnail_url": presigned_url(row.thumbnail_key),
-        "published_at": row.published_at,
-    }
-
-
 def _item_json(row: Any) -> dict[str, Any]:
-    """``catalog_item_view`` already as ``CatalogItemSchema`` dumps it (ids and times as text):
-    a page of rows goes straight to JSON, without a marshmallow pass per item."""
+    """CatalogItem from a row carrying ``_ITEM_COLUMNS``, already as ``CatalogItemSchema`` dumps it
+    (ids and times as text): a page of rows goes straight to JSON, without a marshmallow pass per
+    item (tests/catalog/test_cache.py checks the bytes against the schema's)."""
     return {
         "id": str(row.id),
         "organization_id": str(row.organization_id),
@@ -193,7 +175,9 @@ def preview_view(content_id: uuid.UUID, media_id: uuid.UUID, preview_key: str | 
     return {"manifest_url": hls_master_url(token), "expires_at": expires_at}
 
 
-def catalog_detail(session: Session, content_id: uuid.UUID) -> dict[str, Any]:
+def _detail_json(session: Session, content_id: uuid.UUID) -> dict[str, Any]:
+    """CatalogDetail without its preview, JSON-ready, plus what the preview token needs
+    (``_media_id``, ``_has_preview``); 404 unless published and not deleted."""
     row = session.execute(
         select(*_ITEM_COLUMNS, Content.media_id, MediaItem.hls_preview_key, Organization.name, Organization.slug)
         .join(MediaItem, MediaItem.id == Content.media_id)
@@ -204,7 +188,32 @@ def catalog_detail(session: Session, content_id: uuid.UUID) -> dict[str, Any]:
         raise not_found(CONTENT_NOT_FOUND)
     org_name, org_slug = row[-2], row[-1]
     return {
-        **catalog_item_view(row),
-        "organization": {"id": row.organization_id, "name": org_name, "slug": org_slug},
-        "preview": preview_view(row.id, row.media_id, row.hls_preview_key),
+        **_item_json(row),
+        "organization": {"id": str(row.organization_id), "name": org_name, "slug": org_slug},
+        "_media_id": str(row.media_id),
+        "_has_preview": bool(row.hls_preview_key),
     }
+
+
+def detail_body(session: Session, content_id: uuid.UUID) -> bytes:
+    """The JSON body of a catalogue item: its facts from the cache while the org's catalogue
+    generation is current (app/catalog/cache.py; org name and slug included), with a preview
+    token minted for this request."""
+    found = cache.lookup(cache.item_key(content_id))
+    if found.body is not None:
+        facts = json.loads(found.body)
+    else:
+        org_id, generation = found.org_id, found.generation  # (a content item never changes org)
+        if org_id is None:
+            owner = session.scalar(select(Content.organization_id).where(Content.id == content_id))
+            if owner is None:
+                raise not_found(CONTENT_NOT_FOUND)
+            org_id = str(owner)
+            generation = cache.generation(org_id)  # before the read the facts come from
+        facts = _detail_json(session, content_id)
+        cache.store(found.key, org_id, generation, json.dumps(facts).encode())
+    media_id, has_preview = facts.pop("_media_id"), facts.pop("_has_preview")
+    preview = preview_view(content_id, uuid.UUID(media_id), "yes" if has_preview else None)
+    if preview is not None:
+        preview["expires_at"] = format_timestamp(preview["expires_at"])
+    return jsonify({**facts, "preview": preview}).get_data()

@@ -1,7 +1,7 @@
 """The public catalogue's generation ``catalog:gen:{org_id}``: its key and its replacement by the writers.
 
 The catalogue (app/catalog/cache.py, api.md §8) keeps each list page it built as the final JSON
-body, tagged with the org it resolved to and the org's generation read *before* the database
+body (and each item's facts), tagged with the org it resolved to and the org's generation read *before* the database
 read, and serves it only while that generation is still current. Everything that can change what
 an org's catalogue shows replaces the generation with a fresh random token once its transaction
 commits (``catalog_changed_after_commit``):
@@ -10,7 +10,8 @@ commits (``catalog_changed_after_commit``):
   edit, price, media swap, publish/unpublish/archive, delete);
 - media: a media item whose facts change (ingest finished: duration, thumbnail), through the same
   module's ``media_changed_after_commit``, for the orgs of the content using it;
-- orgs: a slug change (the catalogue resolves ``{org_slug}``), in ``service.update_org``.
+- orgs: a slug or name change (the list resolves ``{org_slug}``; an item shows the org's name and
+  slug), in ``service.update_org``.
 
 It lives here, in the lowest of those layers (orgs, below media and content), because the token is
 per organization and every writer must reach it without an upward import (media reaches it through

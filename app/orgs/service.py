@@ -104,8 +104,9 @@ def update_org(session: Session, access: OrgAccess, data: dict[str, Any]) -> Org
         raise _slug_taken()
     for key in changed:
         setattr(org, key, data[key])
-    if "slug" in changed:
-        catalog_changed_after_commit(session, org.id)  # the public catalogue resolves {org_slug}
+    if "slug" in changed or "name" in changed:
+        # The public catalogue resolves {org_slug}, and its items show the org's name and slug.
+        catalog_changed_after_commit(session, org.id)
     try:
         with session.begin_nested():
             session.flush()

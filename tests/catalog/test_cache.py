@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from types import SimpleNamespace
+from datetime import datetime
 from typing import Any
 
 import pytest
@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 
 from app import db, keys
 from app.catalog import cache, service
-from app.catalog.schemas import CatalogItemSchema
+from app.catalog.schemas import CatalogDetailSchema, CatalogItemSchema
 from app.content.models import Content
 from app.media.ingest import complete
 from app.media.job import IngestResult, Job, MediaSettings
@@ -64,14 +64,16 @@ def test_a_warm_list_is_the_cached_body_with_the_schemas_bytes_and_headers(
     first = listing(client)
     assert first.headers["Cache-Control"] == "public, max-age=60"
     assert first.headers["Content-Type"] == "application/json"
-    row = SimpleNamespace(
+    item = {
         **{c: getattr(bread, c) for c in ("id", "organization_id", "title", "slug", "description", "content_type")},
         **{c: getattr(bread, c) for c in ("price_cents", "currency", "category", "tags", "published_at")},
-        duration_seconds=media.duration_seconds,
-        thumbnail_key=media.thumbnail_key,
-    )
+        "is_free": False,
+        "duration_seconds": media.duration_seconds,
+        "thumbnail_url": first.json["items"][0]["thumbnail_url"],
+    }
+    assert item["thumbnail_url"].startswith("http://localhost:5000/storage/download/")
     with app.test_request_context():
-        envelope = page_envelope([service.catalog_item_view(row)], 1, 20, 1)
+        envelope = page_envelope([item], 1, 20, 1)
         expected = jsonify(list_schema(CatalogItemSchema)().dump(envelope)).get_data()
     assert first.get_data() == expected  # what flask-smorest would have sent
 
@@ -270,3 +272,34 @@ def test_pages_are_per_query_string_and_bad_queries_still_fail(
     assert r.status_code == 200
     assert titles(client, query="?q=bread") == [] and titles(client, query="?q=sour") == ["Sourdough"]
     assert titles(client, query="?sort=title&order=asc") == ["Apple pie", "Sourdough"]
+
+
+def test_an_item_is_cached_with_a_fresh_preview_token_and_follows_its_writers(
+    app: Flask, client: FlaskClient, db_session: Session, staff: Staff
+) -> None:
+    bread = published(staff, title="Bread")
+    first = client.get(f"/api/v1/catalog/{bread.id}")
+    assert first.status_code == 200 and first.headers["Cache-Control"] == "public, max-age=60"
+    body = first.json
+    with app.test_request_context():  # the schema's own bytes for the same values
+        values = {**body, "published_at": bread.published_at}
+        values["preview"] = {**body["preview"], "expires_at": datetime.fromisoformat(body["preview"]["expires_at"])}
+        dumped = CatalogDetailSchema().dump(values)
+        assert jsonify(dumped).get_data() == first.get_data()
+
+    sneak(db_session, bread, title="Changed behind the cache")
+    second = client.get(f"/api/v1/catalog/{bread.id}").json
+    assert second["title"] == "Bread"  # cached facts ...
+    assert second["preview"]["manifest_url"] != body["preview"]["manifest_url"] or (
+        second["preview"]["expires_at"] == body["preview"]["expires_at"]
+    )  # ... and a token minted per request (the same only within one second)
+
+    r = client.patch(f"/api/v1/orgs/{staff.org.id}", json={"name": "The Good Bakery"}, headers=staff.owner.headers)
+    assert r.status_code == 200
+    after = client.get(f"/api/v1/catalog/{bread.id}").json
+    assert after["organization"]["name"] == "The Good Bakery" and after["title"] == "Changed behind the cache"
+
+    r = client.post(f"/api/v1/content/{bread.id}/unpublish", headers=staff.owner.headers)
+    assert r.status_code == 200
+    gone = client.get(f"/api/v1/catalog/{bread.id}")
+    assert gone.status_code == 404 and gone.json["error"]["code"] == "CONTENT_NOT_FOUND"

@@ -117,6 +117,7 @@ SAMPLES = {
     "org_settings": (uuid.uuid4(),),
     "catalog_generation": (uuid.uuid4(),),
     "catalog_page": ("bakery", "0123abcd"),
+    "catalog_item": (uuid.uuid4(),),
     "progress": (uuid.uuid4(), uuid.uuid4()),
     "user_dirty": (uuid.uuid4(),),
     "progress_seen": ("20250101", uuid.uuid4(), uuid.uuid4()),
