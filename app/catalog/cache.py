@@ -47,7 +47,7 @@ from app.orgs.catalog_generation import GEN_TTL_SECONDS
 log = structlog.get_logger(__name__)
 
 TTL_SECONDS = 60
-LOCAL_MAX_BYTES = 32 * 1024 * 1024
+LOCAL_MAX_BYTES = 16 * 1024 * 1024
 """What one process keeps of page bodies; when full, everything is dropped and refilled."""
 _SEPARATOR = b"\n"  # "<org_id>\n<generation>\n<json>": neither an id nor a generation has a newline
 
@@ -149,7 +149,10 @@ def lookup(key: str) -> Lookup:
             return found
         found.org_id, found.generation = page.org_id, current
     try:
-        stored = cast("bytes | None", get_redis().get(key))
+        pipe = get_redis().pipeline(transaction=False)
+        pipe.get(key)
+        pipe.pttl(key)  # (a copy kept here must not outlive the page in Redis: its thumbnail URLs age)
+        stored, remaining_ms = cast("tuple[bytes | None, int]", tuple(pipe.execute()))
     except redis.RedisError:
         log.warning("cache.unavailable", cache="catalog")
         return found
@@ -159,7 +162,8 @@ def lookup(key: str) -> Lookup:
         org_id = org_id_bytes.decode()
         current = found.generation if org_id == found.org_id else _generation(org_id, near, epoch)
         if current is not None and current == tag:
-            pages.keep(key, Page(org_id, tag, body, time.monotonic() + ttl_seconds()))
+            if remaining_ms > 0:
+                pages.keep(key, Page(org_id, tag, body, time.monotonic() + remaining_ms / 1000))
             found.body = body
             return found
         found.org_id, found.generation = org_id, current

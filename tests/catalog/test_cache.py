@@ -16,6 +16,8 @@ import pytest
 import redis as redis_lib
 from flask import Flask, jsonify
 from flask.testing import FlaskClient
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 from sqlalchemy import update
 from sqlalchemy.orm import Session
 
@@ -303,3 +305,17 @@ def test_an_item_is_cached_with_a_fresh_preview_token_and_follows_its_writers(
     assert r.status_code == 200
     gone = client.get(f"/api/v1/catalog/{bread.id}")
     assert gone.status_code == 404 and gone.json["error"]["code"] == "CONTENT_NOT_FOUND"
+
+
+def test_without_redis_the_catalogue_reads_postgres(
+    client: FlaskClient, db_session: Session, staff: Staff, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bread = published(staff, title="Bread")
+    assert titles(client) == ["Bread"]  # (a page cached while Redis was up)
+    down = redis_lib.Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.5, retry=Retry(NoBackoff(), 0))
+    monkeypatch.setattr(cache, "get_redis", lambda: down)
+    monkeypatch.setattr(cache, "get_near_cache", lambda: None)
+    sneak(db_session, bread, title="Sourdough")
+    assert titles(client) == ["Sourdough"]  # nothing is served without a current generation
+    assert client.get(f"/api/v1/catalog/{bread.id}").json["title"] == "Sourdough"
+    down.close()
