@@ -116,24 +116,42 @@ def _filters(args: dict[str, Any]) -> list[Any]:
 
 
 def build_list(session: Session, org_id_or_slug: str, args: dict[str, Any]) -> tuple[uuid.UUID, dict[str, Any]]:
-    """The org the reference resolved to and its list page, JSON-ready (see ``_item_json``)."""
+    """The org the reference resolved to and its list page, JSON-ready (see ``_item_json``).
+
+    The first page is read first: when it is not full, it holds every match, so its length is
+    the total and the count (the expensive part of a search: every match is read) is skipped.
+    Otherwise the org and the count come first, and a page past the end is not read at all.
+    """
     filters = _filters(args)
-    organization_id, total = _org_and_total(session, org_id_or_slug, filters)
     page, per_page = args["page"], args["per_page"]
+    if page == 1:
+        org = select(Organization.id).where(_org_match(org_id_or_slug)).scalar_subquery()
+        rows = session.execute(_page_query(org, filters, args)).all()
+        first = [_item_json(row) for row in rows]
+        if 0 < len(rows) < per_page:
+            return rows[0].organization_id, page_envelope(first, page, per_page, len(rows))
+        organization_id, total = _org_and_total(session, org_id_or_slug, filters)
+        return organization_id, page_envelope(first, page, per_page, total)
+    organization_id, total = _org_and_total(session, org_id_or_slug, filters)
     items: list[dict[str, Any]] = []
     if (page - 1) * per_page < total:
-        column = _SORTS[args["sort"]]
-        ordering = (column.asc(), Content.id.asc()) if args["order"] == "asc" else (column.desc(), Content.id.desc())
-        stmt = (
-            select(*_ITEM_COLUMNS)
-            .join(MediaItem, MediaItem.id == Content.media_id)
-            .where(Content.organization_id == organization_id, *_published(), *filters)
-            .order_by(*ordering)
-            .limit(per_page)
-            .offset((page - 1) * per_page)
-        )
-        items = [_item_json(row) for row in session.execute(stmt)]
+        items = [_item_json(row) for row in session.execute(_page_query(organization_id, filters, args))]
     return organization_id, page_envelope(items, page, per_page, total)
+
+
+def _page_query(organization_id: Any, filters: list[Any], args: dict[str, Any]) -> Any:
+    """One page of CatalogItem rows (``organization_id``: a value or a scalar subquery)."""
+    column = _SORTS[args["sort"]]
+    ordering = (column.asc(), Content.id.asc()) if args["order"] == "asc" else (column.desc(), Content.id.desc())
+    page, per_page = args["page"], args["per_page"]
+    return (
+        select(*_ITEM_COLUMNS)
+        .join(MediaItem, MediaItem.id == Content.media_id)
+        .where(Content.organization_id == organization_id, *_published(), *filters)
+        .order_by(*ordering)
+        .limit(per_page)
+        .offset((page - 1) * per_page)
+    )
 
 
 def list_body(session: Session, org_id_or_slug: str, args: dict[str, Any], found: cache.Lookup) -> bytes:

@@ -319,3 +319,23 @@ def test_without_redis_the_catalogue_reads_postgres(
     assert titles(client) == ["Sourdough"]  # nothing is served without a current generation
     assert client.get(f"/api/v1/catalog/{bread.id}").json["title"] == "Sourdough"
     down.close()
+
+
+def test_totals_whether_or_not_the_first_page_is_full(client: FlaskClient, db_session: Session, staff: Staff) -> None:
+    for title in ("Bread", "Bread rolls", "Cake"):
+        published(staff, title=title)
+    counts = {
+        query: (len(body["items"]), body["total"], body["pages"])
+        for query in ("", "?q=bread", "?per_page=2", "?per_page=2&page=2", "?q=pie", "?per_page=3")
+        for body in [listing(client, query=query).json]
+    }
+    assert counts == {
+        "": (3, 3, 1),
+        "?q=bread": (2, 2, 1),  # a partial first page is the whole answer (no count)
+        "?per_page=2": (2, 3, 2),  # a full one is counted
+        "?per_page=2&page=2": (1, 3, 2),
+        "?q=pie": (0, 0, 0),
+        "?per_page=3": (3, 3, 1),
+    }
+    missing = client.get("/api/v1/orgs/no-such-org/catalog?q=bread")
+    assert missing.status_code == 404 and missing.json["error"]["code"] == "ORG_NOT_FOUND"
