@@ -16,6 +16,9 @@ Layout::
     access:{user_id}:{content_id}            cached entitlement reason
     content:gen:{content_id}                 the content snapshot's generation token
     org_settings:{org_id}                    cached org settings (branding)
+    catalog:gen:{org_id}                     the public catalogue's generation (one per org)
+    catalog:page:{org_id_or_slug}:{digest}   a cached catalogue list body, tagged with org and generation
+    catalog:item:{content_id}                a cached catalogue item (without its preview token), same tags
     pb:p:{user_id}:{content_id}              buffered playback progress (hash)
     pb:dirty                                 progress members to flush ("{user_id}:{content_id}")
     pb:dirty:u:{user_id}                     one user's dirty content ids
@@ -92,6 +95,29 @@ ORG_SETTINGS_PREFIX = "org_settings:"
 def org_settings(org_id: Id) -> str:
     """An organization's settings snapshot (JSON)."""
     return f"org_settings:{org_id}"
+
+
+# ---- the public catalogue (app.catalog.cache; the generation's writer: app.orgs.catalog_generation) --
+
+CATALOG_GENERATION_PREFIX = "catalog:gen:"
+CATALOG_PAGE_PREFIX = "catalog:page:"
+CATALOG_ITEM_PREFIX = "catalog:item:"
+
+
+def catalog_generation(org_id: Id) -> str:
+    """The generation of an org's public catalogue (a random token, replaced by every change)."""
+    return f"catalog:gen:{org_id}"
+
+
+def catalog_page(org_ref: str, digest: str) -> str:
+    """A catalogue list body as the org's slug or id (``org_ref``) and the query (``digest``) ask it:
+    ``<org_id>\n<generation>\n<json>``."""
+    return f"catalog:page:{org_ref}:{digest}"
+
+
+def catalog_item(content_id: Id) -> str:
+    """A catalogue item's facts (CatalogDetail without the preview), ``<org_id>\\n<generation>\\n<json>``."""
+    return f"catalog:item:{content_id}"
 
 
 # ---- playback progress and watch statistics (app.access.progress, app.access.stats) ------------
@@ -187,6 +213,9 @@ PREFIXES: tuple[str, ...] = (
     ACCESS_PREFIX,
     CONTENT_GENERATION_PREFIX,
     ORG_SETTINGS_PREFIX,
+    CATALOG_GENERATION_PREFIX,
+    CATALOG_PAGE_PREFIX,
+    CATALOG_ITEM_PREFIX,
     PLAYBACK_PREFIX,
     LOCK_PREFIX,
     PAYMENTS_PREFIX,
@@ -194,7 +223,15 @@ PREFIXES: tuple[str, ...] = (
 )
 """Every key above starts with one of these (nothing else in app/ or tasks/ may spell them)."""
 
-NEAR_CACHE_PREFIXES: tuple[str, ...] = (SESSION_PREFIX, ME_PREFIX, ACCESS_PREFIX, CONTENT_GENERATION_PREFIX)
+NEAR_CACHE_PREFIXES: tuple[str, ...] = (
+    SESSION_PREFIX,
+    ME_PREFIX,
+    ACCESS_PREFIX,
+    CONTENT_GENERATION_PREFIX,
+    CATALOG_GENERATION_PREFIX,
+)
 """The keys each process's near cache tracks (app/speed/nearcache.py): those ``guards.with_session_read``
 fetches with the session entry (sessions, /me bodies and generations, access entries, content
-snapshot tokens). Redis reports every change under these prefixes."""
+snapshot tokens), and the catalogue generations (app/catalog/cache.py; the page bodies are not
+tracked: they are kept per process under the generation they were built with). Redis reports
+every change under these prefixes."""

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from flask import Response, current_app, g, request
 from flask.views import MethodView
 
 from app import db
 from app.api import Blueprint, error_responses
-from app.catalog import service
+from app.catalog import cache, service
 from app.catalog.schemas import CatalogDetailSchema, CatalogItemSchema, CatalogListArgsSchema
 from app.content.service import CONTENT_NOT_FOUND
 from app.http import not_found, parse_uuid
@@ -18,17 +19,46 @@ blp = Blueprint("catalog", __name__, url_prefix="/api/v1", description="Public c
 
 COMMON = (429, 500, 503)
 CACHE_CONTROL = "public, max-age=60"
+# One instance for every request: given the class, webargs would build a schema per request (a
+# fifth of a warm list's time in the view).
+LIST_ARGS = CatalogListArgsSchema()
 CACHE_HEADER = {"Cache-Control": {"schema": {"type": "string"}, "description": CACHE_CONTROL}}
+
+
+LIST_ENDPOINT = "catalog.Catalog"
+
+
+def _list_key() -> str:
+    return cache.page_key((request.view_args or {})["org_slug"], request.query_string)
+
+
+def _json_response(body: bytes) -> Response:
+    return current_app.response_class(body, mimetype="application/json", headers={"Cache-Control": CACHE_CONTROL})
+
+
+@blp.before_request
+def warm_list() -> Response | None:
+    """A warm list page answers before its query is parsed (app/catalog/cache.py): pages are
+    stored under the exact query string they were built for, which parsed then and parses the
+    same way every time. (The app's own hooks, rate limits included, have run already.)"""
+    if request.endpoint != LIST_ENDPOINT:
+        return None
+    found = cache.lookup(_list_key())
+    if found.body is not None:
+        return _json_response(found.body)
+    g.catalog_lookup = found  # (what the miss learnt, for the view)
+    return None
 
 
 @blp.route("/orgs/<org_slug>/catalog")
 class Catalog(MethodView):
     @blp.response(200, list_schema(CatalogItemSchema), headers=CACHE_HEADER)
     @error_responses(blp, 400, 404, *COMMON)
-    @blp.arguments(CatalogListArgsSchema, location="query")
+    @blp.arguments(LIST_ARGS, location="query")
     def get(self, args: dict[str, Any], org_slug: str) -> Any:
         """List an organization's published content (public; org slug or id)"""
-        return service.list_catalog(db.session, org_slug, args), 200, {"Cache-Control": CACHE_CONTROL}
+        found = g.pop("catalog_lookup", None) or cache.lookup(_list_key())
+        return _json_response(service.list_body(db.session, org_slug, args, found))
 
 
 @blp.route("/catalog/<content_id>")
@@ -40,4 +70,4 @@ class CatalogItem(MethodView):
         parsed = parse_uuid(content_id)
         if parsed is None:
             raise not_found(CONTENT_NOT_FOUND)
-        return service.catalog_detail(db.session, parsed), 200, {"Cache-Control": CACHE_CONTROL}
+        return _json_response(service.detail_body(db.session, parsed))  # cached facts, a fresh token

@@ -14,6 +14,9 @@ it earlier could let a concurrent reader re-tag the old row with the new token. 
 a counter) cannot come back to a value an old snapshot holds; the token outlives any snapshot by far
 (a day against 10 s), so an expired token (absent = "") cannot match a snapshot taken before the
 change either. Redis being down only delays the effect by the snapshot's 10 s.
+
+The same two functions replace the public catalogue's generation of the content's org
+(app/orgs/catalog_generation.py): whatever changes a snapshot changes what the catalogue shows.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from sqlalchemy.orm import Session
 from app import keys
 from app.content.models import Content
 from app.db import after_commit
+from app.orgs.catalog_generation import catalog_changed_after_commit
 
 log = structlog.get_logger(__name__)
 
@@ -38,16 +42,25 @@ gen_key = keys.content_generation
 """The token's key (named in app/keys.py), for its readers too (app.access: stream, heartbeat)."""
 
 
-def content_changed_after_commit(db_session: Session, content_id: uuid.UUID) -> None:
+def content_changed_after_commit(
+    db_session: Session, content_id: uuid.UUID, organization_id: uuid.UUID | None = None
+) -> None:
+    """After the commit: the content's snapshot token and its org's catalogue generation
+    (``organization_id`` saves looking the org up)."""
     after_commit(db_session, _replace_tokens, gen_key(content_id))
+    if organization_id is None:
+        organization_id = db_session.scalar(select(Content.organization_id).where(Content.id == content_id))
+    if organization_id is not None:
+        catalog_changed_after_commit(db_session, organization_id)
 
 
 def media_changed_after_commit(db_session: Session, media_id: uuid.UUID) -> None:
     """The snapshot holds media facts too (ready, renditions, duration, thumbnail): a media item
     that changes (ingest finished) replaces the token of every content item using it."""
-    content_ids = db_session.scalars(select(Content.id).where(Content.media_id == media_id)).all()
-    if content_ids:
-        after_commit(db_session, _replace_tokens, *(gen_key(content_id) for content_id in content_ids))
+    rows = db_session.execute(select(Content.id, Content.organization_id).where(Content.media_id == media_id)).all()
+    if rows:
+        after_commit(db_session, _replace_tokens, *(gen_key(row.id) for row in rows))
+        catalog_changed_after_commit(db_session, *{row.organization_id for row in rows})
 
 
 def _replace_tokens(names: list[str]) -> None:

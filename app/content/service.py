@@ -251,7 +251,8 @@ def update_content(session: Session, content: Content, data: dict[str, Any]) -> 
         return content
     for key, value in changed.items():
         setattr(content, key, value)
-    content_changed_after_commit(session, content.id)  # the hot paths' snapshot (app.content.cache)
+    # The hot paths' snapshot and the public catalogue (app.content.cache).
+    content_changed_after_commit(session, content.id, content.organization_id)
     try:
         with session.begin_nested():
             session.flush()
@@ -266,7 +267,7 @@ def update_content(session: Session, content: Content, data: dict[str, Any]) -> 
 def delete_content(session: Session, content: Content) -> None:
     """Soft delete: frees the slug (partial unique index); grants and purchases stay."""
     content.deleted_at = datetime.now(UTC)
-    content_changed_after_commit(session, content.id)
+    content_changed_after_commit(session, content.id, content.organization_id)
     session.flush()
 
 
@@ -280,7 +281,7 @@ def _transition(session: Session, content: Content, sources: tuple[str, ...], **
         .values(updated_at=datetime.now(UTC), **values)
         .execution_options(synchronize_session=False)
     )
-    content_changed_after_commit(session, content.id)
+    content_changed_after_commit(session, content.id, content.organization_id)
     session.refresh(content)
     return content
 

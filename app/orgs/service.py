@@ -20,6 +20,7 @@ from app.http import not_found, parse_uuid
 from app.identity.models import User
 from app.identity.sessions import Principal
 from app.orgs.access import OrgAccess
+from app.orgs.catalog_generation import catalog_changed_after_commit
 from app.orgs.models import Membership, Organization, OrgSettings
 from app.schemas import paginate
 
@@ -103,6 +104,9 @@ def update_org(session: Session, access: OrgAccess, data: dict[str, Any]) -> Org
         raise _slug_taken()
     for key in changed:
         setattr(org, key, data[key])
+    if "slug" in changed or "name" in changed:
+        # The public catalogue resolves {org_slug}, and its items show the org's name and slug.
+        catalog_changed_after_commit(session, org.id)
     try:
         with session.begin_nested():
             session.flush()
