@@ -132,7 +132,9 @@ def rebuild(session: Session, organization_id: uuid.UUID | None = None, progress
     meanwhile. ``progress`` gets a line per step: the lock, the delete, each table with its rows.
     """
     params = {"org": str(organization_id) if organization_id else None}
-    progress("  locking purchases, content_access and playback_progress against writes (waits for running transactions)")
+    progress(
+        "  locking purchases, content_access and playback_progress against writes (waits for running transactions)"
+    )
     started = time.monotonic()
     session.execute(text("LOCK TABLE purchases, content_access, playback_progress IN SHARE MODE"))
     progress(f"  locked after {time.monotonic() - started:.1f} s")

@@ -170,7 +170,8 @@ def render_retention(*, title: str, viewers: int, retention: Sequence[dict[str, 
         )
         parts.append(f'<g class="points" fill="{stroke}">')
         for (x, y), point in zip(points, retention, strict=True):
-            label = f"{_percent(float(point['percent']))} of the duration: {_percent(100 * float(point['viewers_fraction']))} of viewers"
+            share = _percent(100 * float(point["viewers_fraction"]))
+            label = f"{_percent(float(point['percent']))} of the duration: {share} of viewers"
             parts.append(f'<circle cx="{_fmt(x)}" cy="{_fmt(y)}" r="3"><title>{escape(label)}</title></circle>')
         parts.append("</g>")
     else:

@@ -108,7 +108,9 @@ def upgrade() -> None:
         sa.Column("max_position_seconds", sa.Integer(), server_default=sa.text("0"), nullable=False),
     )
     op.execute("UPDATE playback_progress SET max_position_seconds = LEAST(position_seconds, duration_seconds)")
-    op.create_check_constraint(op.f("ck_playback_progress_max_position"), "playback_progress", "max_position_seconds >= 0")
+    op.create_check_constraint(
+        op.f("ck_playback_progress_max_position"), "playback_progress", "max_position_seconds >= 0"
+    )
     op.create_table(
         "dashboard_content_retention",
         sa.Column("content_id", sa.Uuid(), nullable=False),
