@@ -436,6 +436,7 @@ def _audience(session: Session, report: SeedReport, org: Organization, content: 
     writers (the flush's upsert, the daily-stats rollup's), once: skipped when any demo viewer
     already has progress on it (watch statistics only ever add up)."""
     viewers: list[User] = []
+    added = 0
     for index in range(1, len(AUDIENCE_FURTHEST) + 1):
         email = viewer_email(index)
         user = identity.get_user_by_email(session, email)
@@ -443,9 +444,11 @@ def _audience(session: Session, report: SeedReport, org: Organization, content: 
             user = identity.create_user(session, email=email, password=report.password,
                                         name=f"Demo Viewer {index:02d}", verified_at=_now(),
                                         signup_organization_id=org.id)  # fmt: skip
-            report.created.append(f"user {email}")
+            added += 1
         viewers.append(user)
     report.viewers = len(viewers)
+    if added:
+        report.created.append(f"{added} viewer accounts ({viewer_email(1)} .. {viewer_email(len(viewers))})")
     watched = session.scalar(
         select(PlaybackProgress.user_id)
         .where(PlaybackProgress.content_id == content.id, PlaybackProgress.user_id.in_([v.id for v in viewers]))
