@@ -100,18 +100,32 @@ def audience(session: Session, content_id: uuid.UUID) -> Audience:
     return Audience(tuple(buckets), completions, fractions)
 
 
-def readable_content(session: Session, org: OrgAccess, content_id: uuid.UUID) -> Content:
+@dataclass(frozen=True, slots=True)
+class Item:
+    """The content item and its duration as ingest measured it (None until its media is processed)."""
+
+    content: Content
+    duration_seconds: int | None
+
+
+def readable_content(session: Session, org: OrgAccess, content_id: uuid.UUID) -> Item:
     """The org's live content item, if the caller may see its engagement: 404 before 403."""
-    content = session.get(Content, content_id)
-    if content is None or content.organization_id != org.organization_id or content.deleted_at is not None:
+    found = session.execute(
+        select(Content, MediaItem.duration_seconds)
+        .outerjoin(MediaItem, MediaItem.id == Content.media_id)
+        .where(Content.id == content_id, Content.organization_id == org.organization_id, Content.deleted_at.is_(None))
+    ).first()
+    if found is None:
         raise not_found("CONTENT_NOT_FOUND")
+    content, duration = found
     if not org.has_role(MANAGER) and content.created_by != org.user_id:
         raise Forbidden()
-    return content
+    return Item(content, duration)
 
 
-def daily(session: Session, content_id: uuid.UUID, start: date, end: date) -> list[dict[str, Any]]:
-    """One row per UTC day of ``[start, end]``, zero-filled by ``generate_series``."""
+def daily(session: Session, content_id: uuid.UUID, start: date, end: date) -> tuple[list[dict[str, Any]], int]:
+    """One row per UTC day of ``[start, end]``, zero-filled by ``generate_series``, and the seconds
+    watched over all days (the same primary-key range, in the same statement)."""
     days = select(
         cast(
             func.generate_series(
@@ -121,48 +135,42 @@ def daily(session: Session, content_id: uuid.UUID, start: date, end: date) -> li
         ).label("day")
     ).subquery("days")
     stats = and_(ContentDailyStats.content_id == content_id, ContentDailyStats.day == days.c.day)
+    all_time = (
+        select(func.coalesce(func.sum(ContentDailyStats.seconds_watched), 0))
+        .where(ContentDailyStats.content_id == content_id)
+        .scalar_subquery()
+    )
     rows = session.execute(
         select(
             days.c.day,
             func.coalesce(ContentDailyStats.views_started, 0),
             func.coalesce(ContentDailyStats.seconds_watched, 0),
             func.coalesce(ContentDailyStats.completions, 0),
+            all_time,
         )
         .select_from(days.outerjoin(ContentDailyStats, stats))
         .order_by(days.c.day)
     ).all()
-    return [
+    series = [
         {"date": row[0], "views_started": int(row[1]), "seconds_watched": int(row[2]), "completions": int(row[3])}
         for row in rows
     ]
+    return series, int(rows[0][4]) if rows else 0
 
 
-def seconds_watched(session: Session, content_id: uuid.UUID) -> int:
-    total = session.scalar(
-        select(func.coalesce(func.sum(ContentDailyStats.seconds_watched), 0)).where(
-            ContentDailyStats.content_id == content_id
-        )
-    )
-    return int(total or 0)
-
-
-def duration_of(session: Session, content: Content) -> int | None:
-    """The item's duration as ingest measured it (None until its media is processed)."""
-    duration: int | None = session.scalar(select(MediaItem.duration_seconds).where(MediaItem.id == content.media_id))
-    return duration
-
-
-def engagement(session: Session, content: Content, start: date, end: date) -> dict[str, Any]:
-    who = audience(session, content.id)
+def engagement(session: Session, item: Item, start: date, end: date) -> dict[str, Any]:
+    """The api.md §11 body: three statements (the item, its 21 rollup rows, the daily series)."""
+    who = audience(session, item.content.id)
+    series, watched = daily(session, item.content.id, start, end)
     return {
-        "content_id": content.id,
-        "title": content.title,
-        "duration_seconds": duration_of(session, content),
+        "content_id": item.content.id,
+        "title": item.content.title,
+        "duration_seconds": item.duration_seconds,
         "viewers": who.viewers,
         "completions": who.completions,
         "completion_rate": who.completion_rate,
         "average_percent_watched": who.average_percent_watched,
-        "seconds_watched": seconds_watched(session, content.id),
+        "seconds_watched": watched,
         "retention": who.retention(),
-        "daily": daily(session, content.id, start, end),
+        "daily": series,
     }

@@ -137,8 +137,8 @@ class Engagement(MethodView):
     @path_uuid("content_id", "CONTENT_NOT_FOUND")
     def get(self, args: dict[str, Any], content_id: uuid.UUID, org: OrgAccess) -> Any:
         """Viewers, completions, the retention curve and daily watch figures of one content item"""
-        content = engagement.readable_content(db.session, org, content_id)
-        return engagement.engagement(db.session, content, args["start"], args["end"])
+        item = engagement.readable_content(db.session, org, content_id)
+        return engagement.engagement(db.session, item, args["start"], args["end"])
 
 
 @blp.route("/orgs/<org_id>/dashboard/content/<content_id>/retention.svg")
@@ -152,7 +152,7 @@ class RetentionChart(MethodView):
     def get(self, content_id: uuid.UUID, org: OrgAccess) -> Any:
         """The retention curve of one content item as an SVG line chart"""
         session = db.session
-        content = engagement.readable_content(session, org, content_id)
+        content = engagement.readable_content(session, org, content_id).content
         audience = engagement.audience(session, content.id)
         body = svg.render_retention(
             title=content.title,
