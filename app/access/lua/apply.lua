@@ -9,7 +9,8 @@
 --       15 completed, 16 completed_at ms or "", 17 ts ms (the Postgres row)
 -- Field "max" is the furthest position (playback_progress.max_position_seconds): never lowered,
 -- clamped to dur, raised even by a heartbeat too old to replace the position. A hash initialised
--- from Postgres starts without it (the flush keeps the greater of the row's and the hash's).
+-- from Postgres starts at the row's position, a lower bound: the flush keeps the greater of the
+-- row's furthest position and the hash's, so the row's own never needs to come to Redis.
 -- Returns -1 (initialise from Postgres and call again), 0 (older than stored: ignored), 1 (applied).
 local function apply()
 local h = KEYS[1]
@@ -17,7 +18,7 @@ if redis.call('EXISTS', h) == 0 then
   if ARGV[12] == 'need' then return -1 end
   if ARGV[12] == 'row' then
     redis.call('HSET', h, 'pos', ARGV[13], 'dur', ARGV[14], 'completed', ARGV[15],
-               'completed_at', ARGV[16], 'ts', ARGV[17], 'org', ARGV[5])
+               'completed_at', ARGV[16], 'ts', ARGV[17], 'org', ARGV[5], 'max', ARGV[13])
   end
 end
 local pos = tonumber(ARGV[1])
@@ -33,6 +34,7 @@ if stored_ts and ts < stored_ts then
     redis.call('HSET', h, 'max', max)
     redis.call('SADD', KEYS[2], ARGV[7])
     redis.call('SADD', KEYS[3], ARGV[8])
+    redis.call('EXPIRE', KEYS[3], ARGV[10])
   end
   return 0
 end
