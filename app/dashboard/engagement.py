@@ -6,6 +6,7 @@ reported). ``retention[k]`` (k = 0..20) is the share of viewers whose furthest p
 k x 5 % of that duration, so ``retention[0]`` is 1.0 whenever there is a viewer and the curve never
 rises. ``average_percent_watched`` is the mean of furthest / duration, in percent;
 ``completions`` the viewers whose progress is completed (sticky), ``completion_rate`` their share.
+Shares are rounded to 4 places, the percentage to 2; with no viewer every figure is 0.
 
 Where the figures come from: the viewer figures from ``dashboard_content_retention`` (21 rows per
 item, kept by triggers on ``playback_progress`` in the flush's own transaction: migration 0015),
