@@ -11,12 +11,13 @@ database write). If Redis is down the write goes straight to Postgres with the s
 Flush: ``claim_batch`` (``SPOP pb:dirty 500``) -> ``read_entries`` -> ``write_batch`` (one
 ``INSERT … ON CONFLICT DO UPDATE … WHERE playback_progress.client_ts <= EXCLUDED.client_ts``)
 -> commit -> ``forget_flushed``; on a database error ``release_batch`` puts the members back.
+The loop itself lives in ``tasks/playback.py`` (services never commit).
 
 The furthest position (``max_position_seconds``, the hash's ``max``) rides along: the script
 raises it on every heartbeat, even one too old to replace the position, and the upsert keeps the
 greater of the row's and the entry's, so it never decreases whatever order heartbeats and
 flushes arrive in. It costs the request path nothing (one more hash field in the same script).
-The loop itself lives in ``tasks/playback.py`` (services never commit).
+Triggers on ``playback_progress`` roll it up for the dashboard's retention curve (migration 0015).
 """
 
 from __future__ import annotations
