@@ -5,6 +5,9 @@ owner; the invitation accepted) and a customer (verified emails, one known passw
 640x360 video and a ~4 s tone generated with ffmpeg, stored at their server-built original keys
 and ingested to ``ready`` synchronously through the real pipeline (``app.media.ingest.run_ingest``;
 no worker needed), and two published content items: a free audio item and a paid video item.
+The free item gets an audience: 30 viewer accounts whose furthest positions spread over the clip
+and six days of watch statistics, so the engagement endpoint and its retention curve (api.md §11)
+show something real.
 
 Re-running changes nothing on a seeded database and reports the same accounts and ids. Rows are
 found again by their fixed emails, the org slug, the demo media titles and the content slugs. A
@@ -25,7 +28,8 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
+from datetime import time as clock
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +38,9 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from app import errors
+from app.access import progress as playback
+from app.access import stats as watch_stats
+from app.access.models import PlaybackProgress
 from app.content import service as content_service
 from app.content.models import Content
 from app.identity import passwords
@@ -159,6 +166,18 @@ CONTENT = (
 )
 
 
+# The free item's audience: one furthest position (whole seconds of the 4 s clip) per viewer, in the
+# order the viewers are created; viewer i started on day i % AUDIENCE_DAYS of the last few days.
+# 30 started, 26 reached 1 s (25 %), 21 reached 2 s, 16 reached 3 s, 10 finished.
+AUDIENCE_FURTHEST = (4, 3, 4, 2, 1, 4, 0, 3, 4, 2, 4, 1, 3, 4, 0, 2, 4, 1, 3, 4, 2, 0, 4, 1, 3, 2, 4, 0, 1, 3)
+AUDIENCE_DAYS = 6
+AUDIENCE_KEY = "free"
+
+
+def viewer_email(index: int) -> str:
+    return f"viewer{index:02d}@demo.codex.local"
+
+
 class SeedError(Exception):
     """The seed could not finish (bad password setting, ffmpeg or ingest failure)."""
 
@@ -186,6 +205,7 @@ class SeedReport:
     organization_slug: str = ORG_SLUG
     media: dict[str, MediaItem] = field(default_factory=dict)
     content: dict[str, Content] = field(default_factory=dict)
+    viewers: int = 0  # the demo audience of the free item
     created: list[str] = field(default_factory=list)  # what this run added or repaired
 
     @property
@@ -408,6 +428,54 @@ def _content(session: Session, report: SeedReport, creator: OrgAccess, spec: Dem
     return content
 
 
+# ---- audience ---------------------------------------------------------------------------------
+
+
+def _audience(session: Session, report: SeedReport, org: Organization, content: Content, today: date) -> None:
+    """Viewer accounts and what they watched of ``content``, written by the access package's own
+    writers (the flush's upsert, the daily-stats rollup's), once: skipped when any demo viewer
+    already has progress on it (watch statistics only ever add up)."""
+    viewers: list[User] = []
+    added = 0
+    for index in range(1, len(AUDIENCE_FURTHEST) + 1):
+        email = viewer_email(index)
+        user = identity.get_user_by_email(session, email)
+        if user is None:
+            user = identity.create_user(session, email=email, password=report.password,
+                                        name=f"Demo Viewer {index:02d}", verified_at=_now(),
+                                        signup_organization_id=org.id)  # fmt: skip
+            added += 1
+        viewers.append(user)
+    report.viewers = len(viewers)
+    if added:
+        report.created.append(f"{added} viewer accounts ({viewer_email(1)} .. {viewer_email(len(viewers))})")
+    watched = session.scalar(
+        select(PlaybackProgress.user_id)
+        .where(PlaybackProgress.content_id == content.id, PlaybackProgress.user_id.in_([v.id for v in viewers]))
+        .limit(1)
+    )
+    if watched is not None:
+        return
+    duration = int(report.media[next(c.media_key for c in CONTENT if c.key == AUDIENCE_KEY)].duration_seconds or 4)
+    entries: list[playback.Entry] = []
+    days: dict[date, list[int]] = {}
+    for index, (user, furthest) in enumerate(zip(viewers, AUDIENCE_FURTHEST, strict=True)):
+        day = today - timedelta(days=AUDIENCE_DAYS - 1 - index % AUDIENCE_DAYS)
+        at = datetime.combine(day, clock(9 + index % 12, 7 * index % 60), UTC)
+        reached = min(furthest, duration)
+        done = reached >= playback.COMPLETE_RATIO * duration
+        entries.append(
+            playback.Entry(user.id, content.id, reached, duration, done, at if done else None, at, at, reached)
+        )
+        figures = days.setdefault(day, [0, 0, 0])
+        figures[0], figures[1], figures[2] = figures[0] + 1, figures[1] + reached, figures[2] + int(done)
+    playback.write_batch(session, entries)
+    watch_stats.write_counters(
+        session, [watch_stats.DayCounters(content.id, day, *figures) for day, figures in sorted(days.items())]
+    )
+    report.created.append(f"audience of {content.slug}: {len(entries)} viewers, {len(days)} days of statistics")
+
+
 # ---- the whole seed ---------------------------------------------------------------------------
 
 
@@ -479,6 +547,15 @@ def run_seed(
         raise SeedError(f"demo content: {exc.message}") from None
     session.commit()
     progress(f"  content: {len(CONTENT)} published items ({_added(report, before)} added)")
+
+    before = len(report.created)
+    try:
+        _audience(session, report, org, report.content[AUDIENCE_KEY], _now().date())
+    except errors.AppError as exc:
+        session.rollback()
+        raise SeedError(f"demo audience: {exc.message}") from None
+    session.commit()
+    progress(f"  audience: {report.viewers} viewers of the free item ({_added(report, before)} added)")
     return report
 
 
@@ -516,6 +593,8 @@ def summary(report: SeedReport) -> list[str]:
         content = report.content[spec.key]
         price = "free" if not content.price_cents else f"{content.price_cents / 100:.2f} {content.currency.upper()}"
         lines.append(f"  {spec.key:<5} {content.id}  {content.content_type:<5} {price:<9} {content.title}")
+    viewers = f"{viewer_email(1)} .. {viewer_email(report.viewers)}"
+    lines.append(f"  an audience of {report.viewers} viewers on the free item ({viewers})")
     lines.append("")
     lines.append("Media (ready)")
     for key, media in report.media.items():

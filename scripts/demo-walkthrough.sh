@@ -76,3 +76,10 @@ curl -s -b owner.jar "$API/orgs/$ORG_ID/dashboard/summary" | json '(d["all_time"
 curl -s -b owner.jar -o revenue.svg -w 'revenue.svg: %{http_code} %{content_type} %{size_download} bytes\n' \
   "$API/orgs/$ORG_ID/dashboard/revenue.svg"
 echo "open $PWD/revenue.svg in a browser"
+
+step "10. which lessons keep their audience: the free item's engagement and retention curve"
+curl -s -b owner.jar "$API/orgs/$ORG_ID/dashboard/content/$FREE/engagement" | json '{k: d[k] for k in ("title", "viewers", "completions", "completion_rate", "average_percent_watched", "seconds_watched")}'
+curl -s -b owner.jar "$API/orgs/$ORG_ID/dashboard/content/$FREE/engagement" | json '[(p["percent"], p["viewers_fraction"]) for p in d["retention"][::5]]'
+curl -s -b owner.jar -o retention.svg -w 'retention.svg: %{http_code} %{content_type} %{size_download} bytes\n' \
+  "$API/orgs/$ORG_ID/dashboard/content/$FREE/retention.svg"
+echo "open $PWD/retention.svg in a browser"

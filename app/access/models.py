@@ -70,12 +70,16 @@ class PlaybackProgress(TimestampMixin, Base):
     __table_args__ = (
         CheckConstraint("position_seconds >= 0", name="position"),
         CheckConstraint("duration_seconds >= 1", name="duration"),
+        CheckConstraint("max_position_seconds >= 0", name="max_position"),
         Index("ix_playback_progress_user", "user_id", text("updated_at DESC")),
     )
 
     user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
     content_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("content.id", ondelete="CASCADE"), primary_key=True)
     position_seconds: Mapped[int] = mapped_column(Integer)
+    # The furthest position ever reported: never lowered, clamped to the duration (migration 0015).
+    # Statement triggers roll it up into dashboard_content_retention (the engagement endpoint).
+    max_position_seconds: Mapped[int] = mapped_column(Integer, server_default=text("0"), default=0)
     duration_seconds: Mapped[int] = mapped_column(Integer)
     completed: Mapped[bool] = mapped_column(Boolean, server_default=text("false"), default=False)
     completed_at: Mapped[datetime | None]

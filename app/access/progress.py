@@ -12,6 +12,12 @@ Flush: ``claim_batch`` (``SPOP pb:dirty 500``) -> ``read_entries`` -> ``write_ba
 ``INSERT … ON CONFLICT DO UPDATE … WHERE playback_progress.client_ts <= EXCLUDED.client_ts``)
 -> commit -> ``forget_flushed``; on a database error ``release_batch`` puts the members back.
 The loop itself lives in ``tasks/playback.py`` (services never commit).
+
+The furthest position (``max_position_seconds``, the hash's ``max``) rides along: the script
+raises it on every heartbeat, even one too old to replace the position, and the upsert keeps the
+greater of the row's and the entry's, so it never decreases whatever order heartbeats and
+flushes arrive in. It costs the request path nothing (one more hash field in the same script).
+Triggers on ``playback_progress`` roll it up for the dashboard's retention curve (migration 0015).
 """
 
 from __future__ import annotations
@@ -104,6 +110,7 @@ class Entry:
     completed_at: datetime | None
     client_ts: datetime
     updated_at: datetime | None
+    furthest: int = 0  # the furthest position known to this entry (the upsert keeps the greater)
 
     @property
     def percent_complete(self) -> int:
@@ -132,6 +139,7 @@ def entry_from_row(row: PlaybackProgress) -> Entry:
         row.completed_at,
         row.client_ts,
         row.updated_at,
+        row.max_position_seconds,
     )
 
 
@@ -147,15 +155,17 @@ def entry_from_hash(user_id: uuid.UUID, content_id: uuid.UUID, raw: dict[Any, An
     try:
         completed_at = data.get("completed_at") or ""
         updated = data.get("upd") or ""
+        position = int(float(data["pos"]))
         return Entry(
             user_id,
             content_id,
-            int(float(data["pos"])),
+            position,
             int(float(data["dur"])),
             data.get("completed") == "1",
             from_ms(int(completed_at)) if completed_at else None,
             from_ms(int(data["ts"])),
             from_ms(int(updated)) if updated else None,
+            max(position, int(float(data.get("max") or 0))),
         )
     except (KeyError, ValueError):
         log.warning("playback.bad_entry", user_id=str(user_id), content_id=str(content_id))
@@ -230,7 +240,7 @@ def _write_database(
     completed = heartbeat.completed or heartbeat.position >= COMPLETE_RATIO * heartbeat.duration
     entry = Entry(
         user_id, content_id, heartbeat.position, heartbeat.duration, completed, now if completed else None,
-        heartbeat.client_ts, now,
+        heartbeat.client_ts, now, heartbeat.position,
     )  # fmt: skip
     write_batch(session, [entry])
     return "database"
@@ -400,26 +410,33 @@ def read(session: Session, client: redis.Redis, user_id: uuid.UUID, content_id: 
 _UPSERT = text(
     """
     INSERT INTO playback_progress AS p
-        (user_id, content_id, position_seconds, duration_seconds, completed, completed_at, client_ts,
-         created_at, updated_at)
-    SELECT v.user_id, v.content_id, v.position_seconds, v.duration_seconds, v.completed,
+        (user_id, content_id, position_seconds, max_position_seconds, duration_seconds, completed, completed_at,
+         client_ts, created_at, updated_at)
+    SELECT v.user_id, v.content_id, v.position_seconds,
+           LEAST(GREATEST(v.max_position_seconds, v.position_seconds), v.duration_seconds),
+           v.duration_seconds, v.completed,
            timestamptz 'epoch' + v.completed_at_ms * interval '1 millisecond',
            timestamptz 'epoch' + v.client_ts_ms * interval '1 millisecond', now(), now()
     FROM unnest(
         CAST(:user_ids AS uuid[]), CAST(:content_ids AS uuid[]), CAST(:positions AS integer[]),
-        CAST(:durations AS integer[]), CAST(:completed AS boolean[]), CAST(:completed_at_ms AS bigint[]),
-        CAST(:client_ts_ms AS bigint[])
-    ) AS v(user_id, content_id, position_seconds, duration_seconds, completed, completed_at_ms, client_ts_ms)
+        CAST(:maxes AS integer[]), CAST(:durations AS integer[]), CAST(:completed AS boolean[]),
+        CAST(:completed_at_ms AS bigint[]), CAST(:client_ts_ms AS bigint[])
+    ) AS v(user_id, content_id, position_seconds, max_position_seconds, duration_seconds, completed,
+           completed_at_ms, client_ts_ms)
     WHERE EXISTS (SELECT 1 FROM content c WHERE c.id = v.content_id)
       AND EXISTS (SELECT 1 FROM users u WHERE u.id = v.user_id)
     ON CONFLICT (user_id, content_id) DO UPDATE SET
-        position_seconds = EXCLUDED.position_seconds,
-        duration_seconds = EXCLUDED.duration_seconds,
-        client_ts = EXCLUDED.client_ts,
-        completed = p.completed OR EXCLUDED.completed,
-        completed_at = COALESCE(p.completed_at, EXCLUDED.completed_at),
+        position_seconds = CASE WHEN p.client_ts <= EXCLUDED.client_ts
+                           THEN EXCLUDED.position_seconds ELSE p.position_seconds END,
+        duration_seconds = CASE WHEN p.client_ts <= EXCLUDED.client_ts
+                           THEN EXCLUDED.duration_seconds ELSE p.duration_seconds END,
+        client_ts = GREATEST(p.client_ts, EXCLUDED.client_ts),
+        completed = p.completed OR (p.client_ts <= EXCLUDED.client_ts AND EXCLUDED.completed),
+        completed_at = CASE WHEN p.client_ts <= EXCLUDED.client_ts
+                       THEN COALESCE(p.completed_at, EXCLUDED.completed_at) ELSE p.completed_at END,
+        max_position_seconds = GREATEST(p.max_position_seconds, EXCLUDED.max_position_seconds),
         updated_at = now()
-    WHERE p.client_ts <= EXCLUDED.client_ts
+    WHERE p.client_ts <= EXCLUDED.client_ts OR p.max_position_seconds < EXCLUDED.max_position_seconds
     """
 )
 
@@ -431,6 +448,7 @@ class Rows:
     user_ids: list[str] = field(default_factory=list)
     content_ids: list[str] = field(default_factory=list)
     positions: list[int] = field(default_factory=list)
+    maxes: list[int] = field(default_factory=list)
     durations: list[int] = field(default_factory=list)
     completed: list[bool] = field(default_factory=list)
     completed_at_ms: list[int | None] = field(default_factory=list)
@@ -439,10 +457,14 @@ class Rows:
     def __len__(self) -> int:
         return len(self.user_ids)
 
-    def add(self, user_id: str, content_id: str, pos: int, dur: int, done: bool, done_ms: int | None, ts: int) -> None:
+    def add(
+        self, user_id: str, content_id: str, pos: int, dur: int, done: bool, done_ms: int | None, ts: int,
+        furthest: int = 0,
+    ) -> None:  # fmt: skip
         self.user_ids.append(user_id)
         self.content_ids.append(content_id)
         self.positions.append(pos)
+        self.maxes.append(max(pos, furthest))
         self.durations.append(dur)
         self.completed.append(done)
         self.completed_at_ms.append(done_ms)
@@ -450,7 +472,8 @@ class Rows:
 
 
 def write_rows(session: Session, rows: Rows) -> int:
-    """One statement for the whole batch; an older entry never replaces a newer stored one.
+    """One statement for the whole batch; an older entry never replaces a newer stored one, but
+    still raises the furthest position (which never decreases, and is clamped to the duration).
 
     Rows whose content or user no longer exists are skipped. Returns the rows written."""
     if not rows:
@@ -463,7 +486,10 @@ def write_batch(session: Session, entries: list[Entry]) -> int:
     rows = Rows()
     for e in entries:
         done_ms = to_ms(e.completed_at) if e.completed_at else None
-        rows.add(str(e.user_id), str(e.content_id), e.position, e.duration, e.completed, done_ms, to_ms(e.client_ts))
+        rows.add(
+            str(e.user_id), str(e.content_id), e.position, e.duration, e.completed, done_ms, to_ms(e.client_ts),
+            e.furthest,
+        )  # fmt: skip
     return write_rows(session, rows)
 
 
@@ -490,13 +516,13 @@ def _parse_lines(lines: list[Any]) -> Batch:
         members.append(member_)
         user_id, _, content_id = member_.partition(":")
         parts = rest.split("|")
-        if len(parts) != 5 or not _UUID.fullmatch(user_id) or not _UUID.fullmatch(content_id):
+        if len(parts) != 6 or not _UUID.fullmatch(user_id) or not _UUID.fullmatch(content_id):
             log.warning("playback.bad_entry", member=member_[:100])
             continue
-        pos, dur, done, done_at, ts = parts
+        pos, dur, done, done_at, ts, furthest = parts
         try:
             rows.add(user_id, content_id, int(float(pos)), int(float(dur)), done == "1",
-                     int(done_at) if done_at else None, int(ts))  # fmt: skip
+                     int(done_at) if done_at else None, int(ts), int(furthest) if furthest else 0)  # fmt: skip
         except ValueError:  # an expired or unreadable hash: skipped, never guessed
             continue
     return Batch(members, rows)

@@ -15,7 +15,7 @@ from app.dashboard import rollups
 @click.option("--org", "org_id", type=click.UUID, default=None, help="Only this organization (default: all).")
 @with_appcontext
 def rebuild_rollups(org_id: uuid.UUID | None) -> None:
-    """Recompute the dashboard rollup tables from purchases and grants (repair after manual SQL)."""
+    """Recompute the dashboard rollup tables from purchases, grants and progress (repair after manual SQL)."""
     session = db.session
     scope = f"organization {org_id}" if org_id else "every organization"
     click.echo(f"rebuilding the dashboard rollups of {scope}")

@@ -5,9 +5,9 @@ log) is defined in ``app/audit.py``, next to ``audit.record()``, its one writer:
 writes audit rows, so the writer sits in the bottom layer, below the domains that call it.
 
 The rollups (``dashboard_daily_revenue``, ``dashboard_content_revenue``, ``dashboard_customers``,
-``dashboard_customer_revenue``) are
+``dashboard_customer_revenue``, and ``dashboard_content_retention`` over ``playback_progress``) are
 not in data-model.md: they are kept by Postgres triggers on ``purchases`` and ``content_access``
-(migrations 0006, 0007), in the same transaction as the purchase or grant change, so the dashboard reads a
+(migrations 0006, 0007, 0015), in the same transaction as the purchase or grant change, so the dashboard reads a
 few hundred rows instead of every purchase of the org. The application never writes them.
 """
 
@@ -16,7 +16,17 @@ from __future__ import annotations
 import uuid
 from datetime import date, datetime
 
-from sqlalchemy import BigInteger, Date, ForeignKey, ForeignKeyConstraint, Index, Integer, text
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    Date,
+    ForeignKey,
+    ForeignKeyConstraint,
+    Index,
+    Integer,
+    SmallInteger,
+    text,
+)
 from sqlalchemy.dialects.postgresql import CHAR
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -85,3 +95,23 @@ class CustomerRevenue(Base):
     total_spent_cents: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
     first_purchase_at: Mapped[datetime | None]
     last_purchase_at: Mapped[datetime | None]
+
+
+class ContentRetention(Base):
+    """One content item's viewers whose furthest position falls in one 5 % bucket (migration 0015).
+
+    ``bucket = floor(20 x furthest / duration)`` (0..20; 20 = watched to the end). Kept by
+    statement triggers on ``playback_progress`` in the flush's own transaction, so the engagement
+    endpoint reads 21 rows whatever the audience: retention[k] = Σ viewers of buckets >= k / Σ
+    viewers; completions and the furthest fractions (millionths) are summed alongside.
+    """
+
+    __tablename__ = "dashboard_content_retention"
+    __table_args__ = (CheckConstraint("bucket BETWEEN 0 AND 20", name="bucket"),)
+
+    content_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("content.id", ondelete="CASCADE"), primary_key=True)
+    bucket: Mapped[int] = mapped_column(SmallInteger, primary_key=True)
+    organization_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("organizations.id", ondelete="CASCADE"))
+    viewers: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    completions: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    fraction_micros: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))

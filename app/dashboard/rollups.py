@@ -2,7 +2,8 @@
 
 Postgres triggers keep ``dashboard_daily_revenue``, ``dashboard_content_revenue``,
 ``dashboard_customer_revenue`` and ``dashboard_customers`` in step with ``purchases`` and
-``content_access`` (migrations 0006-0008). This recomputes them from scratch, for one organization
+``content_access`` (migrations 0006-0008), and ``dashboard_content_retention`` with
+``playback_progress`` (0015). This recomputes them from scratch, for one organization
 or all, with the triggers' definitions (api.md §11): gross = amount; refunded = refunded amount
 plus the unrefunded rest of a ``charged_back`` row; purchase count = ``completed`` and not a
 duplicate; revenue on the UTC day of ``purchased_at``; a customer is anyone with a purchase or a
@@ -85,6 +86,22 @@ _STATEMENTS = (
         GROUP BY p.organization_id, p.currency, p.customer_id
         """,
     ),
+    (
+        # Migration 0015's definition: the viewers per 5 % bucket of their furthest position.
+        "dashboard_content_retention",
+        """
+        INSERT INTO dashboard_content_retention
+            (content_id, bucket, organization_id, viewers, completions, fraction_micros)
+        SELECT p.content_id,
+               (20 * LEAST(p.max_position_seconds, p.duration_seconds) / p.duration_seconds)::smallint AS bucket,
+               c.organization_id, count(*), count(*) FILTER (WHERE p.completed),
+               sum(1000000::bigint * LEAST(p.max_position_seconds, p.duration_seconds) / p.duration_seconds)
+        FROM playback_progress AS p
+        JOIN content AS c ON c.id = p.content_id
+        WHERE CAST(:org AS uuid) IS NULL OR c.organization_id = CAST(:org AS uuid)
+        GROUP BY p.content_id, bucket, c.organization_id
+        """,
+    ),
 )
 
 
@@ -115,9 +132,11 @@ def rebuild(session: Session, organization_id: uuid.UUID | None = None, progress
     meanwhile. ``progress`` gets a line per step: the lock, the delete, each table with its rows.
     """
     params = {"org": str(organization_id) if organization_id else None}
-    progress("  locking purchases and content_access against writes (waits for running transactions)")
+    progress(
+        "  locking purchases, content_access and playback_progress against writes (waits for running transactions)"
+    )
     started = time.monotonic()
-    session.execute(text("LOCK TABLE purchases, content_access IN SHARE MODE"))
+    session.execute(text("LOCK TABLE purchases, content_access, playback_progress IN SHARE MODE"))
     progress(f"  locked after {time.monotonic() - started:.1f} s")
     deleted = 0
     for table, _ in reversed(_STATEMENTS):  # revenue rows before the customers they reference

@@ -1,4 +1,5 @@
-"""Dashboard and org administration routes (api.md §11): managers only, creators 403.
+"""Dashboard and org administration routes (api.md §11): managers only, creators 403 — except a
+content item's engagement, which its creator may read too.
 
 Decorator order (README §3.4): ``require_auth`` (401, CSRF, malformed path ids -> 404) above
 ``@blp.arguments`` (400), ``require_org_role`` below it (404 for non-members). Routes without a
@@ -16,7 +17,7 @@ from flask.views import MethodView
 
 from app import db
 from app.api import Blueprint, error_responses
-from app.dashboard import grants, service, svg
+from app.dashboard import engagement, grants, service, svg
 from app.dashboard.schemas import (
     AuditEventSchema,
     AuditListArgsSchema,
@@ -25,6 +26,8 @@ from app.dashboard.schemas import (
     CustomerDetailSchema,
     CustomerListArgsSchema,
     CustomerRowSchema,
+    EngagementArgsSchema,
+    EngagementSchema,
     GrantCreateSchema,
     GrantSchema,
     RangeArgsSchema,
@@ -119,6 +122,45 @@ class TopContent(MethodView):
             end=args["end"],
             limit=args["limit"],
         )
+
+
+# ---- content engagement (managers; creators for what they created) ---------------------------------
+
+
+@blp.route("/orgs/<org_id>/dashboard/content/<content_id>/engagement")
+class Engagement(MethodView):
+    @blp.response(200, EngagementSchema)
+    @error_responses(blp, *READ)
+    @require_auth
+    @blp.arguments(EngagementArgsSchema, location="query")
+    @require_org_role("creator")
+    @path_uuid("content_id", "CONTENT_NOT_FOUND")
+    def get(self, args: dict[str, Any], content_id: uuid.UUID, org: OrgAccess) -> Any:
+        """Viewers, completions, the retention curve and daily watch figures of one content item"""
+        item = engagement.readable_content(db.session, org, content_id)
+        return engagement.engagement(db.session, item, args["start"], args["end"])
+
+
+@blp.route("/orgs/<org_id>/dashboard/content/<content_id>/retention.svg")
+class RetentionChart(MethodView):
+    @blp.response(200, content_type="image/svg+xml", description="The retention curve as an SVG line chart")
+    @blp.doc(responses={"200": {"content": {"image/svg+xml": {"schema": {"type": "string"}}}}})
+    @error_responses(blp, 401, 403, 404, *COMMON)
+    @require_auth
+    @require_org_role("creator")
+    @path_uuid("content_id", "CONTENT_NOT_FOUND")
+    def get(self, content_id: uuid.UUID, org: OrgAccess) -> Any:
+        """The retention curve of one content item as an SVG line chart"""
+        session = db.session
+        content = engagement.readable_content(session, org, content_id).content
+        audience = engagement.audience(session, content.id)
+        body = svg.render_retention(
+            title=content.title,
+            viewers=audience.viewers,
+            retention=audience.retention(),
+            color=branding_for(session, org.organization_id).primary_color,
+        )
+        return Response(body, content_type="image/svg+xml; charset=utf-8", headers={"Cache-Control": SVG_CACHE_CONTROL})
 
 
 # ---- customers ------------------------------------------------------------------------------------------

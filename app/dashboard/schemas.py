@@ -54,6 +54,23 @@ class CurrencyArgsSchema(ma.Schema):
         return data
 
 
+def resolved_range(data: dict[str, Any]) -> dict[str, Any]:
+    """``start``/``end`` inclusive UTC dates: end defaults to today, start to end - 29 days."""
+    end = data.get("end") or today_utc()
+    if end == date.max:  # the range is [start, end + 1 day) in UTC; there is no day after this one
+        raise ma.ValidationError({"end": ["Must be before 9999-12-31."]})
+    try:
+        start = data.get("start") or end - timedelta(days=DEFAULT_RANGE_DAYS - 1)
+    except OverflowError:  # an end in the first days of year 1 has no default start
+        raise ma.ValidationError({"end": ["Too early to default start; give start."]}) from None
+    if start > end:
+        raise ma.ValidationError({"start": ["Must not be after end."]})
+    if (end - start).days + 1 > MAX_RANGE_DAYS:
+        raise ma.ValidationError({"end": [f"The range must not exceed {MAX_RANGE_DAYS} days."]})
+    data["start"], data["end"] = start, end
+    return data
+
+
 class RangeArgsSchema(CurrencyArgsSchema):
     """``start``/``end`` inclusive UTC dates: end defaults to today, start to end - 29 days."""
 
@@ -62,19 +79,18 @@ class RangeArgsSchema(CurrencyArgsSchema):
 
     @ma.post_load
     def resolve_range(self, data: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
-        end = data.get("end") or today_utc()
-        if end == date.max:  # the range is [start, end + 1 day) in UTC; there is no day after this one
-            raise ma.ValidationError({"end": ["Must be before 9999-12-31."]})
-        try:
-            start = data.get("start") or end - timedelta(days=DEFAULT_RANGE_DAYS - 1)
-        except OverflowError:  # an end in the first days of year 1 has no default start
-            raise ma.ValidationError({"end": ["Too early to default start; give start."]}) from None
-        if start > end:
-            raise ma.ValidationError({"start": ["Must not be after end."]})
-        if (end - start).days + 1 > MAX_RANGE_DAYS:
-            raise ma.ValidationError({"end": [f"The range must not exceed {MAX_RANGE_DAYS} days."]})
-        data["start"], data["end"] = start, end
-        return data
+        return resolved_range(data)
+
+
+class EngagementArgsSchema(ma.Schema):
+    """The range of the ``daily`` figures, as for revenue (no currency: nothing here is money)."""
+
+    start = QueryDate(load_default=None)
+    end = QueryDate(load_default=None)
+
+    @ma.post_load
+    def resolve_range(self, data: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+        return resolved_range(data)
 
 
 class TopContentArgsSchema(RangeArgsSchema):
@@ -233,3 +249,30 @@ class AuditEventSchema(ma.Schema):
     metadata = ma.fields.Dict(required=True, attribute="metadata_")
     request_id = ma.fields.String(required=True, allow_none=True)
     created_at = Timestamp(required=True)
+
+
+class RetentionPointSchema(ma.Schema):
+    percent = ma.fields.Integer(required=True, metadata={"description": "0, 5, .., 100 (% of the duration)"})
+    viewers_fraction = ma.fields.Float(
+        required=True, metadata={"description": "share of viewers whose furthest position reached `percent`"}
+    )
+
+
+class DailyEngagementSchema(ma.Schema):
+    date = ma.fields.Date(required=True)
+    views_started = ma.fields.Integer(required=True)
+    seconds_watched = ma.fields.Integer(required=True)
+    completions = ma.fields.Integer(required=True)
+
+
+class EngagementSchema(ma.Schema):
+    content_id = ma.fields.UUID(required=True)
+    title = ma.fields.String(required=True)
+    duration_seconds = ma.fields.Integer(required=True, allow_none=True)
+    viewers = ma.fields.Integer(required=True)
+    completions = ma.fields.Integer(required=True)
+    completion_rate = ma.fields.Float(required=True)
+    average_percent_watched = ma.fields.Float(required=True)
+    seconds_watched = ma.fields.Integer(required=True)
+    retention = ma.fields.List(ma.fields.Nested(RetentionPointSchema), required=True)
+    daily = ma.fields.List(ma.fields.Nested(DailyEngagementSchema), required=True)

@@ -21,6 +21,10 @@ Times are UTC. ``M`` is the start of the current UTC month (the "this month" row
 Plus: an open (unpaid) checkout session of Dee for C2 (a pending payment: counts nowhere), a
 complimentary grant of C1 to Dee (a customer without purchases), purchase grants as fulfilment
 leaves them (revoked for the refund and the disputes), and watch-time rows.
+
+Viewers (``playback_progress``, all reporting a 600 s duration for C1, 100 s for D1): on C1 Ana
+(furthest 600, completed), Bob (150 = 25 %), Cid (310 = 51.7 %) and Dee (0); on D1 Fay (90).
+So C1's retention is 1.0 at 0 %, 0.75 up to 25 %, 0.5 up to 50 %, 0.25 from 55 % to 100 %.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from app.access.models import ContentAccess, ContentDailyStats
+from app.access.models import ContentAccess, ContentDailyStats, PlaybackProgress
 from app.commerce.models import Purchase
 from app.content.models import Content
 from app.identity.models import User
@@ -193,5 +197,31 @@ def seed() -> World:
                 seconds_watched=seconds,
             )
         )
+    for user, item, furthest, duration, done in (
+        (ana, "C1", 600, 600, True),
+        (bob, "C1", 150, 600, False),
+        (cid, "C1", 310, 600, False),
+        (dee, "C1", 0, 600, False),
+        (fay, "D1", 90, 100, False),
+    ):
+        viewed(user, c[item], furthest, duration, completed=done)
     factories.current_session().flush()
     return world
+
+
+def viewed(user: User, content: Content, furthest: int, duration: int, *, position: int | None = None,
+           completed: bool = False) -> PlaybackProgress:  # fmt: skip
+    """A progress row as the flush leaves it (the position defaults to the furthest one)."""
+    now = datetime.now(UTC)
+    row = PlaybackProgress(
+        user_id=user.id,
+        content_id=content.id,
+        position_seconds=furthest if position is None else position,
+        max_position_seconds=furthest,
+        duration_seconds=duration,
+        completed=completed,
+        completed_at=now if completed else None,
+        client_ts=now,
+    )
+    factories.current_session().add(row)
+    return row

@@ -14,7 +14,7 @@ from sqlalchemy import delete, func, select, text, update
 
 from app.access.models import ContentAccess
 from app.commerce.models import Purchase
-from app.dashboard.models import ContentRevenue, CustomerRevenue, DailyRevenue, DashboardCustomer
+from app.dashboard.models import ContentRetention, ContentRevenue, CustomerRevenue, DailyRevenue, DashboardCustomer
 from tests import factories
 from tests.dashboard.seed import World
 
@@ -241,6 +241,7 @@ def rollup_rows(session) -> dict[str, int]:
         "dashboard_content_revenue": ContentRevenue,
         "dashboard_customers": DashboardCustomer,
         "dashboard_customer_revenue": CustomerRevenue,
+        "dashboard_content_retention": ContentRetention,
     }
     return {table: session.scalar(select(func.count()).select_from(model)) or 0 for table, model in tables.items()}
 
@@ -253,9 +254,9 @@ def test_rebuild_rollups_prints_each_step_with_its_rows(app, db_session, world: 
     assert all(after.values())
     lines = result.output.splitlines()
     assert lines[0] == "rebuilding the dashboard rollups of every organization"
-    assert lines[1].startswith("  locking purchases and content_access against writes")
+    assert lines[1].startswith("  locking purchases, content_access and playback_progress against writes")
     assert re.fullmatch(r"  locked after \d+\.\d s", lines[2])
     assert lines[3] == f"  deleted {sum(before.values())} old rollup rows"
-    for line, (table, count) in zip(lines[4:8], after.items(), strict=True):
+    for line, (table, count) in zip(lines[4:9], after.items(), strict=True):
         assert re.fullmatch(rf"  {table}: {count} rows \(\d+\.\d s\)", line), line
-    assert lines[8:] == [f"rebuilt the dashboard rollups of every organization: {sum(after.values())} rows, committed"]
+    assert lines[9:] == [f"rebuilt the dashboard rollups of every organization: {sum(after.values())} rows, committed"]

@@ -204,6 +204,7 @@ def test_the_first_run_reports_each_step_as_it_goes(seeded: seed.SeedReport, pro
         rf"  audio media: ingesting {audio.id} \(HLS renditions, preview, thumbnail or waveform\)",
         rf"  audio media: ready after \d+\.\d s \({len(audio.renditions)} renditions\)",
         r"  content: 2 published items \(2 added\)",
+        r"  audience: 30 viewers of the free item \(2 added\)",
     ]
     assert len(progress) == len(expected), progress
     for line, pattern in zip(progress, expected, strict=True):
@@ -222,6 +223,7 @@ def test_the_command_prints_its_steps_before_the_summary(
         "  video media: already ready",
         "  audio media: already ready",
         "  content: 2 published items (0 added)",
+        "  audience: 30 viewers of the free item (0 added)",
         "",
         "Codex demo data already present (nothing changed)",
     ]
