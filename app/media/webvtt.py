@@ -43,6 +43,7 @@ MAX_BYTES = 2 * 1024 * 1024
 MAX_CUES = 20_000
 MAX_CUE_TEXT = 2_000
 DURATION_SLACK_MS = 1_000
+MAX_MEDIA_SECONDS = 86_400  # media_items.duration_seconds' bound: the limit when no duration is given
 
 ALLOWED_TAGS = frozenset({"b", "i", "u", "c", "v", "lang", "ruby", "rt"})
 
@@ -69,6 +70,7 @@ _CLASS = re.compile(r"[A-Za-z0-9_-]{1,32}")
 _TAG_NAME = re.compile(r"[A-Za-z0-9]+")
 _PERCENT = re.compile(r"(\d{1,3}(?:\.\d+)?)%")
 _LINE_NUMBER = re.compile(r"-?\d{1,4}")
+_TAGS = re.compile(r"<[^>]*>")  # in sanitised text every "<" left starts one of our tags
 
 
 class InvalidCaptions(ValueError):
@@ -297,7 +299,7 @@ def parse(data: bytes, *, duration_seconds: int | None = None) -> Captions:
         raise InvalidCaptions("The file does not start with the WEBVTT header.")
     # The header block (the WEBVTT line and any metadata lines under it) ends at the first blank line.
     body_start = next((i for i, line in enumerate(lines) if line.strip() == ""), len(lines))
-    limit_ms = None if duration_seconds is None else duration_seconds * 1000 + DURATION_SLACK_MS
+    limit_ms = (duration_seconds or MAX_MEDIA_SECONDS) * 1000 + DURATION_SLACK_MS
     cues: list[Cue] = []
     previous_start = -1
     for line_number, block in _blocks(lines[body_start:]):
@@ -317,7 +319,7 @@ def parse(data: bytes, *, duration_seconds: int | None = None) -> Captions:
             raise InvalidCaptions(f"{where}: the cue ends before it starts.")
         if start < previous_start:
             raise InvalidCaptions(f"{where}: cue times are not increasing.")
-        if limit_ms is not None and end > limit_ms:
+        if end > limit_ms:
             raise InvalidCaptions(f"{where}: the cue ends after the end of the media.")
         previous_start = start
         payload = block[timing_index + 1 :]
@@ -327,8 +329,8 @@ def parse(data: bytes, *, duration_seconds: int | None = None) -> Captions:
         if len(raw_text) > MAX_CUE_TEXT:
             raise InvalidCaptions(f"{where}: the cue's text is longer than {MAX_CUE_TEXT} characters.")
         text = sanitise_text(raw_text)
-        if not text.strip():
-            continue
+        if not _TAGS.sub("", text).strip():
+            continue  # nothing to show (only tags, or only whitespace)
         if len(cues) >= MAX_CUES:
             raise InvalidCaptions(f"The file has more than {MAX_CUES} cues.")
         cues.append(Cue(start, end, parse_settings(match.group(9) or ""), text))
