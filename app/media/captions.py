@@ -38,10 +38,11 @@ INVALID_CAPTIONS = "INVALID_CAPTIONS"
 CAPTION_NOT_FOUND = "CAPTION_NOT_FOUND"
 DELETE_OBJECT_TASK = "storage.delete_object"
 VTT_CONTENT_TYPE = "text/vtt; charset=utf-8"
-# How much of the first segment to read for its first timestamps: the first video and audio PES
-# headers sit in its first packets (the keyframe's PES comes first, the audio's within a few
-# hundred KiB at our bitrates; the smallest of the timestamps found is the start).
-SEGMENT_HEAD_BYTES = 256 * 1024
+# The first segment is read in chunks until both an audio and a video PES start were seen (the
+# keyframe's PES comes first and can be large; the audio's first one may come later in the file yet
+# start earlier in time), at most the cap.
+SEGMENT_CHUNK_BYTES = 188 * 2048
+SEGMENT_READ_CAP_BYTES = 32 * 1024 * 1024
 TS_PACKET = 188
 
 # English names of common languages: the default ``label`` (players show it in their menus).
@@ -105,9 +106,16 @@ def list_captions(session: Session, media: MediaItem) -> dict[str, Any]:
 # ---- the segments' first timestamp ----------------------------------------------------------
 
 
-def first_pts(data: bytes) -> int | None:
-    """The smallest PTS (90 kHz) among the PES packets that start in ``data`` (MPEG-TS), or None."""
-    best: int | None = None
+def _timestamp(p: bytes) -> int:
+    """A 33-bit PES timestamp from its 5 bytes."""
+    return ((p[0] >> 1) & 0x07) << 30 | p[1] << 22 | (p[2] >> 1) << 15 | p[3] << 7 | p[4] >> 1
+
+
+def first_timestamps(data: bytes) -> dict[str, int]:
+    """The earliest timestamp (90 kHz; PTS, or DTS where it is earlier, as for B-frames) of the
+    audio and of the video PES packets that start in ``data`` (MPEG-TS, from its first packet), as
+    ``{"audio": …, "video": …}`` for the kinds found."""
+    found: dict[str, int] = {}
     for offset in range(0, len(data) - TS_PACKET + 1, TS_PACKET):
         packet = data[offset : offset + TS_PACKET]
         if packet[0] != 0x47:
@@ -119,21 +127,26 @@ def first_pts(data: bytes) -> int | None:
             continue
         start = 4 + (1 + packet[4] if adaptation == 3 else 0)
         pes = packet[start:]
-        if len(pes) < 14 or pes[:3] != b"\x00\x00\x01":
-            continue  # a PSI section (PAT/PMT), not a PES
+        if len(pes) < 19 or pes[:3] != b"\x00\x00\x01" or not pes[7] & 0x80:
+            continue  # a PSI section (PAT/PMT), or a PES without a PTS
         stream_id = pes[3]
-        if not (0xC0 <= stream_id <= 0xEF) or not pes[7] & 0x80:  # audio/video with a PTS
+        kind = "audio" if 0xC0 <= stream_id <= 0xDF else "video" if 0xE0 <= stream_id <= 0xEF else None
+        if kind is None:
             continue
-        p = pes[9:14]
-        pts = ((p[0] >> 1) & 0x07) << 30 | p[1] << 22 | (p[2] >> 1) << 15 | p[3] << 7 | p[4] >> 1
-        best = pts if best is None else min(best, pts)
-    return best
+        stamp = _timestamp(pes[9:14])
+        if pes[7] & 0x40:  # a DTS follows the PTS
+            stamp = min(stamp, _timestamp(pes[14:19]))
+        found[kind] = min(stamp, found.get(kind, stamp))
+    return found
 
 
 def segment_start_pts(media: MediaItem, storage: Storage) -> int | None:
-    """The first timestamp of the media's segments (all renditions come from one encode and start
-    together): read from the first segment of its first rendition. None when it cannot be read
-    (the caption file then has no timestamp map, which players read as "starts at the video's start")."""
+    """Where the media's segments start: the earliest audio or video timestamp (a video's first DTS
+    comes before its first PTS when it has B-frames) of the first segment of its first rendition
+    (all renditions come from one encode and start together). That is the zero of the timeline
+    players such as hls.js build from the segments (hls.js takes the lowest audio PTS / video DTS),
+    so a cue at 00:00:01.000 shows one second into the video. None when it cannot be read (the
+    caption file then has no timestamp map)."""
     if not media.hls_master_key or not media.renditions:
         return None
     folder = f"{posixpath.dirname(media.hls_master_key)}/{media.renditions[0]}"
@@ -142,14 +155,24 @@ def segment_start_pts(media: MediaItem, storage: Storage) -> int | None:
         first = next((line.strip() for line in playlist.splitlines() if line.strip() and line[0] != "#"), None)
         if first is None or "/" in first or not first.endswith(".ts"):
             return None
-        info = storage.head(f"{folder}/{first}")
+        key = f"{folder}/{first}"
+        info = storage.head(key)
         if info is None:
             return None
-        head = storage.read_range(f"{folder}/{first}", 0, min(SEGMENT_HEAD_BYTES, info.size))
+        size = min(info.size, SEGMENT_READ_CAP_BYTES)
+        offset = 0
+        found: dict[str, int] = {}
+        while offset < size and len(found) < 2:
+            chunk = storage.read_range(key, offset, min(SEGMENT_CHUNK_BYTES, size - offset))
+            if not chunk:
+                break
+            offset += len(chunk)  # chunks are whole packets: each is scanned on its own
+            for kind, stamp in first_timestamps(chunk).items():
+                found[kind] = min(stamp, found.get(kind, stamp))
     except (StorageError, UnicodeDecodeError):
         log.warning("captions.segment_unreadable", media_id=str(media.id))
         return None
-    return first_pts(head)
+    return min(found.values()) if found else None
 
 
 # ---- changes ----------------------------------------------------------------------------------

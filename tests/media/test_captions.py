@@ -56,18 +56,23 @@ def stored_keys(storage: Storage, media: MediaItem) -> list[str]:
     return sorted(storage.list_keys(f"orgs/{media.organization_id}/media/{media.id}/captions/"))
 
 
-def pes_packet(pts: int, stream_id: int = 0xE0, pid: int = 0x100) -> bytes:
-    """One MPEG-TS packet starting a PES packet with ``pts`` (as ffmpeg's mpegts muxer writes them)."""
-    stamp = bytes(
+def stamp(prefix: int, value: int) -> bytes:
+    return bytes(
         [
-            0x21 | ((pts >> 29) & 0x0E),
-            (pts >> 22) & 0xFF,
-            0x01 | ((pts >> 14) & 0xFE),
-            (pts >> 7) & 0xFF,
-            0x01 | ((pts << 1) & 0xFE),
+            prefix | ((value >> 29) & 0x0E),
+            (value >> 22) & 0xFF,
+            0x01 | ((value >> 14) & 0xFE),
+            (value >> 7) & 0xFF,
+            0x01 | ((value << 1) & 0xFE),
         ]
     )
-    pes = b"\x00\x00\x01" + bytes([stream_id]) + b"\x00\x00\x80\x80\x05" + stamp
+
+
+def pes_packet(pts: int, stream_id: int = 0xE0, pid: int = 0x100, dts: int | None = None) -> bytes:
+    """One MPEG-TS packet starting a PES packet with ``pts`` (and ``dts``), as ffmpeg's mpegts muxer writes them."""
+    only_pts = b"\x80\x80\x05" + stamp(0x21, pts)
+    header = only_pts if dts is None else b"\x80\xc0\x0a" + stamp(0x31, pts) + stamp(0x11, dts)
+    pes = b"\x00\x00\x01" + bytes([stream_id]) + b"\x00\x00" + header
     return (bytes([0x47, 0x40 | (pid >> 8), pid & 0xFF, 0x10]) + pes).ljust(188, b"\xff")
 
 
@@ -114,13 +119,18 @@ def test_put_stores_a_re_serialised_file_and_answers_the_caption(
 def test_the_stored_file_maps_its_zero_to_the_first_segment_timestamp(
     client: FlaskClient, staff: Staff, media: MediaItem, storage: Storage
 ) -> None:
-    # An audio PES first with a later PTS, then the video's: the smallest is the start.
-    write_first_segment(storage, media, pes_packet(130_000, 0xC0, 0x101) + pes_packet(126_000) + b"\x47" * 10)
+    # The video's PES first (PTS 1.48 s, DTS 1.4 s: B-frames), then far later in the file the
+    # audio's (1.4587 s): the reader goes on until it has seen both; the earliest stamp is the start.
+    filler = bytes([0x47, 0x01, 0x00, 0x10]).ljust(188, b"\xff") * 4000  # ~750 KiB of payload packets
+    segment = pes_packet(133_200, dts=126_000) + filler + pes_packet(131_280, 0xC0, 0x101)
+    write_first_segment(storage, media, segment)
     r = put(client, staff.creator, media.id, "fr")
     assert r.status_code == 200, r.json
     data = client.get(urlsplit(r.json["url"]).path).data
     assert data.startswith(b"WEBVTT\nX-TIMESTAMP-MAP=MPEGTS:126000,LOCAL:00:00:00.000\n\n")
-    assert captions.first_pts(pes_packet(2**33 - 1)) == 2**33 - 1
+    assert captions.first_timestamps(segment) == {"video": 126_000, "audio": 131_280}
+    assert captions.first_timestamps(pes_packet(2**33 - 1)) == {"video": 2**33 - 1}
+    assert captions.first_timestamps(b"\x00" * 188 + pes_packet(5)) == {}  # no sync byte: nothing trusted
 
 
 def test_put_replaces_and_deletes_the_old_file_after_the_commit(
