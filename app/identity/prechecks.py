@@ -7,7 +7,8 @@ hook and ``app.http``'s body hooks) evaluates it first, through flask-limiter it
 storage, headers, ``on_breach`` body and ``Retry-After``).
 
 ``multipart`` does the same for upload routes that opt out of the JSON checks with ``raw_body``:
-body size (413) and then ``multipart/form-data`` (415), still before authentication.
+body size (413) and then ``multipart/form-data`` (415), still before authentication; ``body_type``
+likewise for a raw body of another type (captions' ``text/vtt``).
 """
 
 from __future__ import annotations

@@ -176,7 +176,7 @@ class MediaCaptionResource(MethodView):
             db.session,
             media,
             language=tag,
-            label=args["label"],
+            label=args.get("label"),
             data=request.get_data(cache=False),
             user_id=current_principal().user_id,
             storage=get_storage(),

@@ -115,7 +115,7 @@ class MediaCreatedSchema(MediaSchema):
 class CaptionPutArgsSchema(ma.Schema):
     """Query of PUT …/captions/{language} (the body is the WebVTT file itself)."""
 
-    label = Str(validate=ma.validate.Length(min=1, max=100), load_default=None)
+    label = Str(validate=ma.validate.Length(min=1, max=100))
 
 
 class CaptionSchema(ma.Schema):
