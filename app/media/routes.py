@@ -161,7 +161,6 @@ class MediaCaptionResource(MethodView):
     @blp.doc(requestBody={"required": True, "content": {"text/vtt": {"schema": {"type": "string"}}}})
     @blp.response(200, CaptionSchema)
     @error_responses(blp, 400, 413, 415, *SIGNED_IN, 404, 422, *COMMON)
-    @route_limit("60 per hour", key="user")
     @body_type("text/vtt")
     @raw_body
     @body_limit(webvtt.MAX_BYTES)
