@@ -16,7 +16,8 @@ from sqlalchemy.orm import Session
 from app.media import captions, webvtt
 from app.media.models import MediaCaption, MediaItem
 from app.storage import Storage
-from tests.content.helpers import Staff, caller, make_media, make_staff
+from tests.content.helpers import Staff, caller, make_media, make_staff, make_user
+from tests.identity.helpers import add_member, make_org
 from tests.media.conftest import Sent
 
 VTT = b"WEBVTT\n\n00:00.500 --> 00:01.500\nHello <b>there</b>\n\n00:02.000 --> 00:03.000\n<script>x</script>\n"
@@ -184,6 +185,48 @@ def test_roles_creator_of_it_or_manager(
     assert count_captions(db_session) == 1
 
 
+#                 anonymous customer creator-of-it other-creator admin owner platform other-org-admin
+ROLE_MATRIX = {
+    "put": (401, 404, 200, 403, 200, 200, 200, 404),
+    "list": (401, 404, 200, 200, 200, 200, 200, 404),
+    "delete": (401, 404, 204, 403, 204, 204, 204, 404),
+}
+CALLERS = ("anonymous", "customer", "creator", "other_creator", "admin", "owner", "platform_owner", "other_org_admin")
+
+
+@pytest.mark.parametrize(
+    ("action", "who", "expected"),
+    [(action, who, row[i]) for action, row in ROLE_MATRIX.items() for i, who in enumerate(CALLERS)],
+)
+def test_role_matrix(
+    client: FlaskClient, staff: Staff, media: MediaItem, db_session: Session, action: str, who: str, expected: int
+) -> None:
+    headers: dict[str, str] = {}
+    if who != "anonymous":
+        user = {
+            "customer": lambda: caller(),
+            "creator": lambda: staff.creator,
+            "other_creator": lambda: staff.other_creator,
+            "admin": lambda: staff.admin,
+            "owner": lambda: staff.owner,
+            "platform_owner": lambda: caller(make_user(role="platform_owner")),
+            "other_org_admin": lambda: caller(add_member(make_org(make_user()), role="admin")),
+        }[who]()
+        headers = user.headers
+    if action == "delete":
+        assert put(client, staff.creator, media.id, "en").status_code == 200
+    if action == "put":
+        response = client.put(url(media.id, "en"), data=VTT, headers={**headers, **VTT_TYPE})
+    elif action == "list":
+        response = client.get(url(media.id), headers=headers)
+    else:
+        response = client.delete(url(media.id, "en"), headers=headers)
+    assert response.status_code == expected, response.json
+    codes = {401: "UNAUTHENTICATED", 403: "FORBIDDEN", 404: "MEDIA_NOT_FOUND"}
+    if expected in codes:
+        assert response.json["error"]["code"] == codes[expected]
+
+
 # ---- errors ----------------------------------------------------------------------------------------
 
 
@@ -207,6 +250,8 @@ def test_a_body_that_is_not_text_vtt_is_415(
     headers = {"Content-Type": content_type} if content_type else {}
     r = client.put(url(media.id, "en"), data=VTT, headers={**staff.creator.headers, **headers})
     assert r.status_code == 415 and r.json["error"]["code"] == "UNSUPPORTED_MEDIA_TYPE"
+    # 415 comes before authentication (README §3.4)
+    assert client.put(url(media.id, "en"), data=VTT, headers=headers).status_code == 415
     ok = put(client, staff.creator, media.id, headers={"Content-Type": "text/vtt; charset=UTF-8"})
     assert ok.status_code == 200
 
