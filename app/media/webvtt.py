@@ -174,12 +174,14 @@ def parse_settings(raw: str) -> str:
 
 
 def _escape(text: str) -> str:
+    if "&" not in text and "<" not in text and ">" not in text:
+        return text
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
 def _text(raw: str) -> str:
     # Character references decoded (``&amp;``, ``&#x3C;``, ``&nbsp;``...), then the three that matter escaped.
-    return _escape(html.unescape(raw))
+    return _escape(html.unescape(raw) if "&" in raw else raw)
 
 
 def sanitise_text(raw: str) -> str:
