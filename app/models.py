@@ -6,7 +6,7 @@ from app.commerce.models import CheckoutSession, Purchase, StripeEvent
 from app.content.models import Content
 from app.db import Base
 from app.identity.models import AuthSession, Credential, User, VerificationToken
-from app.media.models import MediaItem
+from app.media.models import MediaCaption, MediaItem
 from app.notifications.models import EmailOutbox
 from app.orgs.models import Membership, Organization, OrgSettings
 from app.system.models import WorkerPing
@@ -21,6 +21,7 @@ __all__ = [
     "ContentDailyStats",
     "Credential",
     "EmailOutbox",
+    "MediaCaption",
     "MediaItem",
     "Membership",
     "OrgSettings",

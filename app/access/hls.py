@@ -9,6 +9,12 @@ name: ffmpeg, mpv and other players refuse segment URLs without a known extensio
 stored playlist that is not a plain file name next to the playlist is dropped, so no other object
 (least of all the original upload) can be reached through a playlist.
 
+Captions (api.md §6.2): a ``full`` master gets one ``#EXT-X-MEDIA:TYPE=SUBTITLES,GROUP-ID="subs"``
+line per caption of the media and ``SUBTITLES="subs"`` on every variant; each points at the
+proxy's subtitle playlist (``…/subs/{language}.m3u8``), one segment spanning the duration whose
+URI is a signed URL of the stored, re-serialised VTT (which carries the ``X-TIMESTAMP-MAP`` that
+lines its cues up with the video segments). Preview masters list no captions.
+
 Stored playlists are immutable (attempt-scoped keys are written once), so their text is kept in
 a small per-process LRU; the per-request work is verifying the token, one indexed query, the
 cached access rule and the signing.
@@ -34,7 +40,8 @@ from app import errors
 from app.access.service import CONTENT_NOT_FOUND, AccessDenied, ContentMeta, can_access, load_content
 from app.content.models import Content
 from app.http import not_found
-from app.media.models import MediaItem
+from app.media.captions import VTT_CONTENT_TYPE, caption_of, captions_of
+from app.media.models import MediaCaption, MediaItem
 from app.media.service import presigned_url
 from app.schemas import format_timestamp
 from app.security.hls_tokens import HlsClaims, hls_master_url, mint_hls_token, verify_hls_token
@@ -140,9 +147,32 @@ def proxy_base(token: str) -> str:
     return f"{current_app.config['PUBLIC_BASE_URL']}/api/v1/stream/{token}"
 
 
-def master_playlist(playback: Playback) -> str:
-    """The stored master with variant URIs pointing at the proxy; a preview token gets a master
-    listing only the ``preview`` rendition."""
+SUBTITLE_GROUP = "subs"
+
+
+def subtitle_tracks(session: Session, playback: Playback) -> list[MediaCaption]:
+    """The captions a master lists: the media's, for ``full`` tokens of video; none for previews."""
+    if playback.claims.scope == "preview" or playback.media.media_type != "video":
+        return []
+    return captions_of(session, playback.media.id)
+
+
+def _quoted(value: str) -> str:
+    # An HLS quoted-string cannot hold '"' or a line break (labels have no control characters).
+    return value.replace('"', "'").replace("\r", " ").replace("\n", " ")
+
+
+def _subtitle_media_lines(tracks: list[MediaCaption], base: str) -> list[str]:
+    return [
+        f'#EXT-X-MEDIA:TYPE=SUBTITLES,GROUP-ID="{SUBTITLE_GROUP}",LANGUAGE="{track.language}",'
+        f'NAME="{_quoted(track.label)}",AUTOSELECT=YES,DEFAULT=NO,URI="{base}/subs/{track.language}.m3u8"'
+        for track in tracks
+    ]
+
+
+def master_playlist(playback: Playback, tracks: list[MediaCaption] | None = None) -> str:
+    """The stored master with variant URIs pointing at the proxy and the caption ``tracks`` as a
+    subtitles group; a preview token gets a master listing only the ``preview`` rendition."""
     media = playback.media
     assert media.hls_master_key is not None
     text = _read(media.hls_master_key)
@@ -150,12 +180,18 @@ def master_playlist(playback: Playback) -> str:
     if playback.claims.scope == "preview":
         return _preview_master(text, base)
     allowed = set(media.renditions)
+    subtitles = _subtitle_media_lines(tracks or [], base)
     out: list[str] = []
     for raw in text.splitlines():
         line = raw.strip()
         if not line:
             continue
         if line.startswith("#"):
+            if subtitles and line.startswith("#EXT-X-STREAM-INF"):
+                out.extend(subtitles)  # the group is declared before the first variant using it
+                subtitles = []
+            if tracks and line.startswith("#EXT-X-STREAM-INF:"):
+                line = f'{line},SUBTITLES="{SUBTITLE_GROUP}"'
             out.append(line)
             continue
         match = _VARIANT_URI.fullmatch(line)
@@ -262,6 +298,35 @@ def media_playlist(playback: Playback, rendition: str) -> str:
     return "\n".join(out) + "\n"
 
 
+# ---- subtitle playlists ---------------------------------------------------------------------------
+
+
+def subtitle_playlist(session: Session, playback: Playback, language: str) -> str:
+    """One WebVTT segment spanning the media's duration, its URI a signed URL of the stored file
+    expiring with the token. 404 NOT_FOUND for previews and languages the media has no caption in."""
+    if playback.claims.scope == "preview" or playback.media.media_type != "video":
+        raise errors.NotFound()
+    caption = caption_of(session, playback.media.id, language)
+    if caption is None:
+        raise errors.NotFound()
+    duration = playback.media.duration_seconds or 1
+    try:
+        url = get_storage().presign_download(caption.vtt_key, segment_ttl(playback), content_type=VTT_CONTENT_TYPE)
+    except StorageError as exc:
+        raise errors.ServiceUnavailable("storage") from exc
+    lines = [
+        "#EXTM3U",
+        "#EXT-X-VERSION:3",
+        f"#EXT-X-TARGETDURATION:{duration}",
+        "#EXT-X-MEDIA-SEQUENCE:0",
+        "#EXT-X-PLAYLIST-TYPE:VOD",
+        f"#EXTINF:{duration:.3f},",
+        url,
+        "#EXT-X-ENDLIST",
+    ]
+    return "\n".join(lines) + "\n"
+
+
 # ---- stream issuance (GET /content/{id}/stream) ----------------------------------------------------
 
 
@@ -284,5 +349,6 @@ def stream_answer(meta: ContentMeta, user_id: uuid.UUID, expires_in: int) -> str
         "renditions": meta.renditions,
         "thumbnail_url": presigned_url(meta.thumbnail_key),
         "waveform_url": presigned_url(meta.waveform_key),
+        "captions": [{"language": language, "label": label} for language, label in meta.captions],
     }
     return json.dumps(body) + "\n"

@@ -142,7 +142,7 @@ class StreamMaster(MethodView):
     def get(self, token: str) -> Any:
         """HLS master playlist for a stream or preview token"""
         playback = hls.authorize(db.session, token)
-        return _playlist(hls.master_playlist(playback))
+        return _playlist(hls.master_playlist(playback, hls.subtitle_tracks(db.session, playback)))
 
 
 @blp.route("/stream/<token>/<rendition>/index.m3u8")
@@ -154,6 +154,17 @@ class StreamRendition(MethodView):
         """HLS media playlist of one rendition, every segment a signed URL"""
         playback = hls.authorize(db.session, token)
         return _playlist(hls.media_playlist(playback, rendition))
+
+
+@blp.route("/stream/<token>/subs/<language>.m3u8")
+class StreamSubtitles(MethodView):
+    @blp.doc(**_PLAYLIST_DOC)
+    @error_responses(blp, 403, 404, *COMMON)
+    @route_limit("600 per minute", key="ip")
+    def get(self, token: str, language: str) -> Any:
+        """HLS subtitle playlist of one caption language: one signed WebVTT segment"""
+        playback = hls.authorize(db.session, token)
+        return _playlist(hls.subtitle_playlist(db.session, playback, language))
 
 
 @blp.route("/content/<content_id>/progress")

@@ -57,6 +57,11 @@ def fast_stream_args(args: MultiDict[str, str]) -> dict[str, Any] | None:
     return None
 
 
+class StreamCaptionSchema(ma.Schema):
+    language = ma.fields.String(required=True)
+    label = ma.fields.String(required=True)
+
+
 class StreamSchema(ma.Schema):
     manifest_url = ma.fields.String(required=True)
     expires_at = Timestamp(required=True)
@@ -66,6 +71,7 @@ class StreamSchema(ma.Schema):
     renditions = ma.fields.List(ma.fields.String(), required=True)
     thumbnail_url = ma.fields.String(required=True, allow_none=True)
     waveform_url = ma.fields.String(required=True, allow_none=True)
+    captions = ma.fields.List(ma.fields.Nested(StreamCaptionSchema), required=True)
 
 
 class ProgressUpdateSchema(ma.Schema):

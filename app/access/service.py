@@ -33,7 +33,7 @@ from app.content.models import Content
 from app.http import not_found, parse_uuid
 from app.identity.models import User
 from app.identity.sessions import Prefetched
-from app.media.models import MediaItem
+from app.media.models import MediaCaption, MediaItem
 from app.orgs.models import Membership
 
 log = structlog.get_logger(__name__)
@@ -192,9 +192,10 @@ def visible_content(session: Session, user_id: uuid.UUID, content_id: uuid.UUID)
 # (``app.content.cache``); the token and the access entry come with the session read (the process's
 # near cache, app/speed/nearcache.py, or the one Redis call a cold request makes; an MGET here otherwise),
 # or from inside the heartbeat script, so a warm request does no database round trip and decodes no
-# snapshot. What acts at once: grants (commerce deletes the access entry)
-# and any committed change of the content row (edit, price, media swap, unpublish, delete: the
-# content service replaces the token). What may lag up to 10 s: the media facts (ready,
+# snapshot. What acts at once: grants (commerce deletes the access entry),
+# any committed change of the content row (edit, price, media swap, unpublish, delete: the
+# content service replaces the token) and a caption added or removed (app/media/captions.py
+# replaces the tokens of the content using the media). What may lag up to 10 s: the media facts (ready,
 # renditions, duration, thumbnail) after a re-ingest of media already in use. That is safe because
 # neither endpoint hands out anything by itself: the HLS proxy re-reads content, media and access
 # on every playlist, and a heartbeat only records progress.
@@ -218,18 +219,34 @@ class ContentMeta:
     duration_seconds: int | None
     thumbnail_key: str | None
     waveform_key: str | None
+    captions: tuple[tuple[str, str], ...] = ()  # (language, label) by language (api.md §6.2)
 
     @classmethod
-    def of(cls, content: Content, media: MediaItem) -> ContentMeta:
+    def of(cls, content: Content, media: MediaItem, captions: tuple[tuple[str, str], ...] = ()) -> ContentMeta:
         return cls(
             content.id, content.organization_id, content.status, content.price_cents, content.content_type,
             media.id, media.status, media.deleted_at is not None, media.hls_master_key, list(media.renditions),
-            media.duration_seconds, media.thumbnail_key, media.waveform_key,
+            media.duration_seconds, media.thumbnail_key, media.waveform_key, captions,
         )  # fmt: skip
+
+    @classmethod
+    def load(cls, session: Session, content: Content, media: MediaItem) -> ContentMeta:
+        """``of`` with the media's captions read (video only: audio has none)."""
+        return cls.of(content, media, caption_tracks(session, media) if media.media_type == "video" else ())
 
     @property
     def media_ready(self) -> bool:
         return self.media_status == "ready" and not self.media_deleted and bool(self.hls_master_key)
+
+
+def caption_tracks(session: Session, media: MediaItem) -> tuple[tuple[str, str], ...]:
+    """``(language, label)`` of the media's captions, by language."""
+    rows = session.execute(
+        select(MediaCaption.language, MediaCaption.label)
+        .where(MediaCaption.media_id == media.id)
+        .order_by(MediaCaption.language)
+    ).all()
+    return tuple((row.language, row.label) for row in rows)
 
 
 def _permitted(meta: ContentMeta) -> str:
@@ -272,7 +289,7 @@ def load_snapshot(session: Session, content_id: uuid.UUID, gen: str) -> Snapshot
     loaded = load_content(session, content_id)
     if loaded is None:
         raise not_found(CONTENT_NOT_FOUND)
-    meta = ContentMeta.of(*loaded)
+    meta = ContentMeta.load(session, *loaded)
     snapshot = Snapshot(meta, gen, _permitted(meta), time.monotonic())
     if len(_snapshots) >= SNAPSHOT_MAX_ENTRIES:
         _snapshots.clear()  # a crude bound; a reload costs one indexed query
@@ -333,7 +350,7 @@ def playable(session: Session, user_id: uuid.UUID, content_id: uuid.UUID, prefet
         except redis.RedisError:
             log.warning("cache.unavailable", cache="content_snapshot")
             visible = visible_content(session, user_id, content_id)
-            return Playable(ContentMeta.of(visible.content, visible.media), visible.decision)
+            return Playable(ContentMeta.load(session, visible.content, visible.media), visible.decision)
     gen = gen_of(raw_gen)
     snapshot = cached_snapshot(content_id)
     if snapshot is None or snapshot.gen != gen:

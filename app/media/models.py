@@ -1,4 +1,4 @@
-"""media tables (data-model.md): media_items."""
+"""media tables (data-model.md): media_items, media_captions."""
 
 from __future__ import annotations
 
@@ -94,4 +94,33 @@ class MediaItem(TimestampMixin, Base):
     purged_at: Mapped[datetime | None]
 
 
-__all__ = ["AUDIO_MIME_TYPES", "MEDIA_STATUSES", "MEDIA_TYPES", "MIME_TYPES", "VIDEO_MIME_TYPES", "MediaItem"]
+class MediaCaption(TimestampMixin, Base):
+    """A WebVTT caption track of a video media item (api.md §6.2), stored re-serialised at ``vtt_key``."""
+
+    __tablename__ = "media_captions"
+    __table_args__ = (
+        UniqueConstraint("media_id", "language", name="uq_media_captions_media_id_language"),
+        CheckConstraint("char_length(label) BETWEEN 1 AND 100", name="label_length"),
+        CheckConstraint("size_bytes BETWEEN 1 AND 2097152", name="size"),
+        CheckConstraint("cue_count >= 1", name="cue_count"),
+    )
+
+    id: Mapped[uuid.UUID] = uuid_pk()
+    media_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("media_items.id", ondelete="CASCADE"))
+    language: Mapped[str] = mapped_column(String(35))
+    label: Mapped[str] = mapped_column(String(100))
+    vtt_key: Mapped[str] = mapped_column(String(500))
+    size_bytes: Mapped[int] = mapped_column(Integer)
+    cue_count: Mapped[int] = mapped_column(Integer)
+    created_by: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id", ondelete="RESTRICT"))
+
+
+__all__ = [
+    "AUDIO_MIME_TYPES",
+    "MEDIA_STATUSES",
+    "MEDIA_TYPES",
+    "MIME_TYPES",
+    "VIDEO_MIME_TYPES",
+    "MediaCaption",
+    "MediaItem",
+]

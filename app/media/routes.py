@@ -1,4 +1,5 @@
-"""Media routes (api.md §6): create with upload target, list/get/patch/delete, upload-complete, retry.
+"""Media routes (api.md §6): create with upload target, list/get/patch/delete, upload-complete, retry,
+captions (§6.2).
 
 Decorator order (README §3.4): ``require_auth`` (401, CSRF, malformed path id -> 404) above
 ``@blp.arguments`` (400); the org/role checks run inside (``require_org_role`` below the
@@ -10,17 +11,21 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+from flask import request
 from flask.views import MethodView
 
-from app import db
+from app import db, errors
 from app.api import Blueprint, error_responses
 from app.db import enqueue_after_commit
-from app.http import no_content, path_uuid
-from app.identity.guards import require_auth
-from app.identity.prechecks import route_limit
-from app.media import service
+from app.http import body_limit, no_content, path_uuid, raw_body
+from app.identity.guards import current_principal, require_auth
+from app.identity.prechecks import body_type, route_limit
+from app.media import captions, service, webvtt
 from app.media.job import INGEST_TASK, PURGE_TASK
 from app.media.schemas import (
+    CaptionListSchema,
+    CaptionPutArgsSchema,
+    CaptionSchema,
     MediaCreatedSchema,
     MediaCreateSchema,
     MediaListArgsSchema,
@@ -127,3 +132,69 @@ class Retry(MethodView):
         enqueue_after_commit(db.session, INGEST_TASK, str(media.id))
         db.session.commit()
         return service.media_view(media)
+
+
+# ---- captions (api.md §6.2) --------------------------------------------------------------------
+
+
+def _language(raw: str) -> str:
+    """The path's BCP 47 tag in its usual case (``pt-br`` is ``pt-BR``), else 400 on ``language``."""
+    language = webvtt.canonical_language(raw)
+    if language is None:
+        raise errors.ValidationError.field("language", "Must be a BCP 47 language tag (en, pt-BR, zh-Hant).")
+    return language
+
+
+@blp.route("/media/<media_id>/captions")
+class MediaCaptions(MethodView):
+    @blp.response(200, CaptionListSchema)
+    @error_responses(blp, 401, 404, *COMMON)
+    @require_auth
+    @path_uuid("media_id", service.MEDIA_NOT_FOUND)
+    def get(self, media_id: uuid.UUID) -> Any:
+        """List a media item's captions"""
+        return captions.list_captions(db.session, service.load_media(db.session, media_id).media)
+
+
+@blp.route("/media/<media_id>/captions/<language>")
+class MediaCaptionResource(MethodView):
+    @blp.doc(requestBody={"required": True, "content": {"text/vtt": {"schema": {"type": "string"}}}})
+    @blp.response(200, CaptionSchema)
+    @error_responses(blp, 400, 413, 415, *SIGNED_IN, 404, 422, *COMMON)
+    @body_type("text/vtt")
+    @raw_body
+    @body_limit(webvtt.MAX_BYTES)
+    @require_auth
+    @blp.arguments(CaptionPutArgsSchema, location="query")
+    @path_uuid("media_id", service.MEDIA_NOT_FOUND)
+    def put(self, args: dict[str, Any], media_id: uuid.UUID, language: str) -> Any:
+        """Add or replace a video's captions in one language (a WebVTT file, at most 2 MiB)"""
+        tag = _language(language)
+        media = service.load_for_change(db.session, media_id)
+        caption, previous = captions.put_caption(
+            db.session,
+            media,
+            language=tag,
+            label=args.get("label"),
+            data=request.get_data(cache=False),
+            user_id=current_principal().user_id,
+            storage=get_storage(),
+        )
+        if previous is not None:
+            enqueue_after_commit(db.session, captions.DELETE_OBJECT_TASK, previous)
+        db.session.commit()
+        return captions.caption_view(caption)
+
+    @blp.response(204)
+    @error_responses(blp, *JSON_BODY, *SIGNED_IN, 404, *COMMON)
+    @require_auth
+    @blp.arguments(EmptySchema)
+    @path_uuid("media_id", service.MEDIA_NOT_FOUND)
+    def delete(self, _data: dict[str, Any], media_id: uuid.UUID, language: str) -> Any:
+        """Delete a media item's captions in one language"""
+        tag = _language(language)
+        media = service.load_for_change(db.session, media_id)
+        key = captions.delete_caption(db.session, media, tag)
+        enqueue_after_commit(db.session, captions.DELETE_OBJECT_TASK, key)
+        db.session.commit()
+        return no_content()

@@ -110,3 +110,23 @@ class MediaCreatedSchema(MediaSchema):
     """Media + the ``upload`` target (POST /orgs/{org_id}/media)."""
 
     upload = ma.fields.Nested(UploadSchema, required=True)
+
+
+class CaptionPutArgsSchema(ma.Schema):
+    """Query of PUT …/captions/{language} (the body is the WebVTT file itself)."""
+
+    label = Str(validate=ma.validate.Length(min=1, max=100))
+
+
+class CaptionSchema(ma.Schema):
+    language = ma.fields.String(required=True)
+    label = ma.fields.String(required=True)
+    cue_count = ma.fields.Integer(required=True)
+    size_bytes = ma.fields.Integer(required=True)
+    url = ma.fields.String(required=True, allow_none=True)
+    created_at = Timestamp(required=True)
+    updated_at = Timestamp(required=True)
+
+
+class CaptionListSchema(ma.Schema):
+    items = ma.fields.List(ma.fields.Nested(CaptionSchema), required=True)

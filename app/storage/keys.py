@@ -13,6 +13,7 @@ Layout::
     orgs/{org}/media/{media}/hls/a{n}/preview/index.m3u8
     orgs/{org}/media/{media}/thumbnails/a{n}/thumbnail.jpg
     orgs/{org}/media/{media}/waveforms/a{n}/waveform.json
+    orgs/{org}/media/{media}/captions/{language}-{uuid}.vtt
     orgs/{org}/branding/logo-{uuid}.{png|jpg|webp}
 """
 
@@ -45,6 +46,7 @@ CONTENT_TYPES: dict[str, str] = {
     "png": "image/png",
     "webp": "image/webp",
     "json": "application/json",
+    "vtt": "text/vtt; charset=utf-8",
     **{ext: mime for mime, ext in ORIGINAL_EXTENSIONS.items()},
 }
 DEFAULT_CONTENT_TYPE = "application/octet-stream"
@@ -177,6 +179,18 @@ def output_attempt(key: str) -> int | None:
     """The attempt number of an output key (hls/thumbnails/waveforms), else None (e.g. the original)."""
     match = _OUTPUT_ATTEMPT.fullmatch(key)
     return int(match.group(1)) if match else None
+
+
+_CAPTION_LANGUAGE = re.compile(r"[A-Za-z0-9]{1,8}(?:-[A-Za-z0-9]{1,8}){0,8}")
+
+
+def caption_key(org_id: UuidLike, media_id: UuidLike, language: str, caption_id: UuidLike) -> str:
+    """A caption file (data-model.md ``media_captions.vtt_key``): a new key per upload, so a
+    replaced file never changes under a URL already handed out. ``language`` is a BCP 47 tag
+    (letters, digits and hyphens only; the caller validated it)."""
+    if not isinstance(language, str) or len(language) > 35 or not _CAPTION_LANGUAGE.fullmatch(language):
+        raise ValueError(f"not a language tag: {language!r}")
+    return f"{media_prefix(org_id, media_id)}captions/{language}-{_uuid(caption_id, 'caption_id')}.vtt"
 
 
 # ---- branding ---------------------------------------------------------------------------

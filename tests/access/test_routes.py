@@ -158,7 +158,7 @@ def test_buyer_streams_and_non_buyer_is_denied(app: Flask, client: FlaskClient, 
     body = response.json
     assert set(body) == {
         "manifest_url", "expires_at", "content_type", "preview", "duration_seconds", "renditions",
-        "thumbnail_url", "waveform_url",
+        "thumbnail_url", "waveform_url", "captions",
     }  # fmt: skip
     assert body["manifest_url"].startswith("http://localhost:5000/api/v1/stream/")
     assert body["manifest_url"].endswith("/master.m3u8")
@@ -166,6 +166,7 @@ def test_buyer_streams_and_non_buyer_is_denied(app: Flask, client: FlaskClient, 
     assert body["renditions"] == ["720p", "360p"]
     assert body["thumbnail_url"].startswith("http://localhost:5000/storage/download/")
     assert body["waveform_url"] is None
+    assert body["captions"] == []
     expires_at = datetime.fromisoformat(body["expires_at"].replace("Z", "+00:00"))
     assert before + timedelta(seconds=1798) <= expires_at <= datetime.now(UTC) + timedelta(seconds=1800)
     claims = claims_of(token_of(body["manifest_url"]))
