@@ -290,7 +290,7 @@ class LocalStorage:
         """An app-signed ``PUT /storage/upload-part/<token>`` for one part at ``offset``, at most ``max_bytes``."""
         self.path_for(key)
         expires = time.time() + ttl_seconds
-        claims = {"k": key, "u": upload_id, "p": part_number, "o": offset, "n": max_bytes}
+        claims = {"k": key, "u": upload_id, "pn": part_number, "o": offset, "n": max_bytes}  # "p" is the purpose
         token = tokens.sign(self.secret, UPLOAD_PART_PURPOSE, claims, expires)
         return UploadTarget(
             method="PUT",

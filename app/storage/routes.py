@@ -275,7 +275,7 @@ def upload_part(token: str) -> Response:
     claims = _claims(UPLOAD_PART_PURPOSE, token)
     key = _claim_str(claims, "k")
     upload_id = _claim_str(claims, "u")
-    part_number = _claim_int(claims, "p", 1)
+    part_number = _claim_int(claims, "pn", 1)
     offset = _claim_int(claims, "o", 0)
     max_bytes = _claim_int(claims, "n", 0)
     try:
