@@ -287,7 +287,7 @@ def upload_part(token: str) -> Response:
         raise errors.PayloadTooLarge()
     _require_uploading(key, lock=False)  # refuse before reading a body that cannot be kept
     db.session.rollback()  # no transaction held while the body streams in
-    request.max_content_length = max_bytes + 1  # see ``upload``: put_stream-style counting does the rest
+    request.max_content_length = max_bytes + 1  # see ``upload``: write_part counts the bytes itself
     try:
         part = storage.write_part(key, upload_id, part_number, offset, cast(BinaryIO, request.stream), max_bytes)
     except ObjectTooLarge:

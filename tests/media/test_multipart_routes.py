@@ -12,6 +12,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
+from celery.schedules import crontab
 from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import func, update
@@ -21,6 +22,7 @@ import tasks.maintenance  # noqa: F401 - registers maintenance.cleanup (a worker
 from app.media import multipart, sweepers
 from app.media.models import MediaItem
 from app.storage.local import MULTIPART_DIR
+from tasks.schedule import beat_schedule
 from tests.content.helpers import Staff, make_staff
 from tests.factories import MediaItemFactory
 from tests.media.test_tasks import task
@@ -219,6 +221,11 @@ def test_a_bad_file_type_after_assembly_is_retried_with_a_restart(client: FlaskC
     url = sign(client, media_id, headers, [1])[1]
     assert put(client, url, WAV[: 3 * MIB]).status_code == 200
     assert complete(client, media_id, headers).status_code == 202
+
+
+def test_cleanup_runs_daily_at_three(app: Flask) -> None:
+    entry = beat_schedule(app.extensions["codex_config"])["maintenance.cleanup"]
+    assert entry["schedule"] == crontab(minute=0, hour=3) and task(app, "maintenance.cleanup").soft_time_limit == 300
 
 
 def test_abandoned_uploads_are_swept_daily(app: Flask, client: FlaskClient, db_session: Session, staff: Staff) -> None:
