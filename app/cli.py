@@ -108,3 +108,68 @@ codex_cli.add_command(create_owner)
 codex_cli.add_command(email_preview)
 codex_cli.add_command(rebuild_rollups)
 codex_cli.add_command(stripe_replay)
+
+
+@codex_cli.command("upload")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--org", "org_id", required=True, help="Organization id to upload into.")
+@click.option("--title", default=None, help="Media title (default: the file name without extension).")
+@click.option("--description", default=None)
+@click.option("--mime-type", default=None, help="Declared type (default: from the file extension).")
+@click.option("--api-url", envvar="CODEX_API_URL", default=None, help="API base URL (default: PUBLIC_BASE_URL).")
+@click.option("--token", envvar="CODEX_TOKEN", default=None, help="Session token (or --email and --password).")
+@click.option("--email", envvar="CODEX_EMAIL", default=None, help="Log in with this account instead of a token.")
+@click.option("--password", envvar="CODEX_PASSWORD", default=None, help="Password for --email (prompted if absent).")
+@click.option("--parallel", default=4, show_default=True, help="Parts uploaded at once.")
+@click.option(
+    "--state-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("var/uploads"),
+    show_default=True,
+    help="Where an interrupted upload's media id is kept (resume by running the command again).",
+)
+@click.option("--stop-after", type=int, default=None, help="Stop after this many parts (to try a resume).")
+@with_appcontext
+def upload(
+    file: Path,
+    org_id: str,
+    title: str | None,
+    description: str | None,
+    mime_type: str | None,
+    api_url: str | None,
+    token: str | None,
+    email: str | None,
+    password: str | None,
+    parallel: int,
+    state_dir: Path,
+    stop_after: int | None,
+) -> None:
+    """Upload FILE as a media item through the HTTP API, in parallel parts; resumable.
+
+    Shows a progress bar on stderr and prints the media id. An interrupted run (Ctrl-C, a crash, a
+    lost network) resumes where it stopped when the same command runs again.
+    """
+    from app.upload_client import Api, Interrupted, Upload, UploadError
+
+    api = Api(api_url or current_app.config["PUBLIC_BASE_URL"], token)
+    try:
+        if not token:
+            if not email:
+                raise click.UsageError("pass --token (or CODEX_TOKEN), or --email and --password")
+            api.login(email, password or click.prompt("Password", hide_input=True))
+        media_id = Upload(
+            api,
+            file,
+            org_id,
+            title or file.stem,
+            description=description,
+            mime_type=mime_type,
+            parallel=parallel,
+            state_dir=state_dir,
+            stop_after=stop_after,
+        ).run()
+    except Interrupted as exc:
+        raise click.ClickException(str(exc)) from None
+    except UploadError as exc:
+        raise click.ClickException(f"upload failed: {exc}") from None
+    click.echo(media_id)

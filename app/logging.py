@@ -36,7 +36,7 @@ _SCRUBBERS: list[tuple[re.Pattern[str], Any]] = [
 _MAYBE_SECRET = re.compile(r"sk_|rk_|whsec_|bearer|@", re.IGNORECASE)
 _EMAIL = re.compile(r"\b([A-Za-z0-9._%+-])[A-Za-z0-9._%+-]*@([A-Za-z0-9.-]+\.[A-Za-z]{2,})\b")
 _TOKEN_PATH = re.compile(
-    r"(/(?:api/v1/stream|storage/upload|storage/download)/|/api/v1/invitations/(?!accept(?:[/?#]|$)))[^/?#]+"
+    r"(/(?:api/v1/stream|storage/upload|storage/upload-part|storage/download)/|/api/v1/invitations/(?!accept(?:[/?#]|$)))[^/?#]+"
 )
 
 

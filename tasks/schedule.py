@@ -41,6 +41,11 @@ def beat_schedule(config: Config) -> dict[str, Any]:
         "schedule": crontab(minute=45),
         "options": {"expires": 3600},
     }
+    schedule["maintenance.cleanup"] = {
+        "task": "maintenance.cleanup",
+        "schedule": crontab(minute=0, hour=3),
+        "options": {"expires": 3600},
+    }
     schedule["playback.flush_progress"] = {
         "task": "playback.flush_progress",
         "schedule": float(config.PLAYBACK_FLUSH_INTERVAL_SECONDS),

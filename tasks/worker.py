@@ -61,6 +61,7 @@ def _serve_metrics(**_: object) -> None:
 
 # Importing the task modules registers their tasks on ``celery``.
 import tasks.email  # noqa: E402
+import tasks.maintenance  # noqa: E402
 import tasks.media  # noqa: E402
 import tasks.payments  # noqa: E402
 import tasks.playback  # noqa: E402

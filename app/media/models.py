@@ -74,6 +74,8 @@ class MediaItem(TimestampMixin, Base):
     original_key: Mapped[str] = mapped_column(String(500))
     # The original's ETag as upload-complete checked it; the worker downloads only that version.
     upload_etag: Mapped[str | None] = mapped_column(String(200))
+    # The open multipart upload of the original (api.md §6.1); cleared on completion.
+    multipart_upload_id: Mapped[str | None] = mapped_column(String(1024))
     attempts: Mapped[int] = mapped_column(Integer, server_default=text("0"), default=0)
     job_id: Mapped[str | None] = mapped_column(String(64))
     processing_started_at: Mapped[datetime | None]

@@ -1,5 +1,5 @@
-"""Media routes (api.md §6): create with upload target, list/get/patch/delete, upload-complete, retry,
-captions (§6.2).
+"""Media routes (api.md §6): create with upload target, list/get/patch/delete, upload-complete, retry;
+multipart uploads (§6.1): part URLs, stored parts, restart; captions (§6.2).
 
 Decorator order (README §3.4): ``require_auth`` (401, CSRF, malformed path id -> 404) above
 ``@blp.arguments`` (400); the org/role checks run inside (``require_org_role`` below the
@@ -20,7 +20,7 @@ from app.db import enqueue_after_commit
 from app.http import body_limit, no_content, path_uuid, raw_body
 from app.identity.guards import current_principal, require_auth
 from app.identity.prechecks import body_type, route_limit
-from app.media import captions, service, webvtt
+from app.media import captions, multipart, service, webvtt
 from app.media.job import INGEST_TASK, PURGE_TASK
 from app.media.schemas import (
     CaptionListSchema,
@@ -31,6 +31,10 @@ from app.media.schemas import (
     MediaListArgsSchema,
     MediaSchema,
     MediaUpdateSchema,
+    PartNumbersSchema,
+    SignedPartsSchema,
+    StoredPartsSchema,
+    UploadCompleteSchema,
 )
 from app.orgs.access import OrgAccess, require_org_role
 from app.schemas import EmptySchema, list_schema
@@ -61,10 +65,15 @@ class OrgMedia(MethodView):
     @blp.arguments(MediaCreateSchema)
     @require_org_role("creator")
     def post(self, data: dict[str, Any], org: OrgAccess) -> Any:
-        """Create a media item and get its upload URL"""
-        media, target = service.create_media(db.session, org, data, get_storage())
+        """Create a media item and get its upload URL (or, with upload_mode multipart, its part layout)"""
+        if data["upload_mode"] == "multipart":
+            media, upload = multipart.create_media(db.session, org, data, get_storage())
+        else:
+            media, target = service.create_media(db.session, org, data, get_storage())
+            assert target is not None
+            upload = service.upload_view(target)
         db.session.commit()
-        return {**service.media_view(media), "upload": service.upload_view(target)}
+        return {**service.media_view(media), "upload": upload}
 
 
 @blp.route("/media/<media_id>")
@@ -107,12 +116,12 @@ class UploadComplete(MethodView):
     @blp.response(202, MediaSchema)
     @error_responses(blp, *JSON_BODY, *SIGNED_IN, 404, 409, 422, *COMMON)
     @require_auth
-    @blp.arguments(EmptySchema)
+    @blp.arguments(UploadCompleteSchema)
     @path_uuid("media_id", service.MEDIA_NOT_FOUND)
-    def post(self, _data: dict[str, Any], media_id: uuid.UUID) -> Any:
-        """Confirm the upload: checks the stored file, then queues processing"""
+    def post(self, data: dict[str, Any], media_id: uuid.UUID) -> Any:
+        """Confirm the upload: assembles a multipart upload, checks the stored file, then queues processing"""
         media = service.load_for_change(db.session, media_id)
-        service.upload_complete(db.session, media, get_storage())
+        multipart.upload_complete(db.session, media, get_storage(), data.get("parts"))
         # Also for an ``uploaded`` row: a lost message is re-sent (the claim makes duplicates harmless).
         enqueue_after_commit(db.session, INGEST_TASK, str(media.id))
         db.session.commit()
@@ -196,5 +205,45 @@ class MediaCaptionResource(MethodView):
         media = service.load_for_change(db.session, media_id)
         key = captions.delete_caption(db.session, media, tag)
         enqueue_after_commit(db.session, captions.DELETE_OBJECT_TASK, key)
+
+
+@blp.route("/media/<media_id>/upload/parts")
+class UploadParts(MethodView):
+    @blp.response(200, SignedPartsSchema)
+    @error_responses(blp, *JSON_BODY, *SIGNED_IN, 404, 409, *COMMON)
+    @require_auth
+    @blp.arguments(PartNumbersSchema)
+    @path_uuid("media_id", service.MEDIA_NOT_FOUND)
+    def post(self, data: dict[str, Any], media_id: uuid.UUID) -> Any:
+        """Get upload URLs for parts of a multipart upload (fresh URLs each time)"""
+        media = service.load_for_change(db.session, media_id)
+        parts = multipart.sign_parts(db.session, media, get_storage(), data["part_numbers"])
+        db.session.commit()
+        return {"parts": parts}
+
+    @blp.response(200, StoredPartsSchema)
+    @error_responses(blp, *SIGNED_IN, 404, 409, *COMMON)
+    @require_auth
+    @path_uuid("media_id", service.MEDIA_NOT_FOUND)
+    def get(self, media_id: uuid.UUID) -> Any:
+        """List the parts storage holds now, to resume a multipart upload"""
+        loaded = service.load_media(db.session, media_id)
+        service.require_creator_or_manager(loaded.access, loaded.media.created_by)
+        parts = multipart.stored_parts(loaded.media, get_storage())
+        db.session.rollback()  # read-only
+        return {"parts": [multipart.part_view(part) for part in parts]}
+
+
+@blp.route("/media/<media_id>/upload")
+class Upload(MethodView):
+    @blp.response(204)
+    @error_responses(blp, *JSON_BODY, *SIGNED_IN, 404, 409, *COMMON)
+    @require_auth
+    @blp.arguments(EmptySchema)
+    @path_uuid("media_id", service.MEDIA_NOT_FOUND)
+    def delete(self, _data: dict[str, Any], media_id: uuid.UUID) -> Any:
+        """Abort a multipart upload and start a fresh one (the media item stays uploading)"""
+        media = service.load_for_change(db.session, media_id)
+        multipart.restart(db.session, media, get_storage())
         db.session.commit()
         return no_content()

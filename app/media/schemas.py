@@ -8,6 +8,7 @@ import marshmallow as ma
 from flask import current_app
 
 from app.media.models import AUDIO_MIME_TYPES, MEDIA_STATUSES, MEDIA_TYPES, MIME_TYPES, VIDEO_MIME_TYPES
+from app.media.multipart import MAX_PARTS, MAX_PARTS_PER_REQUEST, SINGLE_UPLOAD_MAX_BYTES, UPLOAD_MODES
 from app.schemas import PageArgsSchema, Str, StrictInt, Timestamp
 
 MIME_BY_TYPE: dict[str, tuple[str, ...]] = {"video": VIDEO_MIME_TYPES, "audio": AUDIO_MIME_TYPES}
@@ -40,6 +41,7 @@ class MediaCreateSchema(ma.Schema):
     media_type = ma.fields.String(required=True, validate=ma.validate.OneOf(MEDIA_TYPES))
     mime_type = ma.fields.String(required=True, validate=ma.validate.OneOf(MIME_TYPES))
     file_size_bytes = StrictInt(required=True, validate=ma.validate.Range(min=1))
+    upload_mode = ma.fields.String(load_default="single", validate=ma.validate.OneOf(UPLOAD_MODES))
 
     @ma.validates_schema(skip_on_field_errors=False)
     def _type_rules(self, data: dict[str, Any], **kwargs: Any) -> None:
@@ -55,6 +57,8 @@ class MediaCreateSchema(ma.Schema):
         limit = max_bytes_for(media_type)
         if isinstance(size, int) and size > limit:
             problems["file_size_bytes"] = [f"Must be at most {limit} bytes for {media_type}."]
+        elif isinstance(size, int) and size > SINGLE_UPLOAD_MAX_BYTES and data.get("upload_mode") == "single":
+            problems["upload_mode"] = [f"Files above {SINGLE_UPLOAD_MAX_BYTES} bytes need upload_mode multipart."]
         if problems:
             raise ma.ValidationError(problems)
 
@@ -74,10 +78,68 @@ class MediaListArgsSchema(PageArgsSchema):
 
 
 class UploadSchema(ma.Schema):
-    method = ma.fields.String(required=True, metadata={"enum": ["PUT"]})
+    """``PUT``: ``url`` + ``headers``; ``MULTIPART`` (api.md §6.1): ``part_size_bytes`` + ``part_count``."""
+
+    method = ma.fields.String(required=True, metadata={"enum": ["PUT", "MULTIPART"]})
+    url = ma.fields.String()
+    headers = ma.fields.Dict(keys=ma.fields.String(), values=ma.fields.String())
+    part_size_bytes = ma.fields.Integer()
+    part_count = ma.fields.Integer()
+    expires_at = Timestamp(required=True)
+
+
+def _distinct(field: str) -> ma.validate.Validator:
+    def check(items: list[Any]) -> None:
+        numbers = [item[field] if isinstance(item, dict) else item for item in items]
+        if len(set(numbers)) != len(numbers):
+            raise ma.ValidationError("Part numbers must be distinct.")
+
+    return check  # type: ignore[return-value]
+
+
+class PartNumbersSchema(ma.Schema):
+    """POST …/upload/parts: 1..100 distinct part numbers (their upper bound is the media's part count)."""
+
+    part_numbers = ma.fields.List(
+        StrictInt(validate=ma.validate.Range(min=1, max=MAX_PARTS)),
+        required=True,
+        validate=[ma.validate.Length(min=1, max=MAX_PARTS_PER_REQUEST), _distinct("part_number")],
+    )
+
+
+class SignedPartSchema(ma.Schema):
+    part_number = ma.fields.Integer(required=True)
     url = ma.fields.String(required=True)
     headers = ma.fields.Dict(keys=ma.fields.String(), values=ma.fields.String(), required=True)
     expires_at = Timestamp(required=True)
+
+
+class SignedPartsSchema(ma.Schema):
+    parts = ma.fields.List(ma.fields.Nested(SignedPartSchema), required=True)
+
+
+class StoredPartSchema(ma.Schema):
+    part_number = ma.fields.Integer(required=True)
+    size_bytes = ma.fields.Integer(required=True)
+    etag = ma.fields.String(required=True)
+
+
+class StoredPartsSchema(ma.Schema):
+    parts = ma.fields.List(ma.fields.Nested(StoredPartSchema), required=True)
+
+
+class PartEtagSchema(ma.Schema):
+    part_number = StrictInt(required=True, validate=ma.validate.Range(min=1, max=MAX_PARTS))
+    etag = Str(required=True, validate=ma.validate.Length(min=1, max=200))
+
+
+class UploadCompleteSchema(ma.Schema):
+    """upload-complete: an empty body, or for a multipart upload the optional ``parts`` it consists of."""
+
+    parts = ma.fields.List(
+        ma.fields.Nested(PartEtagSchema),
+        validate=[ma.validate.Length(min=1, max=MAX_PARTS), _distinct("part_number")],
+    )
 
 
 class MediaSchema(ma.Schema):

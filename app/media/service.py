@@ -178,15 +178,18 @@ def load_for_change(session: Session, media_id: uuid.UUID) -> MediaItem:
 
 
 def create_media(
-    session: Session, access: OrgAccess, data: dict[str, Any], storage: Storage
-) -> tuple[MediaItem, UploadTarget]:
-    """Insert an ``uploading`` row with a server-built key and sign its upload target."""
+    session: Session, access: OrgAccess, data: dict[str, Any], storage: Storage, *, sign: bool = True
+) -> tuple[MediaItem, UploadTarget | None]:
+    """Insert an ``uploading`` row with a server-built key and sign its upload target
+    (``sign=False``: no target; ``app.media.multipart`` opens a multipart upload instead)."""
     media_id = uuid.uuid4()
     key = storage_keys.original_key(access.organization_id, media_id, data["mime_type"])
+    target = None
     try:
-        target = storage.presign_upload(
-            key, data["mime_type"], data["file_size_bytes"], int(current_app.config["UPLOAD_URL_TTL_SECONDS"])
-        )
+        if sign:
+            target = storage.presign_upload(
+                key, data["mime_type"], data["file_size_bytes"], int(current_app.config["UPLOAD_URL_TTL_SECONDS"])
+            )
     except StorageError:
         log.warning("media.presign_upload_failed", organization_id=str(access.organization_id))
         raise errors.ServiceUnavailable("storage") from None

@@ -91,7 +91,9 @@ def reap_abandoned_uploads(session: Session) -> list[uuid.UUID]:
     """``uploading`` rows created more than 24 h ago -> soft-deleted + purge enqueued.
 
     Decision: a row referenced by non-deleted content is left alone, as DELETE would refuse it
-    (409 MEDIA_IN_USE).
+    (409 MEDIA_IN_USE). Rows with an open multipart upload are left to the daily sweep
+    (``app.media.multipart.abandon_stale_uploads``, api.md §6.1): a large upload may rightly take
+    longer than a day, and is abandoned only 24 h after its last part URL was issued.
     """
     in_use = usage.in_use(MediaItem.id)
     ids = list(
@@ -101,6 +103,7 @@ def reap_abandoned_uploads(session: Session) -> list[uuid.UUID]:
                 MediaItem.status == "uploading",
                 MediaItem.deleted_at.is_(None),
                 MediaItem.created_at < func.now() - ABANDONED_UPLOAD_AFTER,
+                MediaItem.multipart_upload_id.is_(None),
                 ~in_use,
             )
             .values(deleted_at=func.now())

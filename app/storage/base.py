@@ -25,6 +25,18 @@ class ObjectChanged(StorageError):
     """The object's ETag is not the one asked for (``if_match``): it was replaced (not transient)."""
 
 
+class UploadNotFound(StorageError):
+    """The multipart upload does not exist (completed, aborted or never started; not transient)."""
+
+
+class InvalidParts(StorageError):
+    """CompleteMultipartUpload refused the part list: a part missing, replaced or too small (not transient)."""
+
+
+class UploadBusy(StorageError):
+    """A part of this multipart upload is still being written (local backend; try again shortly)."""
+
+
 @dataclass(frozen=True)
 class ObjectInfo:
     key: str
@@ -41,6 +53,15 @@ class UploadTarget:
     url: str
     headers: dict[str, str]
     expires_at: datetime
+
+
+@dataclass(frozen=True)
+class PartInfo:
+    """One stored part of a multipart upload (S3 ``ListParts``)."""
+
+    part_number: int
+    size: int
+    etag: str
 
 
 class Storage(Protocol):
@@ -80,4 +101,29 @@ class Storage(Protocol):
 
     def check(self) -> None:
         """Raise StorageError when the backend is not usable (readiness probe)."""
+        ...
+
+    # ---- multipart uploads (api.md §6.1) ------------------------------------------------------
+
+    def create_multipart(self, key: str, content_type: str) -> str:
+        """Start a multipart upload of ``key``; returns its upload id."""
+        ...
+
+    def presign_part(
+        self, key: str, upload_id: str, part_number: int, max_bytes: int, ttl_seconds: int, *, offset: int = 0
+    ) -> UploadTarget:
+        """A PUT URL for one part (S3 ``UploadPart``) starting at byte ``offset`` of the object;
+        ``max_bytes`` bounds it where the backend can (local; S3 cannot, upload-complete checks)."""
+        ...
+
+    def list_parts(self, key: str, upload_id: str) -> list[PartInfo]:
+        """The parts stored now, by part number; UploadNotFound when the upload is gone."""
+        ...
+
+    def complete_multipart(self, key: str, upload_id: str, parts: list[tuple[int, str]]) -> None:
+        """Assemble ``(part_number, etag)`` in order into ``key``; InvalidParts / UploadNotFound."""
+        ...
+
+    def abort_multipart(self, key: str, upload_id: str) -> None:
+        """Drop the upload and its parts; an upload already gone is not an error."""
         ...

@@ -1,27 +1,58 @@
 """Local filesystem backend (``STORAGE_BACKEND=local``): files under ``STORAGE_LOCAL_ROOT``.
 
 Uploads and downloads go through the app's own signed routes (``/storage/upload/<token>``,
-``/storage/download/<token>/<file name>``), so a fresh machine works with no object store. Every key is
-resolved under the root and a path that would leave it is refused.
+``/storage/upload-part/<token>``, ``/storage/download/<token>/<file name>``), so a fresh machine works
+with no object store. Every key is resolved under the root and a path that would leave it is refused.
+
+Multipart uploads (api.md §6.1) live under ``.multipart/{media_id}/{upload_id}/`` in the root: one
+sparse ``data`` file that every part is written into at its own offset (``(n - 1) * part size``),
+and a small ``NNNNN.json`` per stored part (size, ETag), written only once the part's bytes are
+all there. Completion checks the parts and renames ``data`` to the object's key: assembling is a
+rename, not a second copy of the bytes. Locks (``flock``): part writers hold ``upload.lock``
+shared and their part's ``NNNNN.lock`` exclusively (two uploads of one part take turns);
+completion holds ``upload.lock`` exclusively, so it never renames a file a part is being written
+into. Names starting with a dot are never listed as objects.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
+import json
 import os
+import re
 import shutil
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import IO, Any, BinaryIO
 from urllib.parse import quote
 
 from app.security import tokens
-from app.storage.base import ObjectChanged, ObjectInfo, ObjectNotFound, ObjectTooLarge, StorageError, UploadTarget
+from app.storage import keys
+from app.storage.base import (
+    InvalidParts,
+    ObjectChanged,
+    ObjectInfo,
+    ObjectNotFound,
+    ObjectTooLarge,
+    PartInfo,
+    StorageError,
+    UploadBusy,
+    UploadNotFound,
+    UploadTarget,
+)
 
 CHUNK = 1024 * 1024
+MULTIPART_DIR = ".multipart"
+UPLOAD_PART_PURPOSE = "upload-part"
+#: How long completion waits for part writes still in flight before answering UploadBusy.
+COMPLETE_WAIT_SECONDS = 10.0
+_UPLOAD_ID = re.compile(r"[0-9a-f]{32}")
+_MEDIA_PREFIX = re.compile(r"orgs/[0-9a-f-]{36}/media/([0-9a-f-]{36})/?")
 
 
 def download_name(key: str) -> str:
@@ -173,8 +204,9 @@ class LocalStorage:
         if not base.exists():
             return
         for path in sorted(base.rglob("*")):
-            if path.is_file() and not path.name.startswith("."):
-                yield path.relative_to(self.root).as_posix()
+            relative = path.relative_to(self.root)
+            if path.is_file() and not any(part.startswith(".") for part in relative.parts):
+                yield relative.as_posix()
 
     # ---- deletes ----------------------------------------------------------------------
 
@@ -184,6 +216,9 @@ class LocalStorage:
     def delete_prefix(self, prefix: str) -> int:
         if not prefix.strip("/"):
             raise StorageError("refusing to delete the whole root")
+        media = _MEDIA_PREFIX.fullmatch(prefix)
+        if media is not None:  # as on S3: unfinished multipart uploads of the item go with it
+            self._discard(self.root / MULTIPART_DIR / media.group(1))
         base = self.path_for(prefix.rstrip("/"))
         if not base.exists():
             return 0
@@ -216,6 +251,178 @@ class LocalStorage:
         self.path_for(key)
         token = tokens.sign(self.secret, "download", {"k": key}, time.time() + ttl_seconds)
         return f"{self.public_base_url}/storage/download/{token}/{quote(download_name(key), safe='')}"
+
+    # ---- multipart uploads (api.md §6.1) --------------------------------------------------
+
+    def _upload_dir(self, key: str, upload_id: str) -> Path:
+        parsed = keys.parse_original_key(key)
+        if parsed is None or not isinstance(upload_id, str) or not _UPLOAD_ID.fullmatch(upload_id):
+            raise UploadNotFound("no such multipart upload")
+        return self.root / MULTIPART_DIR / str(parsed[1]) / upload_id
+
+    def _discard(self, directory: Path) -> None:
+        """Remove a directory atomically first (a rename), then its files: a writer that comes
+        later finds nothing, instead of recreating files in a half-removed directory."""
+        trash = directory.with_name(f".gone-{uuid.uuid4().hex}")
+        try:
+            os.rename(directory, trash)
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            raise StorageError(f"discard failed: {exc.strerror or exc}") from exc
+        shutil.rmtree(trash, ignore_errors=True)
+
+    def create_multipart(self, key: str, content_type: str) -> str:
+        self.path_for(key)
+        upload_id = uuid.uuid4().hex
+        directory = self._upload_dir(key, upload_id)
+        try:
+            directory.mkdir(parents=True)
+            (directory / "upload.lock").touch()
+            (directory / "data").touch()
+        except OSError as exc:
+            raise StorageError(f"create multipart failed: {exc.strerror or exc}") from exc
+        return upload_id
+
+    def presign_part(
+        self, key: str, upload_id: str, part_number: int, max_bytes: int, ttl_seconds: int, *, offset: int = 0
+    ) -> UploadTarget:
+        """An app-signed ``PUT /storage/upload-part/<token>`` for one part at ``offset``, at most ``max_bytes``."""
+        self.path_for(key)
+        expires = time.time() + ttl_seconds
+        claims = {"k": key, "u": upload_id, "pn": part_number, "o": offset, "n": max_bytes}  # "p" is the purpose
+        token = tokens.sign(self.secret, UPLOAD_PART_PURPOSE, claims, expires)
+        return UploadTarget(
+            method="PUT",
+            url=f"{self.public_base_url}/storage/upload-part/{token}",
+            headers={},
+            expires_at=datetime.fromtimestamp(int(expires), UTC),
+        )
+
+    @staticmethod
+    @contextlib.contextmanager
+    def _locked(path: Path, mode: int) -> Iterator[IO[bytes]]:
+        try:
+            handle = path.open("rb")
+        except FileNotFoundError:
+            raise UploadNotFound("no such multipart upload") from None
+        try:
+            fcntl.flock(handle, mode)
+            yield handle
+        finally:
+            handle.close()  # releases the lock
+
+    def write_part(
+        self, key: str, upload_id: str, part_number: int, offset: int, stream: BinaryIO, max_bytes: int
+    ) -> PartInfo:
+        """Write one part's bytes at ``offset`` of the upload's data file; returns the stored part.
+
+        The part's record is removed first and written last, so a part cut short (client gone,
+        too many bytes: ObjectTooLarge) is simply missing from ``list_parts``. UploadNotFound when
+        the upload was completed or aborted (before or while the bytes arrived).
+        """
+        directory = self._upload_dir(key, upload_id)
+        record = directory / f"{part_number:05d}.json"
+        with self._locked(directory / "upload.lock", fcntl.LOCK_SH):
+            part_lock = directory / f"{part_number:05d}.lock"
+            try:
+                part_lock.touch()
+            except FileNotFoundError:
+                raise UploadNotFound("no such multipart upload") from None
+            with self._locked(part_lock, fcntl.LOCK_EX):
+                written = 0
+                try:
+                    record.unlink(missing_ok=True)
+                    fd = os.open(directory / "data", os.O_WRONLY)  # no O_CREAT: gone once completed
+                except FileNotFoundError:
+                    raise UploadNotFound("no such multipart upload") from None
+                except OSError as exc:
+                    raise StorageError(f"write failed: {exc.strerror or exc}") from exc
+                try:
+                    while chunk := stream.read(CHUNK):
+                        written += len(chunk)
+                        if written > max_bytes:
+                            raise ObjectTooLarge("more bytes than allowed")
+                        view = memoryview(chunk)
+                        position = offset + written - len(chunk)
+                        while view:
+                            done = os.pwrite(fd, view, position)
+                            view, position = view[done:], position + done
+                except OSError as exc:
+                    raise StorageError(f"write failed: {exc.strerror or exc}") from exc
+                finally:
+                    os.close(fd)
+                # A fresh ETag per write: a part sent again is a new version, whatever its bytes.
+                part = PartInfo(part_number, written, uuid.uuid4().hex)
+                self._write_record(record, {"size": part.size, "etag": part.etag, "offset": offset})
+        return part
+
+    @staticmethod
+    def _write_record(path: Path, body: dict[str, Any]) -> None:
+        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+        try:
+            tmp.write_text(json.dumps(body))
+            os.replace(tmp, path)
+        except FileNotFoundError:
+            raise UploadNotFound("no such multipart upload") from None
+        except OSError as exc:
+            raise StorageError(f"write failed: {exc.strerror or exc}") from exc
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def _records(self, directory: Path) -> dict[int, dict[str, Any]]:
+        if not (directory / "data").exists():
+            raise UploadNotFound("no such multipart upload")
+        found: dict[int, dict[str, Any]] = {}
+        try:
+            for path in directory.glob("[0-9]*.json"):
+                with contextlib.suppress(FileNotFoundError, ValueError):
+                    found[int(path.stem)] = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise UploadNotFound("no such multipart upload") from None
+        return found
+
+    def list_parts(self, key: str, upload_id: str) -> list[PartInfo]:
+        records = self._records(self._upload_dir(key, upload_id))
+        return [PartInfo(n, int(r["size"]), str(r["etag"])) for n, r in sorted(records.items())]
+
+    def complete_multipart(
+        self, key: str, upload_id: str, parts: list[tuple[int, str]], *, wait: float = COMPLETE_WAIT_SECONDS
+    ) -> None:
+        """Check ``parts`` (in order, contiguous, ETags current) and rename the data file to ``key``."""
+        target = self.path_for(key)
+        directory = self._upload_dir(key, upload_id)
+        with self._locked(directory / "upload.lock", fcntl.LOCK_SH) as handle:
+            deadline = time.monotonic() + wait
+            while True:  # no blocking wait: the caller holds the media row lock meanwhile
+                try:
+                    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() >= deadline:
+                        raise UploadBusy("a part is still being written") from None
+                    time.sleep(0.05)
+            records = self._records(directory)
+            position = 0
+            for index, (number, etag) in enumerate(parts, start=1):
+                record = records.get(number)
+                if number != index or record is None or record["etag"] != etag or record["offset"] != position:
+                    raise InvalidParts(f"part {number} is not the stored one")
+                position += int(record["size"])
+            try:
+                os.truncate(directory / "data", position)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(directory / "data", target)
+            except OSError as exc:
+                raise StorageError(f"complete failed: {exc.strerror or exc}") from exc
+            self._discard(directory)
+
+    def abort_multipart(self, key: str, upload_id: str) -> None:
+        try:
+            directory = self._upload_dir(key, upload_id)
+        except UploadNotFound:
+            return
+        self._discard(directory)
 
     def check(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)

@@ -23,8 +23,8 @@ from app.http import body_limit, raw_body
 from app.ratelimit import blueprint_limit
 from app.security import tokens
 from app.storage import get_storage, keys
-from app.storage.base import ObjectTooLarge, StorageError
-from app.storage.local import CHUNK, LocalStorage, download_name
+from app.storage.base import ObjectTooLarge, StorageError, UploadNotFound
+from app.storage.local import CHUNK, UPLOAD_PART_PURPOSE, LocalStorage, download_name
 
 bp = Blueprint("storage", __name__, url_prefix="/storage")
 
@@ -238,6 +238,57 @@ def upload(token: str) -> Response:
     del response.headers["Content-Type"]
     if info is not None and info.etag:
         response.set_etag(info.etag)
+    return response
+
+
+def _claim_int(claims: dict[str, Any], name: str, minimum: int) -> int:
+    value = claims.get(name)
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise errors.InvalidSignedUrl()
+    return value
+
+
+@bp.put("/upload-part/<token>")
+@raw_body
+@body_limit(UPLOAD_BODY_CEILING)
+def upload_part(token: str) -> Response:
+    """Receive one part of a signed local multipart upload (the local stand-in for S3 ``UploadPart``).
+
+    Same protections as ``upload``: only while the media item is ``uploading`` (409 afterwards),
+    at most the part's size (413), 404 once the multipart upload was completed or aborted. Any
+    ``Content-Type`` is accepted, as S3 accepts any for a part. Answers 200 with the part's ETag.
+    """
+    storage = _local_storage()
+    claims = _claims(UPLOAD_PART_PURPOSE, token)
+    key = _claim_str(claims, "k")
+    upload_id = _claim_str(claims, "u")
+    part_number = _claim_int(claims, "pn", 1)
+    offset = _claim_int(claims, "o", 0)
+    max_bytes = _claim_int(claims, "n", 0)
+    try:
+        storage.path_for(key)
+    except StorageError:
+        raise errors.NotFound() from None
+    length = request.content_length
+    if length is not None and length > max_bytes:
+        raise errors.PayloadTooLarge()
+    _require_uploading(key, lock=False)  # refuse before reading a body that cannot be kept
+    db.session.rollback()  # no transaction held while the body streams in
+    request.max_content_length = max_bytes + 1  # see ``upload``: write_part counts the bytes itself
+    try:
+        part = storage.write_part(key, upload_id, part_number, offset, cast(BinaryIO, request.stream), max_bytes)
+    except ObjectTooLarge:
+        raise errors.PayloadTooLarge() from None
+    except UploadNotFound:
+        _require_uploading(key, lock=False)  # completed meanwhile: the same 409 as before the body
+        raise errors.NotFound("The multipart upload does not exist (completed or aborted).") from None
+    except StorageError:
+        raise errors.ServiceUnavailable("storage") from None
+    finally:
+        db.session.rollback()
+    response = Response(status=200)
+    del response.headers["Content-Type"]
+    response.set_etag(part.etag)
     return response
 
 

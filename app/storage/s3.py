@@ -21,7 +21,17 @@ from boto3.exceptions import Boto3Error
 from botocore.config import Config as BotoConfig
 from botocore.exceptions import BotoCoreError, ClientError
 
-from app.storage.base import ObjectChanged, ObjectInfo, ObjectNotFound, ObjectTooLarge, StorageError, UploadTarget
+from app.storage.base import (
+    InvalidParts,
+    ObjectChanged,
+    ObjectInfo,
+    ObjectNotFound,
+    ObjectTooLarge,
+    PartInfo,
+    StorageError,
+    UploadNotFound,
+    UploadTarget,
+)
 
 if TYPE_CHECKING:
     from mypy_boto3_s3.client import S3Client
@@ -34,6 +44,8 @@ _NOT_FOUND_CODES = {"404", "NoSuchKey", "NotFound"}
 # If-Match on a replaced object: "PreconditionFailed" with a body (GET), a bare "412" without (HEAD).
 _PRECONDITION_CODES = {"412", "PreconditionFailed"}
 _BOTO_ERRORS = (BotoCoreError, ClientError, Boto3Error)
+# CompleteMultipartUpload's answers for a part list it will not assemble (the client's fault, not an outage).
+_INVALID_PARTS_CODES = {"InvalidPart", "InvalidPartOrder", "EntityTooSmall"}
 
 
 def _error_code(exc: BaseException) -> str:
@@ -121,6 +133,10 @@ class S3Storage:
         try:
             return func()
         except _BOTO_ERRORS as exc:
+            if _error_code(exc) == "NoSuchUpload":
+                raise UploadNotFound(_describe(action, exc)) from exc
+            if _error_code(exc) in _INVALID_PARTS_CODES:
+                raise InvalidParts(_describe(action, exc)) from exc
             if _error_code(exc) in _NOT_FOUND_CODES:
                 raise ObjectNotFound(_describe(action, exc)) from exc
             if _error_code(exc) in _PRECONDITION_CODES:
@@ -332,6 +348,65 @@ class S3Storage:
             lambda: self.presigner.generate_presigned_url("get_object", Params=params, ExpiresIn=ttl_seconds),
         )
         return url
+
+    # ---- multipart uploads (api.md §6.1) --------------------------------------------------
+
+    def create_multipart(self, key: str, content_type: str) -> str:
+        response = self._call(
+            "create multipart",
+            lambda: self.meta.create_multipart_upload(Bucket=self.bucket, Key=key, ContentType=content_type),
+        )
+        return str(response["UploadId"])
+
+    def presign_part(
+        self, key: str, upload_id: str, part_number: int, max_bytes: int, ttl_seconds: int, *, offset: int = 0
+    ) -> UploadTarget:
+        # Like a presigned PUT, an UploadPart URL cannot bound the size: upload-complete checks
+        # every part's size (ListParts) before it asks S3 to assemble them.
+        expires = time.time() + ttl_seconds
+        url = self._call(
+            "presign part",
+            lambda: self.presigner.generate_presigned_url(
+                "upload_part",
+                Params={"Bucket": self.bucket, "Key": key, "UploadId": upload_id, "PartNumber": part_number},
+                ExpiresIn=ttl_seconds,
+                HttpMethod="PUT",
+            ),
+        )
+        return UploadTarget(method="PUT", url=url, headers={}, expires_at=datetime.fromtimestamp(int(expires), UTC))
+
+    def list_parts(self, key: str, upload_id: str) -> list[PartInfo]:
+        """Every stored part (``ListParts`` pages of 1000; an upload has at most 10 000)."""
+        parts: list[PartInfo] = []
+        marker = 0
+        while True:
+            page = self._call(
+                "list parts",
+                lambda marker=marker: self.meta.list_parts(  # type: ignore[misc]
+                    Bucket=self.bucket, Key=key, UploadId=upload_id, PartNumberMarker=marker, MaxParts=1000
+                ),
+            )
+            for part in page.get("Parts", []):
+                parts.append(PartInfo(int(part["PartNumber"]), int(part["Size"]), str(part["ETag"]).strip('"')))
+            if not page.get("IsTruncated"):
+                return parts
+            marker = int(page["NextPartNumberMarker"])
+
+    def complete_multipart(self, key: str, upload_id: str, parts: list[tuple[int, str]]) -> None:
+        listed = [{"PartNumber": number, "ETag": f'"{etag}"'} for number, etag in parts]
+        # Assembling gigabytes can take S3 a while (it keeps the connection alive): the transfer client.
+        self._call(
+            "complete multipart",
+            lambda: self.client.complete_multipart_upload(
+                Bucket=self.bucket,
+                Key=key,
+                UploadId=upload_id,
+                MultipartUpload={"Parts": listed},  # type: ignore[typeddict-item]
+            ),
+        )
+
+    def abort_multipart(self, key: str, upload_id: str) -> None:
+        self._abort_upload(key, upload_id)
 
     # ---- health and set-up ------------------------------------------------------------
 

@@ -54,7 +54,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("commerce", ("app.commerce",)),
     ("dashboard", ("app.dashboard",)),
     ("system", ("app.system",)),
-    ("composition", ("app", "app.cli", "app.models", "app.seed")),
+    ("composition", ("app", "app.cli", "app.models", "app.seed", "app.upload_client")),
     ("tasks", ("tasks",)),
 ]
 

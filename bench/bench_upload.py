@@ -1,0 +1,290 @@
+"""Multipart upload throughput (api.md §6.1): ``flask codex upload``'s client through gunicorn vs a plain copy.
+
+- File: 256 MiB (a WAV header, then random bytes), made once as ``bench/out/upload-256MiB.wav``.
+- Local: the app under gunicorn (2 workers x 4 threads, as the Procfile) with local storage under
+  ``bench/out/upload-storage``; the client is ``app.upload_client.Upload`` (what ``flask codex upload``
+  runs): create with ``upload_mode=multipart``, sign the parts, PUT the 16 parts 4 at a time over
+  keep-alive HTTP, upload-complete (assembly + size/magic/ETag checks). Against
+  ``shutil.copyfile`` of the same file to the same disk. Runs alternate (copy, upload, upload, copy,
+  …) ``BENCH_UPLOAD_REPEAT`` times each (default 3); best and median wall times are compared.
+- Ceiling (context): the same 16 parts PUT 4 at a time to a bare WSGI function under the same
+  gunicorn (``sink_app`` below: reads the body in 1 MiB reads and writes it to a file), i.e. what
+  any HTTP upload through gunicorn's Python body reader can reach on this machine.
+- S3 (context, not a goal): the same client against the app on moto's S3 server in this process
+  (presigned UploadPart URLs; moto keeps the parts in memory and is not a fast server).
+
+Needs Postgres (database ``codex_bench`` on ``DATABASE_URL``'s server, migrated here) and Redis
+(DBs 12/13 of ``REDIS_URL``'s server). Goal: upload throughput >= 0.7 x the plain copy.
+
+    python -m bench.bench_upload          # or: make bench
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import statistics
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import create_engine
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session
+
+from bench.common import free_port, start_gunicorn
+
+ROOT = Path(__file__).resolve().parent.parent
+OUT = ROOT / "bench" / "out"
+FILE = OUT / "upload-256MiB.wav"
+SIZE = 256 * 1024 * 1024
+STORAGE = OUT / "upload-storage"
+GOAL_RATIO = 0.7
+MIB = 1024 * 1024
+
+
+def make_file() -> Path:
+    if FILE.exists() and FILE.stat().st_size == SIZE:
+        return FILE
+    OUT.mkdir(parents=True, exist_ok=True)
+    with FILE.open("wb") as out:
+        out.write(b"RIFF" + (SIZE - 8).to_bytes(4, "little") + b"WAVEfmt ")
+        left = SIZE - 16
+        while left:
+            chunk = os.urandom(min(left, 8 * MIB))
+            out.write(chunk)
+            left -= len(chunk)
+    return FILE
+
+
+def bench_env(port: int, **extra: str) -> dict[str, str]:
+    base_db = os.environ.get("DATABASE_URL", "postgresql+psycopg://localhost:5432/codex")
+    base_redis = os.environ.get("REDIS_URL", "redis://localhost:6379/0")
+    redis_root = base_redis.rsplit("/", 1)[0] if base_redis.count("/") >= 3 else base_redis.rstrip("/")
+    return {
+        "APP_ENV": "development",
+        "LOG_LEVEL": "WARNING",
+        "RATELIMIT_ENABLED": "false",
+        "DATABASE_URL": make_url(base_db).set(database="codex_bench").render_as_string(hide_password=False),
+        "REDIS_URL": f"{redis_root}/13",
+        "CELERY_BROKER_URL": f"{redis_root}/12",
+        "STORAGE_BACKEND": "local",
+        "STORAGE_LOCAL_ROOT": str(STORAGE),
+        "PUBLIC_BASE_URL": f"http://127.0.0.1:{port}",
+        **extra,
+    }
+
+
+def prepare(db_url: str) -> tuple[str, str]:
+    """Migrate ``codex_bench``; a fresh user owning a fresh org, with a session. Returns (org id, token)."""
+    from alembic import command
+    from alembic.config import Config as AlembicConfig
+
+    from app.db import ensure_database
+    from app.identity.models import AuthSession, User
+    from app.identity.sessions import new_token
+    from app.orgs.models import Membership, Organization, OrgSettings
+
+    ensure_database(db_url)
+    cfg = AlembicConfig(str(ROOT / "alembic.ini"))
+    cfg.set_main_option("script_location", str(ROOT / "migrations"))
+    cfg.attributes["url"] = db_url
+    cfg.attributes["skip_logging"] = True
+    command.upgrade(cfg, "head")
+    engine = create_engine(db_url)
+    now = datetime.now(UTC)
+    suffix = uuid.uuid4().hex[:8]
+    try:
+        with Session(engine) as session, session.begin():
+            user = User(email=f"bench-upload-{suffix}@example.com", name="Bench Upload", email_verified_at=now)
+            session.add(user)
+            session.flush()
+            org = Organization(name=f"Bench upload {suffix}", slug=f"bench-upload-{suffix}", created_by=user.id)
+            session.add(org)
+            session.flush()
+            session.add(OrgSettings(organization_id=org.id, platform_name=org.name, support_email=user.email))
+            session.add(Membership(organization_id=org.id, user_id=user.id, role="owner"))
+            token, token_hash = new_token()
+            session.add(
+                AuthSession(
+                    user_id=user.id, token_hash=token_hash, expires_at=now + timedelta(hours=2), last_seen_at=now
+                )
+            )
+            org_id = str(org.id)
+    finally:
+        engine.dispose()
+    return org_id, token
+
+
+def sink_app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+    """WSGI: write the request body to a file of its own under ``STORAGE`` (the HTTP ceiling)."""
+    stream = environ["wsgi.input"]
+    target = STORAGE / f"sink-{uuid.uuid4().hex}.bin"
+    fd = os.open(target, os.O_WRONLY | os.O_CREAT, 0o600)
+    written = 0
+    try:
+        while chunk := stream.read(MIB):
+            os.pwrite(fd, chunk, written)
+            written += len(chunk)
+    finally:
+        os.close(fd)
+    start_response("200 OK", [("Content-Length", "0")])
+    return [b""]
+
+
+def sink_once(base_url: str, parallel: int) -> float:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from app.upload_client import Http
+
+    http = Http()
+    part = 16 * MIB
+    fd = os.open(FILE, os.O_RDONLY)
+
+    def put(number: int) -> None:
+        reply = http.request("PUT", f"{base_url}/sink", os.pread(fd, part, number * part), {})
+        assert reply.status == 200, reply.status
+
+    started = time.perf_counter()
+    try:
+        with ThreadPoolExecutor(parallel) as pool:
+            list(pool.map(put, range(SIZE // part)))
+    finally:
+        os.close(fd)
+    elapsed = time.perf_counter() - started
+    for path in STORAGE.glob("sink-*.bin"):
+        path.unlink()
+    return elapsed
+
+
+def upload_once(base_url: str, org_id: str, token: str, parallel: int) -> float:
+    from app.upload_client import Api, Progress, Upload
+
+    class Quiet(Progress):
+        def _draw(self, now: float) -> None:
+            pass
+
+        def finish(self) -> None:
+            pass
+
+    state_dir = OUT / "upload-state"
+    shutil.rmtree(state_dir, ignore_errors=True)
+    started = time.perf_counter()
+    Upload(Api(base_url, token), FILE, org_id, "bench", parallel=parallel, state_dir=state_dir, progress=Quiet).run()
+    return time.perf_counter() - started
+
+
+def copy_once() -> float:
+    target = STORAGE / "plain-copy.bin"
+    started = time.perf_counter()
+    shutil.copyfile(FILE, target)
+    elapsed = time.perf_counter() - started
+    target.unlink()
+    return elapsed
+
+
+def clear_storage() -> None:
+    shutil.rmtree(STORAGE / "orgs", ignore_errors=True)
+    shutil.rmtree(STORAGE / ".multipart", ignore_errors=True)
+
+
+def main() -> list[dict[str, Any]]:
+    repeat = int(os.environ.get("BENCH_UPLOAD_REPEAT", "3"))
+    parallel = int(os.environ.get("BENCH_UPLOAD_PARALLEL", "4"))
+    make_file()
+    shutil.rmtree(STORAGE, ignore_errors=True)
+    STORAGE.mkdir(parents=True)
+    port = free_port()
+    env = bench_env(port)
+    org_id, token = prepare(env["DATABASE_URL"])
+    copies: list[float] = []
+    uploads: list[float] = []
+    sinks: list[float] = []
+    sink_port = free_port()
+    with (
+        start_gunicorn("app:create_app()", env=env, port=port, ready_path="/health/ready") as server,
+        start_gunicorn("bench.bench_upload:sink_app", env=env, port=sink_port, ready_path="/") as sink,
+    ):
+        for index in range(repeat):
+            order = ("copy", "upload", "sink") if index % 2 == 0 else ("sink", "upload", "copy")
+            for kind in order:
+                if kind == "copy":
+                    copies.append(copy_once())
+                elif kind == "sink":
+                    sinks.append(sink_once(sink.url, parallel))
+                else:
+                    uploads.append(upload_once(server.url, org_id, token, parallel))
+                    clear_storage()
+    rows = [
+        _row("plain copy (shutil.copyfile)", copies),
+        _row(f"multipart upload, local ({parallel} parallel)", uploads),
+    ]
+    ratio_best = min(copies) / min(uploads)
+    ratio_median = statistics.median(copies) / statistics.median(uploads)
+    rows[1]["vs copy (best / median)"] = f"{ratio_best:.2f}x / {ratio_median:.2f}x (goal >= {GOAL_RATIO}x)"
+    rows[0]["vs copy (best / median)"] = "1.00x"
+    ceiling = _row(f"ceiling: bare WSGI body sink under gunicorn ({parallel} parallel)", sinks)
+    ceiling["vs copy (best / median)"] = (
+        f"{min(copies) / min(sinks):.2f}x / {statistics.median(copies) / statistics.median(sinks):.2f}x;"
+        f" upload vs ceiling {min(sinks) / min(uploads):.2f}x (best)"
+    )
+    rows.append(ceiling)
+    s3 = s3_context(org_id, token, parallel)
+    if s3 is not None:
+        rows.append(s3)
+    shutil.rmtree(STORAGE, ignore_errors=True)
+    return rows
+
+
+def s3_context(org_id: str, token: str, parallel: int) -> dict[str, Any] | None:
+    """One or two uploads to the app on moto's S3 server (context only)."""
+    try:
+        from moto.server import ThreadedMotoServer
+    except ImportError:
+        return None
+    from app.storage.s3 import S3Storage
+
+    moto_port = free_port()
+    moto = ThreadedMotoServer(ip_address="127.0.0.1", port=moto_port, verbose=False)
+    moto.start()
+    try:
+        s3 = {
+            "STORAGE_BACKEND": "s3",
+            "S3_ENDPOINT_URL": f"http://127.0.0.1:{moto_port}",
+            "S3_BUCKET": "codex-bench-upload",
+            "S3_REGION": "us-east-1",
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+        }
+        S3Storage.from_config(s3).ensure_bucket()
+        port = free_port()
+        times = []
+        with start_gunicorn(
+            "app:create_app()", env=bench_env(port, **s3), port=port, ready_path="/health/ready"
+        ) as server:
+            for _ in range(2):
+                times.append(upload_once(server.url, org_id, token, parallel))
+        row = _row(f"multipart upload, moto S3 ({parallel} parallel)", times)
+        row["vs copy (best / median)"] = "context"
+        return row
+    finally:
+        moto.stop()
+
+
+def _row(name: str, times: list[float]) -> dict[str, Any]:
+    best, median = min(times), statistics.median(times)
+    return {
+        "run": name,
+        "n": len(times),
+        "best s": f"{best:.2f}",
+        "median s": f"{median:.2f}",
+        "MiB/s (best)": f"{SIZE / MIB / best:.0f}",
+        "MiB/s (median)": f"{SIZE / MIB / median:.0f}",
+    }
+
+
+if __name__ == "__main__":
+    for line in main():
+        print(line)
