@@ -1,7 +1,7 @@
 """playback furthest position and the retention rollup
 
 Revision ID: 0015
-Revises: 0012
+Revises: 0014
 Create Date: 2026-12-06 09:10:00
 
 ``playback_progress.max_position_seconds`` (data-model.md): the furthest position a viewer ever
@@ -27,7 +27,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0015"
-down_revision: str | None = "0012"
+down_revision: str | None = "0014"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
