@@ -205,6 +205,8 @@ class MediaCaptionResource(MethodView):
         media = service.load_for_change(db.session, media_id)
         key = captions.delete_caption(db.session, media, tag)
         enqueue_after_commit(db.session, captions.DELETE_OBJECT_TASK, key)
+        db.session.commit()
+        return no_content()
 
 
 @blp.route("/media/<media_id>/upload/parts")
