@@ -23,6 +23,12 @@ stored them after the writer's commit and its new generation) stored them under 
 generation, so they are never served. The ``org_slug`` a page was asked under is part of its key
 and a slug change replaces the org's generation, so an old slug cannot keep resolving.
 
+What a hit bypasses, and what keeps it honest: flask-smorest's query parsing and response dump
+(the bytes are built once, by ``service._item_json`` and ``jsonify``, not by the schemas), never
+Flask's hooks (request id, rate limits, headers, the log line all run). tests/catalog/test_cache.py
+checks the bytes against the schemas', a hit without parsing, every writer, a fill racing a write,
+other processes, a flushed and an unreachable Redis.
+
 Redis being down only costs the database read (nothing is served or stored without a generation).
 """
 
