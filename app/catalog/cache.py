@@ -55,6 +55,7 @@ log = structlog.get_logger(__name__)
 TTL_SECONDS = 60
 LOCAL_MAX_BYTES = 16 * 1024 * 1024
 """What one process keeps of page bodies; when full, everything is dropped and refilled."""
+_ENTRY_OVERHEAD = 200  # bytes of a dict slot, the key and the Page object, roughly
 _SEPARATOR = b"\n"  # "<org_id>\n<generation>\n<json>": neither an id nor a generation has a newline
 
 
@@ -113,9 +114,6 @@ class LocalPages:
         with self._lock:
             self._pages.clear()
             self._bytes = 0
-
-
-_ENTRY_OVERHEAD = 200  # bytes of a dict slot, the key and the Page object, roughly
 
 
 def local_pages() -> LocalPages:
