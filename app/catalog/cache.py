@@ -23,6 +23,12 @@ stored them after the writer's commit and its new generation) stored them under 
 generation, so they are never served. The ``org_slug`` a page was asked under is part of its key
 and a slug change replaces the org's generation, so an old slug cannot keep resolving.
 
+What a hit bypasses, and what keeps it honest: flask-smorest's query parsing and response dump
+(the bytes are built once, by ``service._item_json`` and ``jsonify``, not by the schemas), never
+Flask's hooks (request id, rate limits, headers, the log line all run). tests/catalog/test_cache.py
+checks the bytes against the schemas', a hit without parsing, every writer, a fill racing a write,
+other processes, a flushed and an unreachable Redis.
+
 Redis being down only costs the database read (nothing is served or stored without a generation).
 """
 
@@ -49,6 +55,7 @@ log = structlog.get_logger(__name__)
 TTL_SECONDS = 60
 LOCAL_MAX_BYTES = 16 * 1024 * 1024
 """What one process keeps of page bodies; when full, everything is dropped and refilled."""
+_ENTRY_OVERHEAD = 200  # bytes of a dict slot, the key and the Page object, roughly
 _SEPARATOR = b"\n"  # "<org_id>\n<generation>\n<json>": neither an id nor a generation has a newline
 
 
@@ -107,9 +114,6 @@ class LocalPages:
         with self._lock:
             self._pages.clear()
             self._bytes = 0
-
-
-_ENTRY_OVERHEAD = 200  # bytes of a dict slot, the key and the Page object, roughly
 
 
 def local_pages() -> LocalPages:

@@ -25,7 +25,7 @@ LIST_ARGS = CatalogListArgsSchema()
 CACHE_HEADER = {"Cache-Control": {"schema": {"type": "string"}, "description": CACHE_CONTROL}}
 
 
-LIST_ENDPOINT = "catalog.Catalog"
+LIST_ENDPOINT = f"{blp.name}.Catalog"
 
 
 def _list_key() -> str:

@@ -4,6 +4,7 @@ Queries select only the columns the CatalogItem needs and follow ``ix_content_ca
 (organization_id, status, published_at DESC) WHERE deleted_at IS NULL, or for the price sort
 ``ix_content_catalog_price`` (..., COALESCE(price_cents, 0), id); the tag filter uses the GIN index
 (``tags @> '["tag"]'``) and a selective ``q`` the trigram indexes on title and description.
+Answers are cached as their JSON, exact per org (app/catalog/cache.py).
 Nothing here exposes originals, rendition or full-media URLs: the only playable thing is the
 preview, through the HLS proxy with a ``preview`` token.
 """
@@ -180,9 +181,9 @@ def _resolve_org(session: Session, org_id_or_slug: str) -> uuid.UUID:
     return org_id
 
 
-def preview_view(content_id: uuid.UUID, media_id: uuid.UUID, preview_key: str | None) -> dict[str, Any] | None:
+def preview_view(content_id: uuid.UUID, media_id: uuid.UUID, has_preview: bool) -> dict[str, Any] | None:
     """``{manifest_url, expires_at}`` with a fresh preview token, or None without a preview."""
-    if not preview_key:
+    if not has_preview:
         return None
     expires_at = datetime.now(UTC).replace(microsecond=0) + timedelta(
         seconds=int(current_app.config["PREVIEW_TOKEN_TTL_SECONDS"])
@@ -231,7 +232,7 @@ def detail_body(session: Session, content_id: uuid.UUID) -> bytes:
         facts = _detail_json(session, content_id)
         cache.store(found.key, org_id, generation, json.dumps(facts).encode())
     media_id, has_preview = facts.pop("_media_id"), facts.pop("_has_preview")
-    preview = preview_view(content_id, uuid.UUID(media_id), "yes" if has_preview else None)
+    preview = preview_view(content_id, uuid.UUID(media_id), has_preview)
     if preview is not None:
         preview["expires_at"] = format_timestamp(preview["expires_at"])
     return jsonify({**facts, "preview": preview}).get_data()
