@@ -19,6 +19,7 @@ from sqlalchemy import func, update
 from sqlalchemy.orm import Session
 
 import tasks.maintenance  # noqa: F401 - registers maintenance.cleanup (a worker imports every task module)
+from app.logging import mask_path
 from app.media import multipart, sweepers
 from app.media.models import MediaItem
 from app.storage.local import MULTIPART_DIR
@@ -257,3 +258,20 @@ def test_abandoned_uploads_are_swept_daily(app: Flask, client: FlaskClient, db_s
     assert put(client, url, CHUNKS[0]).status_code == 409
     r = client.get(f"/api/v1/media/{stale_id}", headers=headers)
     assert r.json["status"] == "failed" and r.json["error_message"] == "The upload was abandoned."
+
+
+def test_part_route_cors_tokens_and_logs(client: FlaskClient, staff: Staff) -> None:
+    media_id = create(client, staff).json["id"]
+    url = sign(client, media_id, staff.creator.headers, [1])[1]
+    path = urlsplit(url).path
+    preflight = client.options(path, headers={"Origin": "https://app.example", "Access-Control-Request-Method": "PUT"})
+    assert preflight.status_code == 204 and preflight.headers["Access-Control-Allow-Origin"] == "*"
+    assert "PUT" in preflight.headers["Access-Control-Allow-Methods"]
+    token = path.rsplit("/", 1)[1]
+    body, signature = token.split(".")
+    r = client.put(f"/storage/upload-part/{body}.{signature[::-1]}", data=b"x")
+    assert r.status_code == 403 and r.json["error"]["code"] == "INVALID_SIGNED_URL"
+    upload_token = urlsplit(create(client, staff, upload_mode="single").json["upload"]["url"]).path.rsplit("/", 1)[1]
+    r = client.put(f"/storage/upload-part/{upload_token}", data=b"x")  # a single-upload token is not a part's
+    assert r.status_code == 403
+    assert token not in mask_path(path) and mask_path(path).endswith("/upload-part/[token]")
