@@ -38,14 +38,14 @@ def create_app(config: Config | dict[str, Any] | None = None, *, role: str = "we
     _init_extensions(app, role)
     _register_blueprints(app)
     app.refuse_async_views()
-    if config.FAST_PATH_ENABLED and app.extensions["near_cache"] is not None:
-        from app.access import fast_path
-
-        fast_path.install(app)  # warm heartbeats and stream URLs answered below Flask (see the module)
     if config.FAST_PATH_ENABLED:
         from app.commerce import webhook_fast_path
 
         webhook_fast_path.install(app)  # stored webhook deliveries answered below Flask (see the module)
+    if config.FAST_PATH_ENABLED and app.extensions["near_cache"] is not None:
+        from app.access import fast_path
+
+        fast_path.install(app)  # warm heartbeats and stream URLs answered below Flask (see the module)
     if config.TRUSTED_PROXY_COUNT:  # outermost: everything below sees the client's address
         n = config.TRUSTED_PROXY_COUNT
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n)  # type: ignore[method-assign]
