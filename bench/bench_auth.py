@@ -6,7 +6,7 @@ generator, so that outside load on a shared machine hits every target alike. The
 dedicated database ``codex_bench`` (created and migrated with Alembic) and Redis DB 13 (cache, flushed
 first) / 12 (broker). A user with two memberships and one session is set up directly in the database;
 the 2 s warm-up fills the Redis session cache (``sess:{sha256}``), the cached /me body
-(``me:{user_id}``, app/identity/me_cache.py) and each worker's near cache (app/nearcache.py), so the
+(``me:{user_id}``, app/identity/me_cache.py) and each worker's near cache (app/speed/nearcache.py), so the
 measured requests take the warm path: the session entry, the body and its generation from the
 worker's own memory (Redis reports any change to them), no Redis call, no Postgres.
 The app's own ``GET /health`` is measured too, as the floor: the same plumbing without

@@ -15,7 +15,7 @@ Codex ``GET /health``, the stream endpoint with the buyer's Bearer token, and th
 ``master.m3u8`` as context, in turn, for BENCH_ROUNDS rounds (see ``interleaved``): on a machine
 shared with other work, a burst of outside load then hits every target alike. The first round's
 warm-up fills the session cache, the access cache (``access:{user}:{content}``) and each worker's
-near cache (app/nearcache.py), so a measured request is: the session entry, the access entry and
+near cache (app/speed/nearcache.py), so a measured request is: the session entry, the access entry and
 the content's snapshot token (``content:gen:{id}``) from the worker's near cache (no Redis call;
 Redis reports any change to them), the content + media facts from the worker's snapshot, an HMAC
 stream token and a signed thumbnail URL. Goal (issue 7): stream issuance >= 0.6 x the trivial endpoint's

@@ -3,7 +3,7 @@
 ``PUT /api/v1/content/{id}/progress`` is the API's most frequent request (a player sends one
 every few seconds for as long as it plays) and ``GET /api/v1/content/{id}/stream`` starts every
 playback. Warm, neither needs the database: the session, the access entry and the content's
-generation token are in the process's near cache (app/nearcache.py), the content's facts in its
+generation token are in the process's near cache (app/speed/nearcache.py), the content's facts in its
 snapshot, and a heartbeat is one Lua call that checks access and applies the write. Flask's
 request context, routing, hooks and response object cost about as much again as that work, so
 this WSGI middleware answers exactly those warm cases itself, with the functions the routes use
@@ -54,7 +54,7 @@ from app.access.cache import access_cache_key
 from app.access.schemas import fast_progress, fast_stream_args
 from app.content.cache import gen_key
 from app.identity import sessions
-from app.nearcache import Miss, NearCache
+from app.speed.nearcache import Miss, NearCache
 
 _PATH = re.compile(r"/api/v1/content/([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})/(progress|stream)")
 # The routes' rules: the request metric's label.

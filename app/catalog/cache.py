@@ -12,7 +12,7 @@ query string that parsed, and it parses the same way every time):
 - the facts of ``GET /catalog/{content_id}`` likewise, under ``catalog:item:{content_id}`` (the
   preview token in it is minted per request, so only the rest is kept);
 - and in each process (``LocalPages``, bounded by ``LOCAL_MAX_BYTES``), so a warm request makes no
-  Redis call at all: the org's generation comes from the process's near cache (app/nearcache.py
+  Redis call at all: the org's generation comes from the process's near cache (app/speed/nearcache.py
   tracks ``catalog:gen:``, so Redis reports every replacement to every process).
 
 Exactness: a page is tagged with the org it resolved to and the generation ``catalog:gen:{org_id}``
@@ -47,8 +47,8 @@ from flask import current_app
 
 from app import keys
 from app.extensions import get_near_cache, get_redis
-from app.nearcache import NearCache
 from app.orgs.catalog_generation import GEN_TTL_SECONDS
+from app.speed.nearcache import NearCache
 
 log = structlog.get_logger(__name__)
 

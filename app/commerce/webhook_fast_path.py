@@ -8,8 +8,10 @@ functions (``webhooks.delivery_of``, ``store_delivery``, ``stored``) and hands e
 to Flask untouched (the body it read is put back):
 
 - only ``POST /webhooks/stripe`` with a ``Content-Length`` within the route's body limit;
-- only with rate limits off for now (with limits on, the route counts the per-IP limit through
-  the limiter; a limit check below Flask can be added here as in app/access/fast_path.py);
+- with rate limits on, the route's per-IP limit is counted here, once, in one limiter call (as
+  app/access/fast_path.py does): a refusal is answered here with the limiter's 429, and a
+  request handed to the route after counting carries the outcome in the WSGI environ
+  (``ratelimit.ENVIRON_KEY``), so Flask does not count it again;
 - only when the app's sessions are bound to the engine (the autocommit path; the test suite's
   rollback fixtures keep the route);
 - a signature that does not verify or a body that is not an event: the route answers (it counts
@@ -32,7 +34,7 @@ from typing import Any
 import structlog
 from flask import Flask
 
-from app import http
+from app import http, ratelimit
 from app.commerce import webhooks
 from app.commerce.routes import WEBHOOK_MAX_BYTES
 from app.payments.signature import SignatureError, verify
@@ -51,22 +53,34 @@ class WebhookFastPath:
         self.app = app
         self.wsgi_app = wsgi_app
         self.answered = 0  # deliveries answered here (tests, and operators who wonder)
+        self.refused = 0  # 429s answered here
+        self._rules: tuple[ratelimit.Rule, ...] | None = None  # the route's limits (read once)
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         if environ.get("PATH_INFO") == PATH and environ.get("REQUEST_METHOD") == "POST":
-            headers = self._ingest(environ)
-            if headers is not None:
-                start_response("200 OK", headers)
-                return [BODY]
+            answer = self._ingest(environ)
+            if answer is not None:
+                status, headers, body = answer
+                start_response(status, headers)
+                return [body]
         return self.wsgi_app(environ, start_response)
 
-    def _ingest(self, environ: dict[str, Any]) -> list[tuple[str, str]] | None:
-        """The answer's headers once the delivery is stored, or None: the route's to answer."""
+    def _ingest(self, environ: dict[str, Any]) -> tuple[str, list[tuple[str, str]], bytes] | None:
+        """The answer once the delivery is stored (or refused by the rate limit), or None: the
+        route's to answer."""
         config = self.app.config
         length = environ.get("CONTENT_LENGTH") or ""
-        if config["CODEX_RATELIMIT_ENABLED"] or not length.isdigit() or not 0 < int(length) <= WEBHOOK_MAX_BYTES:
+        if not length.isdigit() or not 0 < int(length) <= WEBHOOK_MAX_BYTES:
             return None
         started = time.perf_counter()
+        limited: list[tuple[str, str]] = []
+        if config["RATELIMIT_ENABLED"]:  # counted first, as the route's hook does (every attempt counts)
+            counted = ratelimit.check(self.app.extensions["redis"], self._limits(environ))
+            if counted is not None:
+                if not counted.allowed:
+                    return self._refuse(environ, counted, started)
+                environ[ratelimit.ENVIRON_KEY] = counted  # (handed over below: the route must not count it again)
+                limited = counted.headers()
         body = environ["wsgi.input"].read(int(length))
         environ["wsgi.input"] = io.BytesIO(body)  # put back for the route, whatever happens below
         if len(body) != int(length):
@@ -93,8 +107,29 @@ class WebhookFastPath:
         self.answered += 1
         duration = time.perf_counter() - started
         http.record_answer("POST", PATH, PATH, 200, duration, None, environ.get("REMOTE_ADDR"))
-        content = [("Content-Type", "application/json"), ("Content-Length", str(len(BODY)))]
-        return content + http.plain_headers(request_id, config)
+        content = [("Content-Type", "application/json"), ("Content-Length", str(len(BODY))), *limited]
+        return "200 OK", content + http.plain_headers(request_id, config), BODY
+
+    def _limits(self, environ: dict[str, Any]) -> ratelimit.Bound:
+        """The route's limit (per client IP) for this request."""
+        if self._rules is None:
+            self._rules = ratelimit.rules_of(self.app, "POST", PATH)
+        return ratelimit.bind(self._rules, environ.get("REMOTE_ADDR") or "unknown", None)
+
+    def _refuse(
+        self, environ: dict[str, Any], counted: ratelimit.Outcome, started: float
+    ) -> tuple[str, list[tuple[str, str]], bytes]:
+        """The limiter's 429, as the route would answer it (same body, headers, metric and log line)."""
+        self.refused += 1
+        request_id = http.request_id_for(environ.get("HTTP_X_REQUEST_ID", ""))
+        if http.request_log_enabled():
+            structlog.contextvars.clear_contextvars()
+            structlog.contextvars.bind_contextvars(request_id=request_id)
+        duration = time.perf_counter() - started
+        http.record_answer("POST", PATH, PATH, 429, duration, None, environ.get("REMOTE_ADDR"))
+        body = counted.error_body()
+        content = [("Content-Type", "application/json"), ("Content-Length", str(len(body))), *counted.headers()]
+        return "429 TOO MANY REQUESTS", content + http.plain_headers(request_id, self.app.config), body
 
 
 def install(app: Flask) -> None:

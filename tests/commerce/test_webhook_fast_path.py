@@ -1,6 +1,6 @@
 """app/commerce/webhook_fast_path.py: stored deliveries answered below Flask exactly as the route
-answers them; everything else (bad signatures, bad bodies, database errors, rate limits on) is the
-route's."""
+answers them, with the rate limit counted once (and a refusal answered here); everything else (bad
+signatures, bad bodies, database errors) is the route's."""
 
 from __future__ import annotations
 
@@ -11,9 +11,10 @@ import pytest
 from flask import Flask
 from sqlalchemy.exc import OperationalError
 
+from app import ratelimit
 from app.commerce import webhooks
 from app.commerce.models import StripeEvent
-from app.commerce.webhook_fast_path import WebhookFastPath
+from app.commerce.webhook_fast_path import PATH, WebhookFastPath
 from app.metrics import WEBHOOK_SIGNATURE_FAILURES
 from tests.commerce.helpers import WEBHOOK, Shop, deliver, make_shop
 from tests.factories import committed_session
@@ -123,10 +124,36 @@ def test_a_database_error_is_the_routes_which_tries_once_more(
     assert sent_tasks == [("payments.process_stripe_event", (evt["id"],), None)]
 
 
-def test_with_rate_limits_on_the_route_answers(app_factory, committed_db, committed_shop, sent_tasks) -> None:
+def test_with_rate_limits_on_deliveries_are_counted_once_and_the_1001st_is_refused_here(
+    app_factory, committed_db, committed_shop, sent_tasks
+) -> None:
     limited = app_factory(RATELIMIT_ENABLED=True)
     limited.extensions["task_sender"] = committed_db.extensions["task_sender"]
-    before = _fast(limited).answered
+    fast = _fast(limited)
+    redis_client = limited.extensions["redis"]
+    bound = ratelimit.bind(ratelimit.rules_of(limited, "POST", PATH), "127.0.0.1", None)
+    (name,) = bound.names
+    redis_client.delete(name)
+
     r = deliver(limited.test_client(), _event(committed_shop))
-    assert r.status_code == 200 and r.headers["X-RateLimit-Limit"] == "1000"
-    assert _fast(limited).answered == before
+    assert r.status_code == 200 and fast.answered == 1  # answered below Flask, limits on
+    assert r.headers["X-RateLimit-Limit"] == "1000" and r.headers["X-RateLimit-Remaining"] == "999"
+    assert redis_client.zcard(name) == 1  # counted once, not again by the route's hook
+
+    # A delivery the route answers (bad signature) after the fast path counted it: still one count.
+    bad = limited.test_client().post(
+        PATH, data=b'{"id": "evt_x"}', headers={"Stripe-Signature": "t=1,v1=00", "Content-Type": "application/json"}
+    )
+    assert bad.status_code == 400 and bad.headers["X-RateLimit-Remaining"] == "998"
+    assert redis_client.zcard(name) == 2
+
+    for _ in range(998):  # the rest of the minute's budget
+        assert ratelimit.check(redis_client, bound).allowed  # type: ignore[union-attr]
+    evt = _event(committed_shop)
+    refused = deliver(limited.test_client(), evt)
+    assert refused.status_code == 429 and fast.refused == 1
+    assert refused.json["error"]["code"] == "RATE_LIMITED"
+    assert int(refused.headers["Retry-After"]) >= 1 and refused.headers["X-RateLimit-Remaining"] == "0"
+    assert _stored(limited, evt["id"]) is None  # refused before the body was looked at
+    assert redis_client.zcard(name) == 1000
+    redis_client.delete(name)

@@ -35,7 +35,6 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "app.audit",
             "app.logging",
             "app.metrics",
-            "app.nearcache",
             "app.ratelimit",
             "app.speed",
             "app.schemas",
