@@ -26,9 +26,11 @@ def assert_limited(response: Any, limit: int) -> None:
 def commands_of(url: str, action: Callable[[], Any], *, inside_scripts: bool = False) -> list[str]:
     """The commands Redis received from clients while ``action`` ran, through MONITOR: each entry
     is one round trip's command (EVALSHA, GET, ...); with ``inside_scripts``, the commands the
-    scripts ran too, as ``lua:ZADD``."""
+    scripts ran too, as ``lua:ZADD``. Only commands on ``url``'s database count: other test
+    processes (and their workers' BRPOPs) may share the server."""
     marker = "codex-test-monitor-end"
     client = redis_lib.Redis.from_url(url)
+    db = int(client.connection_pool.connection_kwargs.get("db", 0))
     seen: list[str] = []
     ready = threading.Event()
 
@@ -39,6 +41,8 @@ def commands_of(url: str, action: Callable[[], Any], *, inside_scripts: bool = F
                 command = entry["command"]
                 if marker in command:
                     return
+                if int(entry.get("db", db)) != db:
+                    continue
                 name = command.split(" ", 1)[0].upper()
                 if entry.get("client_type") == "lua":
                     if inside_scripts:
