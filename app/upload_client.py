@@ -21,7 +21,6 @@ from __future__ import annotations
 import hashlib
 import http.client
 import json
-import os
 import sys
 import threading
 import time
@@ -94,13 +93,25 @@ class Http:
             pool[(scheme, netloc)] = connection
         return connection
 
-    def request(self, method: str, url: str, body: bytes | None = None, headers: dict[str, str] | None = None) -> Reply:
+    def request(
+        self,
+        method: str,
+        url: str,
+        body: bytes | None = None,
+        headers: dict[str, str] | None = None,
+        *,
+        file: FileRange | None = None,
+    ) -> Reply:
+        """Send one request; ``file`` (instead of ``body``) sends a byte range of a file as the body."""
         parts = urlsplit(url)
         target = parts.path + (f"?{parts.query}" if parts.query else "")
         for attempt in (1, 2):  # a keep-alive connection the server closed meanwhile: reconnect once
             connection = self._connection(parts.scheme, parts.netloc)
             try:
-                connection.request(method, target, body=body, headers=headers or {})
+                if file is None:
+                    connection.request(method, target, body=body, headers=headers or {})
+                else:
+                    _send_file(connection, method, target, file, headers or {})
                 response = connection.getresponse()
                 data = response.read()
                 return Reply(response.status, {k.lower(): v for k, v in response.getheaders()}, data)
@@ -112,6 +123,38 @@ class Http:
                 connection.close()
                 raise UploadError(f"{method} {parts.netloc}{parts.path}: {exc}") from exc
         raise AssertionError("unreachable")
+
+
+@dataclass(frozen=True)
+class FileRange:
+    """``length`` bytes of ``path`` from ``offset``: a part's body, sent straight from the file."""
+
+    path: Path
+    offset: int
+    length: int
+
+
+def _send_file(
+    connection: http.client.HTTPConnection, method: str, target: str, file: FileRange, headers: dict[str, str]
+) -> None:
+    """Send a request whose body is ``file``, with ``socket.sendfile``.
+
+    Over plain HTTP the kernel moves the bytes from the page cache to the socket (``sendfile(2)``):
+    no copy through Python, no part-sized buffer per thread. Over TLS ``socket.sendfile`` falls back
+    to reading and sending in blocks, which is what ``http.client`` would do with a file body.
+    The file is opened per request: the fallback moves the file position, so no two threads share one.
+    """
+    connection.putrequest(method, target)
+    for name, value in headers.items():
+        connection.putheader(name, value)
+    connection.putheader("Content-Length", str(file.length))
+    connection.endheaders()  # connects if needed; the body goes separately below
+    assert connection.sock is not None
+    with file.path.open("rb") as handle:
+        sent = connection.sock.sendfile(handle, file.offset, file.length) if file.length else 0
+    if sent != file.length:  # the file shrank meanwhile; the server sees a short body and waits for more
+        connection.close()
+        raise UploadError(f"{file.path.name} changed while it was being uploaded")
 
 
 class Api:
@@ -268,7 +311,6 @@ class Upload:
     def _send(self, media_id: str, todo: list[int], size: int, part_size: int, bar: Progress) -> None:
         sent = 0
         lock = threading.Lock()
-        fd = os.open(self.file, os.O_RDONLY)
 
         def put(part: dict[str, Any]) -> None:
             nonlocal sent
@@ -278,10 +320,10 @@ class Upload:
                 if self.stop_after is not None and sent >= self.stop_after:
                     return
                 sent += 1
-            data = os.pread(fd, length, (number - 1) * part_size)
+            body = FileRange(self.file, (number - 1) * part_size, length)
             headers = {"Content-Type": "application/octet-stream", **part["headers"]}
             for attempt in range(3):
-                reply = self.api.http.request("PUT", part["url"], data, headers)
+                reply = self.api.http.request("PUT", part["url"], headers=headers, file=body)
                 if reply.status == 200:
                     bar.add(length)
                     return
@@ -289,17 +331,14 @@ class Upload:
                     raise UploadError(f"part {number} answered {reply.status} {reply.error()}")
                 time.sleep(1 + attempt)
 
-        try:
-            with ThreadPoolExecutor(max_workers=max(1, self.parallel)) as pool:
-                for start in range(0, len(todo), SIGN_BATCH):
-                    # URLs are signed batch by batch, so none expires while earlier batches upload.
-                    numbers = todo[start : start + SIGN_BATCH]
-                    signed = self.api.call("POST", f"/api/v1/media/{media_id}/upload/parts", {"part_numbers": numbers})
-                    list(pool.map(put, signed.json()["parts"]))
-                    if self.stop_after is not None and sent >= self.stop_after:
-                        raise Interrupted(f"stopped after {sent} parts; run the command again to resume")
-        finally:
-            os.close(fd)
+        with ThreadPoolExecutor(max_workers=max(1, self.parallel)) as pool:
+            for start in range(0, len(todo), SIGN_BATCH):
+                # URLs are signed batch by batch, so none expires while earlier batches upload.
+                numbers = todo[start : start + SIGN_BATCH]
+                signed = self.api.call("POST", f"/api/v1/media/{media_id}/upload/parts", {"part_numbers": numbers})
+                list(pool.map(put, signed.json()["parts"]))
+                if self.stop_after is not None and sent >= self.stop_after:
+                    raise Interrupted(f"stopped after {sent} parts; run the command again to resume")
 
 
 def _part_layout(size: int) -> tuple[int, int]:
