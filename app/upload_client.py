@@ -20,7 +20,10 @@ from __future__ import annotations
 
 import hashlib
 import http.client
+import io
 import json
+import socket
+import ssl
 import sys
 import threading
 import time
@@ -47,6 +50,7 @@ EXTENSION_TYPES: dict[str, str] = {
 }
 SIGN_BATCH = 100  # the API's limit per request for part URLs
 TIMEOUT = 120.0
+SEND_BLOCK = 1024 * 1024  # a part's body over TLS, block by block
 
 
 class UploadError(Exception):
@@ -137,24 +141,45 @@ class FileRange:
 def _send_file(
     connection: http.client.HTTPConnection, method: str, target: str, file: FileRange, headers: dict[str, str]
 ) -> None:
-    """Send a request whose body is ``file``, with ``socket.sendfile``.
+    """Send a request whose body is ``file``, straight from the file.
 
     Over plain HTTP the kernel moves the bytes from the page cache to the socket (``sendfile(2)``):
-    no copy through Python, no part-sized buffer per thread. Over TLS ``socket.sendfile`` falls back
-    to reading and sending in blocks, which is what ``http.client`` would do with a file body.
-    The file is opened per request: the fallback moves the file position, so no two threads share one.
+    no copy through Python, no part-sized buffer per thread. Over TLS, which ``sendfile`` cannot
+    encrypt, 1 MiB blocks read into one buffer (``socket.sendfile``'s own fallback, like
+    ``http.client`` with a file body, would send 8 KiB at a time).
     """
     connection.putrequest(method, target)
     for name, value in headers.items():
         connection.putheader(name, value)
     connection.putheader("Content-Length", str(file.length))
     connection.endheaders()  # connects if needed; the body goes separately below
-    assert connection.sock is not None
-    with file.path.open("rb") as handle:
-        sent = connection.sock.sendfile(handle, file.offset, file.length) if file.length else 0
-    if sent != file.length:  # the file shrank meanwhile; the server sees a short body and waits for more
+    sock = connection.sock
+    assert sock is not None
+    with file.path.open("rb", buffering=0) as handle:  # per request: no shared file position
+        if not file.length:
+            sent = 0
+        elif isinstance(sock, ssl.SSLSocket):
+            sent = _send_blocks(sock, handle, file.offset, file.length)
+        else:
+            sent = sock.sendfile(handle, file.offset, file.length)
+    if sent != file.length:  # the file shrank meanwhile; the server would wait for the rest
         connection.close()
         raise UploadError(f"{file.path.name} changed while it was being uploaded")
+
+
+def _send_blocks(sock: socket.socket, handle: io.RawIOBase, offset: int, length: int) -> int:
+    """Send ``length`` bytes of ``handle`` from ``offset`` in 1 MiB blocks; returns the count sent
+    (less if the file ends first)."""
+    buffer = memoryview(bytearray(min(SEND_BLOCK, length)))
+    handle.seek(offset)
+    sent = 0
+    while sent < length:
+        count = handle.readinto(buffer[: min(SEND_BLOCK, length - sent)])
+        if not count:
+            break
+        sock.sendall(buffer[:count])
+        sent += count
+    return sent
 
 
 class Api:
