@@ -28,6 +28,7 @@ import json
 import os
 import re
 import shutil
+import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
@@ -136,15 +137,13 @@ class LocalStorage:
         """
         target = self.path_for(key)
         tmp = self._tmp_for(target)
-        written = 0
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
-            with tmp.open("wb") as out:
-                while chunk := stream.read(CHUNK):
-                    written += len(chunk)
-                    if max_bytes is not None and written > max_bytes:
-                        raise ObjectTooLarge("more bytes than allowed")
-                    out.write(chunk)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # the umask applies, as with open()
+            try:
+                written = _copy_at(stream, fd, 0, sys.maxsize if max_bytes is None else max_bytes)
+            finally:
+                os.close(fd)
             if before_replace is not None:
                 before_replace()
             os.replace(tmp, target)
