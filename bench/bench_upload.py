@@ -16,6 +16,8 @@
   promises durability can be compared with it fairly, and it is the floor no HTTP path reaches
   (it moves the bytes once, inside the kernel; an HTTP upload moves them through a socket and
   through Python).
+- Server CPU (median, the gunicorn workers' user + system seconds per run, from ``/proc``) is
+  reported for the upload and the sink: the figure other load on a shared machine does not inflate.
 - Runs alternate (page-cache copy, durable copy, upload, sink; then the reverse order)
   ``BENCH_UPLOAD_REPEAT`` times each (default 3); best and median wall times are compared.
 - Ceiling (context): the same 16 parts sent the same way, 4 at a time, to a bare WSGI function under
@@ -46,7 +48,7 @@ from sqlalchemy import create_engine
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
-from bench.common import free_port, start_gunicorn
+from bench.common import Server, free_port, start_gunicorn
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "bench" / "out"
@@ -207,6 +209,17 @@ def copy_once(*, durable: bool) -> float:
     return elapsed
 
 
+def server_cpu(server: Server) -> float:
+    """CPU seconds (user + system) the server's worker processes have used so far (Linux ``/proc``)."""
+    pid = server.proc.pid
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    total = 0
+    for child in children:
+        fields = Path(f"/proc/{child}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat(5))
+    return total / os.sysconf("SC_CLK_TCK")
+
+
 def clear_storage() -> None:
     shutil.rmtree(STORAGE / "orgs", ignore_errors=True)
     shutil.rmtree(STORAGE / ".multipart", ignore_errors=True)
@@ -225,6 +238,8 @@ def main() -> list[dict[str, Any]]:
     durable: list[float] = []
     uploads: list[float] = []
     sinks: list[float] = []
+    upload_cpu: list[float] = []  # the gunicorn workers' CPU seconds per run: what other load does not inflate
+    sink_cpu: list[float] = []
     sink_port = free_port()
     with (
         start_gunicorn("app:create_app()", env=env, port=port, ready_path="/health/ready") as server,
@@ -238,9 +253,13 @@ def main() -> list[dict[str, Any]]:
                 elif kind == "durable":
                     durable.append(copy_once(durable=True))
                 elif kind == "sink":
+                    before = server_cpu(sink)
                     sinks.append(sink_once(sink.url, parallel))
+                    sink_cpu.append(server_cpu(sink) - before)
                 else:
+                    before = server_cpu(server)
                     uploads.append(upload_once(server.url, org_id, token, parallel))
+                    upload_cpu.append(server_cpu(server) - before)
                     clear_storage()
     rows = [
         _row("durable copy (copyfile + fsync)", durable),
@@ -252,10 +271,12 @@ def main() -> list[dict[str, Any]]:
         f"{_ratio(durable, uploads)} (goal >= {GOAL_RATIO}x); vs page-cache copy {_ratio(copies, uploads)}"
     )
     rows[2]["vs durable copy (best / median)"] = _ratio(durable, copies)
+    rows[1]["server CPU s (median)"] = f"{statistics.median(upload_cpu):.2f}"
     ceiling = _row(f"ceiling: bare WSGI body sink under gunicorn, no fsync ({parallel} parallel)", sinks)
     ceiling["vs durable copy (best / median)"] = (
         f"{_ratio(durable, sinks)}; upload vs ceiling {min(sinks) / min(uploads):.2f}x (best)"
     )
+    ceiling["server CPU s (median)"] = f"{statistics.median(sink_cpu):.2f}"
     rows.append(ceiling)
     s3 = s3_context(org_id, token, parallel)
     if s3 is not None:
