@@ -12,6 +12,11 @@ rename, not a second copy of the bytes. Locks (``flock``): part writers hold ``u
 shared and their part's ``NNNNN.lock`` exclusively (two uploads of one part take turns);
 completion holds ``upload.lock`` exclusively, so it never renames a file a part is being written
 into. Names starting with a dot are never listed as objects.
+
+Durability, as S3 gives it: a part is answered 200 only once its bytes (``fdatasync``) and its
+record (fsync, rename, fsync of the directory) are on disk, so a crash never leaves a listed part
+that is a hole in ``data``; completion syncs the rename (and the directories made for it) before
+it returns. Single uploads (``put_*``) are atomic but rely on the page cache, as before.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import json
 import os
 import re
 import shutil
+import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
@@ -131,15 +137,13 @@ class LocalStorage:
         """
         target = self.path_for(key)
         tmp = self._tmp_for(target)
-        written = 0
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
-            with tmp.open("wb") as out:
-                while chunk := stream.read(CHUNK):
-                    written += len(chunk)
-                    if max_bytes is not None and written > max_bytes:
-                        raise ObjectTooLarge("more bytes than allowed")
-                    out.write(chunk)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # the umask applies, as with open()
+            try:
+                written = _copy_at(stream, fd, 0, sys.maxsize if max_bytes is None else max_bytes)
+            finally:
+                os.close(fd)
             if before_replace is not None:
                 before_replace()
             os.replace(tmp, target)
@@ -330,24 +334,19 @@ class LocalStorage:
             except FileNotFoundError:
                 raise UploadNotFound("no such multipart upload") from None
             with self._locked(part_lock, fcntl.LOCK_EX):
-                written = 0
                 try:
-                    record.unlink(missing_ok=True)
+                    if _unlink(record):  # a part sent again: its old record must not outlive a crash
+                        _fsync_dir(directory)
                     fd = os.open(directory / "data", os.O_WRONLY)  # no O_CREAT: gone once completed
                 except FileNotFoundError:
                     raise UploadNotFound("no such multipart upload") from None
                 except OSError as exc:
                     raise StorageError(f"write failed: {exc.strerror or exc}") from exc
                 try:
-                    while chunk := stream.read(CHUNK):
-                        written += len(chunk)
-                        if written > max_bytes:
-                            raise ObjectTooLarge("more bytes than allowed")
-                        view = memoryview(chunk)
-                        position = offset + written - len(chunk)
-                        while view:
-                            done = os.pwrite(fd, view, position)
-                            view, position = view[done:], position + done
+                    written = _copy_at(stream, fd, offset, max_bytes)
+                    # Durable before the record says the part is there, as S3 acknowledges an
+                    # UploadPart only once stored: after a crash, a listed part is never a hole.
+                    os.fdatasync(fd)
                 except OSError as exc:
                     raise StorageError(f"write failed: {exc.strerror or exc}") from exc
                 finally:
@@ -359,10 +358,17 @@ class LocalStorage:
 
     @staticmethod
     def _write_record(path: Path, body: dict[str, Any]) -> None:
+        """Write a part's record durably: temporary file, fsync, rename, fsync of the directory."""
         tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
         try:
-            tmp.write_text(json.dumps(body))
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            try:
+                os.write(fd, json.dumps(body).encode())
+                os.fsync(fd)
+            finally:
+                os.close(fd)
             os.replace(tmp, path)
+            _fsync_dir(path.parent)
         except FileNotFoundError:
             raise UploadNotFound("no such multipart upload") from None
         except OSError as exc:
@@ -410,9 +416,20 @@ class LocalStorage:
                     raise InvalidParts(f"part {number} is not the stored one")
                 position += int(record["size"])
             try:
-                os.truncate(directory / "data", position)
+                fd = os.open(directory / "data", os.O_WRONLY)
+                try:
+                    os.ftruncate(fd, position)
+                    os.fdatasync(fd)  # the size; the parts' bytes were synced as each was written
+                finally:
+                    os.close(fd)
                 target.parent.mkdir(parents=True, exist_ok=True)
                 os.replace(directory / "data", target)
+                # Durable once answered (as S3's CompleteMultipartUpload): the rename and any
+                # directory made for it.
+                for parent in (target.parent, *target.parent.parents):
+                    _fsync_dir(parent)
+                    if parent == self.root:
+                        break
             except OSError as exc:
                 raise StorageError(f"complete failed: {exc.strerror or exc}") from exc
             self._discard(directory)
@@ -428,3 +445,50 @@ class LocalStorage:
         self.root.mkdir(parents=True, exist_ok=True)
         if not os.access(self.root, os.W_OK):
             raise StorageError("storage root is not writable")
+
+
+def _copy_at(stream: BinaryIO, fd: int, offset: int, max_bytes: int) -> int:
+    """Write ``stream`` into ``fd`` from ``offset``; returns the byte count (ObjectTooLarge past ``max_bytes``).
+
+    One reusable buffer filled with ``readinto`` where the stream has it (werkzeug's request
+    stream does): no new ``bytes`` object, zero-filled buffer or extra copy per MiB, as
+    ``read(CHUNK)`` on a ``RawIOBase`` costs.
+    """
+    buffer = bytearray(CHUNK)
+    view = memoryview(buffer)
+    readinto = getattr(stream, "readinto", None)
+    written = 0
+    while True:
+        if readinto is not None:
+            count = readinto(buffer) or 0
+            data = view[:count]
+        else:
+            data = memoryview(stream.read(CHUNK))
+            count = len(data)
+        if not count:
+            return written
+        if written + count > max_bytes:
+            raise ObjectTooLarge("more bytes than allowed")
+        position = offset + written
+        while data:
+            done = os.pwrite(fd, data, position)
+            data, position = data[done:], position + done
+        written += count
+
+
+def _unlink(path: Path) -> bool:
+    """Remove ``path``; whether it was there."""
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        return False
+    return True
+
+
+def _fsync_dir(path: Path) -> None:
+    """Make a rename or new entry in directory ``path`` durable."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

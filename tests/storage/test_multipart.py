@@ -9,6 +9,7 @@ tiny here (S3 needs 5 MiB for all but the last; moto checks that at completion, 
 from __future__ import annotations
 
 import io
+import os
 import urllib.error
 import urllib.request
 import uuid
@@ -144,3 +145,44 @@ def test_local_completion_refuses_gaps(tmp_path: Path) -> None:
     with pytest.raises(InvalidParts):
         storage.complete_multipart(key, upload_id, [(2, parts[2].etag)])
     assert storage.head(key) is None
+
+
+class _ReadOnly:
+    """A stream with ``read`` only (no ``readinto``), as a WSGI server's input may be."""
+
+    def __init__(self, data: bytes) -> None:
+        self._data = io.BytesIO(data)
+
+    def read(self, size: int = -1) -> bytes:
+        return self._data.read(min(size, 7))  # short reads, as a socket gives
+
+
+def test_local_parts_are_durable_before_listed_and_completion_syncs_the_rename(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A part's bytes are fdatasync'ed before its record exists; completion fsyncs the object's directory."""
+    storage = LocalStorage(tmp_path / "root", "test-secret", "http://api.test")
+    media = uuid.uuid4()
+    key = keys.original_key(uuid.uuid4(), media, "video/mp4")
+    upload_id = storage.create_multipart(key, "video/mp4")
+    directory = storage.root / MULTIPART_DIR / str(media) / upload_id
+    synced: list[tuple[str, str, bool]] = []  # (call, path, part 1's record there at that moment)
+    real_fdatasync, real_fsync = os.fdatasync, os.fsync
+
+    def record(call: str, fd: int) -> None:
+        synced.append((call, os.readlink(f"/proc/self/fd/{fd}"), (directory / "00001.json").exists()))
+
+    monkeypatch.setattr(os, "fdatasync", lambda fd: (record("fdatasync", fd), real_fdatasync(fd))[1])
+    monkeypatch.setattr(os, "fsync", lambda fd: (record("fsync", fd), real_fsync(fd))[1])
+
+    part = storage.write_part(key, upload_id, 1, 0, _ReadOnly(b"p" * 100), 100)  # read() only: short reads
+    assert part.size == 100
+    assert synced[0] == ("fdatasync", str(directory / "data"), False)  # the bytes, before the record
+    assert ("fsync", str(directory), True) in synced  # the record's rename
+    synced.clear()
+    storage.complete_multipart(key, upload_id, [(1, part.etag)])
+    target = storage.path_for(key)
+    assert target.read_bytes() == b"p" * 100
+    calls = [(call, path) for call, path, _ in synced]
+    assert ("fsync", str(target.parent)) in calls  # the rename into place
+    assert ("fsync", str(storage.root)) in calls  # and the directories made for it
