@@ -146,18 +146,19 @@ def log_request(method: str, path: str, status: int, duration_ms: float, user_id
     context = structlog.contextvars.get_contextvars()
     line: str | None = None
     if type(status) is int and type(duration_ms) is float and math.isfinite(duration_ms):  # (json's spelling = repr)
-        parts = [
-            '{"method": ', _quote(method), ', "path": ', _quote(path), ', "status": ', str(status),
-            ', "duration_ms": ', repr(duration_ms), ', "user_id": ', "null" if user_id is None else _quote(user_id),
-            ', "ip": ', "null" if ip is None else _quote(ip), ', "event": "request"',
-        ]  # fmt: skip
+        variables = ""
         for key, value in context.items():
             if type(value) is not str or key in _LINE_FIELDS or _is_secret_key(key):
                 break
-            parts += (", ", _quote(key), ": ", _quote(value))
+            variables += f", {_quote(key)}: {_quote(value)}"
         else:
-            parts += (', "level": "info", "logger": "codex.request", "timestamp": "', _timestamp(), '"}')
-            line = "".join(parts)
+            user = "null" if user_id is None else _quote(user_id)
+            address = "null" if ip is None else _quote(ip)
+            line = (
+                f'{{"method": {_quote(method)}, "path": {_quote(path)}, "status": {status!r}, '
+                f'"duration_ms": {duration_ms!r}, "user_id": {user}, "ip": {address}, "event": "request"'
+                f'{variables}, "level": "info", "logger": "codex.request", "timestamp": "{_timestamp()}"}}'
+            )
             if maybe_secret(line):
                 line = None  # (something to redact, or a key that looks like it: the general path)
     if line is None:
