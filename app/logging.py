@@ -102,11 +102,11 @@ _json_lines = True  # set by configure_logging
 _handler: logging.Handler | None = None  # the root handler configure_logging installed
 _encode = json.JSONEncoder().encode  # json.dumps' defaults, without its per-call argument checks
 _quote = json.encoder.encode_basestring_ascii  # what that encoder does to a str (C, one call per value)
-# Fields the line sets itself: a context variable of one of these names takes the general path
-# (its position and value follow the dict rules there).
-_LINE_FIELDS = frozenset(
-    {"method", "path", "status", "duration_ms", "user_id", "ip", "event", "level", "logger", "timestamp"}
-)
+# Fields the line sets itself. A context variable named as an argument is left out (the argument
+# wins, as structlog's ``setdefault``: app/access/fast_path.py binds ``user_id``); one named as a
+# stamped field takes the general path (the field then stands where the variable was bound).
+_ARGUMENT_FIELDS = frozenset({"method", "path", "status", "duration_ms", "user_id", "ip", "event"})
+_STAMPED_FIELDS = frozenset({"level", "logger", "timestamp"})
 _stamp_second: tuple[int, str] = (-1, "")  # (epoch second, its "YYYY-MM-DDTHH:MM:SS"), one per second
 
 
@@ -136,7 +136,7 @@ def log_request(method: str, path: str, status: int, duration_ms: float, user_id
     and encoded, and it is redacted with one scan of the rendered text: ``redact`` changes nothing
     in a line none of whose values has a secret-looking key or a ``maybe_secret`` match (and every
     value stands in the JSON text as it is, escapes aside, which no pattern spans). Anything else
-    (a context variable that is not a string, has a secret key or a line field's name; a match)
+    (a context variable that is not a string, has a secret key or the name of a stamped field; a match)
     takes the general path: the dict, ``redact``, the encoder."""
     if not _json_lines:
         _request_log.info(
@@ -148,7 +148,9 @@ def log_request(method: str, path: str, status: int, duration_ms: float, user_id
     if type(status) is int and type(duration_ms) is float and math.isfinite(duration_ms):  # (json's spelling = repr)
         variables = ""
         for key, value in context.items():
-            if type(value) is not str or key in _LINE_FIELDS or _is_secret_key(key):
+            if key in _ARGUMENT_FIELDS:
+                continue
+            if type(value) is not str or key in _STAMPED_FIELDS or _is_secret_key(key):
                 break
             variables += f", {_quote(key)}: {_quote(value)}"
         else:

@@ -229,6 +229,8 @@ def _rendered_both_ways(context: dict[str, Any], args: dict[str, Any]) -> tuple[
         ({"request_id": "r", "api_token": "t"}, {}),
         ({"request_id": "r", "attempt": 3}, {}),
         ({"request_id": "r", "status": "shadowed", "level": "debug"}, {}),
+        # A variable named as an argument is left out, the argument wins (app/access/fast_path.py).
+        ({"request_id": "r", "user_id": "u-bound", "path": 7}, {"user_id": "u-arg"}),
         ({"request_id": "Bearer abc.def"}, {"path": "/api/v1/x/SK_LIVE_a/sk_live_b"}),
         ({}, {"duration_ms": 0.0, "status": 500}),
     ],
