@@ -202,6 +202,7 @@ def _emit(line: str) -> None:
         and not _REQUEST_LOGGER.filters
         and _REQUEST_LOGGER.propagate
         and not _REQUEST_LOGGER.disabled
+        and _REQUEST_LOGGER.parent is root  # (no "codex" logger between them with handlers of its own)
     ):
         with handler.lock:  # type: ignore[union-attr]  # (a StreamHandler has one)
             try:
