@@ -1,7 +1,7 @@
 """gunicorn settings for the web process: ``gunicorn -c python:app.gunicorn_conf "app:create_app()" …``
 (the module form works from any working directory).
 
-Only what makes ``/metrics`` add up across the web workers; workers, threads and the bind address
+Only what makes ``/metrics`` add up across the web workers, and no access log; workers, threads and the bind address
 stay on the command line (Procfile). gunicorn reads this file as a file, in its master process,
 before any worker imports the app (so ``app`` is not imported here).
 
@@ -22,6 +22,11 @@ _directory = Path(os.environ.get("PROMETHEUS_MULTIPROC_DIR") or "var/prometheus/
 # Set before the workers import prometheus_client (it chooses per-process files on import) and
 # inherited by them.
 os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(_directory)
+
+# No access log (gunicorn's default, said here so it stays so): the app writes one JSON line per
+# request itself (app/logging.py, jobs.md §10); gunicorn's line would log each request a second
+# time, with token paths unmasked.
+accesslog = None
 
 
 def on_starting(server: Any) -> None:

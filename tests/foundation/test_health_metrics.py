@@ -179,3 +179,28 @@ def test_task_signals_count_each_outcome_and_time_the_run() -> None:
     assert value("codex_tasks_total", outcome="success") == before["success"]
     assert value("codex_tasks_total", outcome="failure") == before["failure"]
     assert value("codex_task_duration_seconds_count") == runs_before + 1
+
+
+def test_request_metrics_count_as_prometheus_labels_would() -> None:
+    """``observe_request`` keeps each label combination's children: what it records is what
+    ``labels(...).inc()`` / ``.observe()`` would, in the counter and in each histogram series."""
+    from prometheus_client import REGISTRY
+
+    from app import metrics
+
+    endpoint = f"/test/{uuid.uuid4().hex}"  # a series of this test's own
+
+    def sample(name: str, **labels: str) -> float:
+        return REGISTRY.get_sample_value(name, {"method": "PUT", "endpoint": endpoint, **labels}) or 0.0
+
+    for seconds in (0.001, 0.02, 0.02, 3.0):
+        metrics.observe_request("PUT", endpoint, 204, seconds)
+    metrics.observe_request("PUT", endpoint, 429, 0.001)
+    assert sample("codex_http_requests_total", status="204") == 4
+    assert sample("codex_http_requests_total", status="429") == 1
+    assert sample("codex_http_request_duration_seconds_count") == 5
+    assert sample("codex_http_request_duration_seconds_sum") == pytest.approx(3.042)
+    buckets = {le: sample("codex_http_request_duration_seconds_bucket", le=le) for le in ("0.005", "0.025", "5.0")}
+    assert buckets == {"0.005": 2, "0.025": 4, "5.0": 5}
+    metrics.HTTP_REQUESTS.labels("PUT", endpoint, "204").inc()  # the same child prometheus hands out
+    assert sample("codex_http_requests_total", status="204") == 5

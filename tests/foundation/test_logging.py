@@ -187,3 +187,120 @@ def test_scrub_catches_every_pattern(value: str, expected: str) -> None:
     from app.logging import scrub
 
     assert scrub(value) == expected
+
+
+def _rendered_both_ways(context: dict[str, Any], args: dict[str, Any]) -> tuple[str, str]:
+    """The raw lines of the structlog chain and of ``log_request`` for ``args`` under ``context``,
+    timestamps blanked (the two are taken a few microseconds apart)."""
+    import io
+    import logging
+    import re
+
+    import structlog
+
+    from app.logging import configure_logging, log_request
+
+    configure_logging("INFO", "json")
+    handler = logging.getLogger().handlers[0]
+    assert isinstance(handler, logging.StreamHandler)
+    buffer = io.StringIO()
+    original = handler.setStream(buffer)
+    try:
+        with structlog.contextvars.bound_contextvars(**context):
+            structlog.get_logger("codex.request").info("request", **args)
+            log_request(**args)
+    finally:
+        handler.setStream(original)
+        configure_logging("WARNING", "json")
+    chain, fast = buffer.getvalue().splitlines()
+    blank = re.compile(r'"timestamp": "[^"]*"')
+    return blank.sub('"timestamp": ""', chain), blank.sub('"timestamp": ""', fast)
+
+
+@pytest.mark.parametrize(
+    ("context", "args"),
+    [
+        # The usual line: nothing to redact, only string context variables.
+        ({"request_id": "rid-4"}, {"user_id": "0b0e7c9a-5f14-4a36-9a63-6d8f2b1c3e11", "ip": "10.1.2.3"}),
+        ({"request_id": "r", "organization_id": "org-2"}, {"user_id": None, "ip": None}),
+        # Quotes, backslashes, control and non-ASCII characters are escaped as json.dumps does.
+        ({"request_id": 'a"b\\c'}, {"user_id": "é\u2028\x01", "ip": "::1", "path": '/api/v1/ü/"x"'}),
+        # What takes the general path: a secret key, a non-string value, a line field's name, a match.
+        ({"request_id": "r", "api_token": "t"}, {}),
+        ({"request_id": "r", "attempt": 3}, {}),
+        ({"request_id": "r", "status": "shadowed", "level": "debug"}, {}),
+        # A variable named as an argument is left out, the argument wins (app/access/fast_path.py).
+        ({"request_id": "r", "user_id": "u-bound", "path": 7}, {"user_id": "u-arg"}),
+        ({"request_id": "Bearer abc.def"}, {"path": "/api/v1/x/SK_LIVE_a/sk_live_b"}),
+        ({}, {"duration_ms": 0.0, "status": 500}),
+    ],
+)
+def test_request_line_is_the_chain_line_byte_for_byte(context: dict[str, Any], args: dict[str, Any]) -> None:
+    """The spelled-out line and the general path both give exactly the chain's text."""
+    full = {
+        "method": "GET", "path": "/api/v1/auth/me", "status": 200, "duration_ms": 3.12,
+        "user_id": None, "ip": "127.0.0.1", **args,
+    }  # fmt: skip
+    chain, fast = _rendered_both_ways(context, full)
+    assert fast == chain
+    assert json.loads(fast)["event"] == "request"
+
+
+def test_timestamp_is_the_isoformat_structlog_writes(monkeypatch: pytest.MonkeyPatch) -> None:
+    import datetime as dt
+    import time
+
+    from app.logging import _timestamp
+
+    for nanos in (1_765_000_000_123_456_789, 1_765_000_000_000_000_000, 1_765_000_001_000_999_000, 86_399_999_999_000):
+        monkeypatch.setattr(time, "time_ns", lambda nanos=nanos: nanos)
+        seconds, rest = divmod(nanos, 1_000_000_000)
+        expected = dt.datetime.fromtimestamp(seconds, dt.UTC).replace(microsecond=rest // 1000)
+        assert _timestamp() == expected.isoformat().replace("+00:00", "Z")
+
+
+def test_request_line_reaches_every_handler(app_factory: Any) -> None:
+    """With a handler added beside the configured one (pytest's capture, a deployment's), the
+    line goes through the logging chain to both."""
+    import logging
+
+    verbose = app_factory(LOG_LEVEL="INFO")
+    records: list[logging.LogRecord] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(record)
+
+    extra = Keep()
+    logging.getLogger().addHandler(extra)
+    try:
+        lines, _ = _request_lines(verbose, lambda c: c.get("/api/v1/no-such-route", headers={"X-Request-ID": "rid-5"}))
+    finally:
+        logging.getLogger().removeHandler(extra)
+    assert [line["request_id"] for line in lines] == ["rid-5"]
+    kept = [json.loads(r.getMessage()) for r in records if r.name == "codex.request"]
+    assert kept == lines
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "plain", "/api/v1/content/7", "sk_live_x", "SK_TEST_y", "rk_test_z", "whsec_q", "BeArEr t", "a@b.co",
+        "redis://:pw@h/0", "\u017fk_ K", "İbearer",
+    ],
+)  # fmt: skip
+def test_maybe_secret_is_true_whenever_scrub_changes_a_value(value: str) -> None:
+    from app.logging import maybe_secret, scrub
+
+    changed = any(pattern.sub(replacement, value) != value for pattern, replacement in _scrubbers()) or (
+        mask_email(value) != value
+    )
+    assert maybe_secret(value) or not changed
+    if not maybe_secret(value):
+        assert scrub(value) == value
+
+
+def _scrubbers() -> list[tuple[Any, Any]]:
+    from app.logging import _SCRUBBERS
+
+    return _SCRUBBERS
