@@ -119,10 +119,16 @@ class WebhookFastPath:
             request_id = http.request_id_for(environ.get("HTTP_X_REQUEST_ID", ""))
             structlog.contextvars.clear_contextvars()
             structlog.contextvars.bind_contextvars(request_id=request_id)
-            webhooks.stored(delivery, inserted)  # publishes; binds the event's fields for the log line
-        self.answered += 1
-        duration = time.perf_counter() - started
-        http.record_answer("POST", PATH, PATH, 200, duration, None, environ.get("REMOTE_ADDR"))
+            # The message is sent now, after the INSERT; the broker's answer is read after the log
+            # line is written, so this thread does not wait for it (a failure is logged then).
+            published = webhooks.publish(delivery, inserted)
+            try:
+                webhooks.log_fields(delivery, inserted)
+                self.answered += 1
+                duration = time.perf_counter() - started
+                http.record_answer("POST", PATH, PATH, 200, duration, None, environ.get("REMOTE_ADDR"))
+            finally:
+                published()
         content = [("Content-Type", "application/json"), ("Content-Length", str(len(BODY))), *limited]
         return "200 OK", content + http.plain_headers(request_id, config), BODY
 

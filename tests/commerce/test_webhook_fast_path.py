@@ -222,3 +222,19 @@ def test_a_refused_large_body_is_not_verified(limited, committed_shop, sent_task
         assert _stored(flask_app, evt["id"]) is None
     assert len(verified) == 1 and verified[0] <= webhook_fast_path.EARLY_BYTES  # the small one only
     assert redis_client.zcard(name) == 1000 and sent_tasks == []
+
+
+def test_the_message_reaches_the_broker_through_the_redis_publisher(committed_db, committed_shop) -> None:
+    """With the app's own publisher (no recorder): the message is sent after the INSERT and its
+    answer read after the log line; each delivery's message is on the queue, once."""
+    broker = committed_db.extensions["broker_redis"]
+    broker.delete("webhooks")
+    fast = _fast(committed_db)
+    before = fast.answered
+    events = [_event(committed_shop) for _ in range(3)]
+    for evt in events:
+        assert deliver(committed_db.test_client(), evt).status_code == 200
+    assert fast.answered == before + 3
+    queued = [json.loads(item) for item in reversed(broker.lrange("webhooks", 0, -1))]
+    broker.delete("webhooks")
+    assert [m["headers"]["argsrepr"] for m in queued] == [repr([evt["id"]]) for evt in events]
