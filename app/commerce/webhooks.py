@@ -10,6 +10,7 @@ handled, a ``payments.process_stripe_event`` message follows the commit.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -231,12 +232,47 @@ def ingest_webhook(body: bytes, signature: str | None) -> IngestResult:
 def stored(delivery: Delivery, inserted: bool) -> IngestResult:
     """After the autocommit INSERT: publish a new, handled delivery (the row is durable, so this is
     "after commit") and put the event's fields on the request's log line."""
-    if inserted and delivery.status == "received":
+    publish(delivery, inserted)()
+    return log_fields(delivery, inserted)
+
+
+def publish(delivery: Delivery, inserted: bool) -> Callable[[], None]:
+    """Send the ``process_stripe_event`` message of a new, handled delivery, after its INSERT.
+    Returns what waits for the broker's answer (``RedisTaskPublisher.send_unanswered``; other
+    senders answer at once): call it once, soon, on this thread. A failure is logged, either way:
+    the row is committed and the sweeper enqueues it after 30 s (jobs.md §4.5)."""
+    if not (inserted and delivery.status == "received"):
+        return _nothing
+    sender = current_app.extensions["task_sender"]
+    send_unanswered = getattr(sender, "send_unanswered", None)  # (the Redis publisher has it)
+    try:
+        if send_unanswered is None:
+            sender(PROCESS_TASK, (delivery.event_id,), None)
+            return _nothing
+        answer: Callable[[], None] = send_unanswered(PROCESS_TASK, (delivery.event_id,), None)
+    except Exception as exc:
+        _enqueue_failed(exc)
+        return _nothing
+
+    def wait() -> None:
         try:
-            current_app.extensions["task_sender"](PROCESS_TASK, (delivery.event_id,), None)
+            answer()
         except Exception as exc:
-            # The row is committed; the sweeper enqueues it after 30 s (jobs.md §4.5).
-            log.warning("task.enqueue_failed", task_name=PROCESS_TASK, error=type(exc).__name__)
+            _enqueue_failed(exc)
+
+    return wait
+
+
+def _nothing() -> None:
+    """Nothing to wait for."""
+
+
+def _enqueue_failed(exc: Exception) -> None:
+    log.warning("task.enqueue_failed", task_name=PROCESS_TASK, error=type(exc).__name__)
+
+
+def log_fields(delivery: Delivery, inserted: bool) -> IngestResult:
+    """Put the event's fields on the request's log line."""
     # One log line per delivery: the request line (app/http.py) carries the event's fields, which
     # is what a separate ``stripe.event_received`` line would say (it is half the logging cost).
     structlog.contextvars.bind_contextvars(

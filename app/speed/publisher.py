@@ -55,6 +55,10 @@ def _plain_repr(arguments: list[Any]) -> str | None:
     return text if len(text) < _REPR_SHORT else None
 
 
+def _answered() -> None:
+    """``send_unanswered``'s answer when there is nothing left to read."""
+
+
 class RedisTaskPublisher:
     """``__call__``/``send_many`` publish ``name(*args)`` to ``route(name)``'s queue (module docstring)."""
 
@@ -81,14 +85,9 @@ class RedisTaskPublisher:
 
     def send_many(self, tasks: Sequence[Task]) -> None:
         """Several messages in one round trip (the emails of one purchase, a sweep's batch)."""
-        conf = self.celery_app.conf
-        if conf.broker_url != self.url or not self.supported or any(self._own_routing(t[0]) for t in tasks):
-            # Reconfigured since (tests do), or a task only Celery knows how to route: Celery's path.
-            for name, args, countdown in tasks:
-                self.celery_app.send_task(name, args=list(args), queue=self.route(name), countdown=countdown)
+        prefix = self._prefix(tasks)
+        if prefix is None:
             return
-        # kombu's Redis transport prefixes every key with ``global_keyprefix`` when one is set.
-        prefix = (conf.broker_transport_options or {}).get("global_keyprefix") or ""
         if len(tasks) == 1:
             queue, message = self.message(*tasks[0])
             self._lpush(prefix + queue, message)
@@ -99,18 +98,70 @@ class RedisTaskPublisher:
             pipe.lpush(prefix + queue, message)
         pipe.execute()
 
-    def _lpush(self, key: str, message: bytes) -> None:
+    def send_unanswered(self, name: str, args: tuple[Any, ...], countdown: float | None) -> Callable[[], None]:
+        """Send one message and return what reads Redis's answer to it: the caller calls it once,
+        before this thread publishes again, and meanwhile does other work (the webhook fast path
+        writes its log line) instead of waiting. It raises what ``__call__`` would; a connection
+        found dead by it is reopened and the message sent once more, as ``_lpush`` does."""
+        prefix = self._prefix([(name, args, countdown)])
+        if prefix is None:
+            return _answered  # (Celery's path sent it already)
+        queue, message = self.message(name, args, countdown)
+        key = prefix + queue
+        connection = self._connection()
+        try:
+            connection.send_command("LPUSH", key, message)
+        except (redis.ConnectionError, redis.TimeoutError):
+            connection.disconnect()
+            self._lpush(key, message)  # a dead connection: once more now, on a new one
+            return _answered
+        except BaseException:
+            connection.disconnect()
+            raise
+
+        def answer() -> None:
+            try:
+                connection.read_response()
+                return
+            except redis.ResponseError:
+                raise  # an error reply, read whole: the connection is still in step
+            except (redis.ConnectionError, redis.TimeoutError):
+                connection.disconnect()
+            except BaseException:
+                connection.disconnect()  # (out of step mid-reply)
+                raise
+            self._lpush(key, message, attempts=1)  # once more, on a new connection
+
+        return answer
+
+    def _prefix(self, tasks: Sequence[Task]) -> str | None:
+        """The broker's key prefix, or None once Celery's path has sent ``tasks``: the publisher
+        was reconfigured since (tests do), or a task only Celery knows how to route."""
+        conf = self.celery_app.conf
+        if conf.broker_url != self.url or not self.supported or any(self._own_routing(t[0]) for t in tasks):
+            for name, args, countdown in tasks:
+                self.celery_app.send_task(name, args=list(args), queue=self.route(name), countdown=countdown)
+            return None
+        # kombu's Redis transport prefixes every key with ``global_keyprefix`` when one is set.
+        prefix: str = (conf.broker_transport_options or {}).get("global_keyprefix") or ""
+        return prefix
+
+    def _connection(self) -> Any:
+        """This thread's connection to the broker (a forked child makes its own)."""
+        held = getattr(self._local, "connection", None)
+        if held is None or held[0] != os.getpid():
+            pool = self.client.connection_pool
+            held = self._local.connection = (os.getpid(), pool.connection_class(**pool.connection_kwargs))
+        return held[1]
+
+    def _lpush(self, key: str, message: bytes, attempts: int = 2) -> None:
         """One LPUSH on this thread's connection (``send_command``/``read_response``): the command
         layer's retry wrapper and the pool's per-checkout socket poll cost a third as much again.
         A reused connection that turns out dead (Redis restarted, an idle timeout) is reopened and
         the command sent once more, as the client's default retry would: a message pushed twice
         is harmless (the worker's claim is conditional), a lost one waits for the sweeper."""
-        for attempt in (0, 1):
-            held = getattr(self._local, "connection", None)
-            if held is None or held[0] != os.getpid():  # (a forked child makes its own)
-                pool = self.client.connection_pool
-                held = self._local.connection = (os.getpid(), pool.connection_class(**pool.connection_kwargs))
-            connection = held[1]
+        for attempt in range(attempts):
+            connection = self._connection()
             try:
                 connection.send_command("LPUSH", key, message)
                 connection.read_response()
@@ -119,7 +170,7 @@ class RedisTaskPublisher:
                 raise  # an error reply, read whole: the connection is still in step
             except (redis.ConnectionError, redis.TimeoutError):
                 connection.disconnect()
-                if attempt:
+                if attempt == attempts - 1:
                     raise
             except BaseException:
                 connection.disconnect()  # (out of step mid-reply)

@@ -146,3 +146,33 @@ def test_a_real_worker_runs_the_published_message(committed_db: Flask, celery_wo
             break
         time.sleep(0.1)
     assert status == "processed"
+
+
+def test_send_unanswered_writes_the_same_message_and_its_answer_is_read_later(app: Flask, redis: Any) -> None:
+    broker = app.extensions["broker_redis"]
+    publisher = RedisTaskPublisher(app.extensions["celery"], queue_for)
+    publisher("payments.process_stripe_event", ("evt_a",), None)
+    answer = publisher.send_unanswered("payments.process_stripe_event", ("evt_b",), None)
+    answer()  # (reads the LPUSH's reply: the thread's connection is in step for the next one)
+    publisher("payments.process_stripe_event", ("evt_c",), None)
+    messages = _pop_all(broker, "webhooks")
+    assert [json.loads(base64.b64decode(m["body"]))[0] for m in messages] == [["evt_a"], ["evt_b"], ["evt_c"]]
+    first, second, _ = (_comparable(m) for m in messages)
+    for message in (first, second):
+        message.pop("body")
+        message["headers"].pop("argsrepr")
+    assert second == first  # the same message but for its ids and arguments
+
+
+def test_send_unanswered_sends_once_more_when_the_connection_died(app: Flask, redis: Any) -> None:
+    """A connection Redis dropped (a restart, an idle timeout) fails at the answer: the message is
+    sent once more on a new connection, as a plain publish does, and not lost."""
+    broker = app.extensions["broker_redis"]
+    publisher = RedisTaskPublisher(app.extensions["celery"], queue_for)
+    publisher("email.send", ("a",), None)  # (this thread's connection is open)
+    pushers = [c["addr"] for c in broker.client_list() if c["cmd"] == "lpush"]  # (this thread's)
+    assert pushers
+    for addr in pushers:
+        broker.client_kill(addr)
+    publisher.send_unanswered("email.send", ("b",), None)()
+    assert [json.loads(base64.b64decode(m["body"]))[0] for m in _pop_all(broker, "email")] == [["a"], ["b"]]

@@ -5,14 +5,16 @@ signatures, bad bodies, database errors) is the route's."""
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
+import redis as redis_lib
 from flask import Flask
 from sqlalchemy.exc import OperationalError
 
 from app import ratelimit
-from app.commerce import webhooks
+from app.commerce import webhook_fast_path, webhooks
 from app.commerce.models import StripeEvent
 from app.commerce.webhook_fast_path import PATH, WebhookFastPath
 from app.metrics import WEBHOOK_SIGNATURE_FAILURES
@@ -157,3 +159,82 @@ def test_with_rate_limits_on_deliveries_are_counted_once_and_the_1001st_is_refus
     assert _stored(limited, evt["id"]) is None  # refused before the body was looked at
     assert redis_client.zcard(name) == 1000
     redis_client.delete(name)
+
+
+@pytest.fixture()
+def limited(app_factory: Any, committed_db: Flask, sent_tasks: Any) -> Iterator[tuple[Flask, str]]:
+    """An app with rate limits on (sharing the committed app's task recorder) and its webhook
+    limit's key for the test client's address, emptied before and after (after ``sent_tasks``:
+    its recorder is the one shared)."""
+    flask_app = app_factory(RATELIMIT_ENABLED=True)
+    flask_app.extensions["task_sender"] = committed_db.extensions["task_sender"]
+    (name,) = ratelimit.bind(ratelimit.rules_of(flask_app, "POST", PATH), "127.0.0.1", None).names
+    flask_app.extensions["redis"].delete(name)
+    yield flask_app, name
+    flask_app.extensions["redis"].delete(name)
+
+
+def test_a_limiter_redis_without_the_script_still_counts_the_delivery_once(limited, committed_shop, sent_tasks) -> None:
+    flask_app, name = limited
+    redis_client = flask_app.extensions["redis"]
+    assert deliver(flask_app.test_client(), _event(committed_shop)).status_code == 200  # (script loaded)
+    redis_client.script_flush()  # a restarted Redis: the count sent with EVALSHA finds no script
+    r = deliver(flask_app.test_client(), _event(committed_shop))
+    assert r.status_code == 200 and _fast(flask_app).answered == 2
+    assert r.headers["X-RateLimit-Remaining"] == "998" and redis_client.zcard(name) == 2
+    # The thread's connection is still in step: the next count is answered right.
+    assert deliver(flask_app.test_client(), _event(committed_shop)).headers["X-RateLimit-Remaining"] == "997"
+    assert len(sent_tasks) == 3
+
+
+def test_an_unreachable_limiter_lets_the_delivery_through(limited, committed_shop, sent_tasks, monkeypatch) -> None:
+    flask_app, _ = limited
+    down = redis_lib.Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.5)  # nothing listens there
+    monkeypatch.setitem(flask_app.extensions, "redis", down)
+    evt = _event(committed_shop)
+    r = deliver(flask_app.test_client(), evt)
+    assert r.status_code == 200 and "X-RateLimit-Limit" not in r.headers  # as ratelimit.check: let through
+    assert _stored(flask_app, evt["id"]) is not None
+    assert sent_tasks == [("payments.process_stripe_event", (evt["id"],), None)]
+
+
+def test_a_refused_large_body_is_not_verified(limited, committed_shop, sent_tasks, monkeypatch) -> None:
+    """Small bodies are verified while the limiter counts; a body above EARLY_BYTES waits for its
+    answer, so a refused flood of big bodies costs no HMAC over them."""
+    flask_app, name = limited
+    bound = ratelimit.bind(ratelimit.rules_of(flask_app, "POST", PATH), "127.0.0.1", None)
+    redis_client = flask_app.extensions["redis"]
+    for _ in range(1000):
+        assert ratelimit.check(redis_client, bound).allowed  # type: ignore[union-attr]
+    verified: list[int] = []
+    real_verify = webhook_fast_path.verify
+
+    def counting_verify(body: bytes, *args: Any) -> int:
+        verified.append(len(body))
+        return real_verify(body, *args)
+
+    monkeypatch.setattr(webhook_fast_path, "verify", counting_verify)
+    small, large = _event(committed_shop), _event(committed_shop)
+    large["data"]["object"]["metadata"] = {"padding": "x" * webhook_fast_path.EARLY_BYTES}
+    for evt in (small, large):
+        refused = deliver(flask_app.test_client(), evt)
+        assert refused.status_code == 429 and refused.json["error"]["code"] == "RATE_LIMITED"
+        assert _stored(flask_app, evt["id"]) is None
+    assert len(verified) == 1 and verified[0] <= webhook_fast_path.EARLY_BYTES  # the small one only
+    assert redis_client.zcard(name) == 1000 and sent_tasks == []
+
+
+def test_the_message_reaches_the_broker_through_the_redis_publisher(committed_db, committed_shop) -> None:
+    """With the app's own publisher (no recorder): the message is sent after the INSERT and its
+    answer read after the log line; each delivery's message is on the queue, once."""
+    broker = committed_db.extensions["broker_redis"]
+    broker.delete("webhooks")
+    fast = _fast(committed_db)
+    before = fast.answered
+    events = [_event(committed_shop) for _ in range(3)]
+    for evt in events:
+        assert deliver(committed_db.test_client(), evt).status_code == 200
+    assert fast.answered == before + 3
+    queued = [json.loads(item) for item in reversed(broker.lrange("webhooks", 0, -1))]
+    broker.delete("webhooks")
+    assert [m["headers"]["argsrepr"] for m in queued] == [repr([evt["id"]]) for evt in events]
