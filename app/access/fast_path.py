@@ -44,6 +44,7 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qsl
 
+import redis
 import structlog
 from flask import Flask
 from werkzeug.datastructures import MultiDict
@@ -53,6 +54,7 @@ from app.access import hls, progress, service
 from app.access.cache import access_cache_key
 from app.access.schemas import fast_progress, fast_stream_args
 from app.content.cache import gen_key
+from app.extensions import redis_script, run_script
 from app.identity import sessions
 from app.speed.nearcache import Miss, NearCache
 
@@ -60,6 +62,12 @@ _PATH = re.compile(r"/api/v1/content/([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-
 # The routes' rules: the request metric's label.
 HEARTBEAT_ENDPOINT = "/api/v1/content/<content_id>/progress"
 STREAM_ENDPOINT = "/api/v1/content/<content_id>/stream"
+# A stream URL whose access entry or generation token this process does not hold: both keys and
+# their remaining lifetimes (for the near cache), read after the limits in one call.
+_READ_KEYS_LUA = ratelimit.guard(
+    "return {redis.call('GET', KEYS[1]), redis.call('PTTL', KEYS[1]), redis.call('GET', KEYS[2]),"
+    " redis.call('PTTL', KEYS[2])}"
+)
 MAX_BODY = 4096  # a heartbeat is about 100 bytes; anything bigger is the route's (413 and all)
 
 StartResponse = Callable[..., Any]
@@ -153,11 +161,26 @@ class FastPath:
         if args is None:
             return None
         item = uuid.UUID(content_id)
-        raw_reason = near.get(access_cache_key(principal.user_id, item))
-        raw_gen = near.get(gen_key(item))
         snapshot = service.cached_snapshot(item)
-        if isinstance(raw_reason, Miss) or isinstance(raw_gen, Miss) or snapshot is None:
+        if snapshot is None:
             return None
+        access_key, content_gen_key = access_cache_key(principal.user_id, item), gen_key(item)
+        limits = self._limits(environ, principal, "GET", STREAM_ENDPOINT)
+        raw_reason, raw_gen = near.get(access_key), near.get(content_gen_key)
+        counted: ratelimit.Outcome | None = None
+        if isinstance(raw_reason, Miss) or isinstance(raw_gen, Miss):
+            # Not held here (a near-cache entry lives no longer than its Redis key; the access
+            # entry's is 60 s): read both with the limits, in the one call a warm stream URL makes
+            # anyway, and keep them for the next request.
+            read = self._read_keys(near, access_key, content_gen_key, limits)
+            if read is None:
+                return None
+            counted, raw_reason, raw_gen = read
+            if counted is not None and not counted.allowed:
+                return self._refuse(environ, principal, counted, STREAM_ENDPOINT, started)
+            if limits is not None:
+                environ[ratelimit.ENVIRON_KEY] = counted  # (if the route answers, it must not count again)
+                limits = None
         reason = service.decode_reason(raw_reason)
         if reason is None or snapshot.gen != service.gen_of(raw_gen):
             return None
@@ -168,18 +191,37 @@ class FastPath:
             return None
         if not decision.has_access or not meta.media_ready:
             return None
-        limited: list[tuple[str, str]] = []
-        limits = self._limits(environ, principal, "GET", STREAM_ENDPOINT)
         if limits is not None:  # (the only Redis call of a warm stream URL)
             counted = ratelimit.check(self.app.extensions["redis"], limits)
             if counted is not None and not counted.allowed:
                 return self._refuse(environ, principal, counted, STREAM_ENDPOINT, started)
-            limited = counted.headers() if counted is not None else []
+        limited = counted.headers() if counted is not None else []
         with self.app.app_context():  # (the token secret, the public URL and storage are the app's)
             body = hls.stream_answer(meta, principal.user_id, args["expires_in"]).encode()
         self.streams += 1
         content = [("Content-Type", "application/json"), ("Content-Length", str(len(body))), *limited]
         return self._answer(environ, principal, "200 OK", content, body, STREAM_ENDPOINT, started)
+
+    def _read_keys(
+        self, near: NearCache, access_key: str, content_gen_key: str, limits: ratelimit.Bound | None
+    ) -> tuple[ratelimit.Outcome | None, bytes | None, bytes | None] | None:
+        """The access entry and generation token from Redis, with ``limits`` counted in the same
+        call (refused: the values are None), kept in the near cache; None on a Redis error (the
+        route then settles the request, and counts it)."""
+        epoch = near.sync()  # (before the read: a change in between then keeps nothing)
+        names, args = limits.tail() if limits is not None else ([], [0])
+        client = self.app.extensions["redis"]
+        try:
+            reply = run_script(redis_script(client, _READ_KEYS_LUA), [access_key, content_gen_key, *names], args)
+        except redis.RedisError:
+            return None
+        counted, read = ratelimit.split(reply)
+        if read is None:
+            return counted, None, None
+        raw_reason, reason_ttl, raw_gen, gen_ttl = read
+        if epoch is not None:
+            near.fill(epoch, [(access_key, raw_reason, _ttl(reason_ttl)), (content_gen_key, raw_gen, _ttl(gen_ttl))])
+        return counted, raw_reason, raw_gen
 
     # ---- shared ------------------------------------------------------------------------------
 
@@ -239,6 +281,11 @@ class FastPath:
         path, duration = environ.get("PATH_INFO", ""), time.perf_counter() - started
         http.record_answer(method, endpoint, path, int(status[:3]), duration, user_id, environ.get("REMOTE_ADDR"))
         return status, headers, body
+
+
+def _ttl(pttl: int) -> float | None:
+    """A key's remaining lifetime for the near cache: None when it has no expiry or does not exist."""
+    return pttl / 1000 if pttl >= 0 else None
 
 
 def _mimetype(content_type: str) -> str:

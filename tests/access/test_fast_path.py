@@ -435,6 +435,37 @@ def test_a_revoked_grant_reaches_the_fast_stream_at_once(
     assert fast_path(app).streams == before
 
 
+def test_a_stream_url_whose_access_entry_is_only_in_redis_is_fast_and_counted_once(
+    app_factory: Any, world: World, db_session: Any, redis: Any
+) -> None:
+    """The near cache does not hold the access entry (it lives 60 s in Redis): the fast path reads
+    it with the limits in one call and answers; missing in Redis too, the route answers (the
+    database), and the request is still counted once."""
+    from app.access.cache import access_cache_key
+
+    limited = app_factory(RATELIMIT_ENABLED=True)
+    near = limited.extensions["near_cache"]
+    assert near.wait_usable(5.0)
+    key = access_cache_key(world.buyer.id, world.content.id)
+    with bound_client(limited, db_session) as client:
+        viewer = Viewer(client, world.buyer)
+        viewer.get_fast(world.content.id)
+        remaining = int(viewer.get(world.content.id).headers["X-RateLimit-Remaining"])
+        near.evict([key])  # (as when its near-cache entry has aged out)
+        before = fast_path(limited).streams
+        fast = viewer.get(world.content.id)
+        assert fast.status_code == 200 and fast_path(limited).streams == before + 1
+        assert int(fast.headers["X-RateLimit-Remaining"]) == remaining - 1
+        again = viewer.get(world.content.id)  # kept from that read: fast again
+        assert again.status_code == 200 and fast_path(limited).streams == before + 2
+        redis.delete(key)  # expired in Redis too: the route reads the database
+        routed = viewer.get(world.content.id)
+        assert routed.status_code == 200 and fast_path(limited).streams == before + 2
+        assert int(routed.headers["X-RateLimit-Remaining"]) == remaining - 3
+        names = [{name for name, _ in header_bag(response)} for response in (fast, routed)]
+        assert names[0] == names[1] and "X-RateLimit-Reset" in names[0]
+
+
 def test_the_request_log_line_is_the_routes(app_factory: Any, world: World, db_session: Any) -> None:
     import io
     import logging
