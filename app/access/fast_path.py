@@ -13,8 +13,11 @@ hands every other request to Flask untouched (a body it read is put back).
 It answers only when the outcome is known to be the route's success:
 
 - the exact path with a canonical content UUID;
-- ``Authorization: Bearer`` (a cookie needs the CSRF check) whose session entry this process's
-  near cache holds, live and not due to slide (``sessions.warm_bearer_principal``);
+- ``Authorization: Bearer`` (a cookie needs the CSRF check) whose session entry is live and not
+  due to slide, from this process's near cache; a heartbeat's also read from Redis and kept there
+  when not held (``sessions.bearer_principal``: with thousands of users, each process meets a
+  returning user first without its entry; the route would make that call too, while its stream
+  URL reads the session with everything else in one call, and fills the near cache);
 - heartbeat: a JSON object body of at most 4 KiB that ``fast_progress`` takes as it stands, the
   content's snapshot in this process, and a script answer of applied/ignored;
 - stream: a query string ``fast_stream_args`` takes, the access entry and generation token held by
@@ -106,7 +109,7 @@ class FastPath:
 
     def _heartbeat(self, environ: dict[str, Any], content_id: str) -> Answer | None:
         started = time.perf_counter()
-        caller = self._caller(environ)
+        caller = self._caller(environ, from_redis=True)
         if caller is None or environ.get("HTTP_TRANSFER_ENCODING"):
             return None
         principal, _near, now = caller
@@ -250,14 +253,21 @@ class FastPath:
         content = [("Content-Type", "application/json"), ("Content-Length", str(len(body))), *counted.headers()]
         return self._answer(environ, principal, "429 TOO MANY REQUESTS", content, body, endpoint, started)
 
-    def _caller(self, environ: dict[str, Any]) -> tuple[sessions.Principal, NearCache, datetime] | None:
-        """The bearer's principal from the near cache, when nothing else needs the route first."""
+    def _caller(
+        self, environ: dict[str, Any], *, from_redis: bool = False
+    ) -> tuple[sessions.Principal, NearCache, datetime] | None:
+        """The bearer's principal from the near cache (``from_redis``: else from Redis), when
+        nothing else needs the route first."""
         near: NearCache | None = self.app.extensions.get("near_cache")
         authorization = environ.get("HTTP_AUTHORIZATION")
         if near is None or not authorization:
             return None
         now = datetime.now(UTC)
-        principal = sessions.warm_bearer_principal(near, authorization, now)
+        principal = (
+            sessions.bearer_principal(near, self.app.extensions["redis"], authorization, now)
+            if from_redis
+            else sessions.warm_bearer_principal(near, authorization, now)
+        )
         return None if principal is None else (principal, near, now)
 
     def _answer(
