@@ -13,8 +13,11 @@ hands every other request to Flask untouched (a body it read is put back).
 It answers only when the outcome is known to be the route's success:
 
 - the exact path with a canonical content UUID;
-- ``Authorization: Bearer`` (a cookie needs the CSRF check) whose session entry this process's
-  near cache holds, live and not due to slide (``sessions.warm_bearer_principal``);
+- ``Authorization: Bearer`` (a cookie needs the CSRF check) whose session entry is live and not
+  due to slide, from this process's near cache; a heartbeat's also read from Redis and kept there
+  when not held (``sessions.bearer_principal``: with thousands of users, each process meets a
+  returning user first without its entry; the route would make that call too, while its stream
+  URL reads the session with everything else in one call, and fills the near cache);
 - heartbeat: a JSON object body of at most 4 KiB that ``fast_progress`` takes as it stands, the
   content's snapshot in this process, and a script answer of applied/ignored;
 - stream: a query string ``fast_stream_args`` takes, the access entry and generation token held by
@@ -44,6 +47,7 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qsl
 
+import redis
 import structlog
 from flask import Flask
 from werkzeug.datastructures import MultiDict
@@ -53,6 +57,7 @@ from app.access import hls, progress, service
 from app.access.cache import access_cache_key
 from app.access.schemas import fast_progress, fast_stream_args
 from app.content.cache import gen_key
+from app.extensions import redis_script, run_script
 from app.identity import sessions
 from app.speed.nearcache import Miss, NearCache
 
@@ -60,6 +65,12 @@ _PATH = re.compile(r"/api/v1/content/([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-
 # The routes' rules: the request metric's label.
 HEARTBEAT_ENDPOINT = "/api/v1/content/<content_id>/progress"
 STREAM_ENDPOINT = "/api/v1/content/<content_id>/stream"
+# A stream URL whose access entry or generation token this process does not hold: both keys and
+# their remaining lifetimes (for the near cache), read after the limits in one call.
+_READ_KEYS_LUA = ratelimit.guard(
+    "return {redis.call('GET', KEYS[1]), redis.call('PTTL', KEYS[1]), redis.call('GET', KEYS[2]),"
+    " redis.call('PTTL', KEYS[2])}"
+)
 MAX_BODY = 4096  # a heartbeat is about 100 bytes; anything bigger is the route's (413 and all)
 
 StartResponse = Callable[..., Any]
@@ -98,7 +109,7 @@ class FastPath:
 
     def _heartbeat(self, environ: dict[str, Any], content_id: str) -> Answer | None:
         started = time.perf_counter()
-        caller = self._caller(environ)
+        caller = self._caller(environ, from_redis=True)
         if caller is None or environ.get("HTTP_TRANSFER_ENCODING"):
             return None
         principal, _near, now = caller
@@ -153,11 +164,26 @@ class FastPath:
         if args is None:
             return None
         item = uuid.UUID(content_id)
-        raw_reason = near.get(access_cache_key(principal.user_id, item))
-        raw_gen = near.get(gen_key(item))
         snapshot = service.cached_snapshot(item)
-        if isinstance(raw_reason, Miss) or isinstance(raw_gen, Miss) or snapshot is None:
+        if snapshot is None:
             return None
+        access_key, content_gen_key = access_cache_key(principal.user_id, item), gen_key(item)
+        limits = self._limits(environ, principal, "GET", STREAM_ENDPOINT)
+        raw_reason, raw_gen = near.get(access_key), near.get(content_gen_key)
+        counted: ratelimit.Outcome | None = None
+        if isinstance(raw_reason, Miss) or isinstance(raw_gen, Miss):
+            # Not held here (a near-cache entry lives no longer than its Redis key; the access
+            # entry's is 60 s): read both with the limits, in the one call a warm stream URL makes
+            # anyway, and keep them for the next request.
+            read = self._read_keys(near, access_key, content_gen_key, limits)
+            if read is None:
+                return None
+            counted, raw_reason, raw_gen = read
+            if counted is not None and not counted.allowed:
+                return self._refuse(environ, principal, counted, STREAM_ENDPOINT, started)
+            if limits is not None:
+                environ[ratelimit.ENVIRON_KEY] = counted  # (if the route answers, it must not count again)
+                limits = None
         reason = service.decode_reason(raw_reason)
         if reason is None or snapshot.gen != service.gen_of(raw_gen):
             return None
@@ -168,18 +194,37 @@ class FastPath:
             return None
         if not decision.has_access or not meta.media_ready:
             return None
-        limited: list[tuple[str, str]] = []
-        limits = self._limits(environ, principal, "GET", STREAM_ENDPOINT)
         if limits is not None:  # (the only Redis call of a warm stream URL)
             counted = ratelimit.check(self.app.extensions["redis"], limits)
             if counted is not None and not counted.allowed:
                 return self._refuse(environ, principal, counted, STREAM_ENDPOINT, started)
-            limited = counted.headers() if counted is not None else []
+        limited = counted.headers() if counted is not None else []
         with self.app.app_context():  # (the token secret, the public URL and storage are the app's)
             body = hls.stream_answer(meta, principal.user_id, args["expires_in"]).encode()
         self.streams += 1
         content = [("Content-Type", "application/json"), ("Content-Length", str(len(body))), *limited]
         return self._answer(environ, principal, "200 OK", content, body, STREAM_ENDPOINT, started)
+
+    def _read_keys(
+        self, near: NearCache, access_key: str, content_gen_key: str, limits: ratelimit.Bound | None
+    ) -> tuple[ratelimit.Outcome | None, bytes | None, bytes | None] | None:
+        """The access entry and generation token from Redis, with ``limits`` counted in the same
+        call (refused: the values are None), kept in the near cache; None on a Redis error (the
+        route then settles the request, and counts it)."""
+        epoch = near.sync()  # (before the read: a change in between then keeps nothing)
+        names, args = limits.tail() if limits is not None else ([], [0])
+        client = self.app.extensions["redis"]
+        try:
+            reply = run_script(redis_script(client, _READ_KEYS_LUA), [access_key, content_gen_key, *names], args)
+        except redis.RedisError:
+            return None
+        counted, read = ratelimit.split(reply)
+        if read is None:
+            return counted, None, None
+        raw_reason, reason_ttl, raw_gen, gen_ttl = read
+        if epoch is not None:
+            near.fill(epoch, [(access_key, raw_reason, _ttl(reason_ttl)), (content_gen_key, raw_gen, _ttl(gen_ttl))])
+        return counted, raw_reason, raw_gen
 
     # ---- shared ------------------------------------------------------------------------------
 
@@ -208,14 +253,21 @@ class FastPath:
         content = [("Content-Type", "application/json"), ("Content-Length", str(len(body))), *counted.headers()]
         return self._answer(environ, principal, "429 TOO MANY REQUESTS", content, body, endpoint, started)
 
-    def _caller(self, environ: dict[str, Any]) -> tuple[sessions.Principal, NearCache, datetime] | None:
-        """The bearer's principal from the near cache, when nothing else needs the route first."""
+    def _caller(
+        self, environ: dict[str, Any], *, from_redis: bool = False
+    ) -> tuple[sessions.Principal, NearCache, datetime] | None:
+        """The bearer's principal from the near cache (``from_redis``: else from Redis), when
+        nothing else needs the route first."""
         near: NearCache | None = self.app.extensions.get("near_cache")
         authorization = environ.get("HTTP_AUTHORIZATION")
         if near is None or not authorization:
             return None
         now = datetime.now(UTC)
-        principal = sessions.warm_bearer_principal(near, authorization, now)
+        principal = (
+            sessions.bearer_principal(near, self.app.extensions["redis"], authorization, now)
+            if from_redis
+            else sessions.warm_bearer_principal(near, authorization, now)
+        )
         return None if principal is None else (principal, near, now)
 
     def _answer(
@@ -239,6 +291,11 @@ class FastPath:
         path, duration = environ.get("PATH_INFO", ""), time.perf_counter() - started
         http.record_answer(method, endpoint, path, int(status[:3]), duration, user_id, environ.get("REMOTE_ADDR"))
         return status, headers, body
+
+
+def _ttl(pttl: int) -> float | None:
+    """A key's remaining lifetime for the near cache: None when it has no expiry or does not exist."""
+    return pttl / 1000 if pttl >= 0 else None
 
 
 def _mimetype(content_type: str) -> str:

@@ -483,6 +483,41 @@ def warm_bearer_principal(near: NearCache, authorization: str, now: datetime) ->
     return principal
 
 
+_SESSION_READ = "return {redis.call('GET', KEYS[1]), redis.call('PTTL', KEYS[1])}"
+
+
+def bearer_principal(near: NearCache, client: redis.Redis, authorization: str, now: datetime) -> Principal | None:
+    """``warm_bearer_principal``, reading the session entry from Redis (one call, kept in the near
+    cache) when this process does not hold it: a returning user's first request in a process
+    (each one holds its own copy). None in every case ``warm_bearer_principal`` declines, and on
+    a Redis error (``resolve`` then decides, 401 included)."""
+    principal = warm_bearer_principal(near, authorization, now)
+    if principal is not None:
+        return principal
+    match = _BEARER.fullmatch(authorization.strip())
+    epoch = near.sync()  # (before the read: a change in between then keeps nothing)
+    if match is None or epoch is None:
+        return None
+    token = match.group(1)
+    token_hash = hash_token(token)
+    key = keys.session(token_hash)
+    if not isinstance(near.get(key), Miss):
+        return None  # held, and declined above (revoked, expired, due to slide, or absent)
+    try:
+        raw, pttl = run_script(redis_script(client, _SESSION_READ), [key], [])
+    except redis.RedisError:
+        return None
+    if not isinstance(raw, bytes):
+        return None  # not cached: ``resolve`` reads Postgres
+    near.fill(epoch, [(key, raw, _ttl(pttl))])
+    if raw == REVOKED:
+        return None
+    principal = _from_cache(raw, token_hash, token, "bearer")
+    if principal is None or principal.expires_at <= now or now - principal.last_seen_at > SLIDE_AFTER:
+        return None
+    return principal
+
+
 def mark_session_ended() -> None:
     """The current session was revoked by this request: no sliding, no cookie re-issue."""
     g.codex_session_ended = True

@@ -21,6 +21,7 @@ from app.access import fast_path as fast_path_module
 from app.access import progress
 from app.access.fast_path import FastPath
 from app.identity.sessions import COOKIE_NAME
+from app.speed.nearcache import MISS
 from tests.access.helpers import World
 from tests.identity.conftest import bound_client
 from tests.identity.helpers import signed_in
@@ -433,6 +434,64 @@ def test_a_revoked_grant_reaches_the_fast_stream_at_once(
     response = viewer.get(world.content.id)
     assert response.status_code == 403 and response.json["error"]["code"] == "ACCESS_DENIED"
     assert fast_path(app).streams == before
+
+
+def test_a_stream_url_whose_access_entry_is_only_in_redis_is_fast_and_counted_once(
+    app_factory: Any, world: World, db_session: Any, redis: Any
+) -> None:
+    """The near cache does not hold the access entry (it lives 60 s in Redis): the fast path reads
+    it with the limits in one call and answers; missing in Redis too, the route answers (the
+    database), and the request is still counted once."""
+    from app.access.cache import access_cache_key
+
+    limited = app_factory(RATELIMIT_ENABLED=True)
+    near = limited.extensions["near_cache"]
+    assert near.wait_usable(5.0)
+    key = access_cache_key(world.buyer.id, world.content.id)
+    with bound_client(limited, db_session) as client:
+        viewer = Viewer(client, world.buyer)
+        viewer.get_fast(world.content.id)
+        remaining = int(viewer.get(world.content.id).headers["X-RateLimit-Remaining"])
+        near.evict([key])  # (as when its near-cache entry has aged out)
+        before = fast_path(limited).streams
+        fast = viewer.get(world.content.id)
+        assert fast.status_code == 200 and fast_path(limited).streams == before + 1
+        assert int(fast.headers["X-RateLimit-Remaining"]) == remaining - 1
+        again = viewer.get(world.content.id)  # kept from that read: fast again
+        assert again.status_code == 200 and fast_path(limited).streams == before + 2
+        redis.delete(key)  # expired in Redis too: the route reads the database
+        routed = viewer.get(world.content.id)
+        assert routed.status_code == 200 and fast_path(limited).streams == before + 2
+        assert int(routed.headers["X-RateLimit-Remaining"]) == remaining - 3
+        names = [{name for name, _ in header_bag(response)} for response in (fast, routed)]
+        assert names[0] == names[1] and "X-RateLimit-Reset" in names[0]
+
+
+def test_a_session_this_process_does_not_hold_is_read_from_redis_by_the_fast_path(
+    app: Flask, client: FlaskClient, world: World
+) -> None:
+    """A returning user's first heartbeat in a process: the session entry is in Redis only. (A
+    stream URL is then the route's: it reads the session with the access keys in one call.)"""
+    from app import keys
+    from app.identity.sessions import hash_token
+
+    player, viewer = Player(client, world), Viewer(client, world.buyer)
+    player.warm()
+    viewer.get_fast(world.content.id)
+    near = app.extensions["near_cache"]
+    for token in (player.token, viewer.token):
+        near.evict([keys.session(hash_token(token))])
+        assert near.get(keys.session(hash_token(token))) is MISS
+    heartbeats, streams = fast_path(app).heartbeats, fast_path(app).streams
+    assert player.put().status_code == 204
+    assert viewer.get(world.content.id).status_code == 200  # the route's, which fills the near cache
+    assert (fast_path(app).heartbeats, fast_path(app).streams) == (heartbeats + 1, streams)
+    assert viewer.get(world.content.id).status_code == 200
+    assert fast_path(app).streams == streams + 1
+    # ... and kept: a logout still reaches the fast path at once
+    assert client.post("/api/v1/auth/logout", headers={"Authorization": f"Bearer {player.token}"}).status_code == 204
+    assert player.put().status_code == 401
+    assert fast_path(app).heartbeats == heartbeats + 1
 
 
 def test_the_request_log_line_is_the_routes(app_factory: Any, world: World, db_session: Any) -> None:
