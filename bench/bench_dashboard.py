@@ -38,11 +38,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import create_engine, event, text
+from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
 from bench.bench_auth import migrate, print_table
-from bench.common import OUT, env_float, load, percentile, start_gunicorn
+from bench.common import OUT, base_env, env_float, explain_all, load, percentile, start_gunicorn
 
 DB_NAME = "codex_bench_dashboard"
 PURCHASES = 1_000_000
@@ -58,17 +58,7 @@ EXPLAIN_OUT = OUT / "dashboard_explain.txt"
 
 
 def bench_env() -> dict[str, str]:
-    base_db = os.environ.get("DATABASE_URL", "postgresql+psycopg://localhost:5432/codex")
-    base_redis = os.environ.get("REDIS_URL", "redis://localhost:6379/0")
-    redis_root = base_redis.rsplit("/", 1)[0] if base_redis.count("/") >= 3 else base_redis.rstrip("/")
-    return {
-        "APP_ENV": "development",
-        "LOG_LEVEL": "WARNING",
-        "RATELIMIT_ENABLED": "false",
-        "DATABASE_URL": make_url(base_db).set(database=DB_NAME).render_as_string(hide_password=False),
-        "REDIS_URL": f"{redis_root}/11",
-        "CELERY_BROKER_URL": f"{redis_root}/10",
-    }
+    return base_env(DB_NAME, 11, 10)
 
 
 # ---- data ------------------------------------------------------------------------------------------------
@@ -354,7 +344,7 @@ def in_process(env: dict[str, str], org_id: uuid.UUID) -> tuple[dict[str, list[f
         timings["top_content_365d"] = time_calls(5, top_content)
         timings["customers_page1"] = time_calls(5, customers)
         figures = {"summary": summary(), "revenue": revenue()}
-        explained = explain_all(flask_app, db, [summary, revenue])
+        explained = explain_all(flask_app, [summary, revenue])
         # The same statements for the small org (20,000 purchases): with one org holding ~98 % of the
         # rollup rows the planner rightly reads the big org's rows sequentially; a typical org's are
         # read through the indexes.
@@ -362,7 +352,6 @@ def in_process(env: dict[str, str], org_id: uuid.UUID) -> tuple[dict[str, list[f
         db.session.rollback()
         explained += "\n-- ==== the small org ====\n" + explain_all(
             flask_app,
-            db,
             [
                 lambda: service.summary(db.session, other, "usd"),
                 lambda: service.revenue(db.session, other, "usd", start, today),
@@ -370,35 +359,6 @@ def in_process(env: dict[str, str], org_id: uuid.UUID) -> tuple[dict[str, list[f
         )
         db.session.rollback()
     return timings, figures, explained
-
-
-def explain_all(flask_app: Any, db: Any, funcs: list[Any]) -> str:
-    """EXPLAIN (ANALYZE, BUFFERS) every statement the calls send, with their parameters."""
-    engine = flask_app.extensions["db"].engine
-    captured: list[tuple[str, Any]] = []
-
-    def capture(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, executemany: bool) -> None:
-        if statement.lstrip().upper().startswith(("SELECT", "WITH")):
-            captured.append((statement, parameters))
-
-    event.listen(engine, "before_cursor_execute", capture)
-    try:
-        for func in funcs:
-            func()
-    finally:
-        event.remove(engine, "before_cursor_execute", capture)
-    report = []
-    raw = engine.raw_connection()
-    try:
-        cursor = raw.cursor()
-        for statement, parameters in captured:
-            cursor.execute("EXPLAIN (ANALYZE, BUFFERS) " + statement, parameters)
-            plan = "\n".join(row[0] for row in cursor.fetchall())
-            report.append(f"-- statement\n{statement}\n-- plan\n{plan}\n")
-        raw.rollback()
-    finally:
-        raw.close()
-    return "\n".join(report)
 
 
 def index_lines(explained: str) -> list[str]:

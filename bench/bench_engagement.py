@@ -14,8 +14,9 @@ Measured, one after the other:
    does (``engagement.audience`` + ``svg.render_retention`` + the org's colour), ``BENCH_ENGAGEMENT_CALLS``
    (default 60) timed calls each after 5 warm-up calls; p50/p95/p99 wall time. For context (no goal): the
    same viewer figures aggregated straight from ``playback_progress``, what the rollup saves;
-2. the JSON (365 days) and the SVG over HTTP (gunicorn, Procfile settings, Bearer session of the owner), closed
-   loop with 2 connections, interleaved in ``BENCH_ROUNDS`` (5) rounds with ``GET /health`` and the org's 365-day
+2. the JSON (365 days) and the SVG over HTTP (gunicorn, Procfile settings, in the production configuration:
+   limits on, INFO JSON logs; Bearer sessions of 60 org admins taken in turn, so none passes its 300 a minute),
+   closed loop with 2 connections, interleaved in ``BENCH_ROUNDS`` (5) rounds with ``GET /health`` and the org's 365-day
    revenue series (a dashboard read of the same size), ``BENCH_DURATION`` s (default 10) each in all;
 3. the flush's price for keeping the rollup: one 500-row batch of the flush's upsert moving every viewer to a
    new furthest position, with the triggers and with them disabled, interleaved (rolled back each time);
@@ -39,11 +40,21 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import create_engine, event, text
+from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
 from bench.bench_auth import migrate, print_table
-from bench.common import OUT, env_float, load, percentile, start_gunicorn
+from bench.common import (
+    OUT,
+    base_env,
+    bearer_users,
+    env_float,
+    explain_all,
+    load,
+    percentile,
+    production_env,
+    start_gunicorn,
+)
 
 DB_NAME = "codex_bench_engagement"
 VIEWERS = 100_000
@@ -55,6 +66,8 @@ JSON_GOAL_MS = 100.0
 SVG_GOAL_MS = 150.0
 MARKER = f"bench-engagement-v1-{VIEWERS}-{DAYS}"
 OWNER_EMAIL = "bench-engagement-owner@example.com"
+MANAGERS = 60  # admins the HTTP phase spreads over (60 x 300/min = 300 req/s before any would wait)
+API_LIMIT = 300  # security.md: every other /api/v1 request, per user
 EXPLAIN_OUT = OUT / "engagement_explain.txt"
 BATCH = 500
 
@@ -67,17 +80,7 @@ DIRECT = """
 
 
 def bench_env() -> dict[str, str]:
-    base_db = os.environ.get("DATABASE_URL", "postgresql+psycopg://localhost:5432/codex")
-    base_redis = os.environ.get("REDIS_URL", "redis://localhost:6379/0")
-    redis_root = base_redis.rsplit("/", 1)[0] if base_redis.count("/") >= 3 else base_redis.rstrip("/")
-    return {
-        "APP_ENV": "development",
-        "LOG_LEVEL": "WARNING",
-        "RATELIMIT_ENABLED": "false",
-        "DATABASE_URL": make_url(base_db).set(database=DB_NAME).render_as_string(hide_password=False),
-        "REDIS_URL": f"{redis_root}/11",
-        "CELERY_BROKER_URL": f"{redis_root}/10",
-    }
+    return base_env(DB_NAME, 11, 10)
 
 
 def _psycopg_url(db_url: str) -> str:
@@ -256,25 +259,41 @@ def check_rollup(db_url: str, content_id: uuid.UUID) -> int:
     return sum(r[1] for r in direct)
 
 
-def session_token(db_url: str, owner_id: uuid.UUID) -> str:
+def manager_tokens(db_url: str, org_id: uuid.UUID, count: int) -> list[str]:
+    """``count`` admins of the org (made once, kept), each with one fresh session: the HTTP phase
+    spreads its requests over them so none passes the per-user limit of 300 a minute."""
     from app.identity.sessions import new_token
 
-    token, token_hash = new_token()
     now = datetime.now(UTC)
+    tokens = []
     engine = create_engine(db_url)
     try:
         with engine.begin() as conn:
-            conn.execute(text("DELETE FROM sessions WHERE user_id = :u"), {"u": owner_id})
-            conn.execute(
-                text("INSERT INTO sessions (user_id, token_hash, expires_at, last_seen_at) VALUES (:u, :h, :e, :n)"),
-                {"u": owner_id, "h": token_hash, "e": now + timedelta(hours=24), "n": now},
-            )
+            for i in range(count):
+                email = f"bench-engagement-admin-{i}@example.com"
+                user_id = conn.scalar(text("SELECT id FROM users WHERE email = :e"), {"e": email})
+                if user_id is None:
+                    user_id = uuid.uuid4()
+                    conn.execute(
+                        text("INSERT INTO users (id, email, name, email_verified_at) VALUES (:u, :e, :n, :t)"),
+                        {"u": user_id, "e": email, "n": f"Bench Admin {i}", "t": now},
+                    )
+                    conn.execute(
+                        text("INSERT INTO memberships (organization_id, user_id, role) VALUES (:o, :u, 'admin')"),
+                        {"o": org_id, "u": user_id},
+                    )
+                token, token_hash = new_token()
+                conn.execute(text("DELETE FROM sessions WHERE user_id = :u"), {"u": user_id})
+                conn.execute(
+                    text(
+                        "INSERT INTO sessions (user_id, token_hash, expires_at, last_seen_at) VALUES (:u, :h, :e, :n)"
+                    ),
+                    {"u": user_id, "h": token_hash, "e": now + timedelta(hours=24), "n": now},
+                )
+                tokens.append(token)
     finally:
         engine.dispose()
-    return token
-
-
-# ---- measurements ----------------------------------------------------------------------------------------
+    return tokens
 
 
 def time_calls(calls: int, func: Callable[[], Any]) -> list[float]:
@@ -356,35 +375,6 @@ def in_process(
     return timings, result, explained
 
 
-def explain_all(flask_app: Any, funcs: list[Callable[[], Any]]) -> str:
-    """EXPLAIN (ANALYZE, BUFFERS) every statement the calls send, with their parameters."""
-    engine = flask_app.extensions["db"].engine
-    captured: list[tuple[str, Any]] = []
-
-    def capture(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, executemany: bool) -> None:
-        if statement.lstrip().upper().startswith(("SELECT", "WITH")):
-            captured.append((statement, parameters))
-
-    event.listen(engine, "before_cursor_execute", capture)
-    try:
-        for func in funcs:
-            func()
-    finally:
-        event.remove(engine, "before_cursor_execute", capture)
-    report = []
-    raw = engine.raw_connection()
-    try:
-        cursor = raw.cursor()
-        for statement, parameters in captured:
-            cursor.execute("EXPLAIN (ANALYZE, BUFFERS) " + statement, parameters)
-            plan = "\n".join(row[0] for row in cursor.fetchall())
-            report.append(f"-- statement\n{statement}\n-- plan\n{plan}\n")
-        raw.rollback()
-    finally:
-        raw.close()
-    return "\n".join(report)
-
-
 def scan_lines(explained: str) -> list[str]:
     """Each plan's scan nodes (which index, or a sequential scan) and its execution time."""
     seen = []
@@ -433,10 +423,12 @@ def flush_cost(db_url: str, content_id: uuid.UUID) -> dict[str, list[float]]:
     return timings
 
 
-def over_http(env: dict[str, str], org_id: uuid.UUID, content_id: uuid.UUID, token: str) -> dict[str, Any]:
+def over_http(env: dict[str, str], org_id: uuid.UUID, content_id: uuid.UUID, tokens: list[str]) -> dict[str, Any]:
     """The two reads next to ``GET /health`` and the org's 365-day revenue series (the dashboard read whose
     goal bench_dashboard checks), loaded in turn for ``BENCH_ROUNDS`` rounds on one server, so load from
-    elsewhere on a shared machine hits all four alike: their ratios are what carries over."""
+    elsewhere on a shared machine hits all four alike: their ratios are what carries over. The server
+    runs as production does (``production_env``: limits on, INFO JSON logs), the requests spread over
+    the org's admins (``tokens``) under the per-user limit."""
     duration = env_float("BENCH_DURATION", 10.0)
     warmup = env_float("BENCH_WARMUP", 2.0)
     rounds = max(1, int(env_float("BENCH_ROUNDS", 5)))
@@ -449,15 +441,15 @@ def over_http(env: dict[str, str], org_id: uuid.UUID, content_id: uuid.UUID, tok
         "revenue_365d": f"/api/v1/orgs/{org_id}/dashboard/revenue?start={start}&end={today}",
         "health": "/health",
     }
-    headers = {"Authorization": f"Bearer {token}"}
+    managers = bearer_users(tokens, API_LIMIT, "admins")
     parts: dict[str, list[Any]] = {name: [] for name in paths}
-    with start_gunicorn("app:create_app()", env) as server:
+    with start_gunicorn("app:create_app()", production_env(env)) as server:
         for round_ in range(rounds):
             for name, path in paths.items():
                 parts[name].append(
                     load(
                         server.url + path,
-                        headers=headers,
+                        header_factory=managers,
                         duration=duration / rounds,
                         concurrency=2,
                         warmup=warmup if round_ == 0 else min(warmup, 0.5),
@@ -468,6 +460,7 @@ def over_http(env: dict[str, str], org_id: uuid.UUID, content_id: uuid.UUID, tok
             "latencies": [v for r in results for v in r.latencies],
             "rps": sum(r.requests for r in results) / max(sum(r.elapsed for r in results), 1e-9),
             "errors": sum(r.errors for r in results),
+            "429s": sum(r.statuses[429] for r in results),
         }
         for name, results in parts.items()
     }
@@ -507,12 +500,14 @@ def main() -> list[dict[str, Any]]:
     timings, result, explained = in_process(env, org_id, ids["owner_id"], content_id)
     EXPLAIN_OUT.parent.mkdir(parents=True, exist_ok=True)
     Path(EXPLAIN_OUT).write_text(explained)
-    token = session_token(env["DATABASE_URL"], ids["owner_id"])
-    http = over_http(env, org_id, content_id, token)
+    tokens = manager_tokens(env["DATABASE_URL"], org_id, MANAGERS)
+    http = over_http(env, org_id, content_id, tokens)
     flush = flush_cost(env["DATABASE_URL"], content_id)
     rows = [row(f"{name} (in-process)", values, goal_for(name)) for name, values in timings.items()]
     for name, res in http.items():
-        label = f"GET {name} over HTTP (2 connections, {res['rps']:.1f} req/s, errors {res['errors']})"
+        label = (
+            f"GET {name} over HTTP (2 connections, {res['rps']:.1f} req/s, errors {res['errors']}, 429s {res['429s']})"
+        )
         rows.append(row(label, res["latencies"], goal_for(name)))
     revenue = percentile(http["revenue_365d"]["latencies"], 50)
     for name in ("engagement_365d", "retention_svg"):

@@ -45,10 +45,9 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import create_engine
-from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
-from bench.common import Server, free_port, start_gunicorn
+from bench.common import Server, base_env, free_port, production_env, start_gunicorn
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "bench" / "out"
@@ -75,21 +74,16 @@ def make_file() -> Path:
 
 
 def bench_env(port: int, **extra: str) -> dict[str, str]:
-    base_db = os.environ.get("DATABASE_URL", "postgresql+psycopg://localhost:5432/codex")
-    base_redis = os.environ.get("REDIS_URL", "redis://localhost:6379/0")
-    redis_root = base_redis.rsplit("/", 1)[0] if base_redis.count("/") >= 3 else base_redis.rstrip("/")
-    return {
-        "APP_ENV": "development",
-        "LOG_LEVEL": "WARNING",
-        "RATELIMIT_ENABLED": "false",
-        "DATABASE_URL": make_url(base_db).set(database=DATABASE).render_as_string(hide_password=False),
-        "REDIS_URL": f"{redis_root}/13",
-        "CELERY_BROKER_URL": f"{redis_root}/12",
-        "STORAGE_BACKEND": "local",
-        "STORAGE_LOCAL_ROOT": str(STORAGE),
-        "PUBLIC_BASE_URL": f"http://127.0.0.1:{port}",
-        **extra,
-    }
+    """Codex as production runs it (limits on, INFO JSON logs), on local storage under bench/out."""
+    return production_env(
+        {
+            **base_env(DATABASE, 13, 12),
+            "STORAGE_BACKEND": "local",
+            "STORAGE_LOCAL_ROOT": str(STORAGE),
+            "PUBLIC_BASE_URL": f"http://127.0.0.1:{port}",
+            **extra,
+        }
+    )
 
 
 def prepare(db_url: str) -> tuple[str, str]:

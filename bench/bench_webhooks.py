@@ -57,6 +57,7 @@ from bench.common import (
     GUNICORN_CONF,
     LoadResult,
     Rotation,
+    base_env,
     client_ips,
     env_float,
     load,
@@ -77,17 +78,9 @@ GOAL_P95_SECONDS = 2.0
 
 
 def settings() -> dict[str, str]:
-    base_db = os.environ.get("DATABASE_URL", "postgresql+psycopg://localhost:5432/codex")
-    base_redis = os.environ.get("REDIS_URL", "redis://localhost:6379/0")
-    redis_root = base_redis.rsplit("/", 1)[0] if base_redis.count("/") >= 3 else base_redis.rstrip("/")
+    # Both phases lay bench.common.PRODUCTION over these (production_env).
     return {
-        "APP_ENV": "development",
-        # The throughput phase lays bench.common.PRODUCTION over these; the latency phase keeps them.
-        "LOG_LEVEL": "WARNING",
-        "RATELIMIT_ENABLED": "false",
-        "DATABASE_URL": make_url(base_db).set(database=DB_NAME).render_as_string(hide_password=False),
-        "CELERY_BROKER_URL": f"{redis_root}/10",
-        "REDIS_URL": f"{redis_root}/11",
+        **base_env(DB_NAME, 11, 10),
         "PAYMENT_PROVIDER": "local",
         "STRIPE_WEBHOOK_SECRET": SECRET,
         "MAIL_BACKEND": "memory",

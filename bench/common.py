@@ -523,3 +523,52 @@ def record_goal(
         row["former bench config"] = f"{old.rps / base.rps:.2f} ({ratio_text(old_per_round)})" if base.rps else "-"
     SUMMARY.append(row)
     return row
+
+
+def base_env(database: str, cache_db: int, broker_db: int) -> dict[str, str]:
+    """A benchmark server's database and Redis DBs on ``DATABASE_URL``'s and ``REDIS_URL``'s
+    servers, in the former bench configuration (``production_env`` lays PRODUCTION over it)."""
+    from sqlalchemy.engine import make_url
+
+    base_db = os.environ.get("DATABASE_URL", "postgresql+psycopg://localhost:5432/codex")
+    base_redis = os.environ.get("REDIS_URL", "redis://localhost:6379/0")
+    redis_root = base_redis.rsplit("/", 1)[0] if base_redis.count("/") >= 3 else base_redis.rstrip("/")
+    return {
+        "APP_ENV": "development",
+        "LOG_LEVEL": "WARNING",
+        "RATELIMIT_ENABLED": "false",
+        "DATABASE_URL": make_url(base_db).set(database=database).render_as_string(hide_password=False),
+        "REDIS_URL": f"{redis_root}/{cache_db}",
+        "CELERY_BROKER_URL": f"{redis_root}/{broker_db}",
+    }
+
+
+def explain_all(flask_app: Any, funcs: Sequence[Callable[[], Any]]) -> str:
+    """EXPLAIN (ANALYZE, BUFFERS) every SELECT the calls send, with their parameters."""
+    from sqlalchemy import event
+
+    engine = flask_app.extensions["db"].engine
+    captured: list[tuple[str, Any]] = []
+
+    def capture(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, executemany: bool) -> None:
+        if statement.lstrip().upper().startswith(("SELECT", "WITH")):
+            captured.append((statement, parameters))
+
+    event.listen(engine, "before_cursor_execute", capture)
+    try:
+        for func in funcs:
+            func()
+    finally:
+        event.remove(engine, "before_cursor_execute", capture)
+    report = []
+    raw = engine.raw_connection()
+    try:
+        cursor = raw.cursor()
+        for statement, parameters in captured:
+            cursor.execute("EXPLAIN (ANALYZE, BUFFERS) " + statement, parameters)
+            plan = "\n".join(row[0] for row in cursor.fetchall())
+            report.append(f"-- statement\n{statement}\n-- plan\n{plan}\n")
+        raw.rollback()
+    finally:
+        raw.close()
+    return "\n".join(report)

@@ -25,12 +25,13 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
-from sqlalchemy import Date, and_, cast, func, literal, literal_column, select
+from sqlalchemy import and_, func, select
 from sqlalchemy.orm import Session
 
 from app.access.models import ContentDailyStats
 from app.content.models import Content
 from app.dashboard.models import ContentRetention
+from app.dashboard.service import day_series
 from app.errors import Forbidden
 from app.http import not_found
 from app.media.models import MediaItem
@@ -127,14 +128,7 @@ def readable_content(session: Session, org: OrgAccess, content_id: uuid.UUID) ->
 def daily(session: Session, content_id: uuid.UUID, start: date, end: date) -> tuple[list[dict[str, Any]], int]:
     """One row per UTC day of ``[start, end]``, zero-filled by ``generate_series``, and the seconds
     watched over all days (the same primary-key range, in the same statement)."""
-    days = select(
-        cast(
-            func.generate_series(
-                cast(literal(start), Date), cast(literal(end), Date), literal_column("interval '1 day'")
-            ),
-            Date,
-        ).label("day")
-    ).subquery("days")
+    days = day_series(start, end)
     stats = and_(ContentDailyStats.content_id == content_id, ContentDailyStats.day == days.c.day)
     all_time = (
         select(func.coalesce(func.sum(ContentDailyStats.seconds_watched), 0))

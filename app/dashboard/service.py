@@ -33,6 +33,7 @@ from sqlalchemy import (
     select,
 )
 from sqlalchemy.orm import Session
+from sqlalchemy.sql import Subquery
 
 from app.access.models import ContentAccess, ContentDailyStats
 from app.audit import AdminAuditEvent
@@ -175,20 +176,24 @@ def recent_purchases(session: Session, organization_id: uuid.UUID, currency: str
 # ---- revenue over a range ----------------------------------------------------------------------------
 
 
+def day_series(start: date, end: date) -> Subquery:
+    """Every UTC day of ``[start, end]`` as a subquery with one column ``day``: the left side of the
+    zero-filled daily series (revenue here, engagement's watch figures)."""
+    return select(
+        cast(
+            func.generate_series(
+                cast(literal(start), Date), cast(literal(end), Date), literal_column("interval '1 day'")
+            ),
+            Date,
+        ).label("day")
+    ).subquery("days")
+
+
 def daily_revenue(
     session: Session, organization_id: uuid.UUID, currency: str, start: date, end: date
 ) -> list[dict[str, Any]]:
     """One row per UTC day of ``[start, end]``: the daily rollup, zero-filled by ``generate_series``."""
-    days = (
-        select(
-            cast(
-                func.generate_series(
-                    cast(literal(start), Date), cast(literal(end), Date), literal_column("interval '1 day'")
-                ),
-                Date,
-            ).label("day")
-        )
-    ).subquery("days")
+    days = day_series(start, end)
     rollup = and_(
         DailyRevenue.organization_id == organization_id,
         DailyRevenue.currency == currency,
