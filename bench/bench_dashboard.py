@@ -15,8 +15,8 @@ Top content and the customer list are timed as context rows, without a goal.
 Measured, one after the other:
 1. the service calls in-process (``service.summary`` and ``service.revenue`` over 365 days, usd):
    ``BENCH_DASHBOARD_CALLS`` (default 60) timed calls each after 5 warm-up calls; p50/p95/p99 wall time;
-2. the same two endpoints over HTTP (gunicorn, Procfile settings, Bearer session of the org owner), closed
-   loop with 2 connections for ``BENCH_DURATION`` s (default 10) each;
+2. the same two endpoints over HTTP (gunicorn, Procfile settings, production configuration: limits on, INFO
+   JSON logs; Bearer sessions of 60 org admins in turn, none past its 300 a minute), closed loop with 2 connections for ``BENCH_DURATION`` s (default 10) each;
 3. ``EXPLAIN (ANALYZE, BUFFERS)`` of every SQL statement the two service calls send (captured from the engine,
    re-run with the same parameters); the plans go to ``bench/out/dashboard_explain.txt`` and the index each
    statement uses is printed.
@@ -42,7 +42,18 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
 from bench.bench_auth import migrate, print_table
-from bench.common import OUT, base_env, env_float, explain_all, load, percentile, start_gunicorn
+from bench.common import (
+    OUT,
+    base_env,
+    bearer_users,
+    env_float,
+    explain_all,
+    load,
+    org_admin_tokens,
+    percentile,
+    production_env,
+    start_gunicorn,
+)
 
 DB_NAME = "codex_bench_dashboard"
 PURCHASES = 1_000_000
@@ -54,6 +65,8 @@ SPAN_DAYS = 3 * 365
 GOAL_MS = 100.0
 MARKER = f"bench-dashboard-v1-{PURCHASES}-{CUSTOMERS}"
 OWNER_EMAIL = "bench-dashboard-owner@example.com"
+MANAGERS = 60  # admins the HTTP phase spreads over (60 x 300/min = 300 req/s before any would wait)
+API_LIMIT = 300  # security.md: every other /api/v1 request, per user
 EXPLAIN_OUT = OUT / "dashboard_explain.txt"
 
 
@@ -262,24 +275,6 @@ def vacuum(db_url: str) -> None:
         )
 
 
-def session_token(db_url: str, owner_id: uuid.UUID) -> str:
-    from app.identity.sessions import new_token
-
-    token, token_hash = new_token()
-    now = datetime.now(UTC)
-    engine = create_engine(db_url)
-    try:
-        with engine.begin() as conn:
-            conn.execute(text("DELETE FROM sessions WHERE user_id = :u"), {"u": owner_id})
-            conn.execute(
-                text("INSERT INTO sessions (user_id, token_hash, expires_at, last_seen_at) VALUES (:u, :h, :e, :n)"),
-                {"u": owner_id, "h": token_hash, "e": now + timedelta(hours=24), "n": now},
-            )
-    finally:
-        engine.dispose()
-    return token
-
-
 # ---- measurements ----------------------------------------------------------------------------------------
 
 
@@ -375,20 +370,22 @@ def index_lines(explained: str) -> list[str]:
     return seen
 
 
-def over_http(env: dict[str, str], org_id: uuid.UUID, token: str) -> dict[str, Any]:
+def over_http(env: dict[str, str], org_id: uuid.UUID, tokens: list[str]) -> dict[str, Any]:
     duration = env_float("BENCH_DURATION", 10.0)
     warmup = env_float("BENCH_WARMUP", 2.0)
     today = datetime.now(UTC).date()
     start = today - timedelta(days=364)
-    headers = {"Authorization": f"Bearer {token}"}
+    managers = bearer_users(tokens, API_LIMIT, "admins")  # (the per-user limit: 300 a minute)
     paths = {
         "summary": f"/api/v1/orgs/{org_id}/dashboard/summary",
         "revenue_365d": f"/api/v1/orgs/{org_id}/dashboard/revenue?start={start}&end={today}",
     }
     results = {}
-    with start_gunicorn("app:create_app()", env) as server:
+    with start_gunicorn("app:create_app()", production_env(env)) as server:
         for name, path in paths.items():
-            results[name] = load(server.url + path, headers=headers, duration=duration, concurrency=2, warmup=warmup)
+            results[name] = load(
+                server.url + path, header_factory=managers, duration=duration, concurrency=2, warmup=warmup
+            )
     return results
 
 
@@ -405,8 +402,8 @@ def main() -> list[dict[str, Any]]:
     timings, figures, explained = in_process(env, org_id)
     EXPLAIN_OUT.parent.mkdir(parents=True, exist_ok=True)
     Path(EXPLAIN_OUT).write_text(explained)
-    token = session_token(env["DATABASE_URL"], ids["owner_id"])
-    http = over_http(env, org_id, token)
+    tokens = org_admin_tokens(env["DATABASE_URL"], ids["org_id"], MANAGERS, "bench-dashboard")
+    http = over_http(env, org_id, tokens)
     rows: list[dict[str, Any]] = []
     for name, values in timings.items():
         p95 = ms(values, 95)

@@ -51,6 +51,7 @@ from bench.common import (
     env_float,
     explain_all,
     load,
+    org_admin_tokens,
     percentile,
     production_env,
     start_gunicorn,
@@ -259,43 +260,6 @@ def check_rollup(db_url: str, content_id: uuid.UUID) -> int:
     return sum(r[1] for r in direct)
 
 
-def manager_tokens(db_url: str, org_id: uuid.UUID, count: int) -> list[str]:
-    """``count`` admins of the org (made once, kept), each with one fresh session: the HTTP phase
-    spreads its requests over them so none passes the per-user limit of 300 a minute."""
-    from app.identity.sessions import new_token
-
-    now = datetime.now(UTC)
-    tokens = []
-    engine = create_engine(db_url)
-    try:
-        with engine.begin() as conn:
-            for i in range(count):
-                email = f"bench-engagement-admin-{i}@example.com"
-                user_id = conn.scalar(text("SELECT id FROM users WHERE email = :e"), {"e": email})
-                if user_id is None:
-                    user_id = uuid.uuid4()
-                    conn.execute(
-                        text("INSERT INTO users (id, email, name, email_verified_at) VALUES (:u, :e, :n, :t)"),
-                        {"u": user_id, "e": email, "n": f"Bench Admin {i}", "t": now},
-                    )
-                    conn.execute(
-                        text("INSERT INTO memberships (organization_id, user_id, role) VALUES (:o, :u, 'admin')"),
-                        {"o": org_id, "u": user_id},
-                    )
-                token, token_hash = new_token()
-                conn.execute(text("DELETE FROM sessions WHERE user_id = :u"), {"u": user_id})
-                conn.execute(
-                    text(
-                        "INSERT INTO sessions (user_id, token_hash, expires_at, last_seen_at) VALUES (:u, :h, :e, :n)"
-                    ),
-                    {"u": user_id, "h": token_hash, "e": now + timedelta(hours=24), "n": now},
-                )
-                tokens.append(token)
-    finally:
-        engine.dispose()
-    return tokens
-
-
 def time_calls(calls: int, func: Callable[[], Any]) -> list[float]:
     for _ in range(5):
         func()
@@ -500,7 +464,7 @@ def main() -> list[dict[str, Any]]:
     timings, result, explained = in_process(env, org_id, ids["owner_id"], content_id)
     EXPLAIN_OUT.parent.mkdir(parents=True, exist_ok=True)
     Path(EXPLAIN_OUT).write_text(explained)
-    tokens = manager_tokens(env["DATABASE_URL"], org_id, MANAGERS)
+    tokens = org_admin_tokens(env["DATABASE_URL"], org_id, MANAGERS, "bench-engagement")
     http = over_http(env, org_id, content_id, tokens)
     flush = flush_cost(env["DATABASE_URL"], content_id)
     rows = [row(f"{name} (in-process)", values, goal_for(name)) for name, values in timings.items()]

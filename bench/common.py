@@ -572,3 +572,46 @@ def explain_all(flask_app: Any, funcs: Sequence[Callable[[], Any]]) -> str:
     finally:
         raw.close()
     return "\n".join(report)
+
+
+def org_admin_tokens(db_url: str, org_id: Any, count: int, prefix: str) -> list[str]:
+    """``count`` admins of the org (``{prefix}-admin-{i}@example.com``, made once and kept), each
+    with one fresh session: a dashboard benchmark spreads its requests over them (``bearer_users``)
+    so that none passes the per-user limit of 300 a minute."""
+    import uuid
+    from datetime import UTC, datetime, timedelta
+
+    from sqlalchemy import create_engine, text
+
+    from app.identity.sessions import new_token
+
+    now = datetime.now(UTC)
+    tokens = []
+    engine = create_engine(db_url)
+    try:
+        with engine.begin() as conn:
+            for i in range(count):
+                email = f"{prefix}-admin-{i}@example.com"
+                user_id = conn.scalar(text("SELECT id FROM users WHERE email = :e"), {"e": email})
+                if user_id is None:
+                    user_id = uuid.uuid4()
+                    conn.execute(
+                        text("INSERT INTO users (id, email, name, email_verified_at) VALUES (:u, :e, :n, :t)"),
+                        {"u": user_id, "e": email, "n": f"Bench Admin {i}", "t": now},
+                    )
+                    conn.execute(
+                        text("INSERT INTO memberships (organization_id, user_id, role) VALUES (:o, :u, 'admin')"),
+                        {"o": org_id, "u": user_id},
+                    )
+                token, token_hash = new_token()
+                conn.execute(text("DELETE FROM sessions WHERE user_id = :u"), {"u": user_id})
+                conn.execute(
+                    text(
+                        "INSERT INTO sessions (user_id, token_hash, expires_at, last_seen_at) VALUES (:u, :h, :e, :n)"
+                    ),
+                    {"u": user_id, "h": token_hash, "e": now + timedelta(hours=24), "n": now},
+                )
+                tokens.append(token)
+    finally:
+        engine.dispose()
+    return tokens
