@@ -16,7 +16,8 @@ Measured, one after the other:
 1. the service calls in-process (``service.summary`` and ``service.revenue`` over 365 days, usd):
    ``BENCH_DASHBOARD_CALLS`` (default 60) timed calls each after 5 warm-up calls; p50/p95/p99 wall time;
 2. the same two endpoints over HTTP (gunicorn, Procfile settings, production configuration: limits on, INFO
-   JSON logs; Bearer sessions of 60 org admins in turn, none past its 300 a minute), closed loop with 2 connections for ``BENCH_DURATION`` s (default 10) each;
+   JSON logs; Bearer sessions of 60 org admins in turn, none past its 300 a minute), closed loop with 2
+   connections for ``BENCH_DURATION`` s (default 10) each;
 3. ``EXPLAIN (ANALYZE, BUFFERS)`` of every SQL statement the two service calls send (captured from the engine,
    re-run with the same parameters); the plans go to ``bench/out/dashboard_explain.txt`` and the index each
    statement uses is printed.
