@@ -1,0 +1,74 @@
+"""Answers built below Flask, exactly as a route's would leave ``app.http._finish``.
+
+The WSGI fast paths (app/access/fast_path.py, app/identity/fast_path.py) answer a few warm, hot
+requests without a request context. Whatever they send must be indistinguishable from the route's
+answer: the same headers (``http.plain_api_headers``: request id, security headers, CSP, HSTS in
+production, ``Cache-Control``, ``Vary`` and CORS), the same rate-limit headers and 429 body, and
+the same request metric and log line. Each fast path's tests compare the two answers.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import structlog
+
+from app import http
+from app.ratelimit import Outcome
+
+Answer = tuple[str, list[tuple[str, str]], bytes]
+
+
+def answer(
+    config: Mapping[str, Any],
+    environ: dict[str, Any],
+    user_id: str,
+    status: str,
+    content: list[tuple[str, str]],
+    body: bytes,
+    endpoint: str,
+    started: float,
+) -> Answer:
+    """``status``, ``content`` (the route's own headers) and ``body`` with what ``_finish`` adds;
+    the request is counted in the metric and logged under ``endpoint`` (the URL rule)."""
+    method = environ["REQUEST_METHOD"]
+    request_id = http.request_id_for(environ.get("HTTP_X_REQUEST_ID", ""))
+    headers = content + http.plain_api_headers(request_id, environ.get("HTTP_ORIGIN"), method, config)
+    if http.request_log_enabled():  # the log line carries these, as the route's does
+        structlog.contextvars.clear_contextvars()
+        structlog.contextvars.bind_contextvars(request_id=request_id, user_id=user_id)
+    path, duration = environ.get("PATH_INFO", ""), time.perf_counter() - started
+    http.record_answer(method, endpoint, path, int(status[:3]), duration, user_id, environ.get("REMOTE_ADDR"))
+    return status, headers, body
+
+
+def json_answer(
+    config: Mapping[str, Any],
+    environ: dict[str, Any],
+    user_id: str,
+    body: bytes,
+    counted: Outcome | None,
+    endpoint: str,
+    started: float,
+) -> Answer:
+    """A 200 JSON ``body``, with the limiter's headers when the request was counted."""
+    content = [("Content-Type", "application/json"), ("Content-Length", str(len(body)))]
+    if counted is not None:
+        content += counted.headers()
+    return answer(config, environ, user_id, "200 OK", content, body, endpoint, started)
+
+
+def refusal(
+    config: Mapping[str, Any],
+    environ: dict[str, Any],
+    user_id: str,
+    counted: Outcome,
+    endpoint: str,
+    started: float,
+) -> Answer:
+    """The limiter's 429, as the route would answer it."""
+    body = counted.error_body()
+    content = [("Content-Type", "application/json"), ("Content-Length", str(len(body))), *counted.headers()]
+    return answer(config, environ, user_id, "429 TOO MANY REQUESTS", content, body, endpoint, started)
