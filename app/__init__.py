@@ -44,8 +44,10 @@ def create_app(config: Config | dict[str, Any] | None = None, *, role: str = "we
         webhook_fast_path.install(app)  # stored webhook deliveries answered below Flask (see the module)
     if config.FAST_PATH_ENABLED and app.extensions["near_cache"] is not None:
         from app.access import fast_path
+        from app.catalog import fast_path as catalog_fast_path
         from app.identity import fast_path as me_fast_path
 
+        catalog_fast_path.install(app)  # a warm anonymous catalogue page answered below Flask
         me_fast_path.install(app)  # a warm GET /auth/me answered below Flask (see the module)
         fast_path.install(app)  # warm heartbeats and stream URLs answered below Flask (see the module)
     if config.TRUSTED_PROXY_COUNT:  # outermost: everything below sees the client's address

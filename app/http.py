@@ -167,9 +167,10 @@ def path_uuid(name: str, code: str) -> Callable[[F], F]:
 
 def _assign_request_id() -> Response | None:
     req = _current_request()
-    request_id = request_id_for(req.headers.get("X-Request-ID", ""))
-    g.request_id = request_id
-    g.request_started = time.perf_counter()
+    request_id = request_id_for(req.environ.get("HTTP_X_REQUEST_ID", ""))  # (the header, without a lookup object)
+    request_globals = g._get_current_object()  # (one context lookup for both)
+    request_globals.request_id = request_id
+    request_globals.request_started = time.perf_counter()
     structlog.contextvars.clear_contextvars()
     structlog.contextvars.bind_contextvars(request_id=request_id)
     if req.method == "OPTIONS" and req.url_rule is not None:
@@ -185,6 +186,9 @@ def request_id_for(incoming: str) -> str:
 
 def _check_body() -> None:
     req = _current_request()
+    environ = req.environ
+    if not environ.get("CONTENT_LENGTH") and "HTTP_TRANSFER_ENCODING" not in environ:
+        return  # no body: nothing to limit or parse (most GETs)
     limit = view_option("_codex_body_limit") or current_app.config["MAX_CONTENT_LENGTH"]
     req.max_content_length = limit
     length = req.content_length
@@ -247,16 +251,18 @@ def api_cors_headers(origin: str | None, method: str, allowed: Collection[str]) 
 
 
 def plain_api_headers(
-    request_id: str, origin: str | None, method: str, config: Mapping[str, Any]
+    request_id: str, origin: str | None, method: str, config: Mapping[str, Any], *, cache_control: bool = True
 ) -> list[tuple[str, str]]:
     """What ``_finish`` adds to the answer of an ``/api/v1`` route (other than the docs and the
-    ``/api/v1/stream/`` proxy) that set no headers besides its Content-Type and Content-Length:
-    for app/access/fast_path.py, which answers outside Flask (tests/access/test_fast_path.py
-    compares the two)."""
+    ``/api/v1/stream/`` proxy) that set no headers besides its Content-Type and Content-Length
+    (``cache_control=False``: and its own Cache-Control): for the fast paths (app/speed/answer.py),
+    which answer outside Flask (their tests compare the two)."""
     headers = [("X-Request-ID", request_id), *_SECURITY_HEADERS, ("Content-Security-Policy", API_CSP)]
     if config["APP_ENV"] == "production":
         headers.append(("Strict-Transport-Security", HSTS))
-    headers += [("Cache-Control", "no-store"), ("Vary", "Origin")]
+    if cache_control:
+        headers.append(("Cache-Control", "no-store"))
+    headers.append(("Vary", "Origin"))
     return headers + api_cors_headers(origin, method, config["CORS_ORIGINS"])
 
 

@@ -174,6 +174,17 @@ def lookup(key: str) -> Lookup:
     return found
 
 
+def warm_body(pages: LocalPages, near: NearCache, key: str) -> bytes | None:
+    """The page under ``key`` when this process holds it and the near cache holds its org's
+    generation, which it matches: ``lookup``'s warm answer without a request context or any
+    Redis call (for app/catalog/fast_path.py). None in every other case (``lookup`` decides)."""
+    page = pages.get(key)
+    if page is None or near.sync() is None:
+        return None
+    held = near.get(keys.catalog_generation(page.org_id))
+    return page.body if isinstance(held, bytes) and held == page.generation else None
+
+
 def generation(org_id: str) -> bytes | None:
     """``org_id``'s current generation (None: Redis unavailable, do not store). Read it before
     the database reads whose result is stored under it."""

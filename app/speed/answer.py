@@ -24,21 +24,29 @@ Answer = tuple[str, list[tuple[str, str]], bytes]
 def answer(
     config: Mapping[str, Any],
     environ: dict[str, Any],
-    user_id: str,
+    user_id: str | None,
     status: str,
     content: list[tuple[str, str]],
     body: bytes,
     endpoint: str,
     started: float,
+    *,
+    own_cache_control: bool = False,
 ) -> Answer:
-    """``status``, ``content`` (the route's own headers) and ``body`` with what ``_finish`` adds;
-    the request is counted in the metric and logged under ``endpoint`` (the URL rule)."""
+    """``status``, ``content`` (the route's own headers; ``own_cache_control``: a Cache-Control
+    among them) and ``body`` with what ``_finish`` adds; the request is counted in the metric and
+    logged under ``endpoint`` (the URL rule) for ``user_id`` (None: anonymous)."""
     method = environ["REQUEST_METHOD"]
     request_id = http.request_id_for(environ.get("HTTP_X_REQUEST_ID", ""))
-    headers = content + http.plain_api_headers(request_id, environ.get("HTTP_ORIGIN"), method, config)
+    headers = content + http.plain_api_headers(
+        request_id, environ.get("HTTP_ORIGIN"), method, config, cache_control=not own_cache_control
+    )
     if http.request_log_enabled():  # the log line carries these, as the route's does
         structlog.contextvars.clear_contextvars()
-        structlog.contextvars.bind_contextvars(request_id=request_id, user_id=user_id)
+        if user_id is None:
+            structlog.contextvars.bind_contextvars(request_id=request_id)
+        else:
+            structlog.contextvars.bind_contextvars(request_id=request_id, user_id=user_id)
     path, duration = environ.get("PATH_INFO", ""), time.perf_counter() - started
     http.record_answer(method, endpoint, path, int(status[:3]), duration, user_id, environ.get("REMOTE_ADDR"))
     return status, headers, body
@@ -47,23 +55,29 @@ def answer(
 def json_answer(
     config: Mapping[str, Any],
     environ: dict[str, Any],
-    user_id: str,
+    user_id: str | None,
     body: bytes,
     counted: Outcome | None,
     endpoint: str,
     started: float,
+    *,
+    cache_control: str | None = None,
 ) -> Answer:
-    """A 200 JSON ``body``, with the limiter's headers when the request was counted."""
+    """A 200 JSON ``body``, with the limiter's headers when the request was counted (and the
+    route's own ``cache_control``, else ``_finish``'s no-store)."""
     content = [("Content-Type", "application/json"), ("Content-Length", str(len(body)))]
+    if cache_control is not None:
+        content.append(("Cache-Control", cache_control))
     if counted is not None:
         content += counted.headers()
-    return answer(config, environ, user_id, "200 OK", content, body, endpoint, started)
+    own = cache_control is not None
+    return answer(config, environ, user_id, "200 OK", content, body, endpoint, started, own_cache_control=own)
 
 
 def refusal(
     config: Mapping[str, Any],
     environ: dict[str, Any],
-    user_id: str,
+    user_id: str | None,
     counted: Outcome,
     endpoint: str,
     started: float,

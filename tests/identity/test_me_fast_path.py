@@ -171,9 +171,7 @@ def test_with_rate_limits_on_every_me_is_counted_once_and_the_301st_is_refused(
     assert {k for k, _ in header_bag(refused)} == {k for k, _ in header_bag(routed)}
 
 
-def test_the_fast_path_counts_in_the_request_metric_and_logs_the_routes_line(
-    app_factory: Any, db_session: Any
-) -> None:
+def test_the_fast_path_counts_in_the_request_metric_and_logs_the_routes_line(app_factory: Any, db_session: Any) -> None:
     verbose = app_factory(LOG_LEVEL="INFO")
     handler = logging.getLogger().handlers[0]
     assert isinstance(handler, logging.StreamHandler)
