@@ -276,13 +276,17 @@ def _finish(response: Response) -> Response:
     req = _current_request()
     request_globals = g._get_current_object()  # (as above)
     headers = response.headers
-    headers["X-Request-ID"] = request_globals.get("request_id") or uuid.uuid4().hex
-    path = req.path
     present = {key.lower() for key, _ in headers.items()}  # one pass instead of a scan per header
+    request_id = request_globals.get("request_id") or uuid.uuid4().hex
     # ``add`` appends; every name added here was checked absent (``headers[name] = ...`` rescans).
-    for name, value in _SECURITY_HEADERS:
-        if name.lower() not in present:
+    if "x-request-id" in present:
+        headers["X-Request-ID"] = request_id
+    else:
+        headers.add("X-Request-ID", request_id)
+    for (name, value), lower in zip(_SECURITY_HEADERS, _SECURITY_NAMES, strict=True):
+        if lower not in present:
             headers.add(name, value)
+    path = req.path
     if path == "/api/v1/docs" or path.startswith("/api/v1/docs/"):
         headers["Content-Security-Policy"] = DOCS_CSP
     elif "content-security-policy" not in present:
@@ -302,6 +306,7 @@ _SECURITY_HEADERS = (
     ("Referrer-Policy", "no-referrer"),
     ("Permissions-Policy", "camera=(), microphone=(), geolocation=(), payment=()"),
 )
+_SECURITY_NAMES = tuple(name.lower() for name, _ in _SECURITY_HEADERS)
 
 
 def _observe(req: Request, request_globals: Any, response: Response) -> None:
