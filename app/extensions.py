@@ -85,7 +85,7 @@ def near_cache_for(app: Flask) -> NearCache | None:
     url = app.config["REDIS_URL"]
     if not app.config["NEAR_CACHE_ENABLED"] or not url.startswith(("redis://", "unix://")):
         return None
-    return NearCache(url, NEAR_CACHE_PREFIXES)
+    return NearCache(url, NEAR_CACHE_PREFIXES, expire_early=keys.NEAR_CACHE_EXPIRE_EARLY)
 
 
 def get_near_cache() -> NearCache | None:

@@ -13,7 +13,8 @@ Layout::
     sess:u:{user_id}                         set of a user's cached session hashes
     me:{user_id}                             cached GET /auth/me body, tagged with its generation
     me:gen:{user_id}                         the /me body's generation
-    access:{user_id}:{content_id}            cached entitlement reason
+    access:{user_id}:{content_id}            cached entitlement reason ("{reason}@{read at, ms}")
+    access:u:{user_id}                       set of the content ids of a user's access entries
     content:gen:{content_id}                 the content snapshot's generation token
     org_settings:{org_id}                    cached org settings (branding)
     catalog:gen:{org_id}                     the public catalogue's generation (one per org)
@@ -75,6 +76,19 @@ ACCESS_PREFIX = "access:"
 def access_entry(user_id: Id, content_id: Id) -> str:
     """The cached database part of the entitlement rule (``staff``/``purchased``/… or ``none``)."""
     return f"access:{user_id}:{content_id}"
+
+
+def access_index(user_id: Id) -> str:
+    """The content ids of a user's access entries, so that a change of the user's staff status
+    (a membership, the platform owner role) can drop all of them (app.identity.access_entries)."""
+    return f"access:u:{user_id}"
+
+
+ACCESS_REFRESH_BELOW_SECONDS = 30
+"""An access entry used with less than this left of its 60 s TTL is extended by the hot path that
+used it (app.access.service: the sliding TTL), so a process's near cache drops its copy this much
+before the Redis key would expire (``NEAR_CACHE_EXPIRE_EARLY``): the next read then goes to Redis
+while the key is still there, and extends it."""
 
 
 # ---- content snapshot tokens (app.content.cache) ------------------------------------------------
@@ -235,3 +249,7 @@ fetches with the session entry (sessions, /me bodies and generations, access ent
 snapshot tokens), and the catalogue generations (app/catalog/cache.py; the page bodies are not
 tracked: they are kept per process under the generation they were built with). Redis reports
 every change under these prefixes."""
+
+NEAR_CACHE_EXPIRE_EARLY: dict[str, float] = {ACCESS_PREFIX: ACCESS_REFRESH_BELOW_SECONDS}
+"""Per prefix: how long before its Redis TTL runs out the near cache drops a copy (see
+``ACCESS_REFRESH_BELOW_SECONDS``)."""

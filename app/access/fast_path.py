@@ -55,6 +55,7 @@ from werkzeug.datastructures import MultiDict
 from app import http, ratelimit
 from app.access import hls, progress, service
 from app.access.cache import access_cache_key
+from app.access.lua import source
 from app.access.schemas import fast_progress, fast_stream_args
 from app.content.cache import gen_key
 from app.extensions import redis_script, run_script
@@ -66,10 +67,15 @@ _PATH = re.compile(r"/api/v1/content/([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-
 HEARTBEAT_ENDPOINT = "/api/v1/content/<content_id>/progress"
 STREAM_ENDPOINT = "/api/v1/content/<content_id>/stream"
 # A stream URL whose access entry or generation token this process does not hold: both keys and
-# their remaining lifetimes (for the near cache), read after the limits in one call.
+# their remaining lifetimes (for the near cache), read after the limits in one call; the access
+# entry is extended when little of its TTL is left (ARGV[1]: now, ms; the sliding TTL of
+# app.access.service), so an entry in use does not expire under its viewers.
 _READ_KEYS_LUA = ratelimit.guard(
-    "return {redis.call('GET', KEYS[1]), redis.call('PTTL', KEYS[1]), redis.call('GET', KEYS[2]),"
-    " redis.call('PTTL', KEYS[2])}"
+    service.ACCESS_LUA_CONSTANTS
+    + source("refresh")
+    + "local raw, pttl = redis.call('GET', KEYS[1]), redis.call('PTTL', KEYS[1])\n"
+    "if raw then pttl = refresh_access(KEYS[1], raw, tonumber(ARGV[1]), pttl) end\n"
+    "return {raw, pttl, redis.call('GET', KEYS[2]), redis.call('PTTL', KEYS[2])}"
 )
 MAX_BODY = 4096  # a heartbeat is about 100 bytes; anything bigger is the route's (413 and all)
 
@@ -215,7 +221,11 @@ class FastPath:
         names, args = limits.tail() if limits is not None else ([], [0])
         client = self.app.extensions["redis"]
         try:
-            reply = run_script(redis_script(client, _READ_KEYS_LUA), [access_key, content_gen_key, *names], args)
+            reply = run_script(
+                redis_script(client, _READ_KEYS_LUA),
+                [access_key, content_gen_key, *names],
+                [time.time_ns() // 1_000_000, *args],
+            )
         except redis.RedisError:
             return None
         counted, read = ratelimit.split(reply)

@@ -176,9 +176,10 @@ def entry_from_hash(user_id: uuid.UUID, content_id: uuid.UUID, raw: dict[Any, An
 
 # The scripts (app/access/lua/*.lua; each file's header gives its KEYS, ARGV and answers).
 # apply.lua applies one heartbeat; write.lua runs it alone (``record``), checked_write.lua after
-# checking the snapshot's generation token and the access entry (``record_heartbeat``).
+# checking the snapshot's generation token and the access entry (``record_heartbeat``), which it
+# extends when little of its TTL is left (refresh.lua, the sliding TTL of app.access.service).
 _WRITE_LUA = source("apply", "write")
-_CHECKED_WRITE_LUA = source("apply", "checked_write")
+_CHECKED_WRITE_LUA = service.ACCESS_LUA_CONSTANTS + source("apply", "refresh", "checked_write")
 # checked_write.lua after the request's rate limits, in the same call (app/ratelimit ``guard``):
 # the first run of a request whose limits are still to count; a run again within the request
 # (after a database read) is the plain script, so a heartbeat is counted once.

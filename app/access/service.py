@@ -6,10 +6,27 @@ content's org, or a platform_owner) -> ``purchased`` / ``complimentary`` (an act
 ``revoked_at IS NULL``) -> ``free`` (``price_cents`` null or 0) -> ``none``.
 
 The database part (staff or grant) is cached in Redis under ``access:{user_id}:{content_id}``
-for 60 s (jobs.md §7.1); commerce deletes that key after committing a purchase, refund,
-dispute or grant change (``app.access.cache``), so a revoked buyer loses access at once. The
-``free`` rule is applied on top of the cached answer from the content row the caller already
-loaded, so a price change is never hidden by the cache. Redis being down costs one query.
+with a 60 s TTL (jobs.md §7.1), as ``{reason}@{read at, ms}``. The ``free`` rule is applied on
+top of the cached answer from the content row the caller already loaded, so a price change is
+never hidden by the cache, nor is an unpublish (the content's generation token). Every writer of
+what the entry caches drops it once its change is committed:
+
+- grants (``content_access``: purchase, refund, dispute, complimentary grant and revocation) go
+  through ``app.access.grants``, which deletes the (user, content) entry (``app.access.cache``);
+- staff status (a membership added or removed, the platform owner role) is changed by
+  app.orgs and app.identity, which delete all of the user's entries
+  (``app.identity.access_entries``, through the user's index ``access:u:{user_id}``, written here
+  with each entry).
+
+Sliding TTL: since no writer relies on the TTL to end a stale answer, the hot paths (a heartbeat's
+script, a stream URL's read, app/access/fast_path.py) extend an entry they use when less than 30 s
+of its TTL is left (``lua/refresh.lua``): it expires 60 s after the last use that extended it, as
+jobs.md's "TTL 60 s" reads for a key that is touched, and an active viewer does not go back to
+Postgres every minute. The TTL still bounds what no writer can announce: a writer whose delete did
+not reach Redis (it logs ``cache.unavailable``), or a request that read Postgres just before a
+change committed and cached its answer just after the writer's delete. For those, an entry is
+never extended past ``ACCESS_CACHE_MAX_AGE_SECONDS`` (5 minutes, as long as a session entry
+lives) after its database read. Redis being down costs one query per request.
 """
 
 from __future__ import annotations
@@ -25,7 +42,7 @@ from flask import current_app
 from sqlalchemy import exists, select
 from sqlalchemy.orm import Session
 
-from app import errors
+from app import errors, keys
 from app.access.cache import access_cache_key
 from app.access.models import ContentAccess
 from app.content.cache import gen_key
@@ -40,6 +57,14 @@ log = structlog.get_logger(__name__)
 
 Reason = Literal["staff", "purchased", "complimentary", "free", "none"]
 ACCESS_CACHE_TTL_SECONDS = 60
+ACCESS_CACHE_MAX_AGE_SECONDS = 300  # never extended past this after its database read
+ACCESS_LUA_CONSTANTS = (
+    f"local ACCESS_TTL_MS, ACCESS_REFRESH_BELOW_MS, ACCESS_MAX_AGE_MS = {ACCESS_CACHE_TTL_SECONDS * 1000}, "
+    f"{keys.ACCESS_REFRESH_BELOW_SECONDS * 1000}, {ACCESS_CACHE_MAX_AGE_SECONDS * 1000}\n"
+)
+"""What app/access/lua/refresh.lua expects before it (``refresh_access``'s limits)."""
+# The access index outlives every entry it lists (an entry dies by its read time + the max age).
+_INDEX_TTL_SECONDS = ACCESS_CACHE_MAX_AGE_SECONDS + ACCESS_CACHE_TTL_SECONDS
 CONTENT_NOT_FOUND = "CONTENT_NOT_FOUND"
 _CACHED_REASONS: tuple[Reason, ...] = ("staff", "purchased", "complimentary", "none")
 _CACHEABLE: frozenset[str] = frozenset(_CACHED_REASONS)
@@ -113,15 +138,27 @@ def _entitlement_from_db(session: Session, user_id: uuid.UUID, content: Priced) 
 
 
 def decode_reason(raw: Any) -> Reason | None:
+    """The reason of an access entry as read (``{reason}@{read at}``, or a bare reason)."""
     if raw is None:
         return None
-    cached = raw.decode() if isinstance(raw, bytes) else str(raw)
+    cached = (raw.decode() if isinstance(raw, bytes) else str(raw)).partition("@")[0]
     return cached if cached in _CACHEABLE else None  # type: ignore[return-value]
 
 
 def _store_reason(client: redis.Redis, user_id: uuid.UUID, content_id: uuid.UUID, reason: Reason) -> None:
+    """Cache ``reason`` (read from Postgres just now) with its read time, and list it in the
+    user's index (``keys.access_index``), in one round trip."""
     try:
-        client.set(access_cache_key(user_id, content_id), reason, ex=ACCESS_CACHE_TTL_SECONDS)
+        pipe = client.pipeline(transaction=True)
+        pipe.set(
+            access_cache_key(user_id, content_id),
+            f"{reason}@{time.time_ns() // 1_000_000}",
+            ex=ACCESS_CACHE_TTL_SECONDS,
+        )
+        index = keys.access_index(user_id)
+        pipe.sadd(index, str(content_id))
+        pipe.expire(index, _INDEX_TTL_SECONDS)
+        pipe.execute()
     except redis.RedisError:
         log.warning("cache.unavailable", cache="access")
 
@@ -306,7 +343,7 @@ def gen_of(raw: Any) -> str:
 
 
 def entitlement(session: Session, client: redis.Redis, user_id: uuid.UUID, meta: Priced) -> Reason:
-    """The database answer for an access entry that was not cached; cached for 60 s."""
+    """The database answer for an access entry that was not cached; cached (60 s, sliding)."""
     reason = _entitlement_from_db(session, user_id, meta)
     _store_reason(client, user_id, meta.id, reason)
     return reason

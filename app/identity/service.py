@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 from app import errors
 from app.http import not_found
 from app.identity import me_cache, passwords
+from app.identity.access_entries import drop_user_access_after_commit
 from app.identity.models import AuthSession, Credential, User, VerificationToken
 from app.identity.schemas import MeSchema
 from app.identity.sessions import Prefetched, evict_after_commit, hash_token, new_token, session_lifetime, utcnow
@@ -433,4 +434,5 @@ def set_platform_owner(session: Session, *, email: str, password: str | None, na
     session.flush()
     # The cached sessions carry the old role; a role change starts over (security.md §1).
     revoke_sessions(session, user.id)
+    drop_user_access_after_commit(session, user.id)  # a platform owner is staff of every org's content
     return user, "promoted"

@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session
 
 from app import audit, errors
 from app.http import not_found
+from app.identity.access_entries import drop_user_access_after_commit
 from app.identity.models import User
 from app.identity.sessions import hash_token, new_token
 from app.notifications.service import invitation_accept_url, queue_email
@@ -246,6 +247,7 @@ def accept(session: Session, user: User, token: str) -> dict[str, Any]:
     now = utcnow()
     membership = Membership(organization_id=org_id, user_id=user.id, role=invitation.role)
     session.add(membership)
+    drop_user_access_after_commit(session, user.id)  # cached answers for the org's content now say staff
     invitation.status = "accepted"
     invitation.accepted_at = now
     invitation.accepted_by = user.id

@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 
 from app import audit, errors
 from app.http import not_found, parse_uuid
+from app.identity.access_entries import drop_user_access_after_commit
 from app.identity.models import User
 from app.identity.sessions import Principal
 from app.orgs.access import OrgAccess
@@ -67,6 +68,7 @@ def create_org(session: Session, user: User, *, name: str, slug: str, descriptio
             session.flush()
     except IntegrityError:
         raise _slug_taken() from None
+    # (a new org has no content yet: no cached access answer of the creator can concern it)
     session.add(Membership(organization_id=org.id, user_id=user.id, role="owner"))
     session.add(OrgSettings(organization_id=org.id, platform_name=name, support_email=user.email))
     session.flush()
@@ -250,6 +252,7 @@ def remove_member(session: Session, access: OrgAccess, user_id: uuid.UUID) -> No
         raise _owner_required("The owner cannot be removed; transfer ownership first.")
     role = membership.role
     session.delete(membership)
+    drop_user_access_after_commit(session, user.id)  # cached answers for the org's content said staff
     audit.record(
         session,
         organization_id=access.organization_id,

@@ -38,7 +38,7 @@ import threading
 import time
 import weakref
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Final
 
 import redis
@@ -71,7 +71,12 @@ class NearCache:
     ``max_age`` bounds how long an entry is kept without being read again from Redis: 300 s, as
     long as a session entry lives in Redis. (Exactness comes from Redis' reports, not from the age:
     a shorter one only sends a returning user's requests, a few a minute per process, back to
-    Redis and off the fast path: with 30 s, most of them at 3000 users.)"""
+    Redis and off the fast path: with 30 s, most of them at 3000 users.)
+
+    ``expire_early`` (prefix -> seconds): a copy of a key under that prefix is dropped that long
+    before the key's Redis TTL runs out, for keys whose readers extend the TTL in Redis when they
+    find little of it left (the access entries' sliding TTL): the next lookup then misses while
+    the key still exists, and its read from Redis extends it."""
 
     def __init__(
         self,
@@ -82,6 +87,7 @@ class NearCache:
         max_entries: int = 20_000,
         ping_interval: float = 0.25,
         stale_after: float = 1.0,
+        expire_early: Mapping[str, float] | None = None,
     ) -> None:
         self.url = url
         self.prefixes = tuple(prefixes)
@@ -89,6 +95,7 @@ class NearCache:
         self.max_entries = max_entries
         self.ping_interval = ping_interval
         self.stale_after = stale_after
+        self.expire_early = tuple((expire_early or {}).items())
         self._lock = threading.Lock()
         self._entries: dict[str, tuple[bytes | None, float]] = {}
         self._epoch = 0
@@ -151,6 +158,7 @@ class NearCache:
         nothing is kept when an invalidation or a reconnect came in between. ``ttl_seconds``: the
         key's remaining Redis TTL (None: no expiry, or no such key)."""
         now = time.monotonic()
+        early = self.expire_early
         with self._lock:
             if epoch != self._epoch or now >= self._usable_until:
                 return
@@ -158,6 +166,8 @@ class NearCache:
             if len(entries) >= self.max_entries:
                 entries.clear()  # crude but bounded; a miss costs one round trip
             for key, value, ttl in items:
+                if ttl is not None and early:
+                    ttl -= next((seconds for prefix, seconds in early if key.startswith(prefix)), 0.0)
                 if ttl is not None and ttl <= 0:
                     continue
                 age = self.max_age if ttl is None else min(self.max_age, ttl)

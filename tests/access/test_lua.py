@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import redis as redis_lib
 
-from app.access import lua, progress, stats
+from app.access import fast_path, lua, progress, service, stats
 from app.extensions import redis_script
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -17,7 +17,11 @@ FOLDER = Path(lua.__file__).parent
 FILES = sorted(path.stem for path in FOLDER.glob("*.lua"))
 SCRIPTS = {
     "progress.write": (progress._WRITE_LUA, ("apply", "write")),
-    "progress.checked_write": (progress._CHECKED_WRITE_LUA, ("apply", "checked_write")),
+    # (after the access entry's constants, which refresh.lua reads)
+    "progress.checked_write": (
+        progress._CHECKED_WRITE_LUA.removeprefix(service.ACCESS_LUA_CONSTANTS),
+        ("apply", "refresh", "checked_write"),
+    ),
     "progress.claim": (progress._CLAIM_LUA, ("fetch", "claim")),
     "progress.read": (progress._READ_LUA, ("fetch", "read")),
     "progress.forget": (progress._FORGET_LUA, ("forget",)),
@@ -34,9 +38,22 @@ def test_every_file_is_part_of_a_script_and_every_script_is_made_of_files() -> N
         assert source == "".join((FOLDER / f"{name}.lua").read_text(encoding="utf-8") for name in names), label
 
 
-@pytest.mark.parametrize("label", list(SCRIPTS))
+# Every script as sent (constants and the rate limiter's guard included).
+SENT = {
+    **{label: source for label, (source, _) in SCRIPTS.items()},
+    "progress.checked_write": progress._CHECKED_WRITE_LUA,
+    "progress.limited_write": progress._LIMITED_WRITE_LUA,
+    "fast_path.read_keys": fast_path._READ_KEYS_LUA,
+}
+
+
+def test_the_access_constants_come_first() -> None:
+    assert progress._CHECKED_WRITE_LUA.startswith(service.ACCESS_LUA_CONSTANTS)
+
+
+@pytest.mark.parametrize("label", list(SENT))
 def test_every_script_compiles_in_redis(redis: redis_lib.Redis, label: str) -> None:
-    source = SCRIPTS[label][0]
+    source = SENT[label]
     script = redis_script(redis, source)
     assert redis.script_load(source) == script.sha  # SCRIPT LOAD compiles it (a syntax error is an error reply)
     assert redis.script_exists(script.sha) == [True]

@@ -15,6 +15,7 @@ from sqlalchemy import update
 
 from app.access import service
 from app.access.cache import access_cache_key
+from app.access.service import decode_reason
 from app.content.cache import content_changed_after_commit, gen_key
 from app.content.models import Content
 from app.media.models import MediaItem
@@ -123,7 +124,7 @@ def test_access_is_cached_and_free_is_never_hidden_by_the_cache(
 ) -> None:
     key = access_cache_key(world.stranger.id, world.content.id)
     assert access(client, world.stranger, world.content.id).json["reason"] == "none"
-    assert redis.get(key) == b"none"
+    assert decode_reason(redis.get(key)) == "none"
     # The content becomes free: the cached "none" must not hide it.
     db_session.execute(update(Content).where(Content.id == world.content.id).values(price_cents=0, visibility="public"))
     assert access(client, world.stranger, world.content.id).json["reason"] == "free"
@@ -398,7 +399,7 @@ def test_refunded_or_disputed_buyer_loses_access_at_once(
     assert _run(app, db_session, so.event("checkout.session.completed", paid)) == "processed"
     # The purchase works: access (cache warmed), stream, playlists.
     assert access(client, world.buyer, world.content.id).json["reason"] == "purchased"
-    assert redis.get(access_cache_key(world.buyer.id, world.content.id)) == b"purchased"
+    assert decode_reason(redis.get(access_cache_key(world.buyer.id, world.content.id))) == "purchased"
     manifest_url = stream(client, world.buyer, world.content.id).json["manifest_url"]
     token = token_of(manifest_url)
     assert master(client, token).status_code == 200
@@ -435,7 +436,7 @@ def test_a_refund_reaches_every_process_at_once(
     with as_other_process() as near:
         for _ in range(3):  # the session's database read and put, the fill, then a hit
             assert client.get(path, headers=bearer).status_code == 200
-        assert near.get(access_cache_key(world.buyer.id, world.content.id)) == b"purchased"
+        assert decode_reason(near.get(access_cache_key(world.buyer.id, world.content.id))) == "purchased"
     charge = so.charge(payment_intent=paid["payment_intent"], amount=1999, amount_refunded=1999)
     evt = so.event("charge.refunded", charge, previous_attributes={"amount_refunded": 0})
     assert _run(app, db_session, evt) == "processed"
@@ -563,7 +564,7 @@ def test_the_token_is_replaced_only_when_the_change_is_committed(
 def test_heartbeat_replaces_an_unreadable_access_entry(client: FlaskClient, world: World, redis: Any) -> None:
     redis.set(access_cache_key(world.buyer.id, world.content.id), "garbage")
     assert heartbeat(client, world.buyer, world.content.id).status_code == 204
-    assert redis.get(access_cache_key(world.buyer.id, world.content.id)) == b"purchased"
+    assert decode_reason(redis.get(access_cache_key(world.buyer.id, world.content.id))) == "purchased"
     redis.set(access_cache_key(world.stranger.id, world.content.id), "garbage")
     assert heartbeat(client, world.stranger, world.content.id).status_code == 403
 

@@ -113,6 +113,7 @@ SAMPLES = {
     "me_body": (uuid.uuid4(),),
     "me_generation": (uuid.uuid4(),),
     "access_entry": (uuid.uuid4(), uuid.uuid4()),
+    "access_index": (uuid.uuid4(),),
     "content_generation": (uuid.uuid4(),),
     "org_settings": (uuid.uuid4(),),
     "catalog_generation": (uuid.uuid4(),),
