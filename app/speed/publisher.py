@@ -51,8 +51,16 @@ def _plain_repr(arguments: list[Any]) -> str | None:
     quarter of its cost); None lets Celery compute it (anything else, and ``()`` for none)."""
     if not arguments or not all(type(a) in _PLAIN for a in arguments):
         return None
+    if not all(_repr_as_saferepr(a) for a in arguments if type(a) is str):
+        return None
     text = repr(arguments)
     return text if len(text) < _REPR_SHORT else None
+
+
+def _repr_as_saferepr(text: str) -> bool:
+    """Whether ``repr`` writes ``text`` as Celery's saferepr does: not when it escapes something
+    (a backslash, a control character) or quotes it with double quotes (a single quote in it)."""
+    return text.isprintable() and "\\" not in text and "'" not in text
 
 
 def _answered() -> None:
@@ -71,6 +79,7 @@ class RedisTaskPublisher:
         self.client = redis.Redis.from_url(self.url, socket_timeout=timeout, socket_connect_timeout=timeout)
         self._local = threading.local()  # each thread's own connection, for single messages
         self.supported = self.supports(celery_app)  # checked once: reading the settings costs ~20 us
+        self._templates: dict[tuple[Any, ...], _Template | None] = {}  # (``message``)
 
     @staticmethod
     def supports(celery_app: Celery) -> bool:
@@ -189,9 +198,51 @@ class RedisTaskPublisher:
         return registered is not None and any(getattr(registered, key, None) is not None for key in _OWN_ROUTING)
 
     def message(self, name: str, args: tuple[Any, ...], countdown: float | None) -> tuple[str, bytes]:
-        """(queue, the JSON envelope kombu's Redis transport stores) for ``name(*args)``."""
+        """(queue, the JSON envelope kombu's Redis transport stores) for ``name(*args)``.
+
+        A message with no countdown, sent from outside a task, whose arguments are all plain
+        short strings (``_simple``: event ids, row ids), is this thread's ``_Template`` for the
+        task with the ids filled in: what ``build`` writes, at a fraction of its cost (Celery's
+        headers, kombu's body encoding and the envelope's JSON are done once per task and
+        thread). Anything else is built whole."""
+        if countdown is None and _simple(args):
+            template = self._template(name, len(args))
+            if template is not None:
+                return template.queue, template.render(str(uuid.uuid4()), args, str(uuid.uuid4()))
+        return self.build(name, args, countdown)
+
+    def _template(self, name: str, count: int) -> _Template | None:
+        """This thread's template for ``name`` with ``count`` arguments, made and checked on first
+        use; None when there is none (a task publishing: its trail differs per message; or the
+        check failed). Keyed by what Celery writes differently per process, thread and task
+        registration (``origin``, ``reply_to``, time limits)."""
         app = self.celery_app
-        task_id = str(uuid.uuid4())
+        if app.current_worker_task is not None:
+            return None
+        key = (name, count, os.getpid(), app.thread_oid, self._registered(name))
+        try:
+            return self._templates[key]
+        except KeyError:
+            pass
+        if len(self._templates) >= _TEMPLATES_KEPT:
+            self._templates.clear()  # (threads come and go in some processes: keep it bounded)
+        template = self._templates[key] = _Template.make(self, name, count)
+        return template
+
+    def build(
+        self,
+        name: str,
+        args: tuple[Any, ...],
+        countdown: float | None,
+        *,
+        task_id: str | None = None,
+        delivery_tag: str | None = None,
+        argsrepr: str | None = None,
+    ) -> tuple[str, bytes]:
+        """``message`` built whole by Celery (``task_id``, ``delivery_tag`` and ``argsrepr``: given
+        values instead of new ids and the arguments' repr, for ``_Template``)."""
+        app = self.celery_app
+        task_id = task_id or str(uuid.uuid4())
         root_id: str | None = None
         parent_id: str | None = None
         parent = app.current_worker_task  # a task publishing: keep the trail, as send_task does
@@ -215,7 +266,7 @@ class RedisTaskPublisher:
             root_id=root_id,
             parent_id=parent_id,
             ignore_result=None,
-            argsrepr=_plain_repr(arguments),
+            argsrepr=argsrepr if argsrepr is not None else _plain_repr(arguments),
             kwargsrepr="{}",
         )
         content_type, content_encoding, data = kombu_dumps(body, serializer="json")
@@ -230,7 +281,74 @@ class RedisTaskPublisher:
                 "delivery_info": {"exchange": "", "routing_key": queue},
                 "priority": 0,
                 "body_encoding": "base64",
-                "delivery_tag": str(uuid.uuid4()),
+                "delivery_tag": delivery_tag or str(uuid.uuid4()),
             },
         }
         return queue, json.dumps(envelope).encode()
+
+
+# Stand-ins for a template's per-message parts: none is a substring of another, nor of what replaces
+# them (uuids, base64, ``_simple`` arguments have no "~").
+_SLOT_ID = "~codex-slot-id~"
+_SLOT_TAG = "~codex-slot-tag~"
+_SLOT_REPR = "~codex-slot-repr~"
+_SLOT_ARG = "~codex-slot-arg-{}~"
+_TEMPLATES_KEPT = 512
+
+
+def _simple(args: tuple[Any, ...]) -> bool:
+    """Whether every argument is a str that JSON and ``repr`` both write as it is between quotes
+    (printable ASCII without quotes, backslash or "~"), and ``_plain_repr`` keeps their repr."""
+    if not args:
+        return False  # (``()``'s argsrepr is Celery's own)
+    size = 0
+    for arg in args:
+        if type(arg) is not str or not arg.isascii() or not arg.isprintable():
+            return False
+        if '"' in arg or "'" in arg or "\\" in arg or "~" in arg:
+            return False
+        size += len(arg) + 4
+    return size < _REPR_SHORT  # (the repr's length)
+
+
+class _Template:
+    """One task's message, built by Celery (``RedisTaskPublisher.build``) with stand-ins for the
+    task id, the delivery tag, the arguments and their repr, which ``render`` replaces.
+
+    Why it is the message ``build`` writes: the ids and ``_simple`` arguments stand in the JSON
+    texts exactly as they are (no escaping), everything else Celery writes depends only on what
+    the template is keyed by, and ``make`` checks it: a message rendered from the template must be
+    byte for byte the one ``build`` writes with the same ids, or there is no template."""
+
+    def __init__(self, queue: str, envelope: str, body: str, count: int) -> None:
+        self.queue = queue
+        self.envelope = envelope  # the envelope's JSON, "body" a stand-in for the body's base64
+        self.body = body  # the body's JSON, arguments as stand-ins
+        self.count = count
+
+    @classmethod
+    def make(cls, publisher: RedisTaskPublisher, name: str, count: int) -> _Template | None:
+        slots = tuple(_SLOT_ARG.format(i) for i in range(count))
+        queue, raw = publisher.build(name, slots, None, task_id=_SLOT_ID, delivery_tag=_SLOT_TAG, argsrepr=_SLOT_REPR)
+        envelope = json.loads(raw)
+        body = base64.b64decode(envelope["body"]).decode()
+        envelope["body"] = _SLOT_BODY
+        template = cls(queue, json.dumps(envelope), body, count)
+        probe_args = tuple(f"probe{i}_{uuid.uuid4().hex}" for i in range(count))
+        probe_id, probe_tag = str(uuid.uuid4()), str(uuid.uuid4())
+        _, expected = publisher.build(name, probe_args, None, task_id=probe_id, delivery_tag=probe_tag)
+        if template.render(probe_id, probe_args, probe_tag) != expected:
+            return None  # (Celery writes something of these elsewhere too: build every message)
+        return template
+
+    def render(self, task_id: str, args: tuple[str, ...], delivery_tag: str) -> bytes:
+        body = self.body
+        for i, arg in enumerate(args):
+            body = body.replace(f'"{_SLOT_ARG.format(i)}"', f'"{arg}"')
+        encoded = base64.b64encode(body.encode()).decode("ascii")
+        text = self.envelope.replace(_SLOT_ID, task_id).replace(_SLOT_TAG, delivery_tag)
+        text = text.replace(_SLOT_BODY, encoded).replace(_SLOT_REPR, repr(list(args)))
+        return text.encode()
+
+
+_SLOT_BODY = "~codex-slot-body~"
