@@ -15,6 +15,12 @@ Celery below their next minor versions and ``tests/commerce/test_task_publisher.
 this writes with what ``send_task`` writes (and has a real worker run it): a release that changes
 the format fails there before the bound is raised.
 
+Building the message is Celery's work once per task and thread, not per message: ``message``
+fills in a ``_Template`` (Celery's message for stand-in ids and arguments) with the new ids and
+plain-string arguments, and a template is only used once a message rendered from it has been
+found byte for byte equal to Celery's whole build with the same ids (anything else is built
+whole). The format test compares both with ``send_task``.
+
 What it skips: the ``before/after_task_publish`` signals (nothing here connects to them), Celery's
 publish retry policy (a failed publish raises; ``enqueue_after_commit`` logs it and the sweepers
 re-enqueue from Postgres, as for any lost message) and the sent event (``task_send_sent_event`` is
