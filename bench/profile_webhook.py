@@ -4,7 +4,8 @@ floor callable (bench/webhook_floor_app.py), called directly with prebuilt signe
 Why: on 2 shared cores the HTTP benches (bench_webhooks, bench_webhook_floor) swing by +-20 % from
 round to round; the CPU each delivery costs is what decides their ratio, and it is measured here
 without a load generator or gunicorn. For each target, ``BENCH_PROFILE_DELIVERIES`` (3000) distinct
-new events are answered one after another on one thread, after a warm-up; reported per delivery:
+new events are answered one after another on one thread, after a warm-up, the two targets taking
+turns every 100 deliveries (outside load falls on both alike); reported per delivery:
 this process's CPU (``time.process_time``), the Redis server's (``INFO cpu``) and the Postgres
 backends serving its database (``/proc``). ``--profile``
 prints cProfile's top functions for Codex's app.
@@ -126,23 +127,30 @@ def run(app: Callable[..., Iterable[bytes]], environs: Environs, start: int, cou
     return statuses
 
 
-def measure(
-    name: str, app: Any, environs: Environs, warmup: int, count: int, redis_client: Any, engine: Any
-) -> dict[str, float]:
-    run(app, environs, 0, warmup)
+def measure(targets: dict[str, tuple[Any, Environs]], warmup: int, count: int, redis_client: Any, engine: Any) -> dict:
+    """Each target's CPU per delivery over ``count`` deliveries, the targets taking turns in batches
+    of ``BATCH`` so that load from outside (a shared machine) falls on all of them alike."""
+    for app, environs in targets.values():
+        run(app, environs, 0, warmup)
     backends = _backends(engine)
-    cpu, pg, rd, wall = time.process_time(), _pg_cpu(backends), _redis_cpu(redis_client), time.perf_counter()
-    statuses = run(app, environs, warmup, count)
-    cpu, pg, rd = time.process_time() - cpu, _pg_cpu(backends) - pg, _redis_cpu(redis_client) - rd
-    wall = time.perf_counter() - wall
-    if set(statuses) != {"200 OK"}:
-        raise RuntimeError(f"{name}: {sorted(set(statuses))}")
-    return {
-        "web": cpu / count * 1e6,
-        "postgres": pg / count * 1e6,
-        "redis": rd / count * 1e6,
-        "wall": wall / count * 1e6,
-    }
+    used = {name: {"web": 0.0, "postgres": 0.0, "redis": 0.0, "wall": 0.0} for name in targets}
+    for start in range(warmup, warmup + count, BATCH):
+        for name, (app, environs) in targets.items():
+            pg, rd = _pg_cpu(backends), _redis_cpu(redis_client)
+            cpu, wall = time.process_time(), time.perf_counter()
+            statuses = run(app, environs, start, BATCH)
+            cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+            totals = used[name]
+            totals["web"] += cpu
+            totals["wall"] += wall
+            totals["postgres"] += _pg_cpu(backends) - pg
+            totals["redis"] += _redis_cpu(redis_client) - rd
+            if set(statuses) != {"200 OK"}:
+                raise RuntimeError(f"{name}: {sorted(set(statuses))}")
+    return {name: {k: v / count * 1e6 for k, v in totals.items()} for name, totals in used.items()}
+
+
+BATCH = 100
 
 
 def _line(name: str, per: dict[str, float]) -> str:
@@ -198,13 +206,17 @@ def main() -> None:
             lines = []
             for round_ in range(args.rounds):
                 offset = round_ * (warmup + count)
-                for name, app, environs in (
-                    ("codex", codex, codex_environs),
-                    ("floor", webhook_floor_app.app, floor_environs),
-                ):
-                    per = measure(name, app, _Shifted(environs, offset), warmup, count, redis_client, engine)
-                    results[name].append(per)
-                    lines.append(_line(name, per))
+                targets = {
+                    "codex": (codex, _Shifted(codex_environs, offset)),
+                    "floor": (webhook_floor_app.app, _Shifted(floor_environs, offset)),
+                }
+                per = measure(targets, warmup, count, redis_client, engine)
+                for name in targets:
+                    results[name].append(per[name])
+                    lines.append(_line(name, per[name]))
+                lines.append(
+                    f"  round {round_ + 1}: web CPU codex / floor {per['codex']['web'] / per['floor']['web']:.2f}\n"
+                )
             stats_text = ""
             if args.profile:
                 shifted = _Shifted(codex_environs, total)
