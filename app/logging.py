@@ -136,7 +136,7 @@ def log_request(method: str, path: str, status: int, duration_ms: float, user_id
     and encoded, and it is redacted with one scan of the rendered text: ``redact`` changes nothing
     in a line none of whose values has a secret-looking key or a ``maybe_secret`` match (and every
     value stands in the JSON text as it is, escapes aside, which no pattern spans). Anything else
-    (a context variable that is not a string, has a secret key or the name of a stamped field; a match)
+    (a context variable that is neither a string nor a bool, has a secret key or the name of a stamped field; a match)
     takes the general path: the dict, ``redact``, the encoder."""
     if not _json_lines:
         _request_log.info(
@@ -150,9 +150,14 @@ def log_request(method: str, path: str, status: int, duration_ms: float, user_id
         for key, value in context.items():
             if key in _ARGUMENT_FIELDS:
                 continue
-            if type(value) is not str or key in _STAMPED_FIELDS or _is_secret_key(key):
+            if key in _STAMPED_FIELDS or _is_secret_key(key):
                 break
-            variables += f", {_quote(key)}: {_quote(value)}"
+            if type(value) is str:
+                variables += f", {_quote(key)}: {_quote(value)}"
+            elif type(value) is bool:  # (the webhook's ``duplicate``: json's spelling, nothing to redact)
+                variables += f", {_quote(key)}: {'true' if value else 'false'}"
+            else:
+                break
         else:
             user = "null" if user_id is None else _quote(user_id)
             address = "null" if ip is None else _quote(ip)

@@ -44,6 +44,7 @@ from app.commerce import webhooks
 from app.commerce.routes import WEBHOOK_MAX_BYTES
 from app.extensions import redis_script
 from app.payments.signature import SignatureError, verify
+from app.speed.resp import pack
 
 PATH = "/webhooks/stripe"
 BODY = b'{"received":true}\n'  # what the route's ``jsonify({"received": True})`` writes
@@ -189,7 +190,7 @@ class _PendingCount:
             held = local.held = (os.getpid(), client, pool.connection_class(**pool.connection_kwargs))
         connection = held[2]
         try:
-            connection.send_command("EVALSHA", self.script.sha, len(self.keys), *self.keys, *self.args)
+            connection.send_packed_command([pack("EVALSHA", self.script.sha, len(self.keys), *self.keys, *self.args)])
         except redis.RedisError:
             connection.disconnect()
             ratelimit.unavailable()

@@ -10,6 +10,7 @@ handled, a ``payments.process_stripe_event`` message follows the commit.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -156,6 +157,12 @@ _INSERT_EVENT = """
 """
 
 
+# The same statement with positional parameters, for ``store_delivery``: psycopg maps named ones
+# to positions on every execute (~8 us of its ~60 us for this INSERT).
+_INSERT_NAMES = tuple(re.findall(r"%\((\w+)\)s", _INSERT_EVENT))
+_INSERT_POSITIONAL = re.sub(r"%\((\w+)\)s", "%s", _INSERT_EVENT)
+
+
 def insert_delivery(connection: Connection, delivery: Delivery) -> bool:
     """``INSERT … ON CONFLICT (id) DO NOTHING``; True when the row is new (a duplicate delivery is not)."""
     return connection.exec_driver_sql(_INSERT_EVENT, delivery.params).first() is not None
@@ -178,7 +185,8 @@ def store_delivery(engine: Engine, delivery: Delivery) -> bool:
         driver.autocommit = True
         try:
             cursor = driver.cursor()
-            cursor.execute(_INSERT_EVENT, delivery.params, prepare=True)
+            params = delivery.params
+            cursor.execute(_INSERT_POSITIONAL, [params[name] for name in _INSERT_NAMES], prepare=True)
             return cursor.fetchone() is not None
         finally:
             if not driver.closed:

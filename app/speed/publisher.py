@@ -15,6 +15,12 @@ Celery below their next minor versions and ``tests/commerce/test_task_publisher.
 this writes with what ``send_task`` writes (and has a real worker run it): a release that changes
 the format fails there before the bound is raised.
 
+Building the message is Celery's work once per task and thread, not per message: ``message``
+fills in a ``_Template`` (Celery's message for stand-in ids and arguments) with the new ids and
+plain-string arguments, and a template is only used once a message rendered from it has been
+found byte for byte equal to Celery's whole build with the same ids (anything else is built
+whole). The format test compares both with ``send_task``.
+
 What it skips: the ``before/after_task_publish`` signals (nothing here connects to them), Celery's
 publish retry policy (a failed publish raises; ``enqueue_after_commit`` logs it and the sweepers
 re-enqueue from Postgres, as for any lost message) and the sent event (``task_send_sent_event`` is
@@ -37,6 +43,8 @@ import redis
 from celery import Celery
 from kombu.serialization import dumps as kombu_dumps
 
+from app.speed.resp import pack
+
 Task = tuple[str, tuple[Any, ...], float | None]  # (name, args, countdown)
 
 # Execution options ``send_task`` would take from a registered task and that only it knows how to
@@ -51,8 +59,16 @@ def _plain_repr(arguments: list[Any]) -> str | None:
     quarter of its cost); None lets Celery compute it (anything else, and ``()`` for none)."""
     if not arguments or not all(type(a) in _PLAIN for a in arguments):
         return None
+    if not all(_repr_as_saferepr(a) for a in arguments if type(a) is str):
+        return None
     text = repr(arguments)
     return text if len(text) < _REPR_SHORT else None
+
+
+def _repr_as_saferepr(text: str) -> bool:
+    """Whether ``repr`` writes ``text`` as Celery's saferepr does: not when it escapes something
+    (a backslash, a control character) or quotes it with double quotes (a single quote in it)."""
+    return text.isprintable() and "\\" not in text and "'" not in text
 
 
 def _answered() -> None:
@@ -71,6 +87,7 @@ class RedisTaskPublisher:
         self.client = redis.Redis.from_url(self.url, socket_timeout=timeout, socket_connect_timeout=timeout)
         self._local = threading.local()  # each thread's own connection, for single messages
         self.supported = self.supports(celery_app)  # checked once: reading the settings costs ~20 us
+        self._templates: dict[tuple[Any, ...], _Template | None] = {}  # (``message``)
 
     @staticmethod
     def supports(celery_app: Celery) -> bool:
@@ -110,7 +127,7 @@ class RedisTaskPublisher:
         key = prefix + queue
         connection = self._connection()
         try:
-            connection.send_command("LPUSH", key, message)
+            connection.send_packed_command([pack("LPUSH", key, message)])
         except (redis.ConnectionError, redis.TimeoutError):
             connection.disconnect()
             self._lpush(key, message)  # a dead connection: once more now, on a new one
@@ -155,15 +172,16 @@ class RedisTaskPublisher:
         return held[1]
 
     def _lpush(self, key: str, message: bytes, attempts: int = 2) -> None:
-        """One LPUSH on this thread's connection (``send_command``/``read_response``): the command
-        layer's retry wrapper and the pool's per-checkout socket poll cost a third as much again.
+        """One LPUSH on this thread's connection (``send_packed_command``/``read_response``, packed
+        by ``app.speed.resp``): the command layer's retry wrapper and the pool's per-checkout socket
+        poll cost a third as much again.
         A reused connection that turns out dead (Redis restarted, an idle timeout) is reopened and
         the command sent once more, as the client's default retry would: a message pushed twice
         is harmless (the worker's claim is conditional), a lost one waits for the sweeper."""
         for attempt in range(attempts):
             connection = self._connection()
             try:
-                connection.send_command("LPUSH", key, message)
+                connection.send_packed_command([pack("LPUSH", key, message)])
                 connection.read_response()
                 return
             except redis.ResponseError:
@@ -189,9 +207,51 @@ class RedisTaskPublisher:
         return registered is not None and any(getattr(registered, key, None) is not None for key in _OWN_ROUTING)
 
     def message(self, name: str, args: tuple[Any, ...], countdown: float | None) -> tuple[str, bytes]:
-        """(queue, the JSON envelope kombu's Redis transport stores) for ``name(*args)``."""
+        """(queue, the JSON envelope kombu's Redis transport stores) for ``name(*args)``.
+
+        A message with no countdown, sent from outside a task, whose arguments are all plain
+        short strings (``_simple``: event ids, row ids), is this thread's ``_Template`` for the
+        task with the ids filled in: what ``build`` writes, at a fraction of its cost (Celery's
+        headers, kombu's body encoding and the envelope's JSON are done once per task and
+        thread). Anything else is built whole."""
+        if countdown is None and _simple(args):
+            template = self._template(name, len(args))
+            if template is not None:
+                return template.queue, template.render(str(uuid.uuid4()), args, str(uuid.uuid4()))
+        return self.build(name, args, countdown)
+
+    def _template(self, name: str, count: int) -> _Template | None:
+        """This thread's template for ``name`` with ``count`` arguments, made and checked on first
+        use; None when there is none (a task publishing: its trail differs per message; or the
+        check failed). Keyed by what Celery writes differently per process, thread and task
+        registration (``origin``, ``reply_to``, time limits)."""
         app = self.celery_app
-        task_id = str(uuid.uuid4())
+        if app.current_worker_task is not None:
+            return None
+        key = (name, count, os.getpid(), app.thread_oid, self._registered(name))
+        try:
+            return self._templates[key]
+        except KeyError:
+            pass
+        if len(self._templates) >= _TEMPLATES_KEPT:
+            self._templates.clear()  # (threads come and go in some processes: keep it bounded)
+        template = self._templates[key] = _Template.make(self, name, count)
+        return template
+
+    def build(
+        self,
+        name: str,
+        args: tuple[Any, ...],
+        countdown: float | None,
+        *,
+        task_id: str | None = None,
+        delivery_tag: str | None = None,
+        argsrepr: str | None = None,
+    ) -> tuple[str, bytes]:
+        """``message`` built whole by Celery (``task_id``, ``delivery_tag`` and ``argsrepr``: given
+        values instead of new ids and the arguments' repr, for ``_Template``)."""
+        app = self.celery_app
+        task_id = task_id or str(uuid.uuid4())
         root_id: str | None = None
         parent_id: str | None = None
         parent = app.current_worker_task  # a task publishing: keep the trail, as send_task does
@@ -215,7 +275,7 @@ class RedisTaskPublisher:
             root_id=root_id,
             parent_id=parent_id,
             ignore_result=None,
-            argsrepr=_plain_repr(arguments),
+            argsrepr=argsrepr if argsrepr is not None else _plain_repr(arguments),
             kwargsrepr="{}",
         )
         content_type, content_encoding, data = kombu_dumps(body, serializer="json")
@@ -230,7 +290,74 @@ class RedisTaskPublisher:
                 "delivery_info": {"exchange": "", "routing_key": queue},
                 "priority": 0,
                 "body_encoding": "base64",
-                "delivery_tag": str(uuid.uuid4()),
+                "delivery_tag": delivery_tag or str(uuid.uuid4()),
             },
         }
         return queue, json.dumps(envelope).encode()
+
+
+# Stand-ins for a template's per-message parts: none is a substring of another, nor of what replaces
+# them (uuids, base64, ``_simple`` arguments have no "~").
+_SLOT_ID = "~codex-slot-id~"
+_SLOT_TAG = "~codex-slot-tag~"
+_SLOT_REPR = "~codex-slot-repr~"
+_SLOT_ARG = "~codex-slot-arg-{}~"
+_TEMPLATES_KEPT = 512
+
+
+def _simple(args: tuple[Any, ...]) -> bool:
+    """Whether every argument is a str that JSON and ``repr`` both write as it is between quotes
+    (printable ASCII without quotes, backslash or "~"), and ``_plain_repr`` keeps their repr."""
+    if not args:
+        return False  # (``()``'s argsrepr is Celery's own)
+    size = 0
+    for arg in args:
+        if type(arg) is not str or not arg.isascii() or not arg.isprintable():
+            return False
+        if '"' in arg or "'" in arg or "\\" in arg or "~" in arg:
+            return False
+        size += len(arg) + 4
+    return size < _REPR_SHORT  # (the repr's length)
+
+
+class _Template:
+    """One task's message, built by Celery (``RedisTaskPublisher.build``) with stand-ins for the
+    task id, the delivery tag, the arguments and their repr, which ``render`` replaces.
+
+    Why it is the message ``build`` writes: the ids and ``_simple`` arguments stand in the JSON
+    texts exactly as they are (no escaping), everything else Celery writes depends only on what
+    the template is keyed by, and ``make`` checks it: a message rendered from the template must be
+    byte for byte the one ``build`` writes with the same ids, or there is no template."""
+
+    def __init__(self, queue: str, envelope: str, body: str, count: int) -> None:
+        self.queue = queue
+        self.envelope = envelope  # the envelope's JSON, "body" a stand-in for the body's base64
+        self.body = body  # the body's JSON, arguments as stand-ins
+        self.count = count
+
+    @classmethod
+    def make(cls, publisher: RedisTaskPublisher, name: str, count: int) -> _Template | None:
+        slots = tuple(_SLOT_ARG.format(i) for i in range(count))
+        queue, raw = publisher.build(name, slots, None, task_id=_SLOT_ID, delivery_tag=_SLOT_TAG, argsrepr=_SLOT_REPR)
+        envelope = json.loads(raw)
+        body = base64.b64decode(envelope["body"]).decode()
+        envelope["body"] = _SLOT_BODY
+        template = cls(queue, json.dumps(envelope), body, count)
+        probe_args = tuple(f"probe{i}_{uuid.uuid4().hex}" for i in range(count))
+        probe_id, probe_tag = str(uuid.uuid4()), str(uuid.uuid4())
+        _, expected = publisher.build(name, probe_args, None, task_id=probe_id, delivery_tag=probe_tag)
+        if template.render(probe_id, probe_args, probe_tag) != expected:
+            return None  # (Celery writes something of these elsewhere too: build every message)
+        return template
+
+    def render(self, task_id: str, args: tuple[str, ...], delivery_tag: str) -> bytes:
+        body = self.body
+        for i, arg in enumerate(args):
+            body = body.replace(f'"{_SLOT_ARG.format(i)}"', f'"{arg}"')
+        encoded = base64.b64encode(body.encode()).decode("ascii")
+        text = self.envelope.replace(_SLOT_ID, task_id).replace(_SLOT_TAG, delivery_tag)
+        text = text.replace(_SLOT_BODY, encoded).replace(_SLOT_REPR, repr(list(args)))
+        return text.encode()
+
+
+_SLOT_BODY = "~codex-slot-body~"

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import json
 import time
+import uuid
 from typing import Any
 
 import pytest
@@ -176,3 +177,56 @@ def test_send_unanswered_sends_once_more_when_the_connection_died(app: Flask, re
         broker.client_kill(addr)
     publisher.send_unanswered("email.send", ("b",), None)()
     assert [json.loads(base64.b64decode(m["body"]))[0] for m in _pop_all(broker, "email")] == [["a"], ["b"]]
+
+
+def _decoded(raw: bytes) -> dict[str, Any]:
+    message = json.loads(raw)
+    message["body"] = json.loads(base64.b64decode(message["body"]))
+    return message
+
+
+@pytest.mark.parametrize("args", [("evt_1A2b3C",), ("7f1c0c3e-8a7e-4bd2-9d7e-5d7f8c1b2a3c", "second id")])
+def test_a_template_renders_the_message_celery_builds(app: Flask, args: tuple[str, ...]) -> None:
+    """The template's message is byte for byte the one ``build`` (Celery's ``create_task_message``)
+    writes with the same ids, whatever the ids and arguments."""
+    from app.speed.publisher import _Template
+
+    publisher = RedisTaskPublisher(app.extensions["celery"], queue_for)
+    template = _Template.make(publisher, "payments.process_stripe_event", len(args))
+    assert template is not None and template.queue == "webhooks"
+    for _ in range(3):
+        task_id, tag = str(uuid.uuid4()), str(uuid.uuid4())
+        _, built = publisher.build("payments.process_stripe_event", args, None, task_id=task_id, delivery_tag=tag)
+        assert template.render(task_id, args, tag) == built
+    message = _decoded(template.render("id-1", args, "tag-1"))
+    assert message["body"][0] == list(args) and message["headers"]["argsrepr"] == repr(list(args))
+    assert message["headers"]["id"] == message["headers"]["root_id"] == message["properties"]["correlation_id"]
+
+
+def test_templated_messages_get_new_ids_each(app: Flask) -> None:
+    publisher = RedisTaskPublisher(app.extensions["celery"], queue_for)
+    first, second = (_decoded(publisher.message("email.send", ("a",), None)[1]) for _ in range(2))
+    assert first["headers"]["id"] != second["headers"]["id"]
+    assert first["properties"]["delivery_tag"] != second["properties"]["delivery_tag"]
+    for message in (first, second):
+        assert message["headers"]["id"] == message["headers"]["root_id"] == message["properties"]["correlation_id"]
+    assert first["body"] == second["body"] == [["a"], {}, {"callbacks": None, "errbacks": None, "chain": None,
+                                                          "chord": None}]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "args",
+    [('quote"d',), ("it's",), ("back\\slash",), ("é",), ("tab\there",), ("~codex-slot-id~",), (7,), ("x" * 600,), ()],
+)
+def test_arguments_a_template_cannot_hold_are_built_whole(app: Flask, redis: Any, args: tuple[Any, ...]) -> None:
+    """Arguments that JSON or ``repr`` would escape (or not plain strings, or too long for the
+    short repr) are not templated: the message is Celery's, and what send_task writes."""
+    from app.speed.publisher import _simple
+
+    assert not _simple(args)
+    broker = app.extensions["broker_redis"]
+    celery_app: Celery = app.extensions["celery"]
+    celery_app.send_task("email.send", args=list(args), queue="email")
+    RedisTaskPublisher(celery_app, queue_for)("email.send", args, None)
+    ours, celerys = _pop_all(broker, "email")[::-1]
+    assert _comparable(ours) == _comparable(celerys)

@@ -220,6 +220,25 @@ def test_autocommit_path_stores_then_publishes_once(committed_db, committed_shop
     assert sent_tasks == [("payments.process_stripe_event", (evt["id"],), None)]
 
 
+def test_store_delivery_writes_every_column_of_the_delivery(committed_db, committed_shop) -> None:
+    """``store_delivery`` sends the INSERT with positional parameters: each lands in its column,
+    as ``insert_delivery``'s named ones do; a second store is a duplicate (False), the row unchanged."""
+    evt = completed_event(committed_shop)
+    evt["livemode"] = True  # (ignored: a column whose value differs from the defaults)
+    with committed_db.app_context():
+        delivery = webhooks.delivery_of(so.body_of(evt), "webhook")
+        engine = webhooks.autocommit_engine()
+        assert engine is not None
+        assert webhooks.store_delivery(engine, delivery) is True
+        assert webhooks.store_delivery(engine, delivery) is False
+    row = _stored(committed_db, evt["id"])
+    assert row is not None
+    for column, value in delivery.params.items():
+        stored = getattr(row, column)
+        assert stored == (evt if column == "payload" else value), column
+    assert row.status == "ignored" and row.last_error and row.source == "webhook" and row.livemode is True
+
+
 def test_autocommit_path_stores_the_verified_bytes_as_jsonb(committed_db, committed_shop, sent_tasks) -> None:
     # Stripe's pretty-printed body goes to Postgres as it is; the row holds the same document.
     evt = completed_event(committed_shop)

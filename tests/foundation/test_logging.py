@@ -223,6 +223,8 @@ def _rendered_both_ways(context: dict[str, Any], args: dict[str, Any]) -> tuple[
         # The usual line: nothing to redact, only string context variables.
         ({"request_id": "rid-4"}, {"user_id": "0b0e7c9a-5f14-4a36-9a63-6d8f2b1c3e11", "ip": "10.1.2.3"}),
         ({"request_id": "r", "organization_id": "org-2"}, {"user_id": None, "ip": None}),
+        # Booleans are spelled out too (the webhook's ``duplicate``).
+        ({"request_id": "r", "duplicate": False, "event_id": "evt_1", "retried": True}, {}),
         # Quotes, backslashes, control and non-ASCII characters are escaped as json.dumps does.
         ({"request_id": 'a"b\\c'}, {"user_id": "é\u2028\x01", "ip": "::1", "path": '/api/v1/ü/"x"'}),
         # What takes the general path: a secret key, a non-string value, a line field's name, a match.
