@@ -193,15 +193,26 @@ def as_other_process(app: Flask) -> Iterator[Any]:
     theirs.close()
 
 
+def clear_redis(client: redis_lib.Redis) -> None:
+    """Empty ``client``'s database key by key. Not FLUSHDB: Redis reports a flush of any database
+    to every near cache (app/speed/nearcache.py tracks key prefixes in all of them), so one xdist
+    worker's flush between its tests would empty the other worker's near caches mid-test and a
+    test that checks a warm request (no Redis call) would see a cold one. A deleted key is reported
+    by name, and no two workers share key names (ids and tokens are random)."""
+    batch = list(client.scan_iter(count=1000))
+    for start in range(0, len(batch), 1000):
+        client.unlink(*batch[start : start + 1000])
+
+
 @pytest.fixture()
 def redis(app: Flask) -> Iterator[redis_lib.Redis]:
     cache: redis_lib.Redis = app.extensions["redis"]
     broker: redis_lib.Redis = app.extensions["broker_redis"]
-    cache.flushdb()
-    broker.flushdb()
+    clear_redis(cache)
+    clear_redis(broker)
     yield cache
-    cache.flushdb()
-    broker.flushdb()
+    clear_redis(cache)
+    clear_redis(broker)
 
 
 def _bind_sessions(flask_app: Flask, bind: Any, **kwargs: Any) -> sessionmaker[Session]:

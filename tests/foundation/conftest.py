@@ -12,6 +12,7 @@ from flask.views import MethodView
 from app.api import Blueprint, error_responses
 from app.ratelimit import route_limit
 from app.schemas import PageArgsSchema, Str, StrictBool, StrictInt, page_envelope
+from tests.conftest import clear_redis
 
 
 class ProbeCreateSchema(ma.Schema):
@@ -75,5 +76,5 @@ def probe_app(app_factory: Any) -> Flask:
 
 @pytest.fixture()
 def probe(probe_app: Flask, redis: Any) -> Any:
-    probe_app.extensions["redis"].flushdb()
+    clear_redis(probe_app.extensions["redis"])
     return probe_app.test_client()

@@ -41,19 +41,19 @@ def limited_app(app_factory: Any) -> Flask:
 @contextmanager
 def bound_client(flask_app: Flask, db_session: Session) -> Iterator[FlaskClient]:
     """A client of another app built by ``app_factory``, inside the per-test rolled-back transaction."""
-    from tests.conftest import _bind_sessions
+    from tests.conftest import _bind_sessions, clear_redis
 
     state = flask_app.extensions["db"]
     original = _bind_sessions(flask_app, db_session.connection(), join_transaction_mode="create_savepoint")
     original_sender = flask_app.extensions["task_sender"]
     flask_app.extensions["task_sender"] = lambda name, args, countdown: None
-    flask_app.extensions["redis"].flushdb()
+    clear_redis(flask_app.extensions["redis"])
     try:
         yield flask_app.test_client()
     finally:
         state.sessionmaker = original
         flask_app.extensions["task_sender"] = original_sender
-        flask_app.extensions["redis"].flushdb()
+        clear_redis(flask_app.extensions["redis"])
 
 
 @pytest.fixture()
