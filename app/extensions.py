@@ -7,6 +7,7 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
+import hiredis
 import redis
 import structlog
 from flask import Flask, current_app
@@ -45,9 +46,14 @@ def run_script(script: Script, keys: Sequence[Any], args: Sequence[Any]) -> Any:
     connection that failed is dropped (the next call reconnects), and a server that lost the
     script (restart, SCRIPT FLUSH) gets it through ``Script.__call__``, which loads it."""
     held: Any = script  # (the types-redis stubs lack Script's attributes)
-    connection = _thread_connection(held.registered_client)
+    client = held.registered_client
+    connection = _thread_connection(client)
     try:
-        connection.send_command("EVALSHA", held.sha, len(keys), *keys, *args)
+        packed = _pack(client, ("EVALSHA", held.sha, len(keys), *keys, *args))
+        if packed is None:
+            connection.send_command("EVALSHA", held.sha, len(keys), *keys, *args)
+        else:
+            connection.send_packed_command([packed])
         return connection.read_response()
     except redis.exceptions.NoScriptError:
         pass
@@ -57,6 +63,23 @@ def run_script(script: Script, keys: Sequence[Any], args: Sequence[Any]) -> Any:
         connection.disconnect()  # (a timeout or a failure mid-reply: the stream is out of step)
         raise
     return script(keys=keys, args=args)
+
+
+def _pack(client: redis.Redis, command: tuple[Any, ...]) -> bytes | None:
+    """``command`` in the Redis protocol, by hiredis at once; None when redis-py must pack it.
+
+    redis-py's packer (``Connection.send_command``) runs its encoder on every argument in Python:
+    about 25 µs for a heartbeat's 36 arguments, against 3 µs for ``hiredis.pack_command``, which
+    gives the same bytes for what the scripts pass (str as UTF-8, bytes, int, float as ``repr``).
+    Anything else (a bool, None, a bytearray: redis-py refuses or converts them), or a client
+    whose encoding is not UTF-8, takes redis-py's packer, and its answers and errors."""
+    kwargs = client.connection_pool.connection_kwargs
+    if kwargs.get("encoding", "utf-8") != "utf-8" or kwargs.get("encoding_errors", "strict") != "strict":
+        return None
+    try:
+        return hiredis.pack_command(command)
+    except (TypeError, ValueError):  # (UnicodeEncodeError included)
+        return None
 
 
 def _thread_connection(client: redis.Redis) -> Any:

@@ -9,6 +9,7 @@ parsing (400 INVALID_JSON); authentication, CSRF and schema checks follow inside
 from __future__ import annotations
 
 import logging
+import os
 import re
 import time
 import uuid
@@ -181,7 +182,17 @@ def _assign_request_id() -> Response | None:
 
 def request_id_for(incoming: str) -> str:
     """The caller's ``X-Request-ID`` when it is a plain token, else a new one."""
-    return incoming if _REQUEST_ID.match(incoming) else uuid.uuid4().hex
+    return incoming if incoming and _REQUEST_ID.match(incoming) else new_request_id()
+
+
+_UUID4_CLEAR = ~((0xF000 << 64) | (0xC000 << 48))
+_UUID4_SET = (0x4000 << 64) | (0x8000 << 48)
+
+
+def new_request_id() -> str:
+    """``uuid.uuid4().hex`` (16 random bytes, the version and variant bits set), without building
+    a ``UUID``: every request that brings no id of its own makes one."""
+    return f"{int.from_bytes(os.urandom(16)) & _UUID4_CLEAR | _UUID4_SET:032x}"
 
 
 def _check_body() -> None:
@@ -277,7 +288,7 @@ def _finish(response: Response) -> Response:
     request_globals = g._get_current_object()  # (as above)
     headers = response.headers
     present = {key.lower() for key, _ in headers.items()}  # one pass instead of a scan per header
-    request_id = request_globals.get("request_id") or uuid.uuid4().hex
+    request_id = request_globals.get("request_id") or new_request_id()
     # ``add`` appends; every name added here was checked absent (``headers[name] = ...`` rescans).
     if "x-request-id" in present:
         headers["X-Request-ID"] = request_id

@@ -16,6 +16,7 @@ from sqlalchemy import event, func, select, update
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
+from app import keys
 from app.access import progress
 from app.access.models import PlaybackProgress
 from app.content.models import Content
@@ -346,6 +347,22 @@ def test_losing_redis_loses_only_the_unflushed_window(
     put(client, world.buyer, world.content.id, position_seconds=160, client_ts=past(1), **hb)
     flush(db_session, redis)
     assert rows(db_session)[0].position_seconds == 160
+
+
+def test_a_hash_started_from_the_row_counts_on_from_it(
+    client: FlaskClient, world: World, db_session: Session, redis: Any
+) -> None:
+    """The script starts a missing hash from the Postgres row and applies the heartbeat over it
+    in the same call: the watched seconds count from the row's position and client_ts."""
+    hb = {"duration_seconds": 600}
+    put(client, world.buyer, world.content.id, position_seconds=100, client_ts=past(60), **hb)
+    assert flush(db_session, redis).entries == 1
+    redis.flushdb()  # the hash, the day's counters and the seen marker are gone; the row stays
+    assert put(client, world.buyer, world.content.id, position_seconds=130, client_ts=past(30), **hb).status_code == 204
+    stats = redis.hgetall(keys.daily_stats(progress.day_stamp(datetime.now(UTC).date()), world.content.id))
+    assert stats[b"seconds_watched"] == b"30" and stats[b"views_started"] == b"1"
+    stored = redis.hgetall(keys.progress(world.buyer.id, world.content.id))
+    assert (stored[b"pos"], stored[b"max"], stored[b"completed"]) == (b"130", b"130", b"0")
 
 
 def test_flush_skips_entries_of_content_that_no_longer_exists(world: World, db_session: Session, redis: Any) -> None:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 import pytest
 from flask import Flask
 
 from app import errors
-from app.http import check_csrf
+from app.http import check_csrf, new_request_id
 
 
 def test_request_id_is_echoed_when_valid_else_generated(probe: Any) -> None:
@@ -16,6 +17,14 @@ def test_request_id_is_echoed_when_valid_else_generated(probe: Any) -> None:
     generated = probe.get("/health", headers={"X-Request-ID": "bad id!"}).headers["X-Request-ID"]
     assert generated != "bad id!" and len(generated) == 32
     assert len(probe.get("/api/v1/nope").headers["X-Request-ID"]) == 32
+
+
+def test_a_generated_request_id_is_a_random_uuid4_in_hex() -> None:
+    ids = {new_request_id() for _ in range(2000)}
+    assert len(ids) == 2000
+    for value in ids:
+        parsed = uuid.UUID(hex=value)
+        assert parsed.hex == value and parsed.version == 4 and parsed.variant == uuid.RFC_4122
 
 
 def test_security_headers_on_every_response(probe: Any) -> None:

@@ -59,3 +59,21 @@ def _client_id(client: redis_lib.Redis) -> int:
     connection = _thread_connection(client)
     connection.send_command("CLIENT", "ID")
     return int(connection.read_response())
+
+
+def test_arguments_arrive_as_redis_py_would_send_them(redis: redis_lib.Redis) -> None:
+    """hiredis packs the usual arguments (str, bytes, int, float): the script sees what
+    ``Script.__call__`` (redis-py's own packer) gives it."""
+    script = redis.register_script("return ARGV")
+    args = ["text", "é", b"\xff\x00", 0, -12, 10**20, 1.5, 0.1, 1 / 3, 1e20]
+    assert run_script(script, [], args) == script(keys=[], args=args)
+
+
+def test_arguments_hiredis_does_not_pack_take_redis_pys_packer(redis: redis_lib.Redis) -> None:
+    script = redis.register_script("return ARGV")
+    assert run_script(script, [], [bytearray(b"raw"), memoryview(b"view")]) == [b"raw", b"view"]
+    with pytest.raises(redis_lib.DataError):  # redis-py's refusal, as before
+        run_script(script, [], [None])
+    with pytest.raises(redis_lib.DataError):
+        run_script(script, [], [True])
+    assert run_script(script, [], ["after"]) == [b"after"]  # nothing was sent: still in step

@@ -79,7 +79,8 @@ def test_remaining_and_reset_describe_the_binding_limit(app: Any, redis: Any) ->
     ]
     first, last = seen[0], seen[-1]
     assert first is not None and last is not None
-    assert first.reset_ms == first.decided_ms + 60_000  # the oldest entry leaves then
+    assert first.reset_ms == first.decided_ms + 60_000  # the oldest entry (its own) leaves then
+    assert seen[1] is not None and seen[1].reset_ms == first.decided_ms + 60_000  # still the first's
     assert 59_000 <= last.retry_ms <= 60_000 and last.retry_after == -(-last.retry_ms // 1000)
     # the refused attempt consumed nothing: the wide limit still has 10 - 3 left
     assert client.zcard(keys.rate_limit("t", "wide")) == 3

@@ -103,3 +103,20 @@ def test_mint_refuses_inconsistent_claims() -> None:
             expires_at=_soon(),
             secret=SECRET,
         )
+
+
+def test_a_token_is_exactly_what_it_always_was() -> None:
+    """Tokens issued before a change of the signing code stay valid and identical: the payload is
+    compact sorted JSON (non-ASCII escaped), both parts unpadded base64url, HMAC-SHA256 over the
+    first with the purpose key (this value was made by the former json.dumps / hmac.new code)."""
+    claims = {"c": "efdc12d6-8adc-4749-8ab3-c4d7c660758b", "u": None, "s": "full", "x": "é/?+"}
+    token = tokens.sign("golden-secret", "stream", claims, 1800000000.7)
+    assert token == (
+        "eyJjIjoiZWZkYzEyZDYtOGFkYy00NzQ5LThhYjMtYzRkN2M2NjA3NThiIiwiZXhwIjoxODAwMDAwMDAwLCJwIjoic3RyZWFtIiwicyI6"
+        "ImZ1bGwiLCJ1IjpudWxsLCJ4IjoiXHUwMGU5Lz8rIn0.nk8C96GlhCINr-1VAQX0HBMD5KOI3CedlWGgvdC0uhE"
+    )
+    assert tokens.verify("golden-secret", "stream", token, now=1799999999) == {
+        **claims,
+        "p": "stream",
+        "exp": 1800000000,
+    }

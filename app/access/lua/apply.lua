@@ -11,20 +11,23 @@
 -- clamped to dur, raised even by a heartbeat too old to replace the position. A hash initialised
 -- from Postgres starts at the row's position, a lower bound: the flush keeps the greater of the
 -- row's furthest position and the hash's, so the row's own never needs to come to Redis.
+-- A hash without "ts" is taken as missing: every write sets it (this script, the row it starts
+-- from), and one HMGET then tells both whether the hash exists and what it holds.
 -- Returns -1 (initialise from Postgres and call again), 0 (older than stored: ignored), 1 (applied).
 local function apply()
 local h = KEYS[1]
-if redis.call('EXISTS', h) == 0 then
+local stored = redis.call('HMGET', h, 'ts', 'pos', 'completed', 'completed_at', 'max')
+if not stored[1] then
   if ARGV[12] == 'need' then return -1 end
   if ARGV[12] == 'row' then
     redis.call('HSET', h, 'pos', ARGV[13], 'dur', ARGV[14], 'completed', ARGV[15],
                'completed_at', ARGV[16], 'ts', ARGV[17], 'org', ARGV[5], 'max', ARGV[13])
+    stored = {ARGV[17], ARGV[13], ARGV[15], ARGV[16], ARGV[13]}  -- (what HMGET reads back now)
   end
 end
 local pos = tonumber(ARGV[1])
 local dur = tonumber(ARGV[2])
 local ts = tonumber(ARGV[4])
-local stored = redis.call('HMGET', h, 'ts', 'pos', 'completed', 'completed_at', 'max')
 local stored_ts = tonumber(stored[1])
 -- furthest position: an out-of-order heartbeat still proves the viewer got that far
 local stored_max = tonumber(stored[5]) or 0

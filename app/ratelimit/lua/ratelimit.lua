@@ -36,8 +36,10 @@ local function rate_limit(names, a0)
     redis.call('PEXPIRE', key, window)
     local remaining = limit - counts[i] - 1
     if not binding or remaining < binding[3] then
-      local oldest = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
-      binding = {1, limit, remaining, tonumber(oldest[2]) + window, 0, now}
+      -- the window frees its first place when its oldest entry leaves: this one, if it was empty
+      local oldest = now
+      if counts[i] > 0 then oldest = tonumber(redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')[2]) end
+      binding = {1, limit, remaining, oldest + window, 0, now}
     end
   end
   return binding
