@@ -102,6 +102,7 @@ def test_s3_part_urls_are_presigned_upload_part(s3_server: str) -> None:
     )
     with pytest.raises(urllib.error.HTTPError) as caught:  # the upload is gone: S3 refuses the part
         urllib.request.urlopen(request, timeout=10)
+    caught.value.close()  # (it holds the response: left open, its socket warns when collected)
     assert caught.value.code in (404, 500)  # S3 answers 404 NoSuchUpload; moto fails on the missing upload
     with pytest.raises(UploadNotFound):
         s3.list_parts(key, upload_id)
