@@ -294,6 +294,8 @@ class Upload:
         stored = self.api.call("GET", f"/api/v1/media/{media_id}/upload/parts").json()["parts"]
         done = {p["part_number"] for p in stored if p["size_bytes"] == _part_bytes(size, part_size, p["part_number"])}
         todo = [n for n in range(1, count + 1) if n not in done]
+        if done:  # say what a resumed run skips: the operator sees the earlier run's work is kept
+            print(f"Resuming {media_id}: {len(done)} of {count} parts already stored.", file=sys.stderr)
         bar = self.progress(size)
         bar.add(sum(_part_bytes(size, part_size, n) for n in done), sent=False)
         try:
