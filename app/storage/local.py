@@ -452,7 +452,8 @@ def _copy_at(stream: BinaryIO, fd: int, offset: int, max_bytes: int) -> int:
 
     One reusable buffer filled with ``readinto`` where the stream has it (werkzeug's request
     stream does): no new ``bytes`` object, zero-filled buffer or extra copy per MiB, as
-    ``read(CHUNK)`` on a ``RawIOBase`` costs.
+    ``read(CHUNK)`` on a ``RawIOBase`` costs. A stream with ``read`` only (the server's own body
+    stream, ``app.storage.routes._ServerBody``) is written from the blocks it returns.
     """
     buffer = bytearray(CHUNK)
     view = memoryview(buffer)
