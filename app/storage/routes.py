@@ -250,7 +250,8 @@ def upload(token: str) -> Response:
         raise errors.UnsupportedMediaType("The Content-Type does not match the signed upload.")
     _require_uploading(key, lock=False)  # refuse before reading a body that cannot be kept
     db.session.rollback()  # no transaction (or pooled connection) held while the body streams in
-    # Bound werkzeug's stream for chunked bodies (no Content-Length) too. One byte of slack: werkzeug
+    # Where werkzeug's stream is used (a server that does not end wsgi.input itself: see
+    # ``_request_body``), bound it for chunked bodies (no Content-Length) too. One byte of slack: werkzeug
     # raises on any read once the maximum is reached, even at the end of a body of exactly n bytes;
     # put_stream counts the bytes and rejects the (n+1)th itself.
     request.max_content_length = max_bytes + 1
