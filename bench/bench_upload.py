@@ -3,14 +3,14 @@
 - File: ``BENCH_UPLOAD_MIB`` MiB (default 256; an MP4 ``ftyp`` box, then random bytes, so the MP4
   size limit (5 GiB) applies, not audio's 500 MB), made once as ``bench/out/upload-<n>MiB.mp4``.
   ``BENCH_UPLOAD_MIB=1024`` measures a lesson-sized file: the fixed costs (create, sign, complete,
-  about 35 ms) then weigh a quarter as much; it did not change the ratio here (see bench/README.md).
+  about 35 ms) then weigh a quarter as much; its ratio came out lower here, not higher (bench/README.md).
 - Local: the app under gunicorn (2 workers x 4 threads, as the Procfile) with local storage under
   ``bench/out/upload-storage``; the client is ``app.upload_client.Upload`` (what ``flask codex upload``
   runs): create with ``upload_mode=multipart``, sign the parts, PUT the 16 MiB parts ``BENCH_UPLOAD_PARALLEL``
   (4, the CLI's default) at a time over keep-alive HTTP (each body sent with ``socket.sendfile`` from
   the file), upload-complete (assembly + size/magic/ETag checks). The server reads each body straight
-  from gunicorn's ``wsgi.input`` in 1 MiB reads (``app.storage.routes._ServerBody``) and ``pwrite``s
-  it at the part's offset.
+  from gunicorn's ``wsgi.input`` in 1 MiB reads (``app.storage.routes._ServerBody``), ``pwrite``s
+  it at the part's offset and starts its writeback at once (``sync_file_range``).
 - Durability decides the fair baseline. A part is answered 200 only once it is on disk
   (``fdatasync`` of the data, fsync of the part's record and its directory), as S3 acknowledges an
   UploadPart, and completion fsyncs the rename: an acknowledged upload survives a crash. So the
