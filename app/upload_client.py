@@ -281,6 +281,7 @@ class Upload:
         size = self.file.stat().st_size
         state = state_path(self.state_dir, self.file)
         media = self._resume(state)
+        stored: list[dict[str, Any]] = []  # a fresh upload holds no parts: no need to ask
         if media is None:
             media = self._create(size)
             state.parent.mkdir(parents=True, exist_ok=True)
@@ -289,11 +290,14 @@ class Upload:
         elif media["status"] != "uploading":  # completed by an earlier run that stopped before cleaning up
             state.unlink(missing_ok=True)
             return str(media["id"])
+        else:
+            stored = self.api.call("GET", f"/api/v1/media/{media['id']}/upload/parts").json()["parts"]
         media_id = str(media["id"])
         part_size, count = _part_layout(size)
-        stored = self.api.call("GET", f"/api/v1/media/{media_id}/upload/parts").json()["parts"]
         done = {p["part_number"] for p in stored if p["size_bytes"] == _part_bytes(size, part_size, p["part_number"])}
         todo = [n for n in range(1, count + 1) if n not in done]
+        if done:  # say what a resumed run skips: the operator sees the earlier run's work is kept
+            print(f"Resuming {media_id}: {len(done)} of {count} parts already stored.", file=sys.stderr)
         bar = self.progress(size)
         bar.add(sum(_part_bytes(size, part_size, n) for n in done), sent=False)
         try:

@@ -13,8 +13,9 @@ shared and their part's ``NNNNN.lock`` exclusively (two uploads of one part take
 completion holds ``upload.lock`` exclusively, so it never renames a file a part is being written
 into. Names starting with a dot are never listed as objects.
 
-Durability, as S3 gives it: a part is answered 200 only once its bytes (``fdatasync``) and its
-record (fsync, rename, fsync of the directory) are on disk, so a crash never leaves a listed part
+Durability, as S3 gives it: a part is answered 200 only once its bytes (``fdatasync``; writeback of
+each MiB is started as it is written, so that sync finds little left) and its record (fsync, rename,
+fsync of the directory) are on disk, so a crash never leaves a listed part
 that is a hole in ``data``; completion syncs the rename (and the directories made for it) before
 it returns. Single uploads (``put_*``) are atomic but rely on the page cache, as before.
 """
@@ -22,6 +23,7 @@ it returns. Single uploads (``put_*``) are atomic but rely on the page cache, as
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import fcntl
 import hashlib
 import json
@@ -29,12 +31,13 @@ import os
 import re
 import shutil
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any, BinaryIO
+from typing import IO, Any, BinaryIO, cast
 from urllib.parse import quote
 
 from app.security import tokens
@@ -264,9 +267,16 @@ class LocalStorage:
             raise UploadNotFound("no such multipart upload")
         return self.root / MULTIPART_DIR / str(parsed[1]) / upload_id
 
-    def _discard(self, directory: Path) -> None:
+    def _discard(self, directory: Path, *, wait: bool = True) -> None:
         """Remove a directory atomically first (a rename), then its files: a writer that comes
-        later finds nothing, instead of recreating files in a half-removed directory."""
+        later finds nothing, instead of recreating files in a half-removed directory.
+
+        ``wait=False`` removes the files in a background thread once the rename is done: the
+        directory is unreachable from then on, and a large upload's hundreds of small files
+        (a lock and a record per part; unlinks that wait on the file system's journal under
+        load: 170 ms for 64 parts measured) need not delay the caller's answer. A process that
+        exits meanwhile leaves a ``.gone-*`` directory, as a crash during the removal always could.
+        """
         trash = directory.with_name(f".gone-{uuid.uuid4().hex}")
         try:
             os.rename(directory, trash)
@@ -274,7 +284,13 @@ class LocalStorage:
             return
         except OSError as exc:
             raise StorageError(f"discard failed: {exc.strerror or exc}") from exc
-        shutil.rmtree(trash, ignore_errors=True)
+        if wait:
+            shutil.rmtree(trash, ignore_errors=True)
+        else:
+            remove = threading.Thread(
+                target=shutil.rmtree, args=(trash,), kwargs={"ignore_errors": True}, name="discard", daemon=True
+            )
+            remove.start()
 
     def create_multipart(self, key: str, content_type: str) -> str:
         self.path_for(key)
@@ -343,7 +359,7 @@ class LocalStorage:
                 except OSError as exc:
                     raise StorageError(f"write failed: {exc.strerror or exc}") from exc
                 try:
-                    written = _copy_at(stream, fd, offset, max_bytes)
+                    written = _copy_at(stream, fd, offset, max_bytes, writeback=True)
                     # Durable before the record says the part is there, as S3 acknowledges an
                     # UploadPart only once stored: after a crash, a listed part is never a hole.
                     os.fdatasync(fd)
@@ -432,7 +448,7 @@ class LocalStorage:
                         break
             except OSError as exc:
                 raise StorageError(f"complete failed: {exc.strerror or exc}") from exc
-            self._discard(directory)
+            self._discard(directory, wait=False)  # the object is in place: the answer need not wait
 
     def abort_multipart(self, key: str, upload_id: str) -> None:
         try:
@@ -447,12 +463,15 @@ class LocalStorage:
             raise StorageError("storage root is not writable")
 
 
-def _copy_at(stream: BinaryIO, fd: int, offset: int, max_bytes: int) -> int:
+def _copy_at(stream: BinaryIO, fd: int, offset: int, max_bytes: int, *, writeback: bool = False) -> int:
     """Write ``stream`` into ``fd`` from ``offset``; returns the byte count (ObjectTooLarge past ``max_bytes``).
 
     One reusable buffer filled with ``readinto`` where the stream has it (werkzeug's request
     stream does): no new ``bytes`` object, zero-filled buffer or extra copy per MiB, as
-    ``read(CHUNK)`` on a ``RawIOBase`` costs.
+    ``read(CHUNK)`` on a ``RawIOBase`` costs. A stream with ``read`` only (the server's own body
+    stream, ``app.storage.routes._ServerBody``) is written from the blocks it returns.
+    ``writeback``: start writing each block to disk as soon as it is written (``_start_writeback``),
+    for a caller that syncs the file at the end.
     """
     buffer = bytearray(CHUNK)
     view = memoryview(buffer)
@@ -473,7 +492,40 @@ def _copy_at(stream: BinaryIO, fd: int, offset: int, max_bytes: int) -> int:
         while data:
             done = os.pwrite(fd, data, position)
             data, position = data[done:], position + done
+        if writeback:
+            _start_writeback(fd, offset + written, count)
         written += count
+
+
+def _load_sync_file_range() -> Callable[..., int] | None:
+    """libc's ``sync_file_range(2)`` (Linux; Python's ``os`` does not offer it), or None elsewhere."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        function = ctypes.CDLL(None, use_errno=True).sync_file_range
+    except (OSError, AttributeError):
+        return None
+    function.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
+    function.restype = ctypes.c_int
+    return cast(Callable[..., int], function)
+
+
+_SYNC_FILE_RANGE = _load_sync_file_range()
+_SYNC_FILE_RANGE_WRITE = 2  # <fcntl.h>: start writeback of the range's dirty pages; do not wait
+
+
+def _start_writeback(fd: int, offset: int, length: int) -> None:
+    """Have the kernel start writing ``length`` bytes of ``fd`` from ``offset`` to disk, without waiting.
+
+    A part's closing ``fdatasync`` then finds most of its pages written already: the disk writes
+    while the network still delivers, instead of after (measured with 4 parts in flight, in quiet
+    minutes: a 256 MiB upload's median 0.318 -> 0.264 s). Only a hint: durability still comes from
+    that ``fdatasync``; where the call is missing or fails, the sync simply has more to write.
+    (``posix_fadvise(DONTNEED)`` also starts writeback but drains every CPU's page lists on each
+    call and drops cached pages: slower, measured.)
+    """
+    if _SYNC_FILE_RANGE is not None:
+        _SYNC_FILE_RANGE(fd, offset, length, _SYNC_FILE_RANGE_WRITE)  # a failure only leaves more to sync
 
 
 def _unlink(path: Path) -> bool:

@@ -9,7 +9,8 @@ completes, ingests to ``ready``, and the stored original is byte-identical to th
 item shows the pin holds for multipart originals: replaced after upload-complete, its ingest fails.
 The worker starts only after both completions, so the replacement happens before the ingest.
 
-``flask codex upload`` is tested here too: interrupted after one part, then resumed.
+``flask codex upload`` is tested here too: stopped after one part (``--stop-after``), then resumed;
+``test_upload_cli`` kills it (SIGKILL) mid-part and resumes it, on local storage and on S3.
 """
 
 from __future__ import annotations
