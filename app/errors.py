@@ -12,6 +12,8 @@ import structlog
 from flask import Flask, Response, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 
+from app.logging import mask_path
+
 log = structlog.get_logger(__name__)
 
 
@@ -189,7 +191,7 @@ def handle_app_error(error: AppError) -> Response:
 def handle_unexpected(error: BaseException) -> Response:
     original = getattr(error, "original_exception", None) or error
     request_id = getattr(g, "request_id", None)
-    log.error("request.unhandled_exception", exc_info=original, path=request.path)
+    log.error("request.unhandled_exception", exc_info=original, path=mask_path(request.path))  # (no tokens)
     return error_response(500, "INTERNAL_ERROR", "An internal error occurred.", {"request_id": request_id})
 
 

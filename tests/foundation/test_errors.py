@@ -122,3 +122,25 @@ def test_shared_api_budget_is_300_per_minute_and_can_be_switched_off(probe: Any,
     assert probe.get("/health").status_code == 200  # health is never limited
     disabled = app.test_client()  # the default test app runs with RATELIMIT_ENABLED=false
     assert {disabled.get("/api/v1/openapi.json").status_code for _ in range(305)} == {200}
+
+
+def test_an_unexpected_exception_on_a_token_path_logs_the_path_masked(app: Any) -> None:
+    import io
+    import logging
+
+    from app import errors
+
+    handler = logging.getLogger().handlers[0]
+    assert isinstance(handler, logging.StreamHandler)
+    buffer = io.StringIO()
+    original = handler.setStream(buffer)
+    token = "tok3n-that-signs-an-upload-part"
+    try:
+        with app.test_request_context(f"/storage/upload-part/{token}"):
+            response = errors.handle_unexpected(RuntimeError("disk on fire"))
+    finally:
+        handler.setStream(original)
+    assert response.status_code == 500
+    logged = buffer.getvalue()
+    assert "request.unhandled_exception" in logged and "/storage/upload-part/[token]" in logged
+    assert token not in logged
