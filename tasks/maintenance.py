@@ -6,7 +6,8 @@
   audit events are kept;
 - abandoned multipart uploads (api.md §6.1): media still ``uploading`` 24 h after their last part
   URL was issued get their upload aborted and become ``failed`` with "The upload was abandoned."
-  (``app.media.multipart``).
+  (``app.media.multipart``); on local storage, discarded upload directories whose removal a
+  process exit interrupted (``.gone-*``, untouched for an hour) are removed.
 
 Thin: the rules live in those modules. Each part commits on its own, so a storage error in the
 upload sweep does not undo the deletes.
@@ -26,6 +27,9 @@ from app.storage import get_storage
 from tasks.base import singleton
 
 
+LEFTOVER_AGE_SECONDS = 3600  # a discarded directory's own thread is done long before
+
+
 @shared_task(name="maintenance.cleanup", soft_time_limit=300, time_limit=360)
 @singleton("maintenance.cleanup", 360)
 def cleanup() -> dict[str, int]:
@@ -34,6 +38,8 @@ def cleanup() -> dict[str, int]:
     counts = identity_retention.delete_spent(session, now)
     counts["emails"] = email_retention.delete_finished(session, now)
     session.commit()
-    abandoned = multipart.abandon_stale_uploads(session, get_storage())
+    storage = get_storage()
+    abandoned = multipart.abandon_stale_uploads(session, storage)
     session.commit()
-    return {**counts, "abandoned_uploads": len(abandoned)}
+    leftovers = storage.sweep_leftovers(LEFTOVER_AGE_SECONDS)
+    return {**counts, "abandoned_uploads": len(abandoned), "storage_leftovers": leftovers}

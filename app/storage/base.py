@@ -127,3 +127,8 @@ class Storage(Protocol):
     def abort_multipart(self, key: str, upload_id: str) -> None:
         """Drop the upload and its parts; an upload already gone is not an error."""
         ...
+
+    def sweep_leftovers(self, older_than_seconds: float) -> int:
+        """Remove what an interrupted clean-up left behind, untouched for ``older_than_seconds``
+        (local storage: discarded upload directories; S3 has its lifecycle rule). How many."""
+        ...

@@ -292,6 +292,20 @@ class LocalStorage:
             )
             remove.start()
 
+    def sweep_leftovers(self, older_than_seconds: float) -> int:
+        """``.gone-*`` directories (``_discard``) whose removal a process exit interrupted."""
+        cutoff = time.time() - older_than_seconds
+        removed = 0
+        for trash in (self.root / MULTIPART_DIR).glob("*/.gone-*"):
+            try:
+                if trash.stat().st_mtime >= cutoff:
+                    continue  # (maybe still being removed by its own thread)
+            except FileNotFoundError:
+                continue
+            shutil.rmtree(trash, ignore_errors=True)
+            removed += 1
+        return removed
+
     def create_multipart(self, key: str, content_type: str) -> str:
         self.path_for(key)
         upload_id = uuid.uuid4().hex

@@ -408,6 +408,10 @@ class S3Storage:
     def abort_multipart(self, key: str, upload_id: str) -> None:
         self._abort_upload(key, upload_id)
 
+    def sweep_leftovers(self, older_than_seconds: float) -> int:
+        """Nothing: incomplete uploads are the bucket's lifecycle rule's (docs/operations.md)."""
+        return 0
+
     # ---- health and set-up ------------------------------------------------------------
 
     def check(self) -> None:

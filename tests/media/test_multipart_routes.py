@@ -7,6 +7,8 @@ The big uploads through real processes, and on moto's S3, are in test_multipart_
 from __future__ import annotations
 
 import io
+import os
+import time
 import uuid
 from datetime import timedelta
 from typing import Any
@@ -296,3 +298,18 @@ def test_part_route_cors_tokens_and_logs(client: FlaskClient, staff: Staff) -> N
     r = client.put(f"/storage/upload-part/{upload_token}", data=b"x")  # a single-upload token is not a part's
     assert r.status_code == 403
     assert token not in mask_path(path) and mask_path(path).endswith("/upload-part/[token]")
+
+
+def test_the_daily_sweep_removes_discarded_directories_an_exit_left_behind(app: Flask) -> None:
+    storage = app.extensions["storage"]
+    media_dir = storage.root / MULTIPART_DIR / str(uuid.uuid4())
+    old, fresh = media_dir / ".gone-old", media_dir / ".gone-fresh"
+    for trash in (old, fresh):
+        (trash / "upload").mkdir(parents=True)
+        (trash / "upload" / "data").write_bytes(b"x" * 1024)
+    hours_ago = time.time() - 2 * 3600
+    os.utime(old, (hours_ago, hours_ago))  # the removal a process exit interrupted
+    with app.app_context():
+        assert task(app, "maintenance.cleanup").apply().get()["storage_leftovers"] >= 1
+    assert not old.exists()
+    assert fresh.exists()  # (its own thread may still be removing it)
