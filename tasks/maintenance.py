@@ -26,7 +26,6 @@ from app.notifications import retention as email_retention
 from app.storage import get_storage
 from tasks.base import singleton
 
-
 LEFTOVER_AGE_SECONDS = 3600  # a discarded directory's own thread is done long before
 
 
