@@ -10,8 +10,9 @@ media a real worker ingested with ffmpeg, then
 - headless Chromium plays the stream with hls.js, which lists the subtitle track and shows the cue
   at its time;
 - Chromium's own HLS player (``<video src=master.m3u8>``) plays the stream, and a ``<track>`` with
-  the caption's signed VTT URL shows the cue at its time (whether the native player also lists
-  the playlist's subtitles group is printed, not asserted: see test_native_player).
+  the signed VTT URL a viewer reads from the subtitle playlist (of a language the stream answer's
+  ``captions`` lists) shows the cue at its time (whether the native player also lists the
+  playlist's subtitles group is printed, not asserted: see test_native_player).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import re
 import subprocess
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urljoin
 
 import pytest
 import requests
@@ -55,6 +56,18 @@ def stream_of(site: Site) -> dict[str, Any]:
     stream: dict[str, Any] = site.owner.call("GET", f"/api/v1/content/{site.video_content_id}/stream", 200)
     assert stream["captions"] == [{"language": "en", "label": "English"}]
     return stream
+
+
+def viewer_vtt_url(manifest_url: str, language: str) -> str:
+    """What a viewer's page that plays with a native player uses for a ``<track>``: the signed VTT
+    URL in the subtitle playlist of a language the stream answer's ``captions`` lists (fetched over
+    HTTP with the viewer's token, as the player would fetch it)."""
+    playlist_url = urljoin(manifest_url, f"subs/{language}.m3u8")
+    response = requests.get(playlist_url, timeout=30)
+    assert response.status_code == 200, response.text
+    uris = [line for line in response.text.splitlines() if line and not line.startswith("#")]
+    assert len(uris) == 1, response.text  # one segment: the whole VTT
+    return urljoin(playlist_url, uris[0])
 
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:
@@ -217,12 +230,14 @@ def test_hls_js_lists_the_subtitle_track_and_shows_the_cue_at_its_time(
 
 
 def test_native_player(make_site: Callable[..., Site], context: Any, request: pytest.FixtureRequest) -> None:
-    """Chromium's own HLS player plays the master; a <track> of the caption's signed URL shows the
-    cue at its time. Whether the native player itself exposes the master's subtitles group is
-    reported (Chromium's HLS support may not map it to text tracks)."""
+    """Chromium's own HLS player plays the master; a <track> of the signed VTT URL a viewer reads
+    from the language's subtitle playlist shows the cue at its time. Whether the native player
+    itself exposes the master's subtitles group is reported (Chromium's HLS support may not map it
+    to text tracks)."""
     site = make_site("local")
-    caption = put_caption(site)
-    manifest_url = stream_of(site)["manifest_url"]
+    put_caption(site)
+    stream = stream_of(site)
+    manifest_url = stream["manifest_url"]
     native = play_with_captions(context, site, manifest_url, "native")
     shout(
         request,
@@ -234,7 +249,10 @@ def test_native_player(make_site: Callable[..., Site], context: Any, request: py
     if native["captions"]:  # the native player mapped the subtitles group: it must show it right
         check_cue_shown(native, "English")
 
-    with_track = play_with_captions(context, site, manifest_url, "native", track=caption["url"])
+    # Where the native player does not map the group, the page adds a <track> per listed caption,
+    # from what a viewer has: the stream answer's languages and their subtitle playlists.
+    track_url = viewer_vtt_url(manifest_url, stream["captions"][0]["language"])
+    with_track = play_with_captions(context, site, manifest_url, "native", track=track_url)
     shout(request, f"chromium native HLS + <track>: text tracks {with_track['textTracks']}")
     assert with_track["player"]["error"] is None and with_track["page_errors"] == [], with_track
     assert with_track["player"]["ended"] is True
