@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -15,6 +13,7 @@ from flask_mail import Mail
 from redis.commands.core import Script
 
 from app import keys
+from app.speed.connections import thread_connection
 from app.speed.nearcache import NearCache
 
 log = structlog.get_logger(__name__)
@@ -47,7 +46,7 @@ def run_script(script: Script, keys: Sequence[Any], args: Sequence[Any]) -> Any:
     script (restart, SCRIPT FLUSH) gets it through ``Script.__call__``, which loads it."""
     held: Any = script  # (the types-redis stubs lack Script's attributes)
     client = held.registered_client
-    connection = _thread_connection(client)
+    connection = thread_connection(client)
     try:
         packed = _pack(client, ("EVALSHA", held.sha, len(keys), *keys, *args))
         if packed is None:
@@ -80,21 +79,6 @@ def _pack(client: redis.Redis, command: tuple[Any, ...]) -> bytes | None:
         return hiredis.pack_command(command)
     except (TypeError, ValueError):  # (UnicodeEncodeError included)
         return None
-
-
-def _thread_connection(client: redis.Redis) -> Any:
-    """A connection of this thread and process to ``client``'s server, made like the pool's.
-
-    One per thread, so never shared mid-command; kept on the client, so it goes with it; a
-    forked child makes its own (the pid is checked)."""
-    local: threading.local = client.__dict__.get("_codex_thread_connections") or client.__dict__.setdefault(
-        "_codex_thread_connections", threading.local()
-    )
-    held = getattr(local, "connection", None)
-    if held is None or held[0] != os.getpid():
-        pool: Any = client.connection_pool
-        held = local.connection = (os.getpid(), pool.connection_class(**pool.connection_kwargs))
-    return held[1]
 
 
 # The keys the near cache holds (app/keys.py says which): only what ``guards.with_session_read``

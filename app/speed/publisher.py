@@ -34,7 +34,6 @@ from __future__ import annotations
 import base64
 import json
 import os
-import threading
 import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -43,6 +42,7 @@ import redis
 from celery import Celery
 from kombu.serialization import dumps as kombu_dumps
 
+from app.speed.connections import thread_connection
 from app.speed.resp import pack
 
 Task = tuple[str, tuple[Any, ...], float | None]  # (name, args, countdown)
@@ -85,7 +85,6 @@ class RedisTaskPublisher:
         self.url = conf.broker_url
         timeout = conf.broker_connection_timeout or None
         self.client = redis.Redis.from_url(self.url, socket_timeout=timeout, socket_connect_timeout=timeout)
-        self._local = threading.local()  # each thread's own connection, for single messages
         self.supported = self.supports(celery_app)  # checked once: reading the settings costs ~20 us
         self._templates: dict[tuple[Any, ...], _Template | None] = {}  # (``message``)
 
@@ -125,7 +124,7 @@ class RedisTaskPublisher:
             return _answered  # (Celery's path sent it already)
         queue, message = self.message(name, args, countdown)
         key = prefix + queue
-        connection = self._connection()
+        connection = thread_connection(self.client)
         try:
             connection.send_packed_command([pack("LPUSH", key, message)])
         except (redis.ConnectionError, redis.TimeoutError):
@@ -163,14 +162,6 @@ class RedisTaskPublisher:
         prefix: str = (conf.broker_transport_options or {}).get("global_keyprefix") or ""
         return prefix
 
-    def _connection(self) -> Any:
-        """This thread's connection to the broker (a forked child makes its own)."""
-        held = getattr(self._local, "connection", None)
-        if held is None or held[0] != os.getpid():
-            pool = self.client.connection_pool
-            held = self._local.connection = (os.getpid(), pool.connection_class(**pool.connection_kwargs))
-        return held[1]
-
     def _lpush(self, key: str, message: bytes, attempts: int = 2) -> None:
         """One LPUSH on this thread's connection (``send_packed_command``/``read_response``, packed
         by ``app.speed.resp``): the command layer's retry wrapper and the pool's per-checkout socket
@@ -179,7 +170,7 @@ class RedisTaskPublisher:
         the command sent once more, as the client's default retry would: a message pushed twice
         is harmless (the worker's claim is conditional), a lost one waits for the sweeper."""
         for attempt in range(attempts):
-            connection = self._connection()
+            connection = thread_connection(self.client)
             try:
                 connection.send_packed_command([pack("LPUSH", key, message)])
                 connection.read_response()

@@ -8,7 +8,8 @@ from typing import Any
 import pytest
 import redis as redis_lib
 
-from app.extensions import _thread_connection, run_script
+from app.extensions import run_script
+from app.speed.connections import thread_connection
 
 ECHO = "redis.call('SET', KEYS[1], ARGV[1]) return {redis.call('GET', KEYS[1]), #ARGV}"
 
@@ -29,11 +30,11 @@ def test_a_server_that_lost_the_script_gets_it_again(redis: redis_lib.Redis) -> 
 def test_script_errors_are_redis_errors_and_the_next_call_works(redis: redis_lib.Redis) -> None:
     failing = redis.register_script("return redis.call('INCR', KEYS[1])")
     redis.set("text", "not a number")
-    connection = _thread_connection(redis)
+    connection = thread_connection(redis)
     with pytest.raises(redis_lib.ResponseError):
         run_script(failing, ["text"], [])
     assert run_script(redis.register_script(ECHO), ["k"], ["after"]) == [b"after", 1]
-    assert _thread_connection(redis) is connection and connection._sock is not None  # kept: still in step
+    assert thread_connection(redis) is connection and connection._sock is not None  # kept: still in step
 
 
 def test_a_killed_connection_raises_once_then_reconnects(redis: redis_lib.Redis) -> None:
@@ -46,17 +47,17 @@ def test_a_killed_connection_raises_once_then_reconnects(redis: redis_lib.Redis)
 
 
 def test_each_thread_has_its_own_connection(redis: redis_lib.Redis) -> None:
-    mine = _thread_connection(redis)
-    assert _thread_connection(redis) is mine
+    mine = thread_connection(redis)
+    assert thread_connection(redis) is mine
     theirs: list[Any] = []
-    thread = threading.Thread(target=lambda: theirs.append(_thread_connection(redis)))
+    thread = threading.Thread(target=lambda: theirs.append(thread_connection(redis)))
     thread.start()
     thread.join()
     assert theirs[0] is not mine
 
 
 def _client_id(client: redis_lib.Redis) -> int:
-    connection = _thread_connection(client)
+    connection = thread_connection(client)
     connection.send_command("CLIENT", "ID")
     return int(connection.read_response())
 
