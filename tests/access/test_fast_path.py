@@ -23,6 +23,7 @@ from app.access.fast_path import FastPath
 from app.identity.sessions import COOKIE_NAME
 from app.speed.nearcache import MISS
 from tests.access.helpers import World
+from tests.fast_paths import request_lines
 from tests.identity.conftest import bound_client
 from tests.identity.helpers import signed_in
 
@@ -495,27 +496,12 @@ def test_a_session_this_process_does_not_hold_is_read_from_redis_by_the_fast_pat
 
 
 def test_the_request_log_line_is_the_routes(app_factory: Any, world: World, db_session: Any) -> None:
-    import io
-    import logging
-
     verbose = app_factory(LOG_LEVEL="INFO")
     assert verbose.extensions["near_cache"].wait_usable(5.0)
-    handler = logging.getLogger().handlers[0]
-    assert isinstance(handler, logging.StreamHandler)
-    buffer = io.StringIO()
-    original = handler.setStream(buffer)
-    try:
-        with bound_client(verbose, db_session) as client:
-            player = Player(client, world)
-            player.put_fast(**{"X-Request-ID": "beat-fast"})
-            with flask_only(verbose):
-                assert player.put(**{"X-Request-ID": "beat-routed"}).status_code == 204
-    finally:
-        handler.setStream(original)
-        logging.getLogger().setLevel(logging.WARNING)
-    lines = [json.loads(line) for line in buffer.getvalue().splitlines() if line.startswith("{")]
-    by_id = {line["request_id"]: line for line in lines if line["event"] == "request"}
-    fast, routed = by_id["beat-fast"], by_id["beat-routed"]
-    for line in (fast, routed):
-        assert line.pop("duration_ms") >= 0 and line.pop("timestamp") and line.pop("request_id")
+    with request_lines() as lines, bound_client(verbose, db_session) as client:
+        player = Player(client, world)
+        player.put_fast(**{"X-Request-ID": "beat-fast"})
+        with flask_only(verbose):
+            assert player.put(**{"X-Request-ID": "beat-routed"}).status_code == 204
+    fast, routed = lines["beat-fast"], lines["beat-routed"]
     assert fast == routed and fast["status"] == 204 and fast["user_id"] == str(world.buyer.id)

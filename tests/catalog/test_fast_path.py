@@ -4,9 +4,6 @@ everything else left to the route."""
 
 from __future__ import annotations
 
-import io
-import json
-import logging
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -24,6 +21,7 @@ from app.catalog.fast_path import CatalogFastPath
 from app.content.models import Content
 from app.identity.sessions import COOKIE_NAME
 from tests.content.helpers import Staff, make_content, make_staff
+from tests.fast_paths import layer_of, request_lines
 from tests.identity.conftest import bound_client
 from tests.identity.helpers import auth, make_user, signed_in
 
@@ -42,12 +40,7 @@ def published(staff: Staff, **kwargs: Any) -> Content:
 
 def catalog_path(app: Flask) -> CatalogFastPath:
     """The catalogue middleware in the app's WSGI chain."""
-    layer: Any = app.wsgi_app
-    while layer is not None:
-        if isinstance(layer, CatalogFastPath):
-            return layer
-        layer = getattr(layer, "wsgi_app", None) or getattr(layer, "app", None)
-    raise AssertionError("no CatalogFastPath in the WSGI chain")
+    return layer_of(app, CatalogFastPath)
 
 
 @contextmanager
@@ -172,27 +165,15 @@ def test_the_fast_path_counts_in_the_request_metric_and_logs_the_routes_line(
 ) -> None:
     published(staff, title="Bread")
     verbose = app_factory(LOG_LEVEL="INFO")
-    handler = logging.getLogger().handlers[0]
-    assert isinstance(handler, logging.StreamHandler)
-    buffer = io.StringIO()
-    original = handler.setStream(buffer)
     labels = ("GET", catalog_fast_path.ENDPOINT, "200")
-    try:
-        with bound_client(verbose, db_session) as client:
-            get_fast(client)
-            counted = metrics.HTTP_REQUESTS.labels(*labels)._value.get()
-            get_fast(client, **{"X-Request-ID": "list-fast"})
-            assert metrics.HTTP_REQUESTS.labels(*labels)._value.get() == counted + 1
-            with flask_only(verbose):
-                assert client.get(LIST, headers={"X-Request-ID": "list-routed"}).status_code == 200
-    finally:
-        handler.setStream(original)
-        logging.getLogger().setLevel(logging.WARNING)
-    lines = [json.loads(line) for line in buffer.getvalue().splitlines() if line.startswith("{")]
-    by_id = {line["request_id"]: line for line in lines if line["event"] == "request"}
-    fast, routed = by_id["list-fast"], by_id["list-routed"]
-    for line in (fast, routed):
-        assert line.pop("duration_ms") >= 0 and line.pop("timestamp") and line.pop("request_id")
+    with request_lines() as lines, bound_client(verbose, db_session) as client:
+        get_fast(client)
+        counted = metrics.HTTP_REQUESTS.labels(*labels)._value.get()
+        get_fast(client, **{"X-Request-ID": "list-fast"})
+        assert metrics.HTTP_REQUESTS.labels(*labels)._value.get() == counted + 1
+        with flask_only(verbose):
+            assert client.get(LIST, headers={"X-Request-ID": "list-routed"}).status_code == 200
+    fast, routed = lines["list-fast"], lines["list-routed"]
     assert fast == routed and fast["status"] == 200 and fast["user_id"] is None
 
 

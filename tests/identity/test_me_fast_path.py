@@ -4,9 +4,6 @@ everything else left to the route."""
 
 from __future__ import annotations
 
-import io
-import json
-import logging
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -22,6 +19,7 @@ from app import metrics
 from app.identity import fast_path as me_fast_path
 from app.identity.fast_path import MeFastPath
 from app.identity.sessions import COOKIE_NAME
+from tests.fast_paths import layer_of, request_lines
 from tests.identity.conftest import bound_client
 from tests.identity.helpers import auth, make_org, make_user, signed_in
 
@@ -31,12 +29,7 @@ ALLOWED_ORIGIN = "http://localhost:3000"  # the test config's CORS_ORIGINS
 
 def me_path(app: Flask) -> MeFastPath:
     """The /me middleware in the app's WSGI chain."""
-    layer: Any = app.wsgi_app
-    while layer is not None:
-        if isinstance(layer, MeFastPath):
-            return layer
-        layer = getattr(layer, "wsgi_app", None) or getattr(layer, "app", None)
-    raise AssertionError("no MeFastPath in the WSGI chain")
+    return layer_of(app, MeFastPath)
 
 
 @contextmanager
@@ -173,29 +166,17 @@ def test_with_rate_limits_on_every_me_is_counted_once_and_the_301st_is_refused(
 
 def test_the_fast_path_counts_in_the_request_metric_and_logs_the_routes_line(app_factory: Any, db_session: Any) -> None:
     verbose = app_factory(LOG_LEVEL="INFO")
-    handler = logging.getLogger().handlers[0]
-    assert isinstance(handler, logging.StreamHandler)
-    buffer = io.StringIO()
-    original = handler.setStream(buffer)
     labels = ("GET", me_fast_path.ENDPOINT, "200")
-    try:
-        with bound_client(verbose, db_session) as client:
-            user = make_user()
-            token = signed_in(user)
-            get_fast(client, token)
-            counted = metrics.HTTP_REQUESTS.labels(*labels)._value.get()
-            get_fast(client, token, **{"X-Request-ID": "me-fast"})
-            assert metrics.HTTP_REQUESTS.labels(*labels)._value.get() == counted + 1
-            with flask_only(verbose):
-                assert client.get(ME, headers=auth(token, **{"X-Request-ID": "me-routed"})).status_code == 200
-    finally:
-        handler.setStream(original)
-        logging.getLogger().setLevel(logging.WARNING)
-    lines = [json.loads(line) for line in buffer.getvalue().splitlines() if line.startswith("{")]
-    by_id = {line["request_id"]: line for line in lines if line["event"] == "request"}
-    fast, routed = by_id["me-fast"], by_id["me-routed"]
-    for line in (fast, routed):
-        assert line.pop("duration_ms") >= 0 and line.pop("timestamp") and line.pop("request_id")
+    with request_lines() as lines, bound_client(verbose, db_session) as client:
+        user = make_user()
+        token = signed_in(user)
+        get_fast(client, token)
+        counted = metrics.HTTP_REQUESTS.labels(*labels)._value.get()
+        get_fast(client, token, **{"X-Request-ID": "me-fast"})
+        assert metrics.HTTP_REQUESTS.labels(*labels)._value.get() == counted + 1
+        with flask_only(verbose):
+            assert client.get(ME, headers=auth(token, **{"X-Request-ID": "me-routed"})).status_code == 200
+    fast, routed = lines["me-fast"], lines["me-routed"]
     assert fast == routed and fast["status"] == 200 and fast["user_id"] == str(user.id)
 
 
