@@ -29,8 +29,6 @@ the event's fields. tests/commerce/test_webhook_fast_path.py compares both paths
 from __future__ import annotations
 
 import io
-import os
-import threading
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -44,6 +42,7 @@ from app.commerce import webhooks
 from app.commerce.routes import WEBHOOK_MAX_BYTES
 from app.extensions import redis_script
 from app.payments.signature import SignatureError, verify
+from app.speed.connections import thread_connection
 from app.speed.resp import pack
 
 PATH = "/webhooks/stripe"
@@ -67,7 +66,6 @@ class WebhookFastPath:
         self.answered = 0  # deliveries answered here (tests, and operators who wonder)
         self.refused = 0  # 429s answered here
         self._rules: tuple[ratelimit.Rule, ...] | None = None  # the route's limits (read once)
-        self._local = threading.local()  # each thread's connection to the limiter's Redis
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         if environ.get("PATH_INFO") == PATH and environ.get("REQUEST_METHOD") == "POST":
@@ -152,7 +150,7 @@ class WebhookFastPath:
         if self._rules is None:
             self._rules = ratelimit.rules_of(self.app, "POST", PATH)
         bound = ratelimit.bind(self._rules, environ.get("REMOTE_ADDR") or "unknown", None)
-        return _PendingCount(self.app.extensions["redis"], bound, self._local)
+        return _PendingCount(self.app.extensions["redis"], bound)
 
     def _refuse(
         self, environ: dict[str, Any], counted: ratelimit.Outcome, started: float
@@ -175,20 +173,16 @@ class _PendingCount:
     (the same as ``ratelimit.check``'s: None when Redis cannot be reached or fails, let through).
 
     Why not ``ratelimit.check``: it waits for Redis, and this path has the body to verify and
-    parse meanwhile. The call goes on this thread's own connection (one outstanding reply at most:
-    ``read`` or ``abandon`` always follows), made as the client's pool makes its connections.
+    parse meanwhile. The call goes on this thread's own connection (``app.speed.connections``: one
+    outstanding reply at most, ``read`` or ``abandon`` always follows before its next use).
     """
 
-    def __init__(self, client: redis.Redis, bound: ratelimit.Bound, local: threading.local) -> None:
+    def __init__(self, client: redis.Redis, bound: ratelimit.Bound) -> None:
         self.keys, self.args = bound.tail()
         self.script: Any = redis_script(client, _COUNT_SCRIPT)  # (the stubs lack Script's attributes)
         self.outcome: ratelimit.Outcome | None = None
         self.connection: Any = None
-        held = getattr(local, "held", None)
-        if held is None or held[0] != os.getpid() or held[1] is not client:  # (a forked child makes its own)
-            pool: Any = client.connection_pool
-            held = local.held = (os.getpid(), client, pool.connection_class(**pool.connection_kwargs))
-        connection = held[2]
+        connection = thread_connection(client)  # (nothing else uses it before ``read``/``abandon``)
         try:
             connection.send_packed_command([pack("EVALSHA", self.script.sha, len(self.keys), *self.keys, *self.args)])
         except redis.RedisError:
