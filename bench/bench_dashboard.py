@@ -44,6 +44,7 @@ from sqlalchemy.engine import make_url
 
 from bench.bench_auth import migrate, print_table
 from bench.common import (
+    GUNICORN_CONF,
     OUT,
     base_env,
     bearer_users,
@@ -382,7 +383,7 @@ def over_http(env: dict[str, str], org_id: uuid.UUID, tokens: list[str]) -> dict
         "revenue_365d": f"/api/v1/orgs/{org_id}/dashboard/revenue?start={start}&end={today}",
     }
     results = {}
-    with start_gunicorn("app:create_app()", production_env(env)) as server:
+    with start_gunicorn("app:create_app()", production_env(env), config=GUNICORN_CONF) as server:
         for name, path in paths.items():
             results[name] = load(
                 server.url + path, header_factory=managers, duration=duration, concurrency=2, warmup=warmup

@@ -45,6 +45,7 @@ from sqlalchemy.engine import make_url
 
 from bench.bench_auth import migrate, print_table
 from bench.common import (
+    GUNICORN_CONF,
     OUT,
     base_env,
     bearer_users,
@@ -407,7 +408,7 @@ def over_http(env: dict[str, str], org_id: uuid.UUID, content_id: uuid.UUID, tok
     }
     managers = bearer_users(tokens, API_LIMIT, "admins")
     parts: dict[str, list[Any]] = {name: [] for name in paths}
-    with start_gunicorn("app:create_app()", production_env(env)) as server:
+    with start_gunicorn("app:create_app()", production_env(env), config=GUNICORN_CONF) as server:
         for round_ in range(rounds):
             for name, path in paths.items():
                 parts[name].append(

@@ -55,7 +55,7 @@ from typing import Any
 from sqlalchemy import create_engine
 from sqlalchemy.orm import Session
 
-from bench.common import Server, base_env, free_port, production_env, start_gunicorn
+from bench.common import GUNICORN_CONF, Server, base_env, free_port, production_env, start_gunicorn
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "bench" / "out"
@@ -247,7 +247,9 @@ def main() -> list[dict[str, Any]]:
     sink_cpu: list[float] = []
     sink_port = free_port()
     with (
-        start_gunicorn("app:create_app()", env=env, port=port, ready_path="/health/ready") as server,
+        start_gunicorn(
+            "app:create_app()", env=env, port=port, ready_path="/health/ready", config=GUNICORN_CONF
+        ) as server,
         start_gunicorn("bench.bench_upload:sink_app", env=env, port=sink_port, ready_path="/") as sink,
     ):
         # Unmeasured: each worker's first requests pay one-off costs (lazy imports, the first
@@ -319,7 +321,7 @@ def s3_context(org_id: str, token: str, parallel: int) -> dict[str, Any] | None:
         port = free_port()
         times = []
         with start_gunicorn(
-            "app:create_app()", env=bench_env(port, **s3), port=port, ready_path="/health/ready"
+            "app:create_app()", env=bench_env(port, **s3), port=port, ready_path="/health/ready", config=GUNICORN_CONF
         ) as server:
             for _ in range(2):
                 times.append(upload_once(server.url, org_id, token, parallel))

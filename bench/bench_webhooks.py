@@ -6,7 +6,8 @@ with its owner, one published 19.99 USD item, ``BENCH_WEBHOOK_CUSTOMERS`` (3000)
 and for every session an event names, the ``checkout_sessions`` row checkout would have stored
 (19.99 USD: fulfilment takes the money from it, security.md §9).
 The app runs under gunicorn with the Procfile's web settings (2 workers x 4 threads), ``APP_ENV=development``,
-``LOG_LEVEL=WARNING``, ``RATELIMIT_ENABLED=false`` (as bench_http), the local provider (no Stripe key).
+in the production configuration (``bench.common.PRODUCTION``: rate limits on, INFO JSON log lines, the gunicorn
+config's multiprocess metrics), the local provider (no Stripe key).
 
 1. Throughput (closed loop, 16 connections, 2 s warm-up, ``BENCH_DURATION`` 10 s measured per target), in
    the same run: the trivial Flask app's ``GET /health``, Codex's ``GET /health`` and ``POST
