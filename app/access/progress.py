@@ -557,7 +557,7 @@ def forget_flushed(client: redis.Redis, members: list[str]) -> None:
 
 # ---- one user's entries (the library flushes the caller's buffer first, api.md §10) ---------
 
-# After the library's flush of one user: entries still at the flushed ts are clean again.
+# After the library's flush of one user: entries still holding what was flushed are clean again.
 _FORGET_USER_LUA = source("forget_user")
 
 
@@ -577,9 +577,11 @@ def flush_user(session: Session, client: redis.Redis, user_id: uuid.UUID) -> Row
 def forget_user_flushed(client: redis.Redis, user_id: uuid.UUID, rows: Rows) -> None:
     if not rows:
         return
-    args: list[str] = [keys.PROGRESS_PREFIX, str(user_id)]
-    for content_id, ts in zip(rows.content_ids, rows.client_ts_ms, strict=True):
-        args += [content_id, str(ts)]
+    args: list[Any] = [keys.PROGRESS_PREFIX, str(user_id)]
+    for content_id, ts, pos, done, furthest in zip(
+        rows.content_ids, rows.client_ts_ms, rows.positions, rows.completed, rows.maxes, strict=True
+    ):
+        args += [content_id, str(ts), pos, "1" if done else "0", furthest]
     try:
         redis_script(client, _FORGET_USER_LUA)(keys=[keys.PROGRESS_DIRTY, keys.user_dirty(user_id)], args=args)
     except redis.RedisError:

@@ -140,3 +140,41 @@ def test_the_heartbeat_request_writes_nothing_to_postgres(
         assert client.put(url, json=later, headers=hdrs).status_code == 204
     assert warm == []  # a seek back keeps the furthest position without a single SQL statement
     assert hash_max(redis, world) == 10
+
+
+def test_a_late_heartbeat_during_the_library_flush_stays_dirty(world: World, db_session: Session, redis: Any) -> None:
+    """The library flushes the caller's buffer, then marks the entries clean that still hold what it
+    wrote. A late heartbeat landing in between changes the furthest position but not ``ts``: its
+    entry must stay dirty, or that furthest position would never reach Postgres."""
+    user, item = world.buyer.id, world.content
+    beat(db_session, redis, user, item, 170, T0 + timedelta(seconds=60))
+    flushed = progress.flush_user(db_session, redis, user)  # the library's flush reads (170, ts T0 + 60 s) …
+    db_session.commit()
+    assert beat(db_session, redis, user, item, 344, T0) == "ignored"  # … a late heartbeat raises max …
+    progress.forget_user_flushed(redis, user, flushed)  # … then the library marks what it wrote clean
+    assert redis.smembers("pb:dirty") == {f"{user}:{item.id}".encode()}
+    assert flush(db_session, redis).entries == 1
+    row = stored(db_session, world)
+    assert (row.position_seconds, row.max_position_seconds) == (170, 344)
+
+
+def test_a_same_ts_heartbeat_during_the_library_flush_stays_dirty(
+    world: World, db_session: Session, redis: Any
+) -> None:
+    """Two heartbeats with the same client clock (a player that stamps per second) and different
+    positions: the second one, applied while the library flushed the first, is still flushed."""
+    user, item = world.buyer.id, world.content
+    beat(db_session, redis, user, item, 100, T0)
+    flushed = progress.flush_user(db_session, redis, user)
+    db_session.commit()
+    assert beat(db_session, redis, user, item, 90, T0) == "applied"  # the same ts: applied, ts unchanged
+    progress.forget_user_flushed(redis, user, flushed)
+    assert redis.scard(f"pb:dirty:u:{user}") == 1
+    flush(db_session, redis)
+    assert stored(db_session, world).position_seconds == 90
+    # With nothing new in between, the library's flush does mark the entry clean.
+    beat(db_session, redis, user, item, 95, T0 + timedelta(seconds=5))
+    flushed = progress.flush_user(db_session, redis, user)
+    db_session.commit()
+    progress.forget_user_flushed(redis, user, flushed)
+    assert redis.scard("pb:dirty") == 0 and redis.scard(f"pb:dirty:u:{user}") == 0
