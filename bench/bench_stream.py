@@ -29,6 +29,7 @@ BENCH_CONCURRENCY (16).
 
 from __future__ import annotations
 
+import os
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -280,7 +281,7 @@ def write_master_playlist(env: dict[str, str], playback: Playback) -> None:
             master_key = media.hls_master_key
     finally:
         engine.dispose()
-    storage = LocalStorage(Path(Config.from_env(**env).STORAGE_LOCAL_ROOT), "", "")
+    storage = LocalStorage(Path(Config.from_env({**os.environ, **env}).STORAGE_LOCAL_ROOT), "", "")
     variants = [ladder.Variant(n, 1_000_000, 800_000, "avc1.64001f,mp4a.40.2", (1280, 720)) for n in ("720p", "360p")]
     storage.put_bytes(master_key, ladder.master_playlist(variants).encode(), keys.CONTENT_TYPES["m3u8"])
 

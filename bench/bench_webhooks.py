@@ -167,7 +167,7 @@ def seed(engine: Engine, customers: int) -> dict[str, Any]:
             ),
             {"id": content, "org": org, "o": owner, "m": media, "now": now},
         )
-    data = {"org": str(org), "content": str(content), "customers": [str(c) for c in customer_ids]}
+    data: dict[str, Any] = {"org": str(org), "content": str(content), "customers": [str(c) for c in customer_ids]}
     # The throughput phase's deliveries all name one session (they are stored, never processed).
     data["session"] = new_session_id()
     store_sessions(engine, data, [(data["session"], data["customers"][0])])
@@ -215,7 +215,7 @@ def event_body(event_id: str, customer_id: str, data: dict[str, Any], session_id
     the stored session ``session_id`` (``store_sessions``: same amount and currency)."""
     hex_id = session_id.removeprefix("cs_test_a1")[:32]
     created = int(time.time())
-    session = {
+    session: dict[str, Any] = {
         "id": session_id,
         "object": "checkout.session",
         "after_expiration": None,

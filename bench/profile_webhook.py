@@ -111,7 +111,7 @@ class Environs:
         }
 
 
-def run(app: Callable[..., Iterable[bytes]], environs: Environs, start: int, count: int) -> list[str]:
+def run(app: Callable[..., Iterable[bytes]], environs: Environs | _Shifted, start: int, count: int) -> list[str]:
     statuses: list[str] = []
 
     def start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> None:
@@ -127,7 +127,9 @@ def run(app: Callable[..., Iterable[bytes]], environs: Environs, start: int, cou
     return statuses
 
 
-def measure(targets: dict[str, tuple[Any, Environs]], warmup: int, count: int, redis_client: Any, engine: Any) -> dict:
+def measure(
+    targets: dict[str, tuple[Any, Environs | _Shifted]], warmup: int, count: int, redis_client: Any, engine: Any
+) -> dict:
     """Each target's CPU per delivery over ``count`` deliveries, the targets taking turns in batches
     of ``BATCH`` so that load from outside (a shared machine) falls on all of them alike."""
     for app, environs in targets.values():
@@ -206,7 +208,7 @@ def main() -> None:
             lines = []
             for round_ in range(args.rounds):
                 offset = round_ * (warmup + count)
-                targets = {
+                targets: dict[str, tuple[Any, Environs | _Shifted]] = {
                     "codex": (codex, _Shifted(codex_environs, offset)),
                     "floor": (webhook_floor_app.app, _Shifted(floor_environs, offset)),
                 }
@@ -238,8 +240,8 @@ def main() -> None:
         for key in ("CELERY_BROKER_URL", "REDIS_URL"):
             redis.Redis.from_url(env[key]).flushdb()
     print("".join(lines), end="")
-    for name, per in results.items():
-        best = min(per, key=lambda p: p["web"])
+    for name, rounds in results.items():
+        best = min(rounds, key=lambda p: p["web"])
         print(
             f"{name} best round: web {best['web']:.1f} us, web+postgres+redis "
             f"{best['web'] + best['postgres'] + best['redis']:.1f} us"

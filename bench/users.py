@@ -11,6 +11,7 @@ no sliding-expiry write happens during a run. The load then spreads over them wi
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from sqlalchemy import create_engine, text
 
@@ -45,7 +46,7 @@ def sessions(db_url: str, count: int) -> list[str]:
                 ),
                 {"emails": emails, "now": now},
             )
-            ids = dict(
+            ids: dict[str, Any] = dict(
                 conn.execute(
                     text(f"SELECT email, id FROM {users} WHERE email = ANY(:emails)"), {"emails": emails}
                 ).all()
