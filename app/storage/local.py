@@ -60,6 +60,12 @@ MULTIPART_DIR = ".multipart"
 UPLOAD_PART_PURPOSE = "upload-part"
 #: How long completion waits for part writes still in flight before answering UploadBusy.
 COMPLETE_WAIT_SECONDS = 10.0
+#: How long a part write waits for an earlier write of the same part (a client's retry while its
+#: first attempt is still being received or synced) before answering UploadBusy. Bounded so that
+#: a first attempt whose client vanished mid-body (its connection half-open: the server's read
+#: never returns) cannot also hold every retry's thread: they are refused instead, and the client
+#: can start the upload afresh (DELETE …/upload) rather than hang with it.
+PART_WAIT_SECONDS = 10.0
 _UPLOAD_ID = re.compile(r"[0-9a-f]{32}")
 _MEDIA_PREFIX = re.compile(r"orgs/[0-9a-f-]{36}/media/([0-9a-f-]{36})/?")
 
@@ -335,25 +341,36 @@ class LocalStorage:
 
     @staticmethod
     @contextlib.contextmanager
-    def _locked(path: Path, mode: int) -> Iterator[IO[bytes]]:
+    def _locked(path: Path, mode: int | None) -> Iterator[IO[bytes]]:
+        """``path`` open, locked in ``mode`` (None: not yet locked; the caller locks it)."""
         try:
             handle = path.open("rb")
         except FileNotFoundError:
             raise UploadNotFound("no such multipart upload") from None
         try:
-            fcntl.flock(handle, mode)
+            if mode is not None:
+                fcntl.flock(handle, mode)
             yield handle
         finally:
             handle.close()  # releases the lock
 
     def write_part(
-        self, key: str, upload_id: str, part_number: int, offset: int, stream: BinaryIO, max_bytes: int
+        self,
+        key: str,
+        upload_id: str,
+        part_number: int,
+        offset: int,
+        stream: BinaryIO,
+        max_bytes: int,
+        *,
+        wait: float | None = None,
     ) -> PartInfo:
         """Write one part's bytes at ``offset`` of the upload's data file; returns the stored part.
 
         The part's record is removed first and written last, so a part cut short (client gone,
         too many bytes: ObjectTooLarge) is simply missing from ``list_parts``. UploadNotFound when
-        the upload was completed or aborted (before or while the bytes arrived).
+        the upload was completed or aborted (before or while the bytes arrived); UploadBusy when
+        another write of the same part still holds it after ``wait`` seconds (``PART_WAIT_SECONDS``).
         """
         directory = self._upload_dir(key, upload_id)
         record = directory / f"{part_number:05d}.json"
@@ -363,7 +380,9 @@ class LocalStorage:
                 part_lock.touch()
             except FileNotFoundError:
                 raise UploadNotFound("no such multipart upload") from None
-            with self._locked(part_lock, fcntl.LOCK_EX):
+            with self._locked(part_lock, None) as handle:
+                wait = PART_WAIT_SECONDS if wait is None else wait
+                _lock_within(handle, wait, "this part is still being written by an earlier request")
                 try:
                     if _unlink(record):  # a part sent again: its old record must not outlive a crash
                         _fsync_dir(directory)
@@ -429,15 +448,7 @@ class LocalStorage:
         target = self.path_for(key)
         directory = self._upload_dir(key, upload_id)
         with self._locked(directory / "upload.lock", fcntl.LOCK_SH) as handle:
-            deadline = time.monotonic() + wait
-            while True:  # no blocking wait: the caller holds the media row lock meanwhile
-                try:
-                    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except BlockingIOError:
-                    if time.monotonic() >= deadline:
-                        raise UploadBusy("a part is still being written") from None
-                    time.sleep(0.05)
+            _lock_within(handle, wait, "a part is still being written")  # (the caller holds the media row lock)
             records = self._records(directory)
             position = 0
             for index, (number, etag) in enumerate(parts, start=1):
@@ -540,6 +551,20 @@ def _start_writeback(fd: int, offset: int, length: int) -> None:
     """
     if _SYNC_FILE_RANGE is not None:
         _SYNC_FILE_RANGE(fd, offset, length, _SYNC_FILE_RANGE_WRITE)  # a failure only leaves more to sync
+
+
+def _lock_within(handle: IO[bytes], wait: float, busy: str) -> None:
+    """Take ``handle``'s lock exclusively within ``wait`` seconds (polling, never a blocking wait
+    that a stuck holder could prolong forever), else UploadBusy(``busy``)."""
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                raise UploadBusy(busy) from None
+            time.sleep(0.05)
 
 
 def _unlink(path: Path) -> bool:

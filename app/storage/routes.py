@@ -24,7 +24,7 @@ from app.http import body_limit, raw_body
 from app.ratelimit import blueprint_limit
 from app.security import tokens
 from app.storage import get_storage, keys
-from app.storage.base import ObjectTooLarge, StorageError, UploadNotFound
+from app.storage.base import ObjectTooLarge, StorageError, UploadBusy, UploadNotFound
 from app.storage.local import CHUNK, UPLOAD_PART_PURPOSE, LocalStorage, download_name
 
 bp = Blueprint("storage", __name__, url_prefix="/storage")
@@ -292,8 +292,9 @@ def upload_part(token: str) -> Response:
     """Receive one part of a signed local multipart upload (the local stand-in for S3 ``UploadPart``).
 
     Same protections as ``upload``: only while the media item is ``uploading`` (409 afterwards),
-    at most the part's size (413), 404 once the multipart upload was completed or aborted. Any
-    ``Content-Type`` is accepted, as S3 accepts any for a part. Answers 200 with the part's ETag.
+    at most the part's size (413), 404 once the multipart upload was completed or aborted, 409
+    when an earlier request for the same part still holds it after ``PART_WAIT_SECONDS`` (10 s).
+    Any ``Content-Type`` is accepted, as S3 accepts any for a part. Answers 200 with the part's ETag.
     """
     storage = _local_storage()
     claims = _claims(UPLOAD_PART_PURPOSE, token)
@@ -319,6 +320,11 @@ def upload_part(token: str) -> Response:
     except UploadNotFound:
         _require_uploading(key, lock=False)  # completed meanwhile: the same 409 as before the body
         raise errors.NotFound("The multipart upload does not exist (completed or aborted).") from None
+    except UploadBusy:
+        raise errors.Conflict(
+            f"Part {part_number} is still being received by an earlier request; retry once it has finished,"
+            " or start the upload afresh (DELETE …/upload)."
+        ) from None
     except StorageError:
         raise errors.ServiceUnavailable("storage") from None
     finally:

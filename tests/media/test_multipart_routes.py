@@ -6,11 +6,13 @@ The big uploads through real processes, and on moto's S3, are in test_multipart_
 
 from __future__ import annotations
 
+import fcntl
 import io
 import os
 import time
 import uuid
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -25,6 +27,7 @@ import tasks.maintenance  # noqa: F401 - registers maintenance.cleanup (a worker
 from app.logging import mask_path
 from app.media import multipart, sweepers
 from app.media.models import MediaItem
+from app.storage import local as local_storage
 from app.storage.local import MULTIPART_DIR
 from tasks.schedule import beat_schedule
 from tests.content.helpers import Staff, make_staff
@@ -313,3 +316,34 @@ def test_the_daily_sweep_removes_discarded_directories_an_exit_left_behind(app: 
         assert task(app, "maintenance.cleanup").apply().get()["storage_leftovers"] >= 1
     assert not old.exists()
     assert fresh.exists()  # (its own thread may still be removing it)
+
+
+def test_a_part_held_by_a_stuck_request_is_refused_not_waited_on(
+    client: FlaskClient, staff: Staff, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An earlier request for the same part that never finishes (its client vanished mid-body and
+    the connection is half-open: the server's read does not return) keeps the part's lock. A retry
+    waits a bounded time for it, then gets 409 instead of holding a server thread as long; other
+    parts and a fresh upload (DELETE …/upload) are unaffected."""
+    monkeypatch.setattr(local_storage, "PART_WAIT_SECONDS", 0.3)
+    media_id = create(client, staff).json["id"]
+    urls = sign(client, media_id, staff.creator.headers, [1, 2])
+    [directory] = (Path(client.application.config["STORAGE_LOCAL_ROOT"]) / MULTIPART_DIR / media_id).iterdir()
+    (directory / "00001.lock").touch()
+    with (directory / "upload.lock").open("rb") as upload, (directory / "00001.lock").open("rb") as stuck:
+        fcntl.flock(upload, fcntl.LOCK_SH)  # the stuck request's holds, as a part write takes them
+        fcntl.flock(stuck, fcntl.LOCK_EX)
+        started = time.monotonic()
+        retry = put(client, urls[1], CHUNKS[0])
+        assert time.monotonic() - started < 5
+        assert retry.status_code == 409 and retry.json["error"]["code"] == "STATE_CONFLICT"
+        assert "Part 1 is still being received" in retry.json["error"]["message"]
+        assert put(client, urls[2], CHUNKS[1]).status_code == 200  # another part goes in meanwhile
+        assert [n for n, _, _ in listed(client, media_id, staff.creator.headers)] == [2]
+        restarted = client.delete(f"/api/v1/media/{media_id}/upload", headers=staff.creator.headers)
+        assert restarted.status_code == 204
+        fresh = sign(client, media_id, staff.creator.headers, [1])
+        assert put(client, fresh[1], CHUNKS[0]).status_code == 200
+    # Once the holder lets go, the same part goes in on the first try.
+    urls = sign(client, media_id, staff.creator.headers, [1])
+    assert put(client, urls[1], CHUNKS[0]).status_code == 200
