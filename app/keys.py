@@ -84,6 +84,12 @@ def access_index(user_id: Id) -> str:
     return f"access:u:{user_id}"
 
 
+def access_blocked(user_id: Id) -> str:
+    """Present for a while after the user's staff status changed: meanwhile no access entry of the
+    user is cached (app.identity.access_entries)."""
+    return f"access:x:{user_id}"
+
+
 ACCESS_REFRESH_BELOW_SECONDS = 30
 """An access entry used with less than this left of its 60 s TTL is extended by the hot path that
 used it (app.access.service: the sliding TTL), so a process's near cache drops its copy this much

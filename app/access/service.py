@@ -22,11 +22,13 @@ Sliding TTL: since no writer relies on the TTL to end a stale answer, the hot pa
 script, a stream URL's read, app/access/fast_path.py) extend an entry they use when less than 30 s
 of its TTL is left (``lua/refresh.lua``): it expires 60 s after the last use that extended it, as
 jobs.md's "TTL 60 s" reads for a key that is touched, and an active viewer does not go back to
-Postgres every minute. The TTL still bounds what no writer can announce: a writer whose delete did
-not reach Redis (it logs ``cache.unavailable``), or a request that read Postgres just before a
-change committed and cached its answer just after the writer's delete. For those, an entry is
-never extended past ``ACCESS_CACHE_MAX_AGE_SECONDS`` (5 minutes, as long as a session entry
-lives) after its database read. Redis being down costs one query per request.
+Postgres every minute. The TTL still bounds what no writer can announce: a writer whose tombstone did
+not reach Redis (it logs ``cache.unavailable``). For that, an entry is never extended past
+``ACCESS_CACHE_MAX_AGE_SECONDS`` (5 minutes, as long as a session entry lives) after its database
+read. A request that read Postgres just before a change committed cannot cache its (old) answer
+after it: writers leave a tombstone (``access_entries.TOMBSTONE``, 30 s) instead of deleting the
+entry, and an entry is cached only where there is none (``lua/fill.lua``). Redis being down costs
+one query per request.
 """
 
 from __future__ import annotations
@@ -44,10 +46,13 @@ from sqlalchemy.orm import Session
 
 from app import errors, keys
 from app.access.cache import access_cache_key
+from app.access.lua import source
 from app.access.models import ContentAccess
 from app.content.cache import gen_key
 from app.content.models import Content
+from app.extensions import redis_script
 from app.http import not_found, parse_uuid
+from app.identity.access_entries import TOMBSTONE
 from app.identity.models import User
 from app.identity.sessions import Prefetched
 from app.media.models import MediaCaption, MediaItem
@@ -61,8 +66,11 @@ ACCESS_CACHE_MAX_AGE_SECONDS = 300  # never extended past this after its databas
 ACCESS_LUA_CONSTANTS = (
     f"local ACCESS_TTL_MS, ACCESS_REFRESH_BELOW_MS, ACCESS_MAX_AGE_MS = {ACCESS_CACHE_TTL_SECONDS * 1000}, "
     f"{keys.ACCESS_REFRESH_BELOW_SECONDS * 1000}, {ACCESS_CACHE_MAX_AGE_SECONDS * 1000}\n"
+    f"local ACCESS_TOMBSTONE = '{TOMBSTONE}'\n"
 )
-"""What app/access/lua/refresh.lua expects before it (``refresh_access``'s limits)."""
+"""What app/access/lua/refresh.lua and checked_write.lua expect before them (``refresh_access``'s
+limits, and the tombstone a writer leaves in an entry's place)."""
+_FILL_LUA = source("fill")
 # The access index outlives every entry it lists (an entry dies by its read time + the max age).
 _INDEX_TTL_SECONDS = ACCESS_CACHE_MAX_AGE_SECONDS + ACCESS_CACHE_TTL_SECONDS
 CONTENT_NOT_FOUND = "CONTENT_NOT_FOUND"
@@ -147,18 +155,19 @@ def decode_reason(raw: Any) -> Reason | None:
 
 def _store_reason(client: redis.Redis, user_id: uuid.UUID, content_id: uuid.UUID, reason: Reason) -> None:
     """Cache ``reason`` (read from Postgres just now) with its read time, and list it in the
-    user's index (``keys.access_index``), in one round trip."""
+    user's index (``keys.access_index``), in one round trip; not over a writer's tombstone
+    (``access_entries.TOMBSTONE``: the answer read may predate the change)."""
     try:
-        pipe = client.pipeline(transaction=True)
-        pipe.set(
-            access_cache_key(user_id, content_id),
-            f"{reason}@{time.time_ns() // 1_000_000}",
-            ex=ACCESS_CACHE_TTL_SECONDS,
+        redis_script(client, _FILL_LUA)(
+            keys=[access_cache_key(user_id, content_id), keys.access_index(user_id), keys.access_blocked(user_id)],
+            args=[
+                f"{reason}@{time.time_ns() // 1_000_000}",
+                ACCESS_CACHE_TTL_SECONDS,
+                str(content_id),
+                _INDEX_TTL_SECONDS,
+                TOMBSTONE,
+            ],
         )
-        index = keys.access_index(user_id)
-        pipe.sadd(index, str(content_id))
-        pipe.expire(index, _INDEX_TTL_SECONDS)
-        pipe.execute()
     except redis.RedisError:
         log.warning("cache.unavailable", cache="access")
 

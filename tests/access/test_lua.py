@@ -28,6 +28,7 @@ SCRIPTS = {
     "progress.forget_user": (progress._FORGET_USER_LUA, ("forget_user",)),
     "stats.claim": (stats._CLAIM_LUA, ("stats_claim",)),
     "stats.merge_back": (stats._MERGE_BACK_LUA, ("stats_merge_back",)),
+    "service.fill": (service._FILL_LUA, ("fill",)),
 }
 
 

@@ -18,6 +18,7 @@ from app.access.cache import access_cache_key
 from app.access.service import decode_reason
 from app.content.cache import content_changed_after_commit, gen_key
 from app.content.models import Content
+from app.identity import access_entries
 from app.media.models import MediaItem
 from app.security.hls_tokens import mint_hls_token
 from tests import factories
@@ -397,6 +398,9 @@ def test_refunded_or_disputed_buyer_loses_access_at_once(
     shop = _shop(world)
     paid = shop.paid_session()
     assert _run(app, db_session, so.event("checkout.session.completed", paid)) == "processed"
+    assert redis.get(access_cache_key(world.buyer.id, world.content.id)) == access_entries.TOMBSTONE.encode()
+    assert access(client, world.buyer, world.content.id).json["reason"] == "purchased"  # (from Postgres)
+    redis.delete(access_cache_key(world.buyer.id, world.content.id))  # the purchase's tombstone ran out (30 s)
     # The purchase works: access (cache warmed), stream, playlists.
     assert access(client, world.buyer, world.content.id).json["reason"] == "purchased"
     assert decode_reason(redis.get(access_cache_key(world.buyer.id, world.content.id))) == "purchased"
@@ -431,6 +435,7 @@ def test_a_refund_reaches_every_process_at_once(
     world = make_world(app.extensions["storage"], grant=False)
     paid = _shop(world).paid_session()
     assert _run(app, db_session, so.event("checkout.session.completed", paid)) == "processed"
+    redis.delete(access_cache_key(world.buyer.id, world.content.id))  # the purchase's tombstone ran out (30 s)
     bearer = headers(world.buyer)  # one session throughout, as a player has
     path = f"/api/v1/content/{world.content.id}/stream"
     with as_other_process() as near:

@@ -16,9 +16,12 @@ from app.access.models import ContentAccess
 from app.audit import AdminAuditEvent
 from app.commerce import fulfilment, pipeline, processing
 from app.commerce.models import CheckoutSession, StripeEvent
+from app.identity import access_entries
 from tests import factories
 from tests.commerce.helpers import Shop, event_row, ingest_event, make_due, outbox, process, purchases
 from tests.fakes import stripe_objects as so
+
+TOMBSTONE = access_entries.TOMBSTONE.encode()  # what a writer leaves in an access entry's place
 
 
 def run(app: Any, db_session: Any, evt: dict[str, Any]) -> str | None:
@@ -69,7 +72,7 @@ def test_completed_paid_session_is_fulfilled(app, db_session, shop, sent_tasks, 
     assert receipt.organization_id == shop.org.id
     [sale] = outbox(db_session, "new-sale")
     assert sale.recipient == shop.owner.email and sale.dedupe_key == f"new-sale:{purchase.id}"
-    assert redis.get(f"access:{shop.customer.id}:{shop.content.id}") is None  # invalidated after commit
+    assert redis.get(f"access:{shop.customer.id}:{shop.content.id}") == TOMBSTONE  # buried after commit
     assert [n for n, _, _ in sent_tasks].count("email.send") == 2
     row = event_row(db_session, _last_event(db_session))
     assert row.status == "processed" and row.processed_at is not None and row.last_error is None
@@ -239,7 +242,7 @@ def test_full_refund_revokes_access_and_emails(app, db_session, shop, sent_tasks
     [email] = outbox(db_session, "refund-processed")
     assert email.dedupe_key == f"refund-processed:{purchase.id}:1999"
     assert email.context["refund_amount"] == {"cents": 1999, "currency": "usd"}
-    assert redis.get(f"access:{shop.customer.id}:{shop.content.id}") is None
+    assert redis.get(f"access:{shop.customer.id}:{shop.content.id}") == TOMBSTONE
 
 
 def test_partial_refunds_grow_only_and_keep_access(app, db_session, shop, sent_tasks) -> None:

@@ -12,10 +12,13 @@ from app.access.cache import access_cache_key
 from app.access.models import ContentAccess
 from app.audit import AdminAuditEvent
 from app.commerce.models import Purchase
+from app.identity import access_entries
 from app.notifications.models import EmailOutbox
 from tests import factories
 from tests.dashboard.seed import World
 from tests.identity.helpers import add_member, auth, signed_in
+
+TOMBSTONE = access_entries.TOMBSTONE.encode()  # what a writer leaves in an access entry's place
 
 
 def grants_url(world: World, user_id: object, content_id: object = None) -> str:
@@ -63,7 +66,7 @@ def test_create_grant(client, db_session, world, owner_a, redis, sent_tasks) -> 
     assert email.context["content_url"].endswith(f"/{world.org_a.slug}/content/delta")
     assert email.dedupe_key == f"access-granted:{grant.id}:{int(grant.granted_at.timestamp())}"
     assert ("email.send", (str(email.id),), None) in sent_tasks
-    assert redis.get(access_cache_key(bob.id, delta.id)) is None  # dropped after the commit
+    assert redis.get(access_cache_key(bob.id, delta.id)) == TOMBSTONE  # buried after the commit
 
 
 def test_grant_to_any_user_of_unpublished_content(client, db_session, world, owner_a) -> None:
@@ -183,7 +186,7 @@ def test_revoke_grant(client, db_session, world, owner_a, redis) -> None:
     [event] = audit_rows(db_session, "grant.revoke")
     assert (event.target_type, event.target_id, event.actor_role) == ("grant", str(grant.id), "owner")
     assert event.metadata_["purchase_id"] == str(world.purchases["P1"].id)
-    assert redis.get(access_cache_key(ana.id, alpha.id)) is None
+    assert redis.get(access_cache_key(ana.id, alpha.id)) == TOMBSTONE
     again = client.delete(grants_url(world, ana.id, alpha.id), headers=owner_a)
     assert again.status_code == 404 and again.json["error"]["code"] == "GRANT_NOT_FOUND"
     # Granting after the revoke reactivates the row as complimentary.

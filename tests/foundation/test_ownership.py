@@ -114,6 +114,7 @@ SAMPLES = {
     "me_generation": (uuid.uuid4(),),
     "access_entry": (uuid.uuid4(), uuid.uuid4()),
     "access_index": (uuid.uuid4(),),
+    "access_blocked": (uuid.uuid4(),),
     "content_generation": (uuid.uuid4(),),
     "org_settings": (uuid.uuid4(),),
     "catalog_generation": (uuid.uuid4(),),

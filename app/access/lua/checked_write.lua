@@ -5,11 +5,13 @@
 -- reasons that permit the write given that snapshot (",purchased,staff,"), 20 a reason the caller
 -- read from Postgres (used only when the access entry is missing, e.g. Redis could not keep it).
 -- The access entry is "{reason}@{read at, ms}" (or a bare reason); one that permits the write is
--- extended when little of its TTL is left (refresh_access: the sliding TTL).
+-- extended when little of its TTL is left (refresh_access: the sliding TTL). A writer's tombstone
+-- (ACCESS_TOMBSTONE, from ``service.ACCESS_LUA_CONSTANTS``) counts as missing.
 -- Returns {-4} (snapshot stale: reload it), {-2} (access entry missing: ask Postgres), {-3, entry}
 -- (not permitted), or {apply(), reason}.
 if (redis.call('GET', KEYS[8]) or '') ~= ARGV[18] then return {-4} end
 local raw = redis.call('GET', KEYS[7])
+if raw == ACCESS_TOMBSTONE then raw = false end
 local reason = ARGV[20]
 if raw then reason = string.match(raw, '^[^@]*') end
 if reason == '' then return {-2} end
