@@ -42,17 +42,15 @@ import json
 import re
 import time
 import uuid
-from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qsl
 
 import redis
-import structlog
 from flask import Flask
 from werkzeug.datastructures import MultiDict
 
-from app import http, ratelimit
+from app import ratelimit
 from app.access import hls, progress, service
 from app.access.cache import access_cache_key
 from app.access.lua import source
@@ -60,6 +58,7 @@ from app.access.schemas import fast_progress, fast_stream_args
 from app.content.cache import gen_key
 from app.extensions import redis_script, run_script
 from app.identity import sessions
+from app.speed import answer
 from app.speed.nearcache import Miss, NearCache
 
 _PATH = re.compile(r"/api/v1/content/([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})/(progress|stream)")
@@ -79,41 +78,30 @@ _READ_KEYS_LUA = ratelimit.guard(
 )
 MAX_BODY = 4096  # a heartbeat is about 100 bytes; anything bigger is the route's (413 and all)
 
-StartResponse = Callable[..., Any]
-WsgiApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
-Answer = tuple[str, list[tuple[str, str]], bytes]
 
-
-class FastPath:
+class FastPath(answer.FastPath):
     """WSGI middleware in front of ``app.wsgi_app`` (installed by ``install``)."""
 
-    def __init__(self, app: Flask, wsgi_app: WsgiApp) -> None:
-        self.app = app
-        self.wsgi_app = wsgi_app
+    def __init__(self, app: Flask, wsgi_app: answer.WsgiApp) -> None:
+        super().__init__(app, wsgi_app)
         # Requests answered here (tests, and operators who wonder)
         self.heartbeats = 0
         self.streams = 0
-        self.refused = 0
-        self._rules: dict[tuple[str, str], tuple[ratelimit.Rule, ...]] = {}
 
-    def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+    def reply(self, environ: dict[str, Any]) -> answer.Answer | None:
         match = _PATH.fullmatch(environ.get("PATH_INFO", ""))
-        if match is not None:
-            method, action = environ.get("REQUEST_METHOD"), match.group(2)
-            answer = None
-            if method == "PUT" and action == "progress":
-                answer = self._heartbeat(environ, match.group(1))
-            elif method == "GET" and action == "stream":
-                answer = self._stream(environ, match.group(1))
-            if answer is not None:
-                status, headers, body = answer
-                start_response(status, headers)
-                return [body] if body else []
-        return self.wsgi_app(environ, start_response)
+        if match is None:
+            return None
+        method, action = environ.get("REQUEST_METHOD"), match.group(2)
+        if method == "PUT" and action == "progress":
+            return self._heartbeat(environ, match.group(1))
+        if method == "GET" and action == "stream":
+            return self._stream(environ, match.group(1))
+        return None
 
     # ---- the two answers ---------------------------------------------------------------------
 
-    def _heartbeat(self, environ: dict[str, Any], content_id: str) -> Answer | None:
+    def _heartbeat(self, environ: dict[str, Any], content_id: str) -> answer.Answer | None:
         started = time.perf_counter()
         caller = self._caller(environ, from_redis=True)
         if caller is None or environ.get("HTTP_TRANSFER_ENCODING"):
@@ -157,9 +145,10 @@ class FastPath:
             return None
         self.heartbeats += 1
         limited = counted.headers() if counted is not None else []
-        return self._answer(environ, principal, "204 NO CONTENT", limited, b"", HEARTBEAT_ENDPOINT, started)
+        who = str(principal.user_id)
+        return answer.answer(self.app.config, environ, who, "204 NO CONTENT", limited, b"", HEARTBEAT_ENDPOINT, started)
 
-    def _stream(self, environ: dict[str, Any], content_id: str) -> Answer | None:
+    def _stream(self, environ: dict[str, Any], content_id: str) -> answer.Answer | None:
         started = time.perf_counter()
         caller = self._caller(environ)
         if caller is None:
@@ -204,12 +193,11 @@ class FastPath:
             counted = ratelimit.check(self.app.extensions["redis"], limits)
             if counted is not None and not counted.allowed:
                 return self._refuse(environ, principal, counted, STREAM_ENDPOINT, started)
-        limited = counted.headers() if counted is not None else []
         with self.app.app_context():  # (the token secret, the public URL and storage are the app's)
             body = hls.stream_answer(meta, principal.user_id, args["expires_in"]).encode()
         self.streams += 1
-        content = [("Content-Type", "application/json"), ("Content-Length", str(len(body))), *limited]
-        return self._answer(environ, principal, "200 OK", content, body, STREAM_ENDPOINT, started)
+        who = str(principal.user_id)
+        return answer.json_answer(self.app.config, environ, who, body, counted, STREAM_ENDPOINT, started)
 
     def _read_keys(
         self, near: NearCache, access_key: str, content_gen_key: str, limits: ratelimit.Bound | None
@@ -244,10 +232,7 @@ class FastPath:
         """The route's rate limits for this caller (None when limits are off)."""
         if not self.app.config["RATELIMIT_ENABLED"]:
             return None
-        rules = self._rules.get((method, rule))
-        if rules is None:
-            rules = self._rules[(method, rule)] = ratelimit.rules_of(self.app, method, rule)
-        return ratelimit.bind(rules, environ.get("REMOTE_ADDR") or "unknown", str(principal.user_id))
+        return ratelimit.bind(self.rules(method, rule), environ.get("REMOTE_ADDR") or "unknown", str(principal.user_id))
 
     def _refuse(
         self,
@@ -256,12 +241,10 @@ class FastPath:
         counted: ratelimit.Outcome,
         endpoint: str,
         started: float,
-    ) -> Answer:
+    ) -> answer.Answer:
         """The limiter's 429, as the route would answer it."""
         self.refused += 1
-        body = counted.error_body()
-        content = [("Content-Type", "application/json"), ("Content-Length", str(len(body))), *counted.headers()]
-        return self._answer(environ, principal, "429 TOO MANY REQUESTS", content, body, endpoint, started)
+        return answer.refusal(self.app.config, environ, str(principal.user_id), counted, endpoint, started)
 
     def _caller(
         self, environ: dict[str, Any], *, from_redis: bool = False
@@ -279,28 +262,6 @@ class FastPath:
             else sessions.warm_bearer_principal(near, authorization, now)
         )
         return None if principal is None else (principal, near, now)
-
-    def _answer(
-        self,
-        environ: dict[str, Any],
-        principal: sessions.Principal,
-        status: str,
-        content: list[tuple[str, str]],
-        body: bytes,
-        endpoint: str,
-        started: float,
-    ) -> Answer:
-        """The route's answer as ``app.http._finish`` completes it: headers, metric, log line."""
-        method = environ["REQUEST_METHOD"]
-        request_id = http.request_id_for(environ.get("HTTP_X_REQUEST_ID", ""))
-        headers = content + http.plain_api_headers(request_id, environ.get("HTTP_ORIGIN"), method, self.app.config)
-        user_id = str(principal.user_id)
-        if http.request_log_enabled():  # the log line carries these, as the route's does
-            structlog.contextvars.clear_contextvars()
-            structlog.contextvars.bind_contextvars(request_id=request_id, user_id=user_id)
-        path, duration = environ.get("PATH_INFO", ""), time.perf_counter() - started
-        http.record_answer(method, endpoint, path, int(status[:3]), duration, user_id, environ.get("REMOTE_ADDR"))
-        return status, headers, body
 
 
 def _ttl(pttl: int) -> float | None:

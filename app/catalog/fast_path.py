@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable, Iterable
 from typing import Any
 
 from flask import Flask
@@ -40,32 +39,22 @@ ENDPOINT = "/api/v1/orgs/<org_slug>/catalog"  # the URL rule: the request metric
 _PATH = re.compile(r"/api/v1/orgs/([A-Za-z0-9_-]{1,100})/catalog")
 _SESSION_COOKIE = f"{COOKIE_NAME}="
 
-StartResponse = Callable[..., Any]
-WsgiApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
 
-
-class CatalogFastPath:
+class CatalogFastPath(answer.FastPath):
     """WSGI middleware in front of ``app.wsgi_app`` (installed by ``install``)."""
 
-    def __init__(self, app: Flask, wsgi_app: WsgiApp, near: NearCache) -> None:
-        self.app = app
-        self.wsgi_app = wsgi_app
+    def __init__(self, app: Flask, wsgi_app: answer.WsgiApp, near: NearCache) -> None:
+        super().__init__(app, wsgi_app)
         self.near = near
         self.pages = cache.LocalPages()
         self.answered = 0  # (tests, and operators who wonder)
-        self.refused = 0
-        self._rules: tuple[ratelimit.Rule, ...] | None = None
 
-    def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+    def reply(self, environ: dict[str, Any]) -> answer.Answer | None:
         if environ.get("REQUEST_METHOD") == "GET":
             match = _PATH.fullmatch(environ.get("PATH_INFO", ""))
             if match is not None:
-                reply = self._page(environ, match.group(1))
-                if reply is not None:
-                    status, headers, body = reply
-                    start_response(status, headers)
-                    return [body]
-        return self.wsgi_app(environ, start_response)
+                return self._page(environ, match.group(1))
+        return None
 
     def _page(self, environ: dict[str, Any], org_ref: str) -> answer.Answer | None:
         started = time.perf_counter()
@@ -78,18 +67,13 @@ class CatalogFastPath:
         config = self.app.config
         counted: ratelimit.Outcome | None = None
         if config["RATELIMIT_ENABLED"]:
-            bound = ratelimit.bind(self._limits(), environ.get("REMOTE_ADDR") or "unknown", None)
+            bound = ratelimit.bind(self.rules("GET", ENDPOINT), environ.get("REMOTE_ADDR") or "unknown", None)
             counted = ratelimit.check(self.app.extensions["redis"], bound)
             if counted is not None and not counted.allowed:
                 self.refused += 1
                 return answer.refusal(config, environ, None, counted, ENDPOINT, started)
         self.answered += 1
         return answer.json_answer(config, environ, None, body, counted, ENDPOINT, started, cache_control=CACHE_CONTROL)
-
-    def _limits(self) -> tuple[ratelimit.Rule, ...]:
-        if self._rules is None:
-            self._rules = ratelimit.rules_of(self.app, "GET", ENDPOINT)
-        return self._rules
 
 
 def install(app: Flask) -> None:

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import io
 import time
-from collections.abc import Callable, Iterable
 from typing import Any
 
 import redis
@@ -42,6 +41,7 @@ from app.commerce import webhooks
 from app.commerce.routes import WEBHOOK_MAX_BYTES
 from app.extensions import redis_script
 from app.payments.signature import SignatureError, verify
+from app.speed import answer
 from app.speed.connections import thread_connection
 from app.speed.resp import pack
 
@@ -53,30 +53,20 @@ EARLY_BYTES = 64 * 1024
 # The limits alone, through the limiter's public way of running them in a script of one's own.
 _COUNT_SCRIPT = ratelimit.guard("return 1")
 
-StartResponse = Callable[..., Any]
-WsgiApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
 
-
-class WebhookFastPath:
+class WebhookFastPath(answer.FastPath):
     """WSGI middleware in front of ``app.wsgi_app`` (installed by ``install``)."""
 
-    def __init__(self, app: Flask, wsgi_app: WsgiApp) -> None:
-        self.app = app
-        self.wsgi_app = wsgi_app
+    def __init__(self, app: Flask, wsgi_app: answer.WsgiApp) -> None:
+        super().__init__(app, wsgi_app)
         self.answered = 0  # deliveries answered here (tests, and operators who wonder)
-        self.refused = 0  # 429s answered here
-        self._rules: tuple[ratelimit.Rule, ...] | None = None  # the route's limits (read once)
 
-    def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+    def reply(self, environ: dict[str, Any]) -> answer.Answer | None:
         if environ.get("PATH_INFO") == PATH and environ.get("REQUEST_METHOD") == "POST":
-            answer = self._ingest(environ)
-            if answer is not None:
-                status, headers, body = answer
-                start_response(status, headers)
-                return [body]
-        return self.wsgi_app(environ, start_response)
+            return self._ingest(environ)
+        return None
 
-    def _ingest(self, environ: dict[str, Any]) -> tuple[str, list[tuple[str, str]], bytes] | None:
+    def _ingest(self, environ: dict[str, Any]) -> answer.Answer | None:
         """The answer once the delivery is stored (or refused by the rate limit), or None: the
         route's to answer."""
         config = self.app.config
@@ -147,14 +137,10 @@ class WebhookFastPath:
 
     def _count(self, environ: dict[str, Any]) -> _PendingCount:
         """The route's limit (per client IP) for this request, sent to Redis (read later)."""
-        if self._rules is None:
-            self._rules = ratelimit.rules_of(self.app, "POST", PATH)
-        bound = ratelimit.bind(self._rules, environ.get("REMOTE_ADDR") or "unknown", None)
+        bound = ratelimit.bind(self.rules("POST", PATH), environ.get("REMOTE_ADDR") or "unknown", None)
         return _PendingCount(self.app.extensions["redis"], bound)
 
-    def _refuse(
-        self, environ: dict[str, Any], counted: ratelimit.Outcome, started: float
-    ) -> tuple[str, list[tuple[str, str]], bytes]:
+    def _refuse(self, environ: dict[str, Any], counted: ratelimit.Outcome, started: float) -> answer.Answer:
         """The limiter's 429, as the route would answer it (same body, headers, metric and log line)."""
         self.refused += 1
         request_id = http.request_id_for(environ.get("HTTP_X_REQUEST_ID", ""))

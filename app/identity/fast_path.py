@@ -23,7 +23,6 @@ adds. tests/identity/test_me_fast_path.py compares both answers and checks the l
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -37,29 +36,19 @@ from app.speed.nearcache import Miss, NearCache
 PATH = "/api/v1/auth/me"
 ENDPOINT = PATH  # the URL rule: the request metric's label
 
-StartResponse = Callable[..., Any]
-WsgiApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
 
-
-class MeFastPath:
+class MeFastPath(answer.FastPath):
     """WSGI middleware in front of ``app.wsgi_app`` (installed by ``install``)."""
 
-    def __init__(self, app: Flask, wsgi_app: WsgiApp, near: NearCache) -> None:
-        self.app = app
-        self.wsgi_app = wsgi_app
+    def __init__(self, app: Flask, wsgi_app: answer.WsgiApp, near: NearCache) -> None:
+        super().__init__(app, wsgi_app)
         self.near = near
         self.answered = 0  # (tests, and operators who wonder)
-        self.refused = 0
-        self._rules: tuple[ratelimit.Rule, ...] | None = None
 
-    def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+    def reply(self, environ: dict[str, Any]) -> answer.Answer | None:
         if environ.get("PATH_INFO") == PATH and environ.get("REQUEST_METHOD") == "GET":
-            reply = self._me(environ)
-            if reply is not None:
-                status, headers, body = reply
-                start_response(status, headers)
-                return [body]
-        return self.wsgi_app(environ, start_response)
+            return self._me(environ)
+        return None
 
     def _me(self, environ: dict[str, Any]) -> answer.Answer | None:
         started = time.perf_counter()
@@ -80,18 +69,13 @@ class MeFastPath:
         config, who = self.app.config, str(user_id)
         counted: ratelimit.Outcome | None = None
         if config["RATELIMIT_ENABLED"]:
-            bound = ratelimit.bind(self._limits(), environ.get("REMOTE_ADDR") or "unknown", who)
+            bound = ratelimit.bind(self.rules("GET", ENDPOINT), environ.get("REMOTE_ADDR") or "unknown", who)
             counted = ratelimit.check(self.app.extensions["redis"], bound)
             if counted is not None and not counted.allowed:
                 self.refused += 1
                 return answer.refusal(config, environ, who, counted, ENDPOINT, started)
         self.answered += 1
         return answer.json_answer(config, environ, who, body, counted, ENDPOINT, started)
-
-    def _limits(self) -> tuple[ratelimit.Rule, ...]:
-        if self._rules is None:
-            self._rules = ratelimit.rules_of(self.app, "GET", ENDPOINT)
-        return self._rules
 
 
 def install(app: Flask) -> None:

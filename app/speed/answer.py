@@ -1,24 +1,59 @@
 """Answers built below Flask, exactly as a route's would leave ``app.http._finish``.
 
-The WSGI fast paths (app/access/fast_path.py, app/identity/fast_path.py) answer a few warm, hot
-requests without a request context. Whatever they send must be indistinguishable from the route's
-answer: the same headers (``http.plain_api_headers``: request id, security headers, CSP, HSTS in
-production, ``Cache-Control``, ``Vary`` and CORS), the same rate-limit headers and 429 body, and
-the same request metric and log line. Each fast path's tests compare the two answers.
+The WSGI fast paths (app/access/fast_path.py, app/identity/fast_path.py, app/catalog/fast_path.py,
+app/commerce/webhook_fast_path.py) answer a few warm, hot requests without a request context; each
+is a ``FastPath``: its ``reply`` answers a request or hands it on. Whatever they send must be
+indistinguishable from the route's answer: the same headers (``http.plain_api_headers``: request
+id, security headers, CSP, HSTS in production, ``Cache-Control``, ``Vary`` and CORS), the same
+rate-limit headers and 429 body, and the same request metric and log line. Each fast path's tests
+compare the two answers.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import structlog
+from flask import Flask
 
 from app import http
-from app.ratelimit import Outcome
+from app.ratelimit import Outcome, Rule, rules_of
 
 Answer = tuple[str, list[tuple[str, str]], bytes]
+StartResponse = Callable[..., Any]
+WsgiApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
+
+
+class FastPath:
+    """WSGI middleware in front of ``app.wsgi_app``: ``reply`` answers the requests it can settle
+    below Flask (and counts its 429s in ``refused``); anything it returns None for goes to
+    ``wsgi_app`` untouched."""
+
+    def __init__(self, app: Flask, wsgi_app: WsgiApp) -> None:
+        self.app = app
+        self.wsgi_app = wsgi_app
+        self.refused = 0  # 429s answered here (tests, and operators who wonder)
+        self._rules: dict[tuple[str, str], tuple[Rule, ...]] = {}
+
+    def rules(self, method: str, endpoint: str) -> tuple[Rule, ...]:
+        """The rate limits the route of ``method`` ``endpoint`` (its URL rule) declares, read once."""
+        found = self._rules.get((method, endpoint))
+        if found is None:
+            found = self._rules[(method, endpoint)] = rules_of(self.app, method, endpoint)
+        return found
+
+    def reply(self, environ: dict[str, Any]) -> Answer | None:
+        raise NotImplementedError
+
+    def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        reply = self.reply(environ)
+        if reply is None:
+            return self.wsgi_app(environ, start_response)
+        status, headers, body = reply
+        start_response(status, headers)
+        return [body] if body else []
 
 
 def answer(
