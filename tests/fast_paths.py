@@ -5,11 +5,15 @@ from __future__ import annotations
 import io
 import json
 import logging
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
 from flask import Flask
+from werkzeug.test import TestResponse
+
+from app.speed.answer import FastPath
 
 T = TypeVar("T")
 
@@ -45,3 +49,41 @@ def request_lines() -> Iterator[dict[str, dict[str, Any]]]:
             request_id = line.pop("request_id")
             assert line.pop("duration_ms") >= 0 and line.pop("timestamp")
             lines[request_id] = line
+
+
+def answered_fast(
+    middleware: FastPath, counter: str, send: Callable[[], TestResponse], status: int, what: str
+) -> TestResponse:
+    """``send()`` until ``middleware`` answers it (its ``counter`` grows); every answer before
+    that is the route's, with ``status``. The first requests warm what the fast path reads (the
+    session, bodies, snapshots, entries into Redis and the near cache), and a near cache can be
+    briefly unusable under load (a late PONG, app/speed/nearcache.py), its lookups then missing:
+    so a test never relies on one particular request taking the fast path."""
+    near = middleware.app.extensions["near_cache"]
+    for _ in range(8):
+        assert near.wait_usable(5.0)
+        before = getattr(middleware, counter)
+        response = send()
+        if getattr(middleware, counter) > before:
+            return response
+        assert response.status_code == status, response.get_data(as_text=True)
+    raise AssertionError(f"no {what} was answered by the fast path")
+
+
+def header_bag(response: TestResponse, skip: frozenset[str] = frozenset({"X-Request-ID"})) -> Counter[tuple[str, str]]:
+    """The response's headers as a multiset, but those in ``skip`` (that differ between two requests)."""
+    return Counter((k, v) for k, v in response.headers.items() if k not in skip)
+
+
+LIMIT_COUNTERS = frozenset({"X-Request-ID", "X-RateLimit-Remaining", "X-RateLimit-Reset"})
+"""``header_bag``'s ``skip`` for two requests counted by the same limit one after the other."""
+
+
+@contextmanager
+def flask_only(middleware: FastPath) -> Iterator[None]:
+    """Inside, every request skips ``middleware`` (as with FAST_PATH_ENABLED off)."""
+    middleware.reply = lambda environ: None  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        del middleware.reply  # (the class's again)

@@ -4,7 +4,6 @@ exactly as the routes answer them, and everything else left to the routes."""
 from __future__ import annotations
 
 import json
-from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from datetime import UTC, datetime, timedelta
@@ -22,8 +21,9 @@ from app.access import progress
 from app.access.fast_path import FastPath
 from app.identity.sessions import COOKIE_NAME
 from app.speed.nearcache import MISS
+from tests import fast_paths
 from tests.access.helpers import World
-from tests.fast_paths import request_lines
+from tests.fast_paths import answered_fast, header_bag, request_lines
 from tests.identity.conftest import bound_client
 from tests.identity.helpers import signed_in
 
@@ -39,12 +39,8 @@ def fast_path(app: Flask) -> FastPath:
 @contextmanager
 def flask_only(app: Flask) -> Iterator[None]:
     """Requests inside go straight to Flask, as with FAST_PATH_ENABLED off."""
-    middleware = fast_path(app)
-    app.wsgi_app = middleware.wsgi_app  # type: ignore[method-assign]
-    try:
+    with fast_paths.flask_only(fast_path(app)):
         yield
-    finally:
-        app.wsgi_app = middleware  # type: ignore[method-assign]
 
 
 class Player:
@@ -82,21 +78,10 @@ class Player:
         can also be briefly unusable under load (a late PONG, app/speed/nearcache.py), and its
         lookups then miss, so a test never relies on one particular request taking the fast path."""
         middleware = fast_path(self.client.application)
-        for _ in range(8):
-            assert middleware.app.extensions["near_cache"].wait_usable(5.0)
-            before = middleware.heartbeats
-            response = self.put(body, **headers)
-            if middleware.heartbeats > before:
-                return response
-            assert response.status_code == 204, response.get_data(as_text=True)
-        raise AssertionError("no heartbeat was answered by the fast path")
+        return answered_fast(middleware, "heartbeats", lambda: self.put(body, **headers), 204, "heartbeat")
 
     def warm(self) -> None:
         self.put_fast()
-
-
-def header_bag(response: TestResponse) -> Counter[tuple[str, str]]:
-    return Counter((k, v) for k, v in response.headers.items() if k != "X-Request-ID")
 
 
 @pytest.mark.parametrize(
@@ -331,14 +316,8 @@ class Viewer:
     def get_fast(self, content_id: Any, query: str = "", **headers: str) -> TestResponse:
         """A stream URL answered below Flask, asking again until one is (see Player.put_fast)."""
         middleware = fast_path(self.client.application)
-        for _ in range(8):
-            assert middleware.app.extensions["near_cache"].wait_usable(5.0)
-            before = middleware.streams
-            response = self.get(content_id, query, **headers)
-            if middleware.streams > before:
-                return response
-            assert response.status_code == 200, response.get_data(as_text=True)
-        raise AssertionError("no stream URL was answered by the fast path")
+        send = lambda: self.get(content_id, query, **headers)  # noqa: E731
+        return answered_fast(middleware, "streams", send, 200, "stream URL")
 
 
 def _token(manifest_url: str) -> str:

@@ -5,8 +5,7 @@ everything else left to the route."""
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from typing import Any
 
 import pytest
@@ -20,6 +19,7 @@ from app.catalog import fast_path as catalog_fast_path
 from app.catalog.fast_path import CatalogFastPath
 from app.content.models import Content
 from app.identity.sessions import COOKIE_NAME
+from tests import fast_paths
 from tests.content.helpers import Staff, make_content, make_staff
 from tests.fast_paths import layer_of, request_lines
 from tests.identity.conftest import bound_client
@@ -43,35 +43,20 @@ def catalog_path(app: Flask) -> CatalogFastPath:
     return layer_of(app, CatalogFastPath)
 
 
-@contextmanager
-def flask_only(app: Flask) -> Iterator[None]:
+def flask_only(app: Flask) -> AbstractContextManager[None]:
     """Inside, catalogue pages skip the fast path (as with FAST_PATH_ENABLED off)."""
-    middleware = catalog_path(app)
-    page = middleware._page
-    middleware._page = lambda environ, org_ref: None  # type: ignore[method-assign]
-    try:
-        yield
-    finally:
-        middleware._page = page  # type: ignore[method-assign]
+    return fast_paths.flask_only(catalog_path(app))
 
 
 def get_fast(client: FlaskClient, path: str = LIST, **headers: str) -> TestResponse:
     """A page answered below Flask, asking again until one is: the first is the route's (it
     builds the page and keeps it in this process)."""
     middleware = catalog_path(client.application)
-    for _ in range(8):
-        assert middleware.near.wait_usable(5.0)
-        before = middleware.answered
-        response = client.get(path, headers=headers)
-        if middleware.answered > before:
-            return response
-        assert response.status_code == 200, response.get_data(as_text=True)
-    raise AssertionError("no catalogue page was answered by the fast path")
+    return fast_paths.answered_fast(middleware, "answered", lambda: client.get(path, headers=headers), 200, "page")
 
 
 def header_bag(response: TestResponse) -> Counter[tuple[str, str]]:
-    skip = {"X-Request-ID", "X-RateLimit-Remaining", "X-RateLimit-Reset"}
-    return Counter((k, v) for k, v in response.headers.items() if k not in skip)
+    return fast_paths.header_bag(response, fast_paths.LIMIT_COUNTERS)
 
 
 @pytest.mark.parametrize(

@@ -5,8 +5,7 @@ everything else left to the route."""
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from datetime import timedelta
 from typing import Any
 
@@ -19,6 +18,7 @@ from app import metrics
 from app.identity import fast_path as me_fast_path
 from app.identity.fast_path import MeFastPath
 from app.identity.sessions import COOKIE_NAME
+from tests import fast_paths
 from tests.fast_paths import layer_of, request_lines
 from tests.identity.conftest import bound_client
 from tests.identity.helpers import auth, make_org, make_user, signed_in
@@ -32,35 +32,20 @@ def me_path(app: Flask) -> MeFastPath:
     return layer_of(app, MeFastPath)
 
 
-@contextmanager
-def flask_only(app: Flask) -> Iterator[None]:
+def flask_only(app: Flask) -> AbstractContextManager[None]:
     """Inside, /me requests skip the fast path (as with FAST_PATH_ENABLED off)."""
-    middleware = me_path(app)
-    answer = middleware._me
-    middleware._me = lambda environ: None  # type: ignore[method-assign]
-    try:
-        yield
-    finally:
-        middleware._me = answer  # type: ignore[method-assign]
+    return fast_paths.flask_only(me_path(app))
 
 
 def get_fast(client: FlaskClient, token: str, **headers: str) -> TestResponse:
     """A /me answered below Flask, asking again until one is: the first ones are the route's (the
     session from Postgres into Redis, the body built, both into this process's near cache)."""
-    middleware = me_path(client.application)
-    for _ in range(8):
-        assert middleware.near.wait_usable(5.0)
-        before = middleware.answered
-        response = client.get(ME, headers=auth(token, **headers))
-        if middleware.answered > before:
-            return response
-        assert response.status_code == 200, response.get_data(as_text=True)
-    raise AssertionError("no /me was answered by the fast path")
+    send = lambda: client.get(ME, headers=auth(token, **headers))  # noqa: E731
+    return fast_paths.answered_fast(me_path(client.application), "answered", send, 200, "/me")
 
 
 def header_bag(response: TestResponse) -> Counter[tuple[str, str]]:
-    skip = {"X-Request-ID", "X-RateLimit-Remaining", "X-RateLimit-Reset"}
-    return Counter((k, v) for k, v in response.headers.items() if k not in skip)
+    return fast_paths.header_bag(response, fast_paths.LIMIT_COUNTERS)
 
 
 @pytest.mark.parametrize(
