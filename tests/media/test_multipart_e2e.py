@@ -24,6 +24,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -268,16 +269,26 @@ def test_big_multipart_upload_s3(
     big_wav: Path,
     small_wav: Path,
 ) -> None:
-    config = s3_config(s3_server)
-    s3_app: Flask = app_factory(STORAGE_BACKEND="s3", **config)
+    with s3_stack(app_factory, s3_server, database_url, storage_root, tmp_path) as (stack, s3_app, storage):
+        big_upload_and_pinning(stack, s3_app, storage, big_wav, small_wav, tmp_path)
+        abandoned_upload_is_swept(stack, s3_app, storage)
+
+
+@contextmanager
+def s3_stack(
+    app_factory: Any, s3_server: str, database_url: str, storage_root: Path, tmp_path: Path, **config: Any
+) -> Iterator[tuple[Stack, Flask, S3Storage]]:
+    """A web stack (2 workers x 4 threads) on moto's S3 (``config``: settings over ``s3_config``'s),
+    with an app of the same settings in this process and its storage (the bucket made)."""
+    settings = s3_config(s3_server, **config)
+    s3_app: Flask = app_factory(STORAGE_BACKEND="s3", **settings)
     storage = s3_app.extensions["storage"]
     assert isinstance(storage, S3Storage)
     storage.ensure_bucket()
-    env = {"STORAGE_BACKEND": "s3", **{k: str(v) for k, v in config.items()}}
+    env = {"STORAGE_BACKEND": "s3", **{k: str(v) for k, v in settings.items()}}
     with running_stack(tmp_path, database_url, storage_root, **env) as stack:
         stack.start_web(workers=2, threads=4)
-        big_upload_and_pinning(stack, s3_app, storage, big_wav, small_wav, tmp_path)
-        abandoned_upload_is_swept(stack, s3_app, storage)
+        yield stack, s3_app, storage
 
 
 # ---- flask codex upload ------------------------------------------------------------------------

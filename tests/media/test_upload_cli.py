@@ -31,11 +31,9 @@ from flask import Flask
 from app import db
 from app.media.models import MediaItem
 from app.storage.base import Storage
-from app.storage.s3 import S3Storage
 from tests.conftest import ROOT
-from tests.e2e.harness import Stack, running_stack
-from tests.media.test_multipart_e2e import Client, original_sha, owner_token, sha256
-from tests.storage.test_s3 import s3_config
+from tests.e2e.harness import Stack, running_stack, wait_until
+from tests.media.test_multipart_e2e import Client, original_sha, owner_token, s3_stack, sha256
 
 pytestmark = pytest.mark.e2e
 
@@ -115,16 +113,6 @@ def cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "flask", "--app", "app", "codex", "upload", *args]
 
 
-def wait_for(check: Any, timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def killed_then_resumed(
     stack: Stack, app: Flask, storage: Storage, api_url: str, link: SlowLink, wav: Path, tmp_path: Path
 ) -> None:
@@ -140,9 +128,10 @@ def killed_then_resumed(
     with log.open("wb") as output:
         first = subprocess.Popen(cli(*args, "--parallel", "2"), cwd=ROOT, env=env, stderr=output)
     try:
-        state = wait_for(lambda: next(iter(state_dir.glob("*.json")), None), 60, "the state file")
+        wait_until(lambda: any(state_dir.glob("*.json")), 60, "the state file", poll=0.02)
+        state = next(state_dir.glob("*.json"))
         media_id = json.loads(state.read_text())["media_id"]
-        wait_for(lambda: client.stored(media_id), 60, "a stored part")
+        wait_until(lambda: bool(client.stored(media_id)), 60, "a stored part", poll=0.02)
         first.send_signal(signal.SIGKILL)
     finally:
         first.kill()
@@ -202,12 +191,6 @@ def test_cli_killed_mid_upload_resumes_s3(
 ) -> None:
     link.upstream = ("127.0.0.1", int(s3_server.rsplit(":", 1)[1]))
     # The app reaches moto directly; the part URLs it signs name the link (the public endpoint).
-    config = s3_config(s3_server, S3_PUBLIC_ENDPOINT_URL=link.url)
-    s3_app: Flask = app_factory(STORAGE_BACKEND="s3", **config)
-    storage = s3_app.extensions["storage"]
-    assert isinstance(storage, S3Storage)
-    storage.ensure_bucket()
-    env = {"STORAGE_BACKEND": "s3", **{k: str(v) for k, v in config.items()}}
-    with running_stack(tmp_path, database_url, storage_root, **env) as stack:
-        stack.start_web(workers=2, threads=4)
+    stacked = s3_stack(app_factory, s3_server, database_url, storage_root, tmp_path, S3_PUBLIC_ENDPOINT_URL=link.url)
+    with stacked as (stack, s3_app, storage):
         killed_then_resumed(stack, s3_app, storage, stack.base_url, link, wav, tmp_path)
