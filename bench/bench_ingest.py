@@ -34,6 +34,7 @@ from sqlalchemy.engine import make_url
 
 from app.media import ffmpeg, transcode
 from app.media.job import Heartbeat, Job, MediaSettings
+from bench.common import PRODUCTION
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "bench" / "out"
@@ -144,7 +145,8 @@ class TaskRunner:
                 "DATABASE_URL": db_url,
                 "STORAGE_BACKEND": "local",
                 "STORAGE_LOCAL_ROOT": str(STORAGE),
-                "LOG_LEVEL": "WARNING",
+                "LOG_LEVEL": PRODUCTION["LOG_LEVEL"],  # as production's workers log (INFO JSON lines)
+                "LOG_FORMAT": PRODUCTION["LOG_FORMAT"],
                 "FFMPEG_PATH": media.ffmpeg,
                 "FFPROBE_PATH": media.ffprobe,
                 "MEDIA_X264_PRESET": media.x264_preset,
