@@ -14,10 +14,12 @@ It answers only when the outcome is known to be the route's success:
 
 - the exact path with a canonical content UUID;
 - ``Authorization: Bearer`` (a cookie needs the CSRF check) whose session entry is live and not
-  due to slide, from this process's near cache; a heartbeat's also read from Redis and kept there
-  when not held (``sessions.bearer_principal``: with thousands of users, each process meets a
-  returning user first without its entry; the route would make that call too, while its stream
-  URL reads the session with everything else in one call, and fills the near cache);
+  due to slide, from this process's near cache, or else read from Redis and kept there: with
+  thousands of users, each process meets a returning user first without its entry (a stream URL
+  then starts in its own process as often as not). A heartbeat reads the session alone
+  (``sessions.bearer_principal``; its script needs the user's keys); a stream URL reads it with
+  the access entry, the content's token and the limits in one call, the route's own read
+  (``sessions.cold_bearer_principal``);
 - heartbeat: a JSON object body of at most 4 KiB that ``fast_progress`` takes as it stands, the
   content's snapshot in this process, and a script answer of applied/ignored;
 - stream: a query string ``fast_stream_args`` takes, the access entry and generation token held by
@@ -150,10 +152,6 @@ class FastPath(answer.FastPath):
 
     def _stream(self, environ: dict[str, Any], content_id: str) -> answer.Answer | None:
         started = time.perf_counter()
-        caller = self._caller(environ)
-        if caller is None:
-            return None
-        principal, near, _now = caller
         query = environ.get("QUERY_STRING", "")
         args = fast_stream_args(MultiDict(parse_qsl(query, keep_blank_values=True)) if query else MultiDict())
         if args is None:
@@ -162,23 +160,34 @@ class FastPath(answer.FastPath):
         snapshot = service.cached_snapshot(item)
         if snapshot is None:
             return None
-        access_key, content_gen_key = access_cache_key(principal.user_id, item), gen_key(item)
-        limits = self._limits(environ, principal, "GET", STREAM_ENDPOINT)
-        raw_reason, raw_gen = near.get(access_key), near.get(content_gen_key)
+        caller = self._caller(environ)
         counted: ratelimit.Outcome | None = None
-        if isinstance(raw_reason, Miss) or isinstance(raw_gen, Miss):
-            # Not held here (a near-cache entry lives no longer than its Redis key; the access
-            # entry's is 60 s): read both with the limits, in the one call a warm stream URL makes
-            # anyway, and keep them for the next request.
-            read = self._read_keys(near, access_key, content_gen_key, limits)
-            if read is None:
+        raw_reason: bytes | Miss | None
+        raw_gen: bytes | Miss | None
+        if caller is None:  # this process does not hold the session: one call reads it all
+            cold = self._cold_stream(environ, item)
+            if cold is None:
                 return None
-            counted, raw_reason, raw_gen = read
-            if counted is not None and not counted.allowed:
-                return self._refuse(environ, principal, counted, STREAM_ENDPOINT, started)
-            if limits is not None:
-                environ[ratelimit.ENVIRON_KEY] = counted  # (if the route answers, it must not count again)
-                limits = None
+            principal, counted, raw_reason, raw_gen = cold
+            limits = None
+        else:
+            principal, near, _now = caller
+            access_key, content_gen_key = access_cache_key(principal.user_id, item), gen_key(item)
+            limits = self._limits(environ, principal, "GET", STREAM_ENDPOINT)
+            raw_reason, raw_gen = near.get(access_key), near.get(content_gen_key)
+            if isinstance(raw_reason, Miss) or isinstance(raw_gen, Miss):
+                # Not held here (a near-cache entry lives no longer than its Redis key; the access
+                # entry's is 60 s): read both with the limits, in the one call a warm stream URL makes
+                # anyway, and keep them for the next request.
+                read = self._read_keys(near, access_key, content_gen_key, limits)
+                if read is None:
+                    return None
+                counted, raw_reason, raw_gen = read
+                if counted is not None and not counted.allowed:
+                    return self._refuse(environ, principal, counted, STREAM_ENDPOINT, started)
+                if limits is not None:
+                    environ[ratelimit.ENVIRON_KEY] = counted  # (if the route answers, it must not count again)
+                    limits = None
         reason = service.decode_reason(raw_reason)
         if reason is None or snapshot.gen != service.gen_of(raw_gen):
             return None
@@ -198,6 +207,44 @@ class FastPath(answer.FastPath):
         self.streams += 1
         who = str(principal.user_id)
         return answer.json_answer(self.app.config, environ, who, body, counted, STREAM_ENDPOINT, started)
+
+    def _cold_stream(
+        self, environ: dict[str, Any], item: uuid.UUID
+    ) -> tuple[sessions.Principal, ratelimit.Outcome | None, bytes | None, bytes | None] | None:
+        """A stream URL whose session this process does not hold (a returning user's first
+        request in it): the session, the access entry, the content's token and the limits in one
+        call, as the route's read makes it (``sessions.cold_bearer_principal``), kept in the near
+        cache. The principal, the limits' outcome (refused: the route answers the 429 it carries)
+        and both raw values; None when the route must answer, with the outcome in the environ
+        when the limits were counted."""
+        near: NearCache | None = self.app.extensions.get("near_cache")
+        authorization = environ.get("HTTP_AUTHORIZATION")
+        if near is None or not authorization:
+            return None
+        access_key = access_cache_key("{user}", item)
+        content_gen_key = gen_key(item)
+        limits = None
+        if self.app.config["RATELIMIT_ENABLED"]:
+            bound = ratelimit.bind(
+                self.rules("GET", STREAM_ENDPOINT), environ.get("REMOTE_ADDR") or "unknown", "{user}"
+            )
+            limits = (list(bound.names), bound.args())
+        client = self.app.extensions["redis"]
+        now = datetime.now(UTC)
+        cold = sessions.cold_bearer_principal(near, client, authorization, now, [access_key, content_gen_key], limits)
+        if cold is None:
+            return None
+        principal, read = cold
+        counted = ratelimit.Outcome.from_reply(read.limited) if read.limited else None
+        if counted is not None:
+            environ[ratelimit.ENVIRON_KEY] = counted  # (if the route answers, it must not count again)
+            if not counted.allowed:
+                return None  # (the route answers the 429 the outcome carries)
+        if principal is None or read.fetched is None:
+            return None
+        user = str(principal.user_id)
+        fetched = read.fetched
+        return principal, counted, fetched.get(access_key.replace("{user}", user)), fetched.get(content_gen_key)
 
     def _read_keys(
         self, near: NearCache, access_key: str, content_gen_key: str, limits: ratelimit.Bound | None

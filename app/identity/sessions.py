@@ -21,7 +21,7 @@ import json
 import re
 import secrets
 import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from types import MappingProxyType
@@ -266,26 +266,54 @@ def _cache_get(token_hash: str, keys_for: KeysFor | None = None, limits: ratelim
         if held is not None:
             return held
     try:
-        if limits is not None:
-            limit_keys, limit_args = limits.templates()
-            client = get_redis()
-            both = run_script(
-                redis_script(client, _SESSION_WITH_KEYS_LIMITED),
-                [key, *limit_keys],
-                [*templates, *limit_args, len(limit_keys)],
-            )
-            if both[0]:
-                limits.settle(both[0])
-            result = both[1]
-        elif epoch is None and not templates:
+        if limits is None and epoch is None and not templates:
             return cast(bytes | None, get_redis().get(key)), None
-        else:
-            result = redis_script(get_redis(), _SESSION_WITH_KEYS)(keys=[key], args=templates)
+        read = read_session(get_redis(), near, epoch, key, templates, limits.templates() if limits else None)
     except redis.RedisError:
         log.warning("cache.unavailable", cache="sessions")
         return _NOT_CACHED
+    if limits is not None and read.limited:
+        limits.settle(read.limited)
+    return read.session, read.fetched
+
+
+@dataclass(frozen=True, slots=True)
+class SessionRead:
+    """One Redis read of a session entry (``session``: None when not cached), the view's keys
+    read with it (``fetched``: None when none were) and the limits counted with it (``limited``:
+    ``rate_limit()``'s answer; empty when they were not counted: no entry naming a user)."""
+
+    session: bytes | None
+    fetched: dict[str, bytes | None] | None
+    limited: Sequence[Any]
+
+
+def read_session(
+    client: redis.Redis,
+    near: NearCache | None,
+    epoch: int | None,
+    key: str,
+    templates: list[str],
+    limits: tuple[list[str], list[Any]] | None,
+) -> SessionRead:
+    """The session entry ``key`` and the view's keys (``templates``, ``{user}``: the entry's user
+    id) from Redis in one call, kept in ``near`` (filled under ``epoch``, taken before the call);
+    ``limits``: the keys of the request's rate limits with ``{user}`` for the user id and their
+    ARGV (``Pending.templates``; or ``names`` and ``args()`` of a ``Bound`` bound to ``"{user}"``),
+    counted in that call. Raises ``redis.RedisError``."""
+    limited: Sequence[Any] = ()
+    if limits is not None:
+        limit_keys, limit_args = limits
+        both = run_script(
+            redis_script(client, _SESSION_WITH_KEYS_LIMITED),
+            [key, *limit_keys],
+            [*templates, *limit_args, len(limit_keys)],
+        )
+        limited, result = both[0], both[1]
+    else:
+        result = redis_script(client, _SESSION_WITH_KEYS)(keys=[key], args=templates)
     if not result:
-        return _NOT_CACHED
+        return SessionRead(None, None, limited)
     session = cast(bytes, result[0])
     fills = [(key, session, _ttl(result[1]))]
     fetched: dict[str, bytes | None] | None = None
@@ -298,7 +326,7 @@ def _cache_get(token_hash: str, keys_for: KeysFor | None = None, limits: ratelim
             fills.append((view_key, value, _ttl(result[4 + 2 * i])))
     if near is not None and epoch is not None:
         near.fill(epoch, fills)
-    return session, fetched
+    return SessionRead(session, fetched, limited)
 
 
 def _near_get(near: NearCache, key: str, templates: list[str]) -> CacheRead | None:
@@ -475,15 +503,7 @@ def warm_bearer_principal(near: NearCache, authorization: str, now: datetime) ->
     token = match.group(1)
     token_hash = hash_token(token)
     raw = near.get(keys.session(token_hash))
-    if not isinstance(raw, bytes) or raw == REVOKED:
-        return None
-    principal = _from_cache(raw, token_hash, token, "bearer")
-    if principal is None or principal.expires_at <= now or now - principal.last_seen_at > SLIDE_AFTER:
-        return None
-    return principal
-
-
-_SESSION_READ = "return {redis.call('GET', KEYS[1]), redis.call('PTTL', KEYS[1])}"
+    return _live_bearer(raw, token_hash, token, now) if isinstance(raw, bytes) else None
 
 
 def bearer_principal(near: NearCache, client: redis.Redis, authorization: str, now: datetime) -> Principal | None:
@@ -494,6 +514,24 @@ def bearer_principal(near: NearCache, client: redis.Redis, authorization: str, n
     principal = warm_bearer_principal(near, authorization, now)
     if principal is not None:
         return principal
+    cold = cold_bearer_principal(near, client, authorization, now, [], None)
+    return cold[0] if cold is not None else None
+
+
+def cold_bearer_principal(
+    near: NearCache,
+    client: redis.Redis,
+    authorization: str,
+    now: datetime,
+    templates: list[str],
+    limits: tuple[list[str], list[Any]] | None,
+) -> tuple[Principal | None, SessionRead] | None:
+    """For a bearer token whose session entry this process does not hold (a returning user's
+    first request in it): the session entry, the view's keys and the limits in one call, as the
+    route's own read makes it (``read_session``), kept in the near cache. The principal is None
+    in every case ``warm_bearer_principal`` declines (the route then decides; the read says
+    whether it counted the limits). None when the entry is held after all, the near cache is not
+    in use, or on a Redis error: nothing was counted."""
     match = _BEARER.fullmatch(authorization.strip())
     epoch = near.sync()  # (before the read: a change in between then keeps nothing)
     if match is None or epoch is None:
@@ -502,14 +540,17 @@ def bearer_principal(near: NearCache, client: redis.Redis, authorization: str, n
     token_hash = hash_token(token)
     key = keys.session(token_hash)
     if not isinstance(near.get(key), Miss):
-        return None  # held, and declined above (revoked, expired, due to slide, or absent)
+        return None  # held: ``warm_bearer_principal``'s to answer
     try:
-        raw, pttl = run_script(redis_script(client, _SESSION_READ), [key], [])
+        read = read_session(client, near, epoch, key, templates, limits)
     except redis.RedisError:
         return None
-    if not isinstance(raw, bytes):
-        return None  # not cached: ``resolve`` reads Postgres
-    near.fill(epoch, [(key, raw, _ttl(pttl))])
+    raw = read.session
+    return (_live_bearer(raw, token_hash, token, now) if raw is not None else None), read
+
+
+def _live_bearer(raw: bytes, token_hash: str, token: str, now: datetime) -> Principal | None:
+    """The principal of a bearer's session entry when it is live and not due to slide."""
     if raw == REVOKED:
         return None
     principal = _from_cache(raw, token_hash, token, "bearer")

@@ -15,7 +15,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
-from app import metrics
+from app import metrics, ratelimit
 from app.access import fast_path as fast_path_module
 from app.access import progress
 from app.access.fast_path import FastPath
@@ -450,28 +450,77 @@ def test_a_stream_url_whose_access_entry_is_only_in_redis_is_fast_and_counted_on
 def test_a_session_this_process_does_not_hold_is_read_from_redis_by_the_fast_path(
     app: Flask, client: FlaskClient, world: World
 ) -> None:
-    """A returning user's first heartbeat in a process: the session entry is in Redis only. (A
-    stream URL is then the route's: it reads the session with the access keys in one call.)"""
+    """A returning user's first heartbeat or stream URL in a process: the session entry is in
+    Redis only. The fast path reads it (a stream URL: with its access keys, in one call) and
+    keeps it."""
     from app import keys
+    from app.access.cache import access_cache_key
     from app.identity.sessions import hash_token
 
     player, viewer = Player(client, world), Viewer(client, world.buyer)
     player.warm()
     viewer.get_fast(world.content.id)
     near = app.extensions["near_cache"]
+    access_key = access_cache_key(world.buyer.id, world.content.id)
     for token in (player.token, viewer.token):
-        near.evict([keys.session(hash_token(token))])
+        near.evict([keys.session(hash_token(token)), access_key])
         assert near.get(keys.session(hash_token(token))) is MISS
     heartbeats, streams = fast_path(app).heartbeats, fast_path(app).streams
     assert player.put().status_code == 204
-    assert viewer.get(world.content.id).status_code == 200  # the route's, which fills the near cache
-    assert (fast_path(app).heartbeats, fast_path(app).streams) == (heartbeats + 1, streams)
+    cold = viewer.get(world.content.id)
+    assert cold.status_code == 200
+    assert (fast_path(app).heartbeats, fast_path(app).streams) == (heartbeats + 1, streams + 1)
+    assert near.get(keys.session(hash_token(viewer.token))) is not MISS and near.get(access_key) is not MISS
+    with flask_only(app):
+        routed = viewer.get(world.content.id)
+    assert header_bag(cold) == header_bag(routed)
     assert viewer.get(world.content.id).status_code == 200
-    assert fast_path(app).streams == streams + 1
+    assert fast_path(app).streams == streams + 2
     # ... and kept: a logout still reaches the fast path at once
     assert client.post("/api/v1/auth/logout", headers={"Authorization": f"Bearer {player.token}"}).status_code == 204
     assert player.put().status_code == 401
     assert fast_path(app).heartbeats == heartbeats + 1
+
+
+def test_a_stream_url_whose_session_is_only_in_redis_is_counted_once_in_its_one_call(
+    app_factory: Any, world: World, db_session: Any, redis: Any
+) -> None:
+    """With limits on, the cold stream URL's one call counts the user's limit: answered there, or
+    handed to the route (session not in Redis, or refused) without being counted again."""
+    from app import keys
+    from app.identity.sessions import hash_token
+
+    limited = app_factory(RATELIMIT_ENABLED=True)
+    near = limited.extensions["near_cache"]
+    assert near.wait_usable(5.0)
+    with bound_client(limited, db_session) as client:
+        viewer = Viewer(client, world.buyer)
+        viewer.get_fast(world.content.id)
+        session_key = keys.session(hash_token(viewer.token))
+        remaining = int(viewer.get(world.content.id).headers["X-RateLimit-Remaining"])
+        near.evict([session_key])
+        before = fast_path(limited).streams
+        fast = viewer.get(world.content.id)
+        assert fast.status_code == 200 and fast_path(limited).streams == before + 1
+        assert int(fast.headers["X-RateLimit-Remaining"]) == remaining - 1
+        # Not in Redis either: the script counts nothing, the route reads Postgres and counts it.
+        near.evict([session_key])
+        redis.delete(session_key)
+        routed = viewer.get(world.content.id)
+        assert routed.status_code == 200 and fast_path(limited).streams == before + 1
+        assert int(routed.headers["X-RateLimit-Remaining"]) == remaining - 2
+        names = [{name for name, _ in header_bag(response)} for response in (fast, routed)]
+        assert names[0] == names[1] and "X-RateLimit-Reset" in names[0]
+        # Spend the rest of the minute's budget, then a cold request is refused: the route's 429.
+        while int(viewer.get(world.content.id).headers["X-RateLimit-Remaining"]) > 0:
+            pass
+        near.evict([session_key])
+        refused = viewer.get(world.content.id)
+        assert refused.status_code == 429 and refused.json["error"]["code"] == "RATE_LIMITED"
+        assert refused.headers["X-RateLimit-Limit"] == "60" and int(refused.headers["Retry-After"]) >= 1
+        rules = fast_path(limited).rules("GET", fast_path_module.STREAM_ENDPOINT)
+        (log_key,) = ratelimit.bind(rules, "unused", str(world.buyer.id)).names
+        assert redis.zcard(log_key) == 60  # the refused attempt logged nothing
 
 
 def test_the_request_log_line_is_the_routes(app_factory: Any, world: World, db_session: Any) -> None:
