@@ -7,12 +7,13 @@ Nothing in ``app/`` imports ``tasks/``: routes enqueue by task *name* through
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Callable
 from typing import Any
 
 import redis
 import structlog
-from celery import Celery, Task
+from celery import Celery, Task, signals
 from flask import Flask
 
 from app import keys
@@ -86,6 +87,20 @@ def celery_init_app(app: Flask) -> Celery[Any]:
     celery_app.set_default()
     app.extensions["celery"] = celery_app
     return celery_app
+
+
+@signals.setup_logging.connect(weak=False, dispatch_uid="codex.keep_logging")
+def _keep_logging(loglevel: int | str | None = None, **_: Any) -> None:
+    """Every Celery process (worker, its pool, beat) keeps the logging ``create_app`` set up.
+
+    Without a receiver for this signal, Celery configures logging itself when a worker or beat
+    starts: ``worker_hijack_root_logger=False`` keeps our JSON handler, but Celery still sets the
+    root logger to its own ``-l`` level, WARNING when none is given, as the Procfile gives none.
+    Every INFO line of the tasks (``email.sent`` and the rest) was dropped, whatever LOG_LEVEL
+    said. With a receiver, Celery leaves logging alone (its documented override): the app's
+    loggers follow LOG_LEVEL everywhere, and Celery's own (``celery.*``: "Task ... received",
+    "succeeded in ...") keep the level ``-l`` gives them, WARNING by default, as before."""
+    logging.getLogger("celery").setLevel(loglevel or logging.WARNING)
 
 
 TaskSender = Callable[[str, tuple[Any, ...], float | None], None]

@@ -34,7 +34,7 @@ from typing import Any
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
-from bench.common import env_float, free_port, percentile
+from bench.common import PRODUCTION, env_float, free_port, percentile
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "bench" / "out"
@@ -141,7 +141,7 @@ def celery_workers(env: dict[str, str], concurrency: int) -> Iterator[list[int]]
                 sys.executable, "-m", "celery", "-A", "tasks.worker", "worker",
                 "-Q", "email,default", "--pool", "threads", "--concurrency", str(concurrency),
                 "--prefetch-multiplier", "1", "-n", f"bench-email-{n}@%h",
-                "--without-gossip", "--without-mingle", "-l", "WARNING",
+                "--without-gossip", "--without-mingle",  # no -l, as the Procfile's worker line
             ]  # fmt: skip
             with log_path.open("wb") as log:
                 procs.append(
@@ -304,7 +304,9 @@ def main() -> list[dict[str, Any]]:
             "MAIL_BACKEND": "smtp",
             "MAIL_SERVER": "127.0.0.1",
             "MAIL_PORT": str(port),
-            "LOG_LEVEL": "WARNING",
+            # As production's workers log: the app's INFO lines (email.sent per email), as JSON.
+            "LOG_LEVEL": PRODUCTION["LOG_LEVEL"],
+            "LOG_FORMAT": PRODUCTION["LOG_FORMAT"],
             "DATABASE_POOL_SIZE": str(concurrency + 2),
         }
         flask_app = create_app({k: (int(v) if k in {"MAIL_PORT", "DATABASE_POOL_SIZE"} else v) for k, v in env.items()})

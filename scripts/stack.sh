@@ -247,6 +247,10 @@ timeout 120 ffmpeg -nostdin -v error -i "$MANIFEST" -f null - || { FAILED=1; die
 
 say "check: the purchase receipt reached the SMTP server"
 wait_until 60 "an email in the SMTP sink" compgen -G "$RUN/maildir/new/*"
+# The worker runs as the Procfile starts it (no -l): its INFO lines are there (LOG_LEVEL, INFO by
+# default), the email task's included, with the task id bound (jobs.md's logging row).
+say "check: the worker logged the sent email at INFO"
+wait_until 10 "email.sent in the worker's log" grep -q "email.sent.*task_id=" "$RUN/logs/worker.log"
 check_alive
 rm -rf "$WORKDIR"
 say "check passed"
