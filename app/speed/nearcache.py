@@ -22,7 +22,10 @@ Across hosts the window is the network's delivery jitter.
 
 Fills race with invalidations: a value read before a change may arrive after the change's
 invalidation was applied. So a caller takes ``sync()``'s epoch *before* its Redis read and passes
-it to ``fill``, which stores nothing when any invalidation (or a reconnect) was applied since.
+it to ``fill``, which does not store a key invalidated since then (nor anything after a flush or a
+reconnect, or when more invalidations came in between than it remembers). Only those keys: with
+BCAST every process hears of every tracked write, so a whole fill dropped for any change drops
+more fills the more processes and users a deployment has (each one a later request gone cold).
 
 When it is not used: until the connection is set up, after any error on it (everything is dropped
 and the connection rebuilt), and when no ``PING`` sent in the last ``stale_after`` seconds has been
@@ -60,6 +63,9 @@ MISS: Final = Miss()
 """``get``'s answer for a key this process does not hold (``None`` means: Redis has no such key)."""
 
 _CHANNEL = b"__redis__:invalidate"
+# How many of the latest invalidations ``fill`` can tell apart: a fill spans one round trip, in
+# which a busy deployment applies a few dozen at most; beyond, the fill keeps nothing.
+_CHANGES_KEPT = 256
 _ERRORS = (OSError, redis.RedisError)  # what a lost or refused connection raises through redis-py
 
 
@@ -99,6 +105,10 @@ class NearCache:
         self._lock = threading.Lock()
         self._entries: dict[str, tuple[bytes | None, float]] = {}
         self._epoch = 0
+        # What each of the latest epochs invalidated (None: everything), for ``fill``; a fill
+        # from before the oldest one remembered, or before ``_floor`` (a reset), keeps nothing.
+        self._changes: deque[tuple[int, frozenset[str] | None]] = deque(maxlen=_CHANGES_KEPT)
+        self._floor = 0
         self._usable_until = 0.0  # monotonic; lookups miss from then on
         self._client: redis.Redis | None = None  # a single-connection client: the listening connection
         self._conn: Any = None  # its ``redis.Connection`` (subscribed: only send_command/read_response)
@@ -160,8 +170,13 @@ class NearCache:
         now = time.monotonic()
         early = self.expire_early
         with self._lock:
-            if epoch != self._epoch or now >= self._usable_until:
+            if now >= self._usable_until:
                 return
+            if epoch != self._epoch:
+                changed = self._changed_since(epoch)
+                if changed is None:
+                    return
+                items = [item for item in items if item[0] not in changed]
             entries = self._entries
             if len(entries) >= self.max_entries:
                 entries.clear()  # crude but bounded; a miss costs one round trip
@@ -176,8 +191,9 @@ class NearCache:
     def evict(self, keys: Iterable[str]) -> None:
         """Drop ``keys`` here at once (Redis' message follows; this only saves waiting for it)."""
         with self._lock:
-            self._epoch += 1
-            for key in keys:
+            dropped = frozenset(keys)
+            self._note_change(dropped)
+            for key in dropped:
                 self._entries.pop(key, None)
 
     def wait_usable(self, timeout: float) -> bool:
@@ -310,17 +326,39 @@ class NearCache:
 
     def _apply(self, message: Any) -> None:
         if isinstance(message, list) and len(message) == 3 and message[0] == b"message" and message[1] == _CHANNEL:
-            self._epoch += 1
             keys = message[2]
             if keys is None:  # FLUSHDB / FLUSHALL
+                self._note_change(None)
                 self._entries.clear()
             else:
-                for key in keys:
-                    self._entries.pop(key.decode(), None)
+                names = frozenset(key.decode() for key in keys)
+                self._note_change(names)
+                for name in names:
+                    self._entries.pop(name, None)
         elif isinstance(message, list) and message and message[0] == b"pong" and self._pings:
             # Everything Redis sent before this PONG has been applied: a change acknowledged
             # before that PING was sent is known here.
             self._usable_until = self._pings.popleft() + self.stale_after
+
+    def _note_change(self, keys: frozenset[str] | None) -> None:
+        """A new epoch: ``keys`` changed (None: every key)."""
+        self._epoch += 1
+        self._changes.append((self._epoch, keys))
+
+    def _changed_since(self, epoch: int) -> frozenset[str] | None:
+        """The keys invalidated after ``epoch``; None when that is not known to be a few keys (a
+        flush, a reset, or more epochs since than are remembered)."""
+        changes = self._changes
+        if epoch < self._floor or not changes or changes[0][0] > epoch + 1:
+            return None
+        changed: set[str] = set()
+        for number, keys in reversed(changes):
+            if number <= epoch:
+                break
+            if keys is None:
+                return None
+            changed |= keys
+        return frozenset(changed)
 
     def _lost(self, exc: BaseException) -> None:
         log.warning("nearcache.connection_lost", error=str(exc))
@@ -330,6 +368,8 @@ class NearCache:
         """Forget everything and drop the connection (the listener thread opens a new one)."""
         self._entries.clear()
         self._epoch += 1
+        self._floor = self._epoch  # (a fill from before it keeps nothing: changes went unheard)
+        self._changes.clear()
         self._usable_until = 0.0
         self._pings.clear()
         self._last_ping = 0.0

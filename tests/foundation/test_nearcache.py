@@ -152,6 +152,65 @@ def test_a_fill_that_raced_a_change_keeps_nothing(make, other) -> None:
     assert held(near, NC + "a") is MISS
 
 
+def test_a_fill_keeps_the_keys_no_change_touched(make, other) -> None:
+    """Only a key invalidated between the epoch and the fill is dropped from it: with BCAST every
+    process hears of every tracked write, so dropping whole fills sends unrelated users cold."""
+    near = make()
+    other.set(NC + "a", b"1")
+    other.set(NC + "b", b"old")
+    quiet(near, other)
+    epoch = near.sync()
+    assert epoch is not None
+    read = [(NC + "a", other.get(NC + "a"), None), (NC + "b", other.get(NC + "b"), None)]
+    other.set(NC + "b", b"new")  # changes after the read...
+    quiet(near, other)  # ...and its invalidation is applied before the fill
+    assert near.sync() != epoch
+    near.fill(epoch, read)
+    assert held(near, NC + "a") == b"1"
+    assert held(near, NC + "b") is MISS
+    near.evict([NC + "a"])  # an eviction here counts as a change of its keys too
+    epoch = near.sync()
+    assert epoch is not None
+    near.evict([NC + "a"])
+    near.fill(epoch, [(NC + "a", b"1", None), (NC + "b", b"new", None)])
+    assert held(near, NC + "a") is MISS and held(near, NC + "b") == b"new"
+
+
+def test_a_fill_across_a_flush_a_reset_or_too_many_changes_keeps_nothing(make, other, monkeypatch) -> None:
+    from app.speed import nearcache
+
+    monkeypatch.setattr(nearcache, "_CHANGES_KEPT", 3)
+    near = make()
+    other.set(NC + "a", b"1")
+    quiet(near, other)
+
+    def fill_across(change: Any) -> Any:
+        epoch = near.sync()
+        assert epoch is not None
+        value = other.get(NC + "a")
+        change()
+        assert near.wait_usable(5.0)
+        quiet(near, other)
+        near.fill(epoch, [(NC + "a", value, None)])
+        return held(near, NC + "a")
+
+    # Four unrelated changes: more than it remembers, so it cannot tell "a" was not among them.
+    assert fill_across(lambda: [other.set(f"{NC}other-{i}", b"x") for i in range(4)]) is MISS
+    assert fill_across(lambda: [other.set(f"{NC}other-{i}", b"y") for i in range(2)]) == b"1"  # (within)
+    near.evict([NC + "a"])
+    assert fill_across(other.flushdb) is MISS
+    other.set(NC + "a", b"1")
+    quiet(near, other)
+
+    def lose_the_connection() -> None:  # (this test database's listeners: other processes use others)
+        db = str(other.connection_pool.connection_kwargs.get("db", 0))
+        for listener in other.client_list():
+            if listener["name"] == "codex-nearcache" and listener["db"] == db:
+                other.client_kill_filter(_id=listener["id"])
+
+    assert fill_across(lose_the_connection) is MISS
+
+
 def test_a_lost_connection_drops_everything_and_the_cache_comes_back(make, other) -> None:
     near = make()
     other.set(NC + "a", b"1")
