@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -28,7 +29,9 @@ def commands_of(url: str, action: Callable[[], Any], *, inside_scripts: bool = F
     is one round trip's command (EVALSHA, GET, ...); with ``inside_scripts``, the commands the
     scripts ran too, as ``lua:ZADD``. Only commands on ``url``'s database count: other test
     processes (and their workers' BRPOPs) may share the server."""
-    marker = "codex-test-monitor-end"
+    # Unique to this call: MONITOR shows every database's commands, and another test process
+    # watching at the same time must not end this capture with its own marker.
+    marker = f"codex-test-monitor-end-{uuid.uuid4().hex}"
     client = redis_lib.Redis.from_url(url)
     db = int(client.connection_pool.connection_kwargs.get("db", 0))
     seen: list[str] = []
