@@ -424,11 +424,17 @@ def celery_worker(env: dict[str, str], concurrency: int) -> Iterator[subprocess.
         sys.executable, "-m", "celery", "-A", "tasks.worker", "worker", "-Q", "webhooks",
         "--pool", os.environ.get("BENCH_WEBHOOK_WORKER_POOL", "prefork"), "--concurrency", str(concurrency),
         "--prefetch-multiplier", "1",
-        "-n", "bench-webhooks@%h", "--without-gossip", "--without-mingle", "-l", "WARNING",
+        "-n", "bench-webhooks@%h", "--without-gossip", "--without-mingle",  # no -l: the Procfile's
     ]  # fmt: skip
     with (OUT / "celery-bench-webhooks.log").open("wb") as log:
         proc = subprocess.Popen(
-            cmd, cwd=ROOT, env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            # Logging as production's workers log (INFO JSON lines); the limits do not reach a worker.
+            cmd,
+            cwd=ROOT,
+            env={**os.environ, **production_env(env)},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
     try:
         yield proc

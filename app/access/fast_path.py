@@ -127,7 +127,7 @@ class FastPath(answer.FastPath):
         heartbeat = progress.normalise(
             data["position_seconds"], data["duration_seconds"], data["completed"], data["client_ts"], now
         )
-        limits = self._limits(environ, principal, "PUT", HEARTBEAT_ENDPOINT)
+        limits = self._limits(environ, str(principal.user_id), "PUT", HEARTBEAT_ENDPOINT)
         try:
             outcome, counted = progress.record_warm_heartbeat(
                 self.app.extensions["redis"],
@@ -173,7 +173,7 @@ class FastPath(answer.FastPath):
         else:
             principal, near, _now = caller
             access_key, content_gen_key = access_cache_key(principal.user_id, item), gen_key(item)
-            limits = self._limits(environ, principal, "GET", STREAM_ENDPOINT)
+            limits = self._limits(environ, str(principal.user_id), "GET", STREAM_ENDPOINT)
             raw_reason, raw_gen = near.get(access_key), near.get(content_gen_key)
             if isinstance(raw_reason, Miss) or isinstance(raw_gen, Miss):
                 # Not held here (a near-cache entry lives no longer than its Redis key; the access
@@ -223,12 +223,8 @@ class FastPath(answer.FastPath):
             return None
         access_key = access_cache_key("{user}", item)
         content_gen_key = gen_key(item)
-        limits = None
-        if self.app.config["RATELIMIT_ENABLED"]:
-            bound = ratelimit.bind(
-                self.rules("GET", STREAM_ENDPOINT), environ.get("REMOTE_ADDR") or "unknown", "{user}"
-            )
-            limits = (list(bound.names), bound.args())
+        bound = self._limits(environ, "{user}", "GET", STREAM_ENDPOINT)  # (the script fills the user in)
+        limits = (list(bound.names), bound.args()) if bound is not None else None
         client = self.app.extensions["redis"]
         now = datetime.now(UTC)
         cold = sessions.cold_bearer_principal(near, client, authorization, now, [access_key, content_gen_key], limits)
@@ -273,13 +269,11 @@ class FastPath(answer.FastPath):
 
     # ---- shared ------------------------------------------------------------------------------
 
-    def _limits(
-        self, environ: dict[str, Any], principal: sessions.Principal, method: str, rule: str
-    ) -> ratelimit.Bound | None:
+    def _limits(self, environ: dict[str, Any], user_id: str, method: str, rule: str) -> ratelimit.Bound | None:
         """The route's rate limits for this caller (None when limits are off)."""
         if not self.app.config["RATELIMIT_ENABLED"]:
             return None
-        return ratelimit.bind(self.rules(method, rule), environ.get("REMOTE_ADDR") or "unknown", str(principal.user_id))
+        return ratelimit.bind(self.rules(method, rule), environ.get("REMOTE_ADDR") or "unknown", user_id)
 
     def _refuse(
         self,
