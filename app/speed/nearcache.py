@@ -338,7 +338,13 @@ class NearCache:
         elif isinstance(message, list) and message and message[0] == b"pong" and self._pings:
             # Everything Redis sent before this PONG has been applied: a change acknowledged
             # before that PING was sent is known here.
-            self._usable_until = self._pings.popleft() + self.stale_after
+            sent = self._pings.popleft()
+            if time.monotonic() - sent > self.stale_after:
+                # Answered too late: lookups were refused meanwhile, and what is held goes, as
+                # ``_keep_alive`` would have dropped it had the listener run in that window.
+                self._note_change(None)
+                self._entries.clear()
+            self._usable_until = sent + self.stale_after
 
     def _note_change(self, keys: frozenset[str] | None) -> None:
         """A new epoch: ``keys`` changed (None: every key)."""
