@@ -57,6 +57,7 @@ from app.identity.models import User
 from app.identity.sessions import Prefetched
 from app.media.models import MediaCaption, MediaItem
 from app.orgs.models import Membership
+from app.speed.bounded import make_room
 
 log = structlog.get_logger(__name__)
 
@@ -337,8 +338,7 @@ def load_snapshot(session: Session, content_id: uuid.UUID, gen: str) -> Snapshot
         raise not_found(CONTENT_NOT_FOUND)
     meta = ContentMeta.load(session, *loaded)
     snapshot = Snapshot(meta, gen, _permitted(meta), time.monotonic())
-    if len(_snapshots) >= SNAPSHOT_MAX_ENTRIES:
-        _snapshots.clear()  # a crude bound; a reload costs one indexed query
+    make_room(_snapshots, SNAPSHOT_MAX_ENTRIES)  # (the oldest go; a reload costs one indexed query)
     _snapshots[content_id] = snapshot
     return snapshot
 

@@ -99,8 +99,16 @@ class LocalPages:
             if previous is not None:
                 self._bytes -= len(previous.body) + len(key) + _ENTRY_OVERHEAD
             if self._bytes + size > self.max_bytes:
-                self._pages.clear()  # crude but bounded; a miss costs one Redis read
-                self._bytes = 0
+                # The oldest pages go until a quarter is free (a miss costs one Redis read); the
+                # pages read in the last minutes stay.
+                target, dropped = self.max_bytes * 3 // 4 - size, []
+                for oldest, kept in self._pages.items():
+                    if self._bytes <= target:
+                        break
+                    self._bytes -= len(kept.body) + len(oldest) + _ENTRY_OVERHEAD
+                    dropped.append(oldest)
+                for oldest in dropped:
+                    del self._pages[oldest]
             self._pages[key] = page
             self._bytes += size
 

@@ -30,6 +30,7 @@ from app.media.magic import MAGIC_BYTES, magic_matches
 from app.media.models import MediaItem
 from app.orgs.access import OrgAccess, resource_access
 from app.schemas import paginate
+from app.speed.bounded import make_room
 from app.storage import ObjectInfo, Storage, StorageError, UploadTarget
 from app.storage import keys as storage_keys
 
@@ -71,8 +72,7 @@ def presigned_url(key: str | None, storage: Storage | None = None) -> str | None
     except StorageError:
         log.warning("storage.presign_failed", exc_info=True)
         return None
-    if len(_presign_cache) >= _PRESIGN_CACHE_MAX:
-        _presign_cache.clear()  # crude but bounded; entries are cheap to rebuild
+    make_room(_presign_cache, _PRESIGN_CACHE_MAX)  # (the oldest go; entries are cheap to rebuild)
     _presign_cache[cache_key] = (now, url, backend)
     return url
 

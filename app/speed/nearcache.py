@@ -47,6 +47,8 @@ from typing import Any, Final
 import redis
 import structlog
 
+from app.speed.bounded import make_room
+
 log = structlog.get_logger(__name__)
 
 
@@ -73,7 +75,8 @@ class NearCache:
     """This process's copy of the Redis keys under ``prefixes`` (see the module docstring).
 
     ``max_entries`` bounds memory (20,000 entries: a session entry is about 250 bytes, a ``/me``
-    body about 1 KB, so a few tens of MB at most); when full, everything is dropped and refilled.
+    body about 1 KB, so a few tens of MB at most); when full, the oldest quarter is dropped
+    (``app.speed.bounded``).
     ``max_age`` bounds how long an entry is kept without being read again from Redis: 300 s, as
     long as a session entry lives in Redis. (Exactness comes from Redis' reports, not from the age:
     a shorter one only sends a returning user's requests, a few a minute per process, back to
@@ -178,8 +181,7 @@ class NearCache:
                     return
                 items = [item for item in items if item[0] not in changed]
             entries = self._entries
-            if len(entries) >= self.max_entries:
-                entries.clear()  # crude but bounded; a miss costs one round trip
+            make_room(entries, self.max_entries)  # (the oldest go; a miss costs one round trip)
             for key, value, ttl in items:
                 if ttl is not None and early:
                     ttl -= next((seconds for prefix, seconds in early if key.startswith(prefix)), 0.0)

@@ -7,6 +7,7 @@ outcome) replaces the org's catalogue generation.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
@@ -344,3 +345,15 @@ def test_totals_whether_or_not_the_first_page_is_full(client: FlaskClient, db_se
     }
     missing = client.get("/api/v1/orgs/no-such-org/catalog?q=bread")
     assert missing.status_code == 404 and missing.json["error"]["code"] == "ORG_NOT_FOUND"
+
+
+def test_a_full_page_cache_drops_its_oldest_pages_only() -> None:
+    body = b"x" * 1000
+    pages = cache.LocalPages(max_bytes=8 * (1000 + 40 + cache._ENTRY_OVERHEAD))
+    for n in range(8):
+        pages.keep(f"page-{n:02d}", cache.Page("org", b"gen", body, time.monotonic() + 60))
+    assert all(pages.get(f"page-{n:02d}") is not None for n in range(8))
+    pages.keep("page-08", cache.Page("org", b"gen", body, time.monotonic() + 60))  # no room: the oldest go
+    kept = [n for n in range(9) if pages.get(f"page-{n:02d}") is not None]
+    assert kept[-1] == 8 and kept[0] > 0 and len(kept) >= 6  # the newest stay
+    assert pages._bytes == len(kept) * (1000 + 7 + cache._ENTRY_OVERHEAD)  # the byte count follows

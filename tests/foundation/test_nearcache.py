@@ -298,3 +298,17 @@ def test_a_forked_child_listens_for_itself(make, other) -> None:
         pytest.fail("the forked child hung (a lock inherited from the parent?)")
     assert os.waitstatus_to_exitcode(status) == 0
     assert held(near, NC + "a") is MISS  # the parent still listens: it saw the child's write
+
+
+def test_a_full_cache_drops_its_oldest_entries_only(make, other) -> None:
+    near = make(max_entries=8)
+    keys = [f"{NC}full-{n}" for n in range(8)]
+    for key in keys:
+        other.set(key, key.encode())
+    quiet(near, other)
+    for key in keys:
+        refilled(near, other, key)
+    refilled(near, other, NC + "full-new")  # full: the oldest quarter goes first
+    assert [held(near, key) is MISS for key in keys] == [True, True] + [False] * 6
+    assert held(near, keys[-1]) == keys[-1].encode()
+    assert held(near, NC + "full-new") is None  # (absent in Redis: held as absent)
