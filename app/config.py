@@ -66,6 +66,9 @@ class Config:
     AWS_SECRET_ACCESS_KEY: str = ""
     STORAGE_PUBLIC_BASE_URL: str = ""
     UPLOAD_URL_TTL_SECONDS: int = 3600
+    # Under gunicorn: an upload body (a part or a single PUT to local storage) that sends no byte for
+    # this long is given up, freeing its server thread; 0 leaves it to a proxy in front.
+    UPLOAD_BODY_IDLE_SECONDS: int = 60
     DOWNLOAD_URL_TTL_SECONDS: int = 3600
     PREVIEW_TOKEN_TTL_SECONDS: int = 3600
     MEDIA_MAX_VIDEO_BYTES: int = 5368709120
@@ -178,6 +181,8 @@ class Config:
             raise ConfigError("LOG_FORMAT must be console or json")
         if self.TRUSTED_PROXY_COUNT is not None and self.TRUSTED_PROXY_COUNT < 0:
             raise ConfigError("TRUSTED_PROXY_COUNT must be 0 or more")
+        if self.UPLOAD_BODY_IDLE_SECONDS < 0:
+            raise ConfigError("UPLOAD_BODY_IDLE_SECONDS must be 0 or more")
         if self.STORAGE_BACKEND == "s3":
             self._validate_s3()
         if self.APP_ENV == "production":

@@ -7,6 +7,7 @@ The token in the path is the credential (security.md §7); the request logger ma
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import time
@@ -116,9 +117,30 @@ class _ServerBody:
 
 def _request_body() -> BinaryIO:
     """The upload's body: the server's own stream where the server bounds it, else werkzeug's."""
+    _bound_idle(request.environ, current_app.config["UPLOAD_BODY_IDLE_SECONDS"])
     if request.environ.get("wsgi.input_terminated"):
         return cast(BinaryIO, _ServerBody(request.environ["wsgi.input"], request.content_length))
     return cast(BinaryIO, request.stream)
+
+
+def _bound_idle(environ: dict[str, Any], seconds: int) -> None:
+    """Give up a body that stops arriving for ``seconds`` (0: never), as a proxy's body timeout would.
+
+    gunicorn reads a request body from a blocking socket without a timeout, so a part whose client
+    vanished without closing its connection (a laptop lid shut, a dropped Wi-Fi), or an attacker
+    sending nothing on purpose, holds its server thread, and the part's lock, for as long as the
+    connection stays half-open: a few such requests would stop a web process. With the socket's
+    timeout set (gunicorn gives the application its socket as ``gunicorn.socket``), a read that
+    waits ``seconds`` without a byte fails: the write stops, no part is recorded, the request gets
+    400, and the connection is closed, since gunicorn cannot drain the rest of its body. gunicorn
+    sets the socket blocking again before the connection's next request. Under another server
+    (no such socket), its own settings, or the proxy's, apply (README, "Resumable uploads").
+    """
+    sock = environ.get("gunicorn.socket")
+    if sock is None or not seconds:
+        return
+    with contextlib.suppress(OSError):  # (the connection is already gone: the read will say so)
+        sock.settimeout(float(seconds))
 
 
 def _open_local(storage: LocalStorage, key: str) -> tuple[IO[bytes], os.stat_result]:

@@ -168,3 +168,10 @@ def test_production_hands_out_only_https_storage_urls(variables: dict[str, str],
     else:
         with pytest.raises(ConfigError, match="S3_PUBLIC_ENDPOINT_URL"):
             config.validate()
+
+
+def test_the_upload_body_idle_bound_is_zero_or_more() -> None:
+    assert Config.from_env({}).UPLOAD_BODY_IDLE_SECONDS == 60
+    assert Config.from_env({"UPLOAD_BODY_IDLE_SECONDS": "0"}).UPLOAD_BODY_IDLE_SECONDS == 0  # (off)
+    with pytest.raises(ConfigError, match="UPLOAD_BODY_IDLE_SECONDS"):
+        Config.from_env({"UPLOAD_BODY_IDLE_SECONDS": "-1"}).validate()

@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -28,6 +29,7 @@ from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 import requests
@@ -331,3 +333,53 @@ def test_cli_upload_resumes_after_an_interruption(
     os.utime(file)  # a changed file is a new upload
     missing = run_cli(local_stack, *common)  # no token, no login
     assert missing.returncode == 2 and "--token" in missing.stderr
+
+
+# ---- a body that stops arriving ------------------------------------------------------------------
+
+
+def test_a_stalled_part_is_given_up_and_its_thread_freed(
+    committed_db: Flask, database_url: str, storage_root: Path, tmp_path: Path
+) -> None:
+    """Parts whose client stops sending mid-body without closing the connection, on every thread of
+    the only web process (``UPLOAD_BODY_IDLE_SECONDS``, 1 s here): gunicorn's reads time out, each
+    request answers 400 and its connection closes, no part is recorded, and the same part sent
+    again goes in at once (no 409 after waiting for the stalled write). Without the bound, neither
+    stalled request is ever answered and the process serves no one else."""
+    with running_stack(tmp_path, database_url, storage_root, UPLOAD_BODY_IDLE_SECONDS="1") as stack:
+        stack.start_web(workers=1, threads=2)
+        org_id, token = owner_token(committed_db)
+        client = Client(stack.base_url, token)
+        size = 2 * 16 * MIB
+        body = {"title": "Stalled", "media_type": "audio", "mime_type": "audio/wav", "file_size_bytes": size}
+        created = client.call("POST", f"/api/v1/orgs/{org_id}/media", 201, json={**body, "upload_mode": "multipart"})
+        media_id = created["id"]
+        urls = client.sign(media_id, [1, 2])
+        targets = [urlsplit(urls[n]["url"]) for n in (1, 2)]
+        stalled = [socket.create_connection((t.hostname, t.port), timeout=30) for t in targets]
+        try:
+            for sock, target in zip(stalled, targets, strict=True):  # each holds a thread and stops sending
+                head = (
+                    f"PUT {target.path} HTTP/1.1\r\nHost: {target.netloc}\r\n"
+                    f"Content-Type: application/octet-stream\r\nContent-Length: {16 * MIB}\r\n\r\n"
+                )
+                sock.sendall(head.encode() + b"\0" * MIB)
+            started = time.monotonic()
+            answers = []
+            for sock in stalled:
+                received = b""
+                while chunk := sock.recv(65536):  # until the server closes the connection
+                    received += chunk
+                answers.append(received)
+            assert time.monotonic() - started < 15, "the stalled bodies were not given up"
+            assert all(answer.startswith(b"HTTP/1.1 400") for answer in answers), answers
+        finally:
+            for sock in stalled:
+                sock.close()
+        client = Client(stack.base_url, token)  # (new connections: gunicorn closed the idle keep-alive one)
+        assert client.stored(media_id) == {}  # nothing recorded for the cut-short writes
+        started = time.monotonic()
+        data = b"\x01" * (16 * MIB)
+        put_part(urls[1], data)  # the part's lock was released with the thread: no wait, no 409
+        assert time.monotonic() - started < 5
+        assert client.stored(media_id)[1][0] == 16 * MIB
