@@ -8,9 +8,10 @@
   ``bench/out/upload-storage``; the client is ``app.upload_client.Upload`` (what ``flask codex upload``
   runs): create with ``upload_mode=multipart``, sign the parts, PUT the 16 MiB parts ``BENCH_UPLOAD_PARALLEL``
   (4, the CLI's default) at a time over keep-alive HTTP (each body sent with ``socket.sendfile`` from
-  the file), upload-complete (assembly + size/magic/ETag checks). The server reads each body straight
-  from gunicorn's ``wsgi.input`` in 1 MiB reads (``app.storage.routes._ServerBody``), ``pwrite``s
-  it at the part's offset and starts its writeback at once (``sync_file_range``).
+  the file), upload-complete (assembly + size/magic/ETag checks). The server reads each body from
+  gunicorn's socket into one 1 MiB buffer (``app.speed.gunicorn_body``: the bytes gunicorn read ahead,
+  then ``recv_into``), ``pwrite``s it at the part's offset and starts its writeback at once
+  (``sync_file_range``).
 - Durability decides the fair baseline. A part is answered 200 only once it is on disk
   (``fdatasync`` of the data, fsync of the part's record and its directory), as S3 acknowledges an
   UploadPart, and completion fsyncs the rename: an acknowledged upload survives a crash. So the
@@ -29,8 +30,8 @@
   ``BENCH_UPLOAD_REPEAT`` times each (default 5: a run takes about 20 s, and with 3 the median of a
   shared machine moved by several hundredths between runs); best and median wall times are compared.
 - Ceiling (context): the same parts sent the same way, 4 at a time, to a bare WSGI function under
-  the same gunicorn (``sink_app`` below: reads the body in 1 MiB reads and writes it to a file,
-  nothing synced), i.e. what any HTTP upload through gunicorn's Python body reader can reach here.
+  the same gunicorn (``sink_app`` below: reads the body as the route does, 1 MiB at a time, and
+  writes it to a file, nothing synced), i.e. what any HTTP upload through gunicorn can reach here.
 - S3 (context, not a goal): the same client against the app on moto's S3 server in this process
   (presigned UploadPart URLs; moto keeps the parts in memory and is not a fast server).
 
@@ -139,15 +140,22 @@ def prepare(db_url: str) -> tuple[str, str]:
 
 
 def sink_app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
-    """WSGI: write the request body to a file of its own under ``STORAGE`` (the HTTP ceiling)."""
-    stream = environ["wsgi.input"]
+    """WSGI: write the request body to a file of its own under ``STORAGE`` (the HTTP ceiling), read
+    as the upload route reads it (``app.speed.gunicorn_body``: gunicorn's socket into one buffer)."""
+    from app.speed.gunicorn_body import socket_body
+
+    stream = socket_body(environ)
+    if stream is None:
+        raise RuntimeError("the sink runs under gunicorn 27, as the app")
     target = STORAGE / f"sink-{uuid.uuid4().hex}.bin"
     fd = os.open(target, os.O_WRONLY | os.O_CREAT, 0o600)
+    buffer = bytearray(MIB)
+    view = memoryview(buffer)
     written = 0
     try:
-        while chunk := stream.read(MIB):
-            os.pwrite(fd, chunk, written)
-            written += len(chunk)
+        while count := stream.readinto(buffer):
+            os.pwrite(fd, view[:count], written)
+            written += count
     finally:
         os.close(fd)
     start_response("200 OK", [("Content-Length", "0")])
