@@ -19,6 +19,7 @@ from flask import Blueprint, Response, current_app, redirect, request
 from sqlalchemy.orm import Session
 from werkzeug.exceptions import ClientDisconnected
 from werkzeug.wrappers import Response as BaseResponse
+from werkzeug.wsgi import wrap_file
 
 from app import db, errors
 from app.http import body_limit, raw_body
@@ -215,11 +216,23 @@ class _FileRange:
         self.handle.close()
 
 
-def _file_response(handle: IO[bytes], start: int, length: int, status: int, content_type: str) -> Response:
+def _file_response(handle: IO[bytes], start: int, length: int, status: int, content_type: str, size: int) -> Response:
+    """``length`` bytes of ``handle`` (an object of ``size`` bytes) from ``start``.
+
+    A body that runs to the end of the file (a whole object, or a range up to its end: every HLS
+    segment a player fetches) goes out through the server's ``wsgi.file_wrapper`` (PEP 3333), from
+    the handle's position: gunicorn then sends it with ``sendfile(2)``, from the page cache straight
+    to the socket, where reading it into Python and writing it out again cost twice the bytes in
+    copies. A range that stops short of the end is sent in chunks: a file wrapper may read to the end.
+    """
     if request.method == "HEAD":
         # werkzeug sends no body for HEAD and never closes it: release the file now.
         handle.close()
         response = Response(status=status, mimetype=content_type)
+    elif start + length == size:
+        handle.seek(start)
+        body = wrap_file(request.environ, handle, buffer_size=CHUNK)  # (closes the file when done)
+        response = Response(body, status=status, mimetype=content_type, direct_passthrough=True)
     else:
         body = _FileRange(handle, start, length)
         response = Response(body, status=status, mimetype=content_type, direct_passthrough=True)
@@ -407,10 +420,10 @@ def download(token: str, filename: str) -> Response:
         handle.close()
         raise
     if selected is None:
-        response = _file_response(handle, 0, size, 200, keys.content_type_for(key))
+        response = _file_response(handle, 0, size, 200, keys.content_type_for(key), size)
     else:
         start, end = selected
-        response = _file_response(handle, start, end - start + 1, 206, keys.content_type_for(key))
+        response = _file_response(handle, start, end - start + 1, 206, keys.content_type_for(key), size)
         response.headers["Content-Range"] = f"bytes {start}-{end}/{size}"
     remaining = max(0, int(claims["exp"]) - int(time.time()))
     response.headers["Cache-Control"] = f"private, max-age={remaining}"
@@ -429,7 +442,7 @@ def public(key: str) -> BaseResponse:
     response: BaseResponse
     if isinstance(storage, LocalStorage):
         handle, stat = _open_local(storage, key)
-        response = _file_response(handle, 0, stat.st_size, 200, content_type)
+        response = _file_response(handle, 0, stat.st_size, 200, content_type, stat.st_size)
         response.set_etag(LocalStorage.etag_of(stat))
     else:
         try:

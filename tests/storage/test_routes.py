@@ -502,3 +502,49 @@ def test_storage_routes_share_the_per_ip_limit(app_factory: Any, redis: Any) -> 
     assert first.status_code == 404 and second.status_code == 403
     assert first.headers["X-RateLimit-Limit"] == "1200"
     assert int(first.headers["X-RateLimit-Remaining"]) - int(second.headers["X-RateLimit-Remaining"]) == 1
+
+
+@pytest.mark.parametrize(
+    ("header", "start", "stop", "wrapped"),
+    [
+        (None, 0, 1024, True),
+        ("bytes=100-", 100, 1024, True),
+        ("bytes=-24", 1000, 1024, True),
+        ("bytes=0-99", 0, 100, False),
+        ("bytes=100-1022", 100, 1023, False),
+    ],
+)
+def test_a_download_to_the_end_goes_through_the_servers_file_wrapper(
+    client: FlaskClient,
+    storage: LocalStorage,
+    segment: tuple[str, bytes],
+    header: str | None,
+    start: int,
+    stop: int,
+    wrapped: bool,
+) -> None:
+    """A body that runs to the end of the object is handed to the server's ``wsgi.file_wrapper``
+    (gunicorn sends it with sendfile), from its offset; a range short of the end is sent in chunks
+    (a wrapper may read to the end). tests/storage/test_download_server.py runs both under gunicorn."""
+    key, data = segment
+    made: list[Any] = []
+
+    class Wrapper:
+        def __init__(self, handle: Any, block: int) -> None:
+            self.handle, self.block = handle, block
+            made.append(self)
+
+        def __iter__(self) -> Any:
+            return iter(lambda: self.handle.read(self.block), b"")
+
+        def close(self) -> None:
+            self.handle.close()
+
+    headers = {"Range": header} if header else {}
+    overrides = {"wsgi.file_wrapper": Wrapper}
+    response = client.get(_path(storage.presign_download(key, 60)), headers=headers, environ_overrides=overrides)
+    assert response.data == data[start:stop]
+    assert len(made) == (1 if wrapped else 0)
+    if wrapped:
+        response.close()
+        assert made[0].handle.closed  # closed once sent
