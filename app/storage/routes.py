@@ -19,7 +19,6 @@ from flask import Blueprint, Response, current_app, redirect, request
 from sqlalchemy.orm import Session
 from werkzeug.exceptions import ClientDisconnected
 from werkzeug.wrappers import Response as BaseResponse
-from werkzeug.wsgi import wrap_file
 
 from app import db, errors
 from app.http import body_limit, raw_body
@@ -223,15 +222,17 @@ def _file_response(handle: IO[bytes], start: int, length: int, status: int, cont
     segment a player fetches) goes out through the server's ``wsgi.file_wrapper`` (PEP 3333), from
     the handle's position: gunicorn then sends it with ``sendfile(2)``, from the page cache straight
     to the socket, where reading it into Python and writing it out again cost twice the bytes in
-    copies. A range that stops short of the end is sent in chunks: a file wrapper may read to the end.
+    copies. A range that stops short of the end is sent in chunks (a file wrapper may read to the
+    end), as is everything under a server that offers no wrapper (werkzeug's own servers: there
+    ``_FileRange`` also closes the file at its end, for clients that never call ``close``).
     """
     if request.method == "HEAD":
         # werkzeug sends no body for HEAD and never closes it: release the file now.
         handle.close()
         response = Response(status=status, mimetype=content_type)
-    elif start + length == size:
+    elif start + length == size and (wrapper := request.environ.get("wsgi.file_wrapper")) is not None:
         handle.seek(start)
-        body = wrap_file(request.environ, handle, buffer_size=CHUNK)  # (closes the file when done)
+        body = wrapper(handle, CHUNK)  # (the server closes it, and so the file, when done)
         response = Response(body, status=status, mimetype=content_type, direct_passthrough=True)
     else:
         body = _FileRange(handle, start, length)

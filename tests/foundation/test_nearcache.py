@@ -155,7 +155,7 @@ def test_a_fill_that_raced_a_change_keeps_nothing(make, other) -> None:
 def test_a_fill_keeps_the_keys_no_change_touched(make, other) -> None:
     """Only a key invalidated between the epoch and the fill is dropped from it: with BCAST every
     process hears of every tracked write, so dropping whole fills sends unrelated users cold."""
-    near = make()
+    near = make(stale_after=30.0)  # (a loaded machine's late PONG would clear it all: not this test's)
     other.set(NC + "a", b"1")
     other.set(NC + "b", b"old")
     quiet(near, other)
@@ -163,8 +163,11 @@ def test_a_fill_keeps_the_keys_no_change_touched(make, other) -> None:
     assert epoch is not None
     read = [(NC + "a", other.get(NC + "a"), None), (NC + "b", other.get(NC + "b"), None)]
     other.set(NC + "b", b"new")  # changes after the read...
-    quiet(near, other)  # ...and its invalidation is applied before the fill
+    deadline = time.monotonic() + 10
+    while near.sync() == epoch and time.monotonic() < deadline:  # ...and its invalidation is applied
+        time.sleep(0.01)  # before the fill (a loaded listener may take a while)
     assert near.sync() != epoch
+    quiet(near, other)
     near.fill(epoch, read)
     assert held(near, NC + "a") == b"1"
     assert held(near, NC + "b") is MISS
@@ -301,7 +304,7 @@ def test_a_forked_child_listens_for_itself(make, other) -> None:
 
 
 def test_a_full_cache_drops_its_oldest_entries_only(make, other) -> None:
-    near = make(max_entries=8)
+    near = make(max_entries=8, stale_after=30.0)  # (as above: a late PONG's clear is not this test's)
     keys = [f"{NC}full-{n}" for n in range(8)]
     for key in keys:
         other.set(key, key.encode())
