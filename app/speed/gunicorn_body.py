@@ -30,15 +30,18 @@ from typing import Any
 
 from gunicorn.http.body import Body, LengthReader
 from gunicorn.http.unreader import SocketUnreader
+from werkzeug.exceptions import ClientDisconnected
 
 
-class BodyCutShort(OSError):
-    """The body ended (or stalled past the socket's timeout) before its Content-Length."""
+class BodyCutShort(ClientDisconnected):
+    """The body ended (or stalled past the socket's timeout) before its Content-Length: werkzeug's
+    ``ClientDisconnected`` (400), as werkzeug's own request stream raises it, so a route answers
+    it as any body cut short."""
 
 
 class SocketBody:
     """A Content-Length request body: ``readinto`` fills a buffer from gunicorn's read-ahead, then
-    from the socket; b"" (0) at the body's end. ``BodyCutShort`` when it ends early."""
+    from the socket; 0 at the body's end. ``BodyCutShort`` when it ends early."""
 
     def __init__(self, body: Body, reader: LengthReader, sock: socket.socket, held: bytes) -> None:
         self._body = body
@@ -59,19 +62,17 @@ class SocketBody:
             while filled < want:  # (a full buffer: fewer writes for the caller)
                 count = self._sock.recv_into(view[filled:want])
                 if not count:
-                    raise BodyCutShort("the client closed the connection mid-body")
+                    break  # the client closed the connection mid-body
                 filled += count
         except OSError as exc:  # (socket.timeout included: nothing came for the socket's timeout)
             self._body.failed = True  # where the next request starts is unknown: gunicorn closes
-            raise BodyCutShort(str(exc) or type(exc).__name__) from exc
+            raise BodyCutShort() from exc
+        if filled < want:
+            self._body.failed = True
+            raise BodyCutShort()
         self._left -= filled
         self._reader.length = self._left  # what gunicorn still drains before the next request
         return filled
-
-    def read(self, size: int = -1) -> bytes:
-        buffer = bytearray(self._left if size < 0 else min(size, self._left))
-        count = self.readinto(buffer)
-        return bytes(buffer[:count])
 
 
 def socket_body(environ: dict[str, Any]) -> SocketBody | None:

@@ -330,8 +330,7 @@ class NearCache:
         if isinstance(message, list) and len(message) == 3 and message[0] == b"message" and message[1] == _CHANNEL:
             keys = message[2]
             if keys is None:  # FLUSHDB / FLUSHALL
-                self._note_change(None)
-                self._entries.clear()
+                self._drop_all()
             else:
                 names = frozenset(key.decode() for key in keys)
                 self._note_change(names)
@@ -344,9 +343,13 @@ class NearCache:
             if time.monotonic() - sent > self.stale_after:
                 # Answered too late: lookups were refused meanwhile, and what is held goes, as
                 # ``_keep_alive`` would have dropped it had the listener run in that window.
-                self._note_change(None)
-                self._entries.clear()
+                self._drop_all()
             self._usable_until = sent + self.stale_after
+
+    def _drop_all(self) -> None:
+        """Every key may have changed: nothing held, and no fill from before keeps anything."""
+        self._note_change(None)
+        self._entries.clear()
 
     def _note_change(self, keys: frozenset[str] | None) -> None:
         """A new epoch: ``keys`` changed (None: every key)."""

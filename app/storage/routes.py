@@ -24,7 +24,7 @@ from app import db, errors
 from app.http import body_limit, raw_body
 from app.ratelimit import blueprint_limit
 from app.security import tokens
-from app.speed.gunicorn_body import BodyCutShort, SocketBody, socket_body
+from app.speed.gunicorn_body import socket_body
 from app.storage import get_storage, keys
 from app.storage.base import ObjectTooLarge, StorageError, UploadBusy, UploadNotFound
 from app.storage.local import CHUNK, UPLOAD_PART_PURPOSE, LocalStorage, download_name
@@ -116,35 +116,15 @@ class _ServerBody:
         return data
 
 
-class _SocketBody:
-    """gunicorn's socket read into the writer's buffer (``app.speed.gunicorn_body``), with the
-    failures of ``_ServerBody``: a body cut short is ``ClientDisconnected``."""
-
-    def __init__(self, body: SocketBody) -> None:
-        self.body = body
-
-    def readinto(self, buffer: bytearray) -> int:
-        try:
-            return self.body.readinto(buffer)
-        except BodyCutShort as exc:
-            raise ClientDisconnected() from exc
-
-    def read(self, size: int = -1) -> bytes:
-        try:
-            return self.body.read(size)
-        except BodyCutShort as exc:
-            raise ClientDisconnected() from exc
-
-
 def _request_body() -> BinaryIO:
     """The upload's body: from gunicorn's socket where it can be (``app.speed.gunicorn_body``),
     else the server's own stream where the server bounds it, else werkzeug's."""
     environ = request.environ
     _bound_idle(environ, current_app.config["UPLOAD_BODY_IDLE_SECONDS"])
     if environ.get("wsgi.input_terminated"):
-        direct = socket_body(environ)
+        direct = socket_body(environ)  # (a body cut short raises ClientDisconnected, as below)
         if direct is not None:
-            return cast(BinaryIO, _SocketBody(direct))
+            return cast(BinaryIO, direct)
         return cast(BinaryIO, _ServerBody(environ["wsgi.input"], request.content_length))
     return cast(BinaryIO, request.stream)
 
