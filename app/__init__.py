@@ -53,6 +53,10 @@ def create_app(config: Config | dict[str, Any] | None = None, *, role: str = "we
     if config.TRUSTED_PROXY_COUNT:  # outermost: everything below sees the client's address
         n = config.TRUSTED_PROXY_COUNT
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n)  # type: ignore[method-assign]
+    if config.FAST_PATH_ENABLED:
+        from app.system import fast_path as health_fast_path
+
+        health_fast_path.install(app)  # the probes' GET /health, outermost (see the module)
 
     from app.cli import codex_cli
 

@@ -3,12 +3,13 @@
 Both run under gunicorn with the Procfile's settings (2 workers x 4 threads) for the whole run and
 are loaded in turn, for BENCH_ROUNDS rounds (``bench.common.interleaved``), by the same closed-loop
 load generator (bench/common.py), so that outside load (or the previous benchmark's leftovers, such
-as Postgres checkpointing after bench_dashboard's million rows) hits both alike. The ratio says how
-much the app's per-request plumbing (request id, security headers, CORS, metrics, logging hooks)
-costs over Flask itself. Codex runs in the production configuration (``bench.common.PRODUCTION``:
-limits on, INFO JSON logs to bench/out/, the gunicorn config's multiprocess metrics, one trusted
-proxy, requests from 10 000 client IPs) and, as context, a second Codex in the former bench
-configuration (limits off, WARNING) is loaded in the same rounds.
+as Postgres checkpointing after bench_dashboard's million rows) hits both alike. Codex answers the
+probe below Flask (app/system/fast_path.py), so the ratio says what a probe costs a web process (the
+WSGI chain, the spec's response headers, the request metric) against bare Flask. Codex runs in
+the production configuration (``bench.common.PRODUCTION``: limits on, INFO JSON logs to
+bench/out/, the gunicorn config's multiprocess metrics, one trusted proxy, requests from 10 000
+client IPs) and, as context, a second Codex in the former bench configuration (limits off,
+WARNING) is loaded in the same rounds.
 
     python -m bench.bench_http          # or: make bench (all benchmarks + bench/RESULTS.md)
 

@@ -16,12 +16,12 @@ from app.system import service
 bp = Blueprint("system", __name__)
 
 
-_HEALTH_BODY = b'{"status":"ok"}\n'  # what jsonify sends, built once: probes ask every few seconds
+HEALTH_BODY = b'{"status":"ok"}\n'  # what jsonify sends, built once: probes ask every few seconds
 
 
 @bp.get("/health")
 def health() -> Any:
-    return current_app.response_class(_HEALTH_BODY, mimetype="application/json")
+    return current_app.response_class(HEALTH_BODY, mimetype="application/json")
 
 
 @bp.record_once

@@ -31,9 +31,7 @@ ALLOWED_ORIGIN = "http://localhost:3000"  # the test config's CORS_ORIGINS
 
 
 def fast_path(app: Flask) -> FastPath:
-    middleware = app.wsgi_app
-    assert isinstance(middleware, FastPath)
-    return middleware
+    return fast_paths.layer_of(app, FastPath)
 
 
 @contextmanager

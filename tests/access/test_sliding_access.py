@@ -29,7 +29,7 @@ from app.identity.access_entries import drop_user_access
 from app.notifications.models import EmailOutbox
 from app.speed.nearcache import NearCache
 from tests.access.helpers import World, headers, staff, stream
-from tests.fast_paths import answered_fast
+from tests.fast_paths import answered_fast, layer_of
 from tests.identity.helpers import auth, signed_in
 
 TOMBSTONE = access_entries.TOMBSTONE.encode()  # what a writer leaves in an access entry's place
@@ -84,8 +84,7 @@ def test_an_entry_is_never_extended_past_its_maximum_age(client: FlaskClient, wo
 def test_the_fast_stream_path_extends_the_entry_it_reads(
     app: Flask, client: FlaskClient, world: World, redis: Any
 ) -> None:
-    middleware = app.wsgi_app
-    assert isinstance(middleware, FastPath)
+    middleware = layer_of(app, FastPath)
     bearer = auth(signed_in(world.buyer))
     url = f"/api/v1/content/{world.content.id}/stream"
 
