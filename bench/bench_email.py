@@ -34,7 +34,7 @@ from typing import Any
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
-from bench.common import PRODUCTION, env_float, free_port, percentile
+from bench.common import PRODUCTION, cpu_seconds, env_float, free_port, percentile
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "bench" / "out"
@@ -115,19 +115,6 @@ def smtp_sink() -> Iterator[tuple[int, list[int]]]:
         out, _ = proc.communicate(timeout=15)
         if out.strip().isdigit():
             received.append(int(out.strip()))
-
-
-def cpu_seconds(pids: list[int]) -> float:
-    """User + system CPU time of these processes (Linux ``/proc``); 0.0 where unavailable."""
-    total = 0.0
-    tick = os.sysconf("SC_CLK_TCK")
-    for pid in pids:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += (int(fields[11]) + int(fields[12])) / tick
-    return total
 
 
 @contextmanager

@@ -60,9 +60,12 @@ from bench.common import (
     Rotation,
     base_env,
     client_ips,
+    cpu_seconds,
     env_float,
     load,
     percentile,
+    pids_named,
+    process_tree,
     production_env,
     record_goal,
     start_gunicorn,
@@ -512,50 +515,6 @@ def paced_deliveries(
     if bad:
         print(f"  {bad} deliveries were not answered 200")
     return sent_at
-
-
-def process_tree(root: int) -> list[int]:
-    """``root`` and all its descendants (Linux ``/proc``)."""
-    parents: dict[int, int] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        parents[int(stat.parent.name)] = int(fields[1])
-    found, frontier = {root}, [root]
-    while frontier:
-        current = frontier.pop()
-        for pid, ppid in parents.items():
-            if ppid == current and pid not in found:
-                found.add(pid)
-                frontier.append(pid)
-    return sorted(found)
-
-
-def cpu_seconds(pids: list[int]) -> float:
-    """User + system CPU time of these processes; 0.0 for those that are gone."""
-    total = 0.0
-    tick = os.sysconf("SC_CLK_TCK")
-    for pid in pids:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += (int(fields[11]) + int(fields[12])) / tick
-    return total
-
-
-def pids_named(*names: str) -> list[int]:
-    """Processes whose command name is one of ``names`` (``postgres``, ``redis-server``)."""
-    found = []
-    for comm in Path("/proc").glob("[0-9]*/comm"):
-        try:
-            if comm.read_text().strip() in names:
-                found.append(int(comm.parent.name))
-        except OSError:
-            continue
-    return found
 
 
 class CpuMeter:

@@ -162,6 +162,9 @@ class LoadResult:
     elapsed: float  # seconds of the measured window
     errors: int = 0  # connection errors and unexpected statuses
     statuses: Counter[int] = field(default_factory=Counter)
+    # What the measured window cost (``load``'s ``meter``, and the load generator's own CPU):
+    # "web_cpu" / "redis_cpu" / "client_cpu" seconds, "redis_reads" and "redis_commands" counts.
+    costs: dict[str, float] = field(default_factory=dict)
 
     @property
     def requests(self) -> int:
@@ -184,13 +187,16 @@ def load(
     max_requests: int = 2_000_000,
     ok_statuses: Sequence[int] = (200,),
     header_factory: HeaderFactory | None = None,
+    meter: Meter | None = None,
 ) -> LoadResult:
     """Closed-loop load: ``concurrency`` threads, each with one keep-alive connection, send
     requests back to back for ``warmup`` seconds (discarded) and then ``duration`` seconds.
 
     Stops at ``max_requests`` in all as well. Returns the latency of every measured request.
     ``header_factory()`` (called once per request) gives headers that change per request: the
-    signed-in user (``Users``) or the client address (``ClientIps``).
+    signed-in user (``Users``) or the client address (``ClientIps``). ``meter()`` is read when the
+    measured window starts and once the last measured request is answered; the differences (and
+    this process's CPU over the same span, "client_cpu") are the result's ``costs``.
     """
     parts = urlsplit(url)
     if parts.hostname not in {"127.0.0.1", "localhost", "::1"}:
@@ -256,15 +262,23 @@ def load(
     measure_start = now + warmup
     measure_end = measure_start + duration
     start_barrier.wait()
+    before: dict[str, float] = {}
+    if meter is not None:
+        time.sleep(max(0.0, measure_start - time.perf_counter()))
+        before = {**meter(), "client_cpu": time.process_time()}
     for thread in threads:
         thread.join(timeout=warmup + duration + 30)
+    costs: dict[str, float] = {}
+    if meter is not None:
+        after = {**meter(), "client_cpu": time.process_time()}
+        costs = {name: after[name] - value for name, value in before.items()}
 
     merged = [value for chunk in latencies for value in chunk]
     total_statuses: Counter[int] = Counter()
     for counts in statuses:
         total_statuses.update(counts)
     elapsed = max(max(finished, default=0.0), measure_start) - measure_start
-    return LoadResult(merged, elapsed, sum(errors), total_statuses)
+    return LoadResult(merged, elapsed, sum(errors), total_statuses, costs)
 
 
 def percentile(values: Sequence[float], pct: float) -> float:
@@ -401,10 +415,100 @@ class Target:
 
 def merge(parts: list[LoadResult]) -> LoadResult:
     statuses: Counter[int] = Counter()
+    costs: Counter[str] = Counter()
     for part in parts:
         statuses.update(part.statuses)
+        costs.update(part.costs)
     latencies = [value for part in parts for value in part.latencies]
-    return LoadResult(latencies, sum(p.elapsed for p in parts), sum(p.errors for p in parts), statuses)
+    return LoadResult(latencies, sum(p.elapsed for p in parts), sum(p.errors for p in parts), statuses, dict(costs))
+
+
+# ---- what a request costs ------------------------------------------------------------------
+
+Meter = Callable[[], dict[str, float]]
+
+
+def process_tree(root: int) -> list[int]:
+    """``root`` and all its descendants (Linux ``/proc``)."""
+    parents: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parents[int(stat.parent.name)] = int(fields[1])
+    found, frontier = {root}, [root]
+    while frontier:
+        current = frontier.pop()
+        for pid, ppid in parents.items():
+            if ppid == current and pid not in found:
+                found.add(pid)
+                frontier.append(pid)
+    return sorted(found)
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU time of these processes; 0.0 for those that are gone."""
+    total = 0.0
+    tick = os.sysconf("SC_CLK_TCK")
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / tick
+    return total
+
+
+def pids_named(*names: str) -> list[int]:
+    """Processes whose command name is one of ``names`` (``postgres``, ``redis-server``)."""
+    found = []
+    for comm in Path("/proc").glob("[0-9]*/comm"):
+        try:
+            if comm.read_text().strip() in names:
+                found.append(int(comm.parent.name))
+        except OSError:
+            continue
+    return found
+
+
+def server_meter(server: Server, redis_url: str) -> Meter:
+    """What a load on ``server`` costs: its processes' CPU ("web_cpu", gunicorn's master and
+    workers) and, from Redis' own counters (``INFO``), Redis' CPU ("redis_cpu"), the reads it
+    processed ("redis_reads": about one per round trip, a pipeline counting once) and the commands
+    it ran ("redis_commands", those inside scripts included). Redis is shared, so read it while
+    only this server is loaded (``interleaved`` does); each reading adds one round trip of its own."""
+    import redis
+
+    pids = process_tree(server.proc.pid)
+    client = redis.Redis.from_url(redis_url)
+
+    def read() -> dict[str, float]:
+        info = client.info()
+        return {
+            "web_cpu": cpu_seconds(pids),
+            "redis_cpu": float(info["used_cpu_sys"]) + float(info["used_cpu_user"]),
+            "redis_reads": float(info["total_reads_processed"]) - 1,  # (less this INFO's own)
+            "redis_commands": float(info["total_commands_processed"]) - 1,
+        }
+
+    return read
+
+
+def cost_text(result: LoadResult) -> str:
+    """``web 612 µs, client 210 µs; Redis 48 µs, 1.0 round trips, 12 commands`` per measured
+    request ("" without costs)."""
+    costs, n = result.costs, result.requests
+    if not costs or not n:
+        return ""
+
+    def micros(name: str) -> str:
+        return f"{costs.get(name, 0.0) / n * 1e6:.0f} µs"
+
+    return (
+        f"web {micros('web_cpu')}, client {micros('client_cpu')}; Redis {micros('redis_cpu')}, "
+        f"{costs.get('redis_reads', 0.0) / n:.1f} round trips, {costs.get('redis_commands', 0.0) / n:.1f} commands"
+    )
 
 
 def production_env(env: Mapping[str, str]) -> dict[str, str]:
@@ -453,7 +557,8 @@ def interleaved(
     but only the target being measured gets requests, so they never share the CPUs. Rounds make
     the ratios robust on a shared machine: load from other processes that comes and goes during
     the run hits every target alike instead of whichever one happened to be measured at the time.
-    Returns each target's merged result and its rps per round; 429s are in ``statuses``."""
+    Returns each target's merged result and its rps per round; 429s are in ``statuses``, and what
+    its measured requests cost (server and Redis CPU, Redis round trips) in ``costs``."""
     if servers is None:
         with codex_servers(env, {t.server for t in targets}) as started:
             return interleaved(env, targets, started)
@@ -465,6 +570,8 @@ def interleaved(
     paths = {t.name: t.path(servers[t.server].url) if callable(t.path) else t.path for t in targets}
     for t in targets:
         prime(servers[t.server].url + paths[t.name], t, concurrency)
+    redis_url = env.get("REDIS_URL") or os.environ.get("REDIS_URL", "redis://localhost:6379/0")
+    meters = {name: server_meter(server, redis_url) for name, server in servers.items()}
     for round_ in range(rounds):
         for t in targets:
             result = load(
@@ -472,6 +579,7 @@ def interleaved(
                 duration=duration / rounds,
                 concurrency=concurrency,
                 warmup=warmup if round_ == 0 else min(warmup, 0.5),  # later rounds: reconnect only
+                meter=meters[t.server],
                 **t.kwargs,
             )
             parts[t.name].append(result)
@@ -516,6 +624,8 @@ def record_goal(
         "other errors": result.errors - too_many,
         "former bench config": "",
         "callers": "; ".join(rotation.summary() for rotation in callers),
+        "cost per request": cost_text(result),
+        "baseline cost per request": cost_text(base),
     }
     if bench_config is not None:
         old, old_rounds = bench_config

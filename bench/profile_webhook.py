@@ -62,7 +62,7 @@ def _log_to_file(path: Path) -> Any:
 
 
 def _pg_cpu(pids: list[int]) -> float:
-    from bench.bench_webhooks import cpu_seconds
+    from bench.common import cpu_seconds
 
     return cpu_seconds(pids)
 

@@ -68,3 +68,33 @@ def test_users_and_addresses_are_headers() -> None:
     assert len(addresses) == 70_000  # all distinct
     assert not ips.prime
     assert "unlimited" in ips.summary()
+
+
+def test_a_measured_window_reports_what_its_requests_cost(redis_urls: tuple[str, str]) -> None:
+    """``load`` with a ``meter`` (``server_meter``: the server's processes' CPU and Redis' own
+    counters) reports what the measured window cost, and ``cost_text`` puts it per request."""
+    import redis
+
+    from bench.common import LoadResult, cost_text, load, server_meter, start_gunicorn
+
+    url = redis_urls[0]
+    client = redis.Redis.from_url(url)
+    try:
+        with start_gunicorn("bench.trivial_app:app", {}) as server:
+            meter = server_meter(server, url)
+            before = meter()
+            for _ in range(10):
+                client.get("bench-harness")
+            after = meter()
+            # (Redis is shared with the other tests: at least this test's round trips)
+            assert after["redis_reads"] - before["redis_reads"] >= 10
+            assert after["redis_commands"] - before["redis_commands"] >= 10
+            result = load(server.url + "/health", duration=0.5, concurrency=2, warmup=0.2, meter=meter)
+    finally:
+        client.close()
+    assert result.requests > 0 and result.errors == 0
+    assert set(result.costs) == {"web_cpu", "redis_cpu", "redis_reads", "redis_commands", "client_cpu"}
+    assert result.costs["web_cpu"] > 0 and result.costs["client_cpu"] > 0
+    text = cost_text(result)
+    assert text.startswith("web ") and " µs, client " in text and "round trips" in text
+    assert cost_text(LoadResult([], 0.0)) == ""  # (nothing measured: nothing said)
