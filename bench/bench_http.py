@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from bench.common import LoadResult, Target, client_ips, interleaved, percentile, record_goal
+from bench.common import LoadResult, Target, client_ips, cost_text, interleaved, percentile, record_goal
 
 # Development mode (production refuses the local defaults); ``interleaved`` lays the production
 # configuration (limits, INFO JSON logs, multiprocess metrics, one proxy) or the former bench
@@ -60,6 +60,7 @@ def main() -> list[dict[str, Any]]:
             Target("trivial", "trivial", "/health"),
             Target("codex", "codex", "/health", {"header_factory": ips}),
             Target("codex_bench", "codex_bench", "/health"),
+            Target("one_redis_get", "trivial", "/one-redis-get"),
         ],
     )
     baseline = results["trivial"][0]
@@ -71,9 +72,18 @@ def main() -> list[dict[str, Any]]:
         row("trivial Flask GET /health", baseline, None),
         row("Codex GET /health (production configuration)", results["codex"][0], baseline, rounds(results, "codex")),
         row("  same, former bench configuration", results["codex_bench"][0], baseline, rounds(results, "codex_bench")),
-    ]
+        context_row(
+            "context: trivial Flask + one Redis GET (the floor of a request that asks Redis once)",
+            results["one_redis_get"][0], baseline, rounds(results, "one_redis_get"),
+        ),
+    ]  # fmt: skip
     print_table(rows)
     return rows
+
+
+def context_row(target: str, result: LoadResult, baseline: LoadResult, per_round: str) -> dict[str, Any]:
+    """A row without a goal, with what a request cost (web and Redis CPU, round trips)."""
+    return {**row(target, result, baseline, per_round), "goal": cost_text(result), "met": ""}
 
 
 def rounds(results: dict[str, tuple[LoadResult, list[float]]], name: str) -> str:
