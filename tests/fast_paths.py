@@ -10,12 +10,25 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
+import pytest
 from flask import Flask
 from werkzeug.test import TestResponse
 
 from app.speed.answer import FastPath
 
 T = TypeVar("T")
+
+ALLOWED_ORIGIN = "http://localhost:3000"  # the test config's CORS_ORIGINS
+
+
+def header_variants(request_id: str) -> pytest.MarkDecorator:
+    """Parametrize ``extra`` with the request headers each fast path's answer is compared under:
+    none, an allowed ``Origin`` (CORS headers), another ``Origin`` (none), an ``X-Request-ID``."""
+    return pytest.mark.parametrize(
+        "extra",
+        [{}, {"Origin": ALLOWED_ORIGIN}, {"Origin": "https://evil.example"}, {"X-Request-ID": request_id}],
+        ids=["plain", "allowed-origin", "other-origin", "request-id"],
+    )
 
 
 def layer_of(app: Flask, kind: type[T]) -> T:

@@ -23,11 +23,9 @@ from app.identity.sessions import COOKIE_NAME
 from app.speed.nearcache import MISS
 from tests import fast_paths
 from tests.access.helpers import World
-from tests.fast_paths import answered_fast, header_bag, request_lines
+from tests.fast_paths import ALLOWED_ORIGIN, answered_fast, header_bag, header_variants, request_lines
 from tests.identity.conftest import bound_client
 from tests.identity.helpers import signed_in
-
-ALLOWED_ORIGIN = "http://localhost:3000"  # the test config's CORS_ORIGINS
 
 
 def fast_path(app: Flask) -> FastPath:
@@ -82,11 +80,7 @@ class Player:
         self.put_fast()
 
 
-@pytest.mark.parametrize(
-    "extra",
-    [{}, {"Origin": ALLOWED_ORIGIN}, {"Origin": "https://evil.example"}, {"X-Request-ID": "player-42.beat_7"}],
-    ids=["plain", "allowed-origin", "other-origin", "request-id"],
-)
+@header_variants("player-42.beat_7")
 def test_a_warm_heartbeat_is_answered_below_flask_exactly_as_the_route_answers(
     app: Flask, client: FlaskClient, world: World, redis: redis_lib.Redis, extra: dict[str, str]
 ) -> None:

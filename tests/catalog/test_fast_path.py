@@ -21,12 +21,11 @@ from app.content.models import Content
 from app.identity.sessions import COOKIE_NAME
 from tests import fast_paths
 from tests.content.helpers import Staff, make_content, make_staff
-from tests.fast_paths import layer_of, request_lines
+from tests.fast_paths import ALLOWED_ORIGIN, layer_of, request_lines
 from tests.identity.conftest import bound_client
 from tests.identity.helpers import auth, make_user, signed_in
 
 LIST = "/api/v1/orgs/bakery/catalog"
-ALLOWED_ORIGIN = "http://localhost:3000"  # the test config's CORS_ORIGINS
 
 
 @pytest.fixture()

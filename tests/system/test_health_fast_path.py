@@ -13,20 +13,14 @@ from flask.testing import FlaskClient
 from app import metrics
 from app.system.fast_path import HealthFastPath
 from tests import fast_paths
-from tests.fast_paths import header_bag, layer_of
-
-ALLOWED_ORIGIN = "http://localhost:3000"  # the test config's CORS_ORIGINS
+from tests.fast_paths import ALLOWED_ORIGIN, header_bag, header_variants, layer_of
 
 
 def health_path(app: Flask) -> HealthFastPath:
     return layer_of(app, HealthFastPath)
 
 
-@pytest.mark.parametrize(
-    "extra",
-    [{}, {"Origin": ALLOWED_ORIGIN}, {"Origin": "https://evil.example"}, {"X-Request-ID": "probe.7"}],
-    ids=["plain", "allowed-origin", "other-origin", "request-id"],
-)
+@header_variants("probe.7")
 def test_a_probe_is_answered_below_flask_exactly_as_the_route_answers(
     app: Flask, client: FlaskClient, extra: dict[str, str]
 ) -> None:
