@@ -56,7 +56,16 @@ from typing import Any
 from sqlalchemy import create_engine
 from sqlalchemy.orm import Session
 
-from bench.common import GUNICORN_CONF, Server, base_env, free_port, production_env, start_gunicorn
+from bench.common import (
+    GUNICORN_CONF,
+    Server,
+    base_env,
+    cpu_seconds,
+    free_port,
+    process_tree,
+    production_env,
+    start_gunicorn,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "bench" / "out"
@@ -224,13 +233,8 @@ def copy_once(*, durable: bool) -> float:
 
 def server_cpu(server: Server) -> float:
     """CPU seconds (user + system) the server's worker processes have used so far (Linux ``/proc``)."""
-    pid = server.proc.pid
-    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-    total = 0
-    for child in children:
-        fields = Path(f"/proc/{child}/stat").read_text().rsplit(")", 1)[1].split()
-        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat(5))
-    return total / os.sysconf("SC_CLK_TCK")
+    master = server.proc.pid
+    return cpu_seconds([pid for pid in process_tree(master) if pid != master])
 
 
 def clear_storage() -> None:
