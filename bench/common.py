@@ -408,7 +408,7 @@ class Target:
     request per user before the measurement, so that no user's first (cold) request lands in it."""
 
     name: str
-    server: str  # "trivial" | "codex" | "codex_bench"
+    server: str  # "trivial" | "codex" | "codex_bench" | "hot_floor"
     path: str | Callable[[str], str]
     kwargs: dict[str, Any] = field(default_factory=dict)
 
@@ -522,15 +522,17 @@ def bench_config_env(env: Mapping[str, str]) -> dict[str, str]:
 @contextmanager
 def codex_servers(env: Mapping[str, str], names: Collection[str]) -> Iterator[dict[str, Server]]:
     """The servers ``names`` asks for: "trivial", "codex" (production configuration over ``env``),
-    "codex_bench" (the former bench configuration over ``env``), all up together."""
+    "codex_bench" (the former bench configuration over ``env``), "hot_floor" (bench/hot_floor_app.py,
+    the least a heartbeat or stream URL can cost, under the same gunicorn config), all up together."""
     specs: dict[str, tuple[str, dict[str, str], str | None]] = {
         "trivial": ("bench.trivial_app:app", {}, None),
         "codex": ("app:create_app()", production_env(env), GUNICORN_CONF),
         "codex_bench": ("app:create_app()", bench_config_env(env), None),
+        "hot_floor": ("bench.hot_floor_app:app", dict(env), GUNICORN_CONF),
     }
     with ExitStack() as stack:
         servers = {}
-        for name in ("trivial", "codex", "codex_bench"):
+        for name in ("trivial", "codex", "codex_bench", "hot_floor"):
             if name in names:
                 app_spec, server_env, config = specs[name]
                 servers[name] = stack.enter_context(start_gunicorn(app_spec, server_env, config=config))
@@ -604,11 +606,13 @@ def record_goal(
     *,
     baseline_name: str = "trivial",
     bench_config: tuple[LoadResult, list[float]] | None = None,
+    floor: tuple[LoadResult, list[float]] | None = None,
     callers: Sequence[Rotation] = (),
 ) -> dict[str, Any]:
     """Add the production-configuration row of ``target`` (ratio of its req/s to ``baseline``'s in
     the same interleaved run) to SUMMARY and return it. ``bench_config``: the same target on the
-    former bench configuration, as context."""
+    former bench configuration, as context; ``floor``: the least possible endpoint for it
+    (bench/hot_floor_app.py), whose ratio bounds what the target can reach."""
     (result, rounds), (base, base_rounds) = measured, baseline
     ratio = result.rps / base.rps if base.rps else 0.0
     per_round = [a / b for a, b in zip(rounds, base_rounds, strict=True) if b]
@@ -623,6 +627,7 @@ def record_goal(
         "429s": too_many,
         "other errors": result.errors - too_many,
         "former bench config": "",
+        "least possible (floor)": "",
         "callers": "; ".join(rotation.summary() for rotation in callers),
         "cost per request": cost_text(result),
         "baseline cost per request": cost_text(base),
@@ -631,6 +636,12 @@ def record_goal(
         old, old_rounds = bench_config
         old_per_round = [a / b for a, b in zip(old_rounds, base_rounds, strict=True) if b]
         row["former bench config"] = f"{old.rps / base.rps:.2f} ({ratio_text(old_per_round)})" if base.rps else "-"
+    if floor is not None:
+        least, least_rounds = floor
+        least_per_round = [a / b for a, b in zip(least_rounds, base_rounds, strict=True) if b]
+        row["least possible (floor)"] = (
+            f"{least.rps / base.rps:.2f} ({ratio_text(least_per_round)}); {cost_text(least)}" if base.rps else "-"
+        )
     SUMMARY.append(row)
     return row
 

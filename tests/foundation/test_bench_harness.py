@@ -98,3 +98,56 @@ def test_a_measured_window_reports_what_its_requests_cost(redis_urls: tuple[str,
     text = cost_text(result)
     assert text.startswith("web ") and " µs, client " in text and "round trips" in text
     assert cost_text(LoadResult([], 0.0)) == ""  # (nothing measured: nothing said)
+
+
+def test_the_least_possible_hot_path_does_what_production_obliges(redis_urls: tuple[str, str]) -> None:
+    """bench/hot_floor_app.py, the bound of the heartbeat and stream-URL goals, does the work it
+    claims: the session key must exist, the limit is counted, a heartbeat is written, and the
+    answers carry the spec's headers (so its ratio is a fair bound, not an empty endpoint's)."""
+    import hashlib
+    import http.client
+    import json
+    import time
+
+    import redis
+
+    from bench.common import start_gunicorn
+
+    url = redis_urls[0]
+    client = redis.Redis.from_url(url)
+    token = "floor-test-token"
+    token_hash = hashlib.sha256(token.encode()).hexdigest()
+    item = "3403e0ee-dbd6-4754-a807-4fe80bf2e5b5"
+    client.set(f"sess:{token_hash}", b"{}")
+
+    def ask(server_port: int, method: str, path: str, auth: str, body: bytes = b"") -> http.client.HTTPResponse:
+        conn = http.client.HTTPConnection("127.0.0.1", server_port, timeout=10)
+        headers = {"Authorization": f"Bearer {auth}", "Content-Type": "application/json"}
+        conn.request(method, path, body=body or None, headers=headers)
+        answer = conn.getresponse()
+        answer.read()
+        conn.close()
+        return answer
+
+    beat = json.dumps({"position_seconds": 42, "duration_seconds": 1800, "client_ts": "2026-12-07T00:00:00Z"}).encode()
+    try:
+        with start_gunicorn("bench.hot_floor_app:app", {"REDIS_URL": url}) as server:
+            answer = ask(server.port, "PUT", f"/api/v1/content/{item}/progress", token, beat)
+            assert answer.status == 204
+            for header in ("X-Request-ID", "X-RateLimit-Limit", "X-RateLimit-Remaining", "X-RateLimit-Reset",
+                           "X-Content-Type-Options", "Content-Security-Policy", "Cache-Control", "Vary"):  # fmt: skip
+                assert answer.getheader(header), header
+            assert answer.getheader("X-RateLimit-Limit") == "120"
+            assert client.hget(f"floor:pb:{token_hash}:{item}", "position") == b"42"
+            stream = ask(server.port, "GET", f"/api/v1/content/{item}/stream", token)
+            assert stream.status == 200 and stream.getheader("X-RateLimit-Limit") == "60"
+            assert ask(server.port, "GET", f"/api/v1/content/{item}/stream", "no-such-session").status == 401
+            minute = int(time.time()) // 60
+            for m in (minute, minute + 1):  # (a minute may turn meanwhile)
+                client.set(f"floor:rl:stream:{token_hash}:{m}", 60, ex=120)
+            assert ask(server.port, "GET", f"/api/v1/content/{item}/stream", token).status == 429
+    finally:
+        client.delete(f"sess:{token_hash}", f"floor:pb:{token_hash}:{item}")
+        for key in client.scan_iter(f"floor:rl:*:{token_hash}:*"):
+            client.delete(key)
+        client.close()
