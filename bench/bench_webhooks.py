@@ -705,6 +705,9 @@ def report(
     hooks_rounds = [(measured[name].result, measured[name].per_round) for name in ("webhooks", "floor")]
     ips = measured["webhooks"].callers
     least = measured["floor_production"]
+    if least.result.errors or set(least.result.statuses) != {200}:
+        statuses, errors = dict(least.result.statuses), least.result.errors
+        raise RuntimeError(f"the production floor answered {statuses} ({errors} errors)")
     record_goal(
         "webhook deliveries POST /webhooks/stripe", hooks_rounds[0], hooks_rounds[1], FLOOR_GOAL,
         baseline_name="bench_webhook_floor's bare endpoint", floor=(least.result, least.per_round),

@@ -612,7 +612,8 @@ def record_goal(
     """Add the production-configuration row of ``target`` (ratio of its req/s to ``baseline``'s in
     the same interleaved run) to SUMMARY and return it. ``bench_config``: the same target on the
     former bench configuration, as context; ``floor``: the least possible endpoint for it
-    (bench/hot_floor_app.py), whose ratio bounds what the target can reach."""
+    (bench/hot_floor_app.py; bench/webhook_floor_app.py with ``FLOOR_PRODUCTION=1``), whose ratio
+    bounds what the target can reach."""
     (result, rounds), (base, base_rounds) = measured, baseline
     ratio = result.rps / base.rps if base.rps else 0.0
     per_round = [a / b for a, b in zip(rounds, base_rounds, strict=True) if b]
@@ -639,8 +640,11 @@ def record_goal(
     if floor is not None:
         least, least_rounds = floor
         least_per_round = [a / b for a, b in zip(least_rounds, base_rounds, strict=True) if b]
+        costs = cost_text(least)
         row["least possible (floor)"] = (
-            f"{least.rps / base.rps:.2f} ({ratio_text(least_per_round)}); {cost_text(least)}" if base.rps else "-"
+            f"{least.rps / base.rps:.2f} ({ratio_text(least_per_round)})" + (f"; {costs}" if costs else "")
+            if base.rps
+            else "-"
         )
     SUMMARY.append(row)
     return row
