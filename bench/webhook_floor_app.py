@@ -4,17 +4,15 @@ per-thread psycopg connection and pushes a message with one LPUSH. No Flask, no 
 metrics, no error handling; ``GET /health`` is the trivial app's. Not part of Codex.
 
 With ``FLOOR_PRODUCTION=1`` it adds, each in its cheapest form, what the production configuration
-obliges any implementation to do on top: the per-IP limit counted in Redis before the work (one
-round trip, a fixed-window ``INCR``), the spec's response headers (request id, rate-limit and
-security headers, CSP: ``app.http.plain_api_headers``), the request metric (prometheus_client,
-multiprocess mode under ``gunicorn -c python:app.gunicorn_conf``) and a JSON log line on stderr.
-bench_webhooks measures both against each other: the ratio bounds issue 19's webhook goal."""
+obliges any implementation to do on top (bench/floor_obligations.py): the per-IP limit counted in
+Redis before the work (one round trip), the rate-limit and the spec's response headers, the request
+metric and a JSON log line. bench_webhooks measures both against each other: the ratio bounds
+issue 19's webhook goal."""
 
 from __future__ import annotations
 
 import json
 import os
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -23,10 +21,9 @@ from typing import Any
 
 import psycopg
 import redis
-from prometheus_client import Counter, Histogram
 
-from app.http import plain_api_headers
 from app.payments.signature import verify
+from bench import floor_obligations as obliged
 from bench.trivial_app import app as trivial
 
 SECRETS = [os.environ["STRIPE_WEBHOOK_SECRET"]]
@@ -53,17 +50,7 @@ def _connection() -> psycopg.Connection[Any]:
 PRODUCTION = os.environ.get("FLOOR_PRODUCTION") == "1"
 LIMITER = redis.Redis.from_url(os.environ.get("REDIS_URL") or os.environ["CELERY_BROKER_URL"])
 LIMIT = 1000  # per client IP per minute, as Codex's webhook route
-_COUNT = LIMITER.register_script(
-    "local n = redis.call('INCR', KEYS[1]) if n == 1 then redis.call('EXPIRE', KEYS[1], 60) end return n"
-)
-_REQUESTS = Counter("floor_webhook_requests_total", "requests", ["method", "endpoint", "status"])
-_DURATION = Histogram(
-    "floor_webhook_request_duration_seconds",
-    "latency",
-    ["method", "endpoint"],
-    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
-)
-_CONFIG = {"APP_ENV": "development", "CORS_ORIGINS": []}
+_COUNT = LIMITER.register_script(obliged.COUNT_LUA + "return n")
 
 
 def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
@@ -92,31 +79,13 @@ def bare(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterabl
 def production(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
     """``bare`` with the per-IP limit before it, and the headers, metric and log line after it."""
     started = time.perf_counter()
-    ip = environ.get("HTTP_X_FORWARDED_FOR", "").rsplit(",", 1)[-1].strip() or environ.get("REMOTE_ADDR", "")
-    count = int(_COUNT(keys=[f"floor:rl:webhook:{ip}:{int(time.time()) // 60}"]))
+    count = int(_COUNT(keys=[obliged.limit_key("webhook", obliged.client_ip(environ))]))
     if count > LIMIT:
         start_response("429 TOO MANY REQUESTS", [("Content-Length", "0")])
         return []
     status: list[str] = []
     answer = bare(environ, lambda line, headers: status.append(line))
-    request_id = os.urandom(16).hex()
-    headers = [
-        ("Content-Type", "application/json"),
-        ("Content-Length", "17"),
-        ("X-RateLimit-Limit", str(LIMIT)),
-        ("X-RateLimit-Remaining", str(LIMIT - count)),
-        ("X-RateLimit-Reset", str(60 - int(time.time()) % 60)),
-        *plain_api_headers(request_id, None, "POST", _CONFIG, cache_control=False),
-    ]
-    duration = time.perf_counter() - started
-    _REQUESTS.labels("POST", "/webhooks/stripe", "200").inc()
-    _DURATION.labels("POST", "/webhooks/stripe").observe(duration)
-    line = {
-        "method": "POST", "path": "/webhooks/stripe", "status": 200, "duration_ms": round(duration * 1000, 2),
-        "user_id": None, "ip": ip, "event": "request", "request_id": request_id, "level": "info",
-        "logger": "codex.request", "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()) + ".000000Z",
-    }  # fmt: skip
-    sys.stderr.write(json.dumps(line) + "\n")
-    sys.stderr.flush()
+    content = [("Content-Type", "application/json"), ("Content-Length", "17"), *obliged.limit_headers(LIMIT, count)]
+    headers = obliged.finish(environ, status[0], content, "/webhooks/stripe", started, None, cache_control=False)
     start_response(status[0], headers)
     return answer
