@@ -46,10 +46,12 @@ def client_ip(environ: dict[str, Any]) -> str:
 
 
 def limit_headers(limit: int, count: int) -> list[tuple[str, str]]:
+    """The spec's rate-limit headers for the ``count``-th request of this minute (security.md §3:
+    ``X-RateLimit-Reset`` in Unix seconds, here the end of the minute)."""
     return [
         ("X-RateLimit-Limit", str(limit)),
         ("X-RateLimit-Remaining", str(limit - count)),
-        ("X-RateLimit-Reset", str(60 - int(time.time()) % 60)),
+        ("X-RateLimit-Reset", str((int(time.time()) // 60 + 1) * 60)),
     ]
 
 

@@ -138,6 +138,7 @@ def test_the_least_possible_hot_path_does_what_production_obliges(redis_urls: tu
                            "X-Content-Type-Options", "Content-Security-Policy", "Cache-Control", "Vary"):  # fmt: skip
                 assert answer.getheader(header), header
             assert answer.getheader("X-RateLimit-Limit") == "120"
+            assert int(answer.getheader("X-RateLimit-Reset") or 0) > time.time()  # (Unix seconds, as the spec's)
             assert client.hget(f"floor:pb:{token_hash}:{item}", "position") == b"42"
             stream = ask(server.port, "GET", f"/api/v1/content/{item}/stream", token)
             assert stream.status == 200 and stream.getheader("X-RateLimit-Limit") == "60"
